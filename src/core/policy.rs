@@ -1,0 +1,296 @@
+//! The peer policy: which peer addresses a client may reach through its relay.
+//!
+//! RFC 8656 §21 warns that a TURN server lets anyone who can allocate send
+//! traffic from the server's own network position, so by default we refuse
+//! peers that are not plainly on the public Internet (loopback, private,
+//! link-local and cloud metadata, reserved and special-purpose ranges), and
+//! the server's own listening sockets. The check runs at CreatePermission
+//! (RFC 8656 §10), ChannelBind (§12) and Send (§11); a refusal is a 403.
+//!
+//! Every address is first reduced to its [`canonical`] form, so an IPv4
+//! address cannot slip past the IPv4 rules inside an IPv6 wrapper
+//! (mapped, compatible, 6to4, NAT64, Teredo).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+
+use crate::core::cidr::Cidr;
+
+/// Why a peer address was refused (code is always 403; the reason is a static
+/// plain-words sentence for logs and clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PolicyRejection {
+    /// A plain-words sentence saying why, e.g. "peer address is loopback".
+    pub reason: &'static str,
+}
+
+impl PolicyRejection {
+    /// The STUN error code to answer with: 403 (Forbidden), RFC 8656 §10.2.
+    pub const CODE: u16 = 403;
+
+    /// The STUN error code to answer with (always [`Self::CODE`]).
+    pub const fn code(&self) -> u16 {
+        Self::CODE
+    }
+}
+
+/// Decides whether a client may reach a peer address through its relay.
+#[derive(Clone, Debug)]
+pub struct PeerPolicy {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+    own_relay_ips: Vec<IpAddr>,
+    listeners: Vec<SocketAddr>,
+    relay_ports: RangeInclusive<u16>,
+}
+
+impl PeerPolicy {
+    /// `allow`/`deny` come from config (`[peers]`). `own_relay_ips`: the
+    /// server's relay bind IPs and external (advertised) IPs — valid peers
+    /// (two relay-only WebRTC clients on one server reach each other
+    /// relay-to-relay). `listeners`: the server's own listening sockets (may
+    /// have unspecified IPs) — never valid peers, port-aware.
+    ///
+    /// All addresses are canonicalised; unspecified relay IPs (a wildcard
+    /// relay bind) are dropped, since they would otherwise bless `0.0.0.0`.
+    pub fn new(
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+        own_relay_ips: Vec<IpAddr>,
+        listeners: Vec<SocketAddr>,
+    ) -> Self {
+        let mut own: Vec<IpAddr> = own_relay_ips
+            .into_iter()
+            .map(canonical)
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        own.sort_unstable();
+        own.dedup();
+        Self {
+            allow: allow.into_iter().map(canonical_cidr).collect(),
+            deny: deny.into_iter().map(canonical_cidr).collect(),
+            own_relay_ips: own,
+            listeners: listeners
+                .into_iter()
+                .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
+                .collect(),
+            relay_ports: 0..=u16::MAX,
+        }
+    }
+
+    /// Accept the server's own relay IPs only on these ports (the relay port
+    /// range). Without it, every port of an own relay IP is a valid peer,
+    /// which would let a client reach other services on the same host.
+    pub fn with_relay_ports(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.relay_ports = ports;
+        self
+    }
+
+    /// Ok(canonical peer address) or the rejection. The returned address is
+    /// the canonical form (see [`canonical`]) that the relay should send to.
+    pub fn check(&self, peer: SocketAddr) -> Result<SocketAddr, PolicyRejection> {
+        let ip = canonical(peer.ip());
+        let peer_canon = if ip == peer.ip() {
+            peer
+        } else {
+            SocketAddr::new(ip, peer.port())
+        };
+        if self.is_own_listener(peer_canon) {
+            return Err(reject(LISTENER));
+        }
+        self.decide(peer.ip(), ip, Some(peer.port()))
+            .map(|()| peer_canon)
+    }
+
+    /// Same decision for an IP alone (CreatePermission has no meaningful
+    /// port, RFC 8656 §9): everything but the listener rule.
+    pub fn check_ip(&self, peer: IpAddr) -> Result<IpAddr, PolicyRejection> {
+        let ip = canonical(peer);
+        self.decide(peer, ip, None).map(|()| ip)
+    }
+
+    /// The decision after the listener rule. `raw` is the address as given,
+    /// `ip` its canonical form. Allocation-free: a few short slice scans.
+    fn decide(&self, raw: IpAddr, ip: IpAddr, port: Option<u16>) -> Result<(), PolicyRejection> {
+        // The deny list also sees the raw form, so an operator can refuse a
+        // whole wrapper prefix (e.g. 2002::/16) whatever it embeds.
+        if self.deny.iter().any(|c| c.contains(ip) || c.contains(raw)) {
+            return Err(reject(CONFIG_DENY));
+        }
+        // The allow list sees only the canonical form: allowing an outer
+        // IPv6 prefix must not bless a private IPv4 address embedded in it.
+        if self.allow.iter().any(|c| c.contains(ip)) {
+            return Ok(());
+        }
+        if self.own_relay_ips.contains(&ip) {
+            return match port {
+                Some(p) if !self.relay_ports.contains(&p) => Err(reject(OWN_NON_RELAY_PORT)),
+                _ => Ok(()),
+            };
+        }
+        match builtin_reason(ip) {
+            Some(reason) => Err(reject(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `peer` (canonical) would reach one of our listening sockets.
+    fn is_own_listener(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip();
+        self.listeners
+            .iter()
+            .filter(|l| l.port() == peer.port())
+            .any(|l| {
+                l.ip() == ip
+                    // Sending to 0.0.0.0 or :: is delivered to the local host.
+                    || ip.is_unspecified()
+                    // A wildcard listener answers on every local address.
+                    || (l.ip().is_unspecified() && self.is_local_ip(ip))
+            })
+    }
+
+    /// Addresses known to belong to this host.
+    fn is_local_ip(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || self.own_relay_ips.contains(&ip)
+            || self.listeners.iter().any(|l| l.ip() == ip)
+    }
+}
+
+/// Canonicalises an address before any check: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`, except `::` and `::1`), 6to4
+/// (`2002:AABB:CCDD::/16` → the embedded v4), NAT64 well-known prefix
+/// `64:ff9b::/96` and local-use `64:ff9b:1::/96` (RFC 8215; embedded v4 in the
+/// last 32 bits), Teredo `2001:0::/32` (the obfuscated client v4: last 32
+/// bits XOR `0xffffffff`) → the embedded IPv4. Anything else unchanged.
+///
+/// Only the `/96` at the start of the local-use `/48` is canonicalised: with
+/// other RFC 6052 prefix lengths the v4 sits elsewhere, so the rest of the
+/// `/48` stays IPv6 and the built-in list refuses it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, if it is a known wrapper.
+fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(a);
+    let low32 = bits as u32;
+    match bits >> 32 {
+        // RFC 4291 §2.5.5.2 (mapped), §2.5.5.1 (compatible; :: and ::1 are not v4).
+        0xffff => Some(Ipv4Addr::from(low32)),
+        0 if low32 > 1 => Some(Ipv4Addr::from(low32)),
+        // RFC 6052 §2.1 well-known prefix; RFC 8215 local-use, /96 form.
+        NAT64_WKP | NAT64_LOCAL => Some(Ipv4Addr::from(low32)),
+        _ => match bits >> 96 {
+            // RFC 3056 §2: 2002:V4ADDR::/48.
+            t if t >> 16 == 0x2002 => Some(Ipv4Addr::from((bits >> 80) as u32)),
+            // RFC 4380 §4: the client's mapped v4 is stored inverted.
+            0x2001_0000 => Some(Ipv4Addr::from(!low32)),
+            _ => None,
+        },
+    }
+}
+
+/// The top 96 bits of `64:ff9b::/96` (RFC 6052 §2.1).
+const NAT64_WKP: u128 = 0x0064_ff9b_0000_0000_0000_0000;
+/// The top 96 bits of `64:ff9b:1::/96` (RFC 8215).
+const NAT64_LOCAL: u128 = 0x0064_ff9b_0001_0000_0000_0000;
+
+/// A prefix inside `::ffff:0:0/96` written for v4 traffic becomes that v4
+/// prefix, so a configured `::ffff:10.0.0.0/104` matches canonical peers.
+fn canonical_cidr(c: Cidr) -> Cidr {
+    match c.network() {
+        IpAddr::V6(n) if c.prefix_len() >= 96 => match n.to_ipv4_mapped() {
+            Some(v4) => Cidr::new(IpAddr::V4(v4), c.prefix_len() - 96).unwrap_or(c),
+            None => c,
+        },
+        _ => c,
+    }
+}
+
+fn reject(reason: &'static str) -> PolicyRejection {
+    PolicyRejection { reason }
+}
+
+/// The built-in reason to refuse a canonical address, if any.
+fn builtin_reason(ip: IpAddr) -> Option<&'static str> {
+    BUILTIN
+        .iter()
+        .find(|(cidr, _)| cidr.contains(ip))
+        .map(|&(_, reason)| reason)
+}
+
+const LISTENER: &str = "peer is one of this server's own listening sockets";
+const CONFIG_DENY: &str = "peer address is in the configured deny list";
+const OWN_NON_RELAY_PORT: &str = "peer is this server's own address outside the relay port range";
+
+const THIS_NETWORK: &str = "peer address is unspecified/this network (0.0.0.0/8)";
+const PRIVATE: &str = "peer address is private (RFC 1918)";
+const CGNAT: &str = "peer address is in shared CGNAT space (RFC 6598)";
+const LOOPBACK: &str = "peer address is loopback";
+const LINK_LOCAL_V4: &str =
+    "peer address is link-local (incl. cloud metadata 169.254.169.254)";
+const IETF_V4: &str = "peer address is reserved for IETF protocol assignments (192.0.0.0/24)";
+const DOCUMENTATION: &str = "peer address is reserved for documentation";
+const RELAY_6TO4: &str = "peer address is the 6to4 relay anycast (192.88.99.0/24)";
+const BENCHMARKING: &str = "peer address is reserved for benchmarking";
+const MULTICAST: &str = "peer address is multicast";
+const RESERVED_V4: &str = "peer address is reserved (240.0.0.0/4)";
+const BROADCAST: &str = "peer address is the broadcast address";
+const UNSPECIFIED_V6: &str = "peer address is unspecified (::)";
+const UNIQUE_LOCAL: &str = "peer address is unique local (incl. cloud metadata fd00:ec2::254)";
+const LINK_LOCAL_V6: &str = "peer address is link-local";
+const SITE_LOCAL: &str = "peer address is site-local (deprecated)";
+const DISCARD: &str = "peer address is discard-only (100::/64)";
+const ORCHID: &str = "peer address is an ORCHID overlay identifier";
+const SRV6: &str = "peer address is an SRv6 segment identifier (5f00::/16)";
+const NAT64_ODD: &str = "peer address is a NAT64 local-use form with no recognisable IPv4";
+const MAPPED_ODD: &str = "peer address is an IPv4-mapped form that was not canonicalised";
+const SIIT: &str = "peer address is an IPv4-translated (SIIT) form";
+const NOT_GLOBAL_V6: &str = "peer address is outside IPv6 global unicast (2000::/3)";
+
+/// Special-purpose ranges (RFC 6890 registries) that are never valid peers
+/// unless allowed by config. First match wins: specific entries come before
+/// the ranges that contain them.
+static BUILTIN: [(Cidr, &str); 35] = [
+    (Cidr::v4(255, 255, 255, 255, 32), BROADCAST), // RFC 919
+    (Cidr::v4(0, 0, 0, 0, 8), THIS_NETWORK),       // RFC 1122 §3.2.1.3
+    (Cidr::v4(10, 0, 0, 0, 8), PRIVATE),           // RFC 1918
+    (Cidr::v4(172, 16, 0, 0, 12), PRIVATE),
+    (Cidr::v4(192, 168, 0, 0, 16), PRIVATE),
+    (Cidr::v4(100, 64, 0, 0, 10), CGNAT),          // RFC 6598
+    (Cidr::v4(127, 0, 0, 0, 8), LOOPBACK),         // RFC 1122
+    (Cidr::v4(169, 254, 0, 0, 16), LINK_LOCAL_V4), // RFC 3927
+    (Cidr::v4(192, 0, 0, 0, 24), IETF_V4),         // RFC 6890
+    (Cidr::v4(192, 0, 2, 0, 24), DOCUMENTATION),   // RFC 5737
+    (Cidr::v4(198, 51, 100, 0, 24), DOCUMENTATION),
+    (Cidr::v4(203, 0, 113, 0, 24), DOCUMENTATION),
+    (Cidr::v4(192, 88, 99, 0, 24), RELAY_6TO4),    // RFC 7526
+    (Cidr::v4(198, 18, 0, 0, 15), BENCHMARKING),   // RFC 2544
+    (Cidr::v4(224, 0, 0, 0, 4), MULTICAST),        // RFC 5771
+    (Cidr::v4(240, 0, 0, 0, 4), RESERVED_V4),      // RFC 1112 §4
+    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), UNSPECIFIED_V6), // RFC 4291 §2.5.2
+    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), LOOPBACK), // RFC 4291 §2.5.3
+    (Cidr::v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), MAPPED_ODD), // defence in depth
+    (Cidr::v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), SIIT), // RFC 7915 (never routed)
+    (Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), NAT64_ODD), // RFC 8215
+    (Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), DISCARD), // RFC 6666
+    (Cidr::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48), BENCHMARKING), // RFC 5180
+    (Cidr::v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28), ORCHID), // RFC 4843
+    (Cidr::v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28), ORCHID), // RFC 7343
+    (Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), DOCUMENTATION), // RFC 3849
+    (Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), DOCUMENTATION), // RFC 9637
+    (Cidr::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), SRV6), // RFC 9602
+    (Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), UNIQUE_LOCAL), // RFC 4193
+    (Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), LINK_LOCAL_V6), // RFC 4291 §2.5.6
+    (Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), SITE_LOCAL), // RFC 3879
+    (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), MULTICAST), // RFC 4291 §2.7
+    // Everything outside 2000::/3 is unassigned or special (RFC 4291 §2.4).
+    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 3), NOT_GLOBAL_V6),
+    (Cidr::v6([0x4000, 0, 0, 0, 0, 0, 0, 0], 2), NOT_GLOBAL_V6),
+    (Cidr::v6([0x8000, 0, 0, 0, 0, 0, 0, 0], 1), NOT_GLOBAL_V6),
+];
