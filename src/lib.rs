@@ -7,4 +7,6 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod auth;
+pub mod core;
 pub mod proto;

@@ -14,7 +14,10 @@ pub(crate) type HmacSha1 = Hmac<Sha1>;
 pub(crate) const REST_PASSWORD_LEN: usize = 28;
 
 // The stack buffer in `rest_password_buf` relies on this length.
-const _: () = assert!(matches!(base64::encoded_len(20, true), Some(REST_PASSWORD_LEN)));
+const _: () = assert!(matches!(
+    base64::encoded_len(20, true),
+    Some(REST_PASSWORD_LEN)
+));
 
 /// SHA-1 block size; RFC 2104 §2 pads (or first hashes) the key to it.
 const SHA1_BLOCK: usize = 64;
@@ -114,7 +117,10 @@ mod tests {
     fn long_secrets_are_hashed_like_hmac_does() {
         for len in [0, 1, 63, 64, 65, 200] {
             let secret = vec![0x5a; len];
-            let ours = hmac_sha1(&secret).chain_update(b"x").finalize().into_bytes();
+            let ours = hmac_sha1(&secret)
+                .chain_update(b"x")
+                .finalize()
+                .into_bytes();
             let theirs = <HmacSha1 as Mac>::new_from_slice(&secret)
                 .unwrap()
                 .chain_update(b"x")
@@ -126,7 +132,10 @@ mod tests {
 
     #[test]
     fn rest_username_puts_expiry_first() {
-        assert_eq!(rest_username(1_700_000_000, Some("alice")), "1700000000:alice");
+        assert_eq!(
+            rest_username(1_700_000_000, Some("alice")),
+            "1700000000:alice"
+        );
         assert_eq!(rest_username(1_700_000_000, None), "1700000000");
     }
 

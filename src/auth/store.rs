@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::key::{Key, PasswordAlgorithm, long_term_key, userhash};
-use super::rest::{HmacSha1, hmac_sha1, parse_rest_expiry, rest_password_buf, rest_password_with, rest_username};
+use super::rest::{
+    HmacSha1, hmac_sha1, parse_rest_expiry, rest_password_buf, rest_password_with, rest_username,
+};
 
 /// Most REST secrets active at once; [`CredentialStore::new`] ignores the rest.
 /// Several secrets let an operator rotate without downtime; 8 is plenty and
@@ -61,7 +63,11 @@ impl CredentialStore {
             realm: realm.to_owned(),
             users: map,
             by_hash,
-            secrets: secrets.iter().take(MAX_SECRETS).map(|s| hmac_sha1(s)).collect(),
+            secrets: secrets
+                .iter()
+                .take(MAX_SECRETS)
+                .map(|s| hmac_sha1(s))
+                .collect(),
         }
     }
 
@@ -72,7 +78,9 @@ impl CredentialStore {
     /// A REST username stays valid through its expiry second
     /// (`unix_now <= expiry`). Does not allocate.
     pub fn lookup(&self, username: &[u8], alg: PasswordAlgorithm, unix_now: u64) -> Lookup {
-        let user = std::str::from_utf8(username).ok().and_then(|u| self.users.get(u));
+        let user = std::str::from_utf8(username)
+            .ok()
+            .and_then(|u| self.users.get(u));
         if let Some(user) = user {
             let mut keys = KeyList::new();
             keys.push(user.key(alg));
@@ -92,7 +100,12 @@ impl CredentialStore {
             // The password is the long-term password of this username
             // (draft-uberti-behave-turn-rest-00 §2.2); the key is derived as usual.
             if let Some(password) = rest_password_buf(mac, username) {
-                keys.push(long_term_key(alg, username, self.realm.as_bytes(), &password));
+                keys.push(long_term_key(
+                    alg,
+                    username,
+                    self.realm.as_bytes(),
+                    &password,
+                ));
             }
         }
         if keys.is_empty() {
@@ -236,15 +249,24 @@ mod tests {
     fn static_user_gets_key_for_requested_algorithm() {
         let s = store(&[("alice", "pw")], &[]);
         for alg in [PasswordAlgorithm::Md5, PasswordAlgorithm::Sha256] {
-            assert_eq!(keys(s.lookup(b"alice", alg, NOW)), vec![key(alg, "alice", "pw")]);
+            assert_eq!(
+                keys(s.lookup(b"alice", alg, NOW)),
+                vec![key(alg, "alice", "pw")]
+            );
         }
     }
 
     #[test]
     fn unknown_user_is_unknown() {
         let s = store(&[("alice", "pw")], &[b"secret"]);
-        assert!(matches!(s.lookup(b"bob", PasswordAlgorithm::Md5, NOW), Lookup::Unknown));
-        assert!(matches!(s.lookup(&[0xff, 0xfe], PasswordAlgorithm::Md5, NOW), Lookup::Unknown));
+        assert!(matches!(
+            s.lookup(b"bob", PasswordAlgorithm::Md5, NOW),
+            Lookup::Unknown
+        ));
+        assert!(matches!(
+            s.lookup(&[0xff, 0xfe], PasswordAlgorithm::Md5, NOW),
+            Lookup::Unknown
+        ));
     }
 
     #[test]
@@ -252,7 +274,14 @@ mod tests {
         let s = store(&[], &[b"secret"]);
         let name = "1700000000:alice";
         let got = keys(s.lookup(name.as_bytes(), PasswordAlgorithm::Md5, NOW));
-        assert_eq!(got, vec![key(PasswordAlgorithm::Md5, name, "d8soP47RbdIKLDUOpnJPVQyq5Ts=")]);
+        assert_eq!(
+            got,
+            vec![key(
+                PasswordAlgorithm::Md5,
+                name,
+                "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+            )]
+        );
     }
 
     #[test]
@@ -283,7 +312,13 @@ mod tests {
         let got = keys(s.lookup(name.as_bytes(), PasswordAlgorithm::Sha256, NOW));
         let expected: Vec<_> = [b"new".as_slice(), b"old"]
             .iter()
-            .map(|secret| key(PasswordAlgorithm::Sha256, name, &rest_password(secret, name)))
+            .map(|secret| {
+                key(
+                    PasswordAlgorithm::Sha256,
+                    name,
+                    &rest_password(secret, name),
+                )
+            })
             .collect();
         assert_eq!(got, expected);
     }

@@ -111,6 +111,13 @@ pub(crate) fn encode_address(addr: SocketAddr, xor: Option<&TransactionId>, out:
     }
 }
 
+/// Writes an XOR-encoded address value (8 or 20 bytes) into `out`, which must have that length.
+pub fn encode_xor_address_into(addr: SocketAddr, tid: &TransactionId, out: &mut [u8]) {
+    let mut v = [0u8; 20];
+    let n = encode_address(addr, Some(tid), &mut v);
+    out.copy_from_slice(&v[..n]);
+}
+
 fn fixed<const N: usize>(ty: u16, v: &[u8]) -> Result<[u8; N], AttrError> {
     v.try_into().map_err(|_| AttrError::BadLength(ty))
 }

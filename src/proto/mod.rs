@@ -13,7 +13,7 @@ mod message;
 mod types;
 mod writer;
 
-pub use attrs::{AttrError, ErrorCodeValue, decode_address, decode_xor_address};
+pub use attrs::{AttrError, ErrorCodeValue, decode_address, decode_xor_address, encode_xor_address_into};
 pub use channel::{ChannelData, ChannelDataError, MAX_CHANNEL, MIN_CHANNEL, write_channel_data};
 pub use framing::{Frame, FrameKind, FramingError, MAX_FRAME, next_frame};
 pub use integrity::{IntegrityError, compute_fingerprint};

@@ -1,0 +1,175 @@
+//! The data plane (RFC 8656 §10–12): ChannelData and Send indications out, peer datagrams in.
+//! No heap allocation, no lock, no log above `trace`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::proto::{
+    ChannelData, Class, HEADER_LEN, MAGIC_COOKIE, Message, MessageType, Method, TransactionId, attr,
+    write_channel_data,
+};
+
+use super::allocation::Allocation;
+use super::relay::RelayId;
+use super::server::Server;
+use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerHandled};
+
+impl Server {
+    /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer.
+    pub(crate) fn channel_data_from_client(&mut self, now: Now, from: FiveTuple, pkt: &[u8]) -> Handled {
+        let Ok(cd) = ChannelData::parse(pkt) else {
+            self.counters.dropped_malformed += 1;
+            return Handled::Drop(DropReason::Malformed);
+        };
+        let Some(id) = self.table.id_by_five_tuple(&from) else {
+            self.counters.dropped_other += 1;
+            return Handled::Drop(DropReason::NoAllocation);
+        };
+        let Some(allocation) = self.table.get_mut(id) else {
+            return Handled::Drop(DropReason::NoAllocation);
+        };
+        let Some(peer) = allocation.channel(cd.channel(), now.mono).map(|c| c.peer) else {
+            self.counters.dropped_other += 1;
+            return Handled::Drop(DropReason::NoChannel);
+        };
+        if !allocation.permits(peer.ip(), now.mono) {
+            self.counters.dropped_no_permission += 1;
+            return Handled::Drop(DropReason::NoPermission);
+        }
+        forward(allocation, &mut self.counters, peer, 4..4 + cd.data().len())
+    }
+
+    /// RFC 8656 §11.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS.
+    pub(crate) fn send_indication(&mut self, now: Now, from: FiveTuple, msg: &Message<'_>, pkt: &[u8]) -> Handled {
+        let Some(id) = self.table.id_by_five_tuple(&from) else {
+            self.counters.dropped_other += 1;
+            return Handled::Drop(DropReason::NoAllocation);
+        };
+        let (Some(Ok(peer)), Some(data)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) else {
+            self.counters.dropped_malformed += 1;
+            return Handled::Drop(DropReason::Malformed);
+        };
+        let Ok(peer) = self.checked_peer(id, peer) else {
+            self.counters.dropped_policy += 1;
+            return Handled::Drop(DropReason::Policy);
+        };
+        let Some(allocation) = self.table.get_mut(id) else {
+            return Handled::Drop(DropReason::NoAllocation);
+        };
+        if !allocation.permits(peer.ip(), now.mono) {
+            self.counters.dropped_no_permission += 1;
+            return Handled::Drop(DropReason::NoPermission);
+        }
+        // `data` borrows `pkt`; its offset is where the payload starts.
+        let start = data.as_ptr() as usize - pkt.as_ptr() as usize;
+        forward(allocation, &mut self.counters, peer, start..start + data.len())
+    }
+
+    /// RFC 8656 §11.3 and §12.7: a peer datagram becomes ChannelData when a channel is bound,
+    /// else a Data indication; without a permission it is dropped.
+    pub(crate) fn data_from_peer(
+        &mut self,
+        now: Now,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> PeerHandled {
+        let Some(id) = self.table.id_by_relay(relay) else {
+            self.counters.dropped_other += 1;
+            return PeerHandled::Drop(DropReason::NoAllocation);
+        };
+        let txid = self.random_u64();
+        let Some(allocation) = self.table.get_mut(id) else {
+            return PeerHandled::Drop(DropReason::NoAllocation);
+        };
+        let peer = hairpin_in(allocation, peer);
+        if !allocation.permits(peer.ip(), now.mono) {
+            self.counters.dropped_no_permission += 1;
+            return PeerHandled::Drop(DropReason::NoPermission);
+        }
+        let len = payload.len();
+        let stream = allocation.five_tuple.transport.is_stream();
+        let range = match allocation.channel_to(peer, now.mono).map(|c| c.number) {
+            Some(number) => payload.start.checked_sub(4).and_then(|start| {
+                write_channel_data(&mut buf[start..], number, len, stream).map(|n| start..start + n)
+            }),
+            None => write_data_indication(buf, payload.clone(), peer, txid),
+        };
+        let Some(range) = range else {
+            self.counters.dropped_other += 1;
+            return PeerHandled::Drop(DropReason::Internal);
+        };
+        allocation.traffic.packets_to_client += 1;
+        allocation.traffic.bytes_to_client += len as u64;
+        self.counters.packets_to_client += 1;
+        self.counters.bytes_to_client += len as u64;
+        PeerHandled::ToClient { client: allocation.five_tuple, range }
+    }
+}
+
+fn forward(allocation: &mut Allocation, counters: &mut super::Counters, peer: SocketAddr, payload: Range<usize>) -> Handled {
+    let Some(relay) = allocation.relay_for(peer.ip()) else {
+        return Handled::Drop(DropReason::NoPermission);
+    };
+    let relay_id = relay.id;
+    let peer = hairpin_out(relay, peer);
+    let len = payload.len() as u64;
+    allocation.traffic.packets_to_peer += 1;
+    allocation.traffic.bytes_to_peer += len;
+    counters.packets_to_peer += 1;
+    counters.bytes_to_peer += len;
+    Handled::Forward { relay: relay_id, peer, payload }
+}
+
+/// A peer at our own advertised (external) address is really our own relay socket: send to
+/// the bound address, since 1:1 NAT often does not hairpin.
+fn hairpin_out(relay: &super::allocation::Relay, peer: SocketAddr) -> SocketAddr {
+    if peer.ip() == relay.advertised.ip() && relay.advertised.ip() != relay.bound.ip() {
+        SocketAddr::new(relay.bound.ip(), peer.port())
+    } else {
+        peer
+    }
+}
+
+/// The reverse of [`hairpin_out`]: traffic from our own bound relay IP is shown as coming from
+/// the advertised address the client used in its permission.
+fn hairpin_in(allocation: &Allocation, peer: SocketAddr) -> SocketAddr {
+    match allocation.relay_for(peer.ip()) {
+        Some(r) if peer.ip() == r.bound.ip() && r.advertised.ip() != r.bound.ip() => {
+            SocketAddr::new(r.advertised.ip(), peer.port())
+        }
+        _ => peer,
+    }
+}
+
+/// Writes a Data indication (XOR-PEER-ADDRESS, DATA) around `buf[payload]` in place.
+fn write_data_indication(buf: &mut [u8], payload: Range<usize>, peer: SocketAddr, txid: u64) -> Option<Range<usize>> {
+    let len = payload.len();
+    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
+    let head = HEADER_LEN + 4 + addr_len + 4;
+    debug_assert!(head <= PEER_HEADROOM);
+    let start = payload.start.checked_sub(head)?;
+    let padded = (len + 3) & !3;
+    let end = payload.start + padded;
+    if end > buf.len() {
+        return None;
+    }
+    buf[payload.end..end].fill(0);
+    let body = (4 + addr_len + 4 + padded) as u16;
+    let mut id = [0u8; 12];
+    id[4..].copy_from_slice(&txid.to_be_bytes());
+    let tid = TransactionId(id);
+    let h = &mut buf[start..payload.start];
+    h[0..2].copy_from_slice(&MessageType::new(Method::DATA, Class::Indication).to_u16().to_be_bytes());
+    h[2..4].copy_from_slice(&body.to_be_bytes());
+    h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    h[8..20].copy_from_slice(&tid.0);
+    h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    crate::proto::encode_xor_address_into(peer, &tid, &mut h[24..24 + addr_len]);
+    let d = 24 + addr_len;
+    h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    Some(start..end)
+}

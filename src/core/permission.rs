@@ -1,0 +1,170 @@
+//! Refresh (RFC 8656 §7.3), CreatePermission (§9.2) and ChannelBind (§11.2).
+
+use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::proto::{MAX_CHANNEL, MIN_CHANNEL, Message, attr, error_code as ec};
+
+use super::allocate::Answer;
+use super::allocation::{AllocId, Channel};
+use super::authn::Authenticated;
+use super::relay::RelayProvider;
+use super::reply::{self, Signer};
+use super::server::{AllocIdKey, Server, Timer};
+use super::stats::EndReason;
+use super::{FiveTuple, Now, Rejection};
+
+/// At most this many XOR-PEER-ADDRESS attributes are honoured in one CreatePermission.
+const MAX_PEERS_PER_REQUEST: usize = 16;
+
+impl Server {
+    pub(crate) fn refresh(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+        relays: &mut impl RelayProvider,
+    ) -> Answer {
+        let id = self.owned_allocation(&from, auth)?;
+        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
+        if let Some(family) = msg.address_family(attr::REQUESTED_ADDRESS_FAMILY) {
+            let v6 = matches!(family, Ok(0x02));
+            let has = self.table.get(id).is_some_and(|a| a.relays[usize::from(v6)].is_some());
+            if !has {
+                return Err(Rejection::new(ec::PEER_ADDRESS_FAMILY_MISMATCH, "allocation has no relay of that family"));
+            }
+        }
+        let requested = match msg.u32_attr(attr::LIFETIME) {
+            Some(Err(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "LIFETIME malformed")),
+            Some(Ok(secs)) => Some(secs),
+            None => None,
+        };
+        let lifetime = if requested == Some(0) {
+            self.end_allocation(now, id, EndReason::Deleted, relays);
+            Duration::ZERO
+        } else {
+            let lifetime = self.granted_lifetime(msg)?;
+            let expires = now.mono + lifetime;
+            if let Some(allocation) = self.table.get_mut(id) {
+                allocation.expires = expires;
+            }
+            self.timers.push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
+            lifetime
+        };
+        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, |w| {
+            w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
+            Ok(())
+        }))
+    }
+
+    pub(crate) fn create_permission(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Answer {
+        let id = self.owned_allocation(&from, auth)?;
+        let mut peers = [IpAddr::from([0, 0, 0, 0]); MAX_PEERS_PER_REQUEST];
+        let mut count = 0;
+        // RFC 8656 §9.2: every address is checked before any permission is installed.
+        for peer in msg.peer_addresses() {
+            let peer = peer.map_err(|_| Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS malformed"))?;
+            if count == MAX_PEERS_PER_REQUEST {
+                return Err(Rejection::new(ec::BAD_REQUEST, "too many XOR-PEER-ADDRESS attributes"));
+            }
+            peers[count] = self.checked_peer_ip(id, peer.ip())?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS missing"));
+        }
+        let expires = now.mono + self.settings.lifetimes.permission;
+        let max = self.settings.max_permissions;
+        let allocation = self.table.get_mut(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        for ip in &peers[..count] {
+            if !allocation.permit(*ip, expires, now.mono, max) {
+                return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many permissions on this allocation"));
+            }
+        }
+        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, reply::nothing))
+    }
+
+    pub(crate) fn channel_bind(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Answer {
+        let id = self.owned_allocation(&from, auth)?;
+        let number = match msg.channel_number() {
+            Some(Ok(n)) if (MIN_CHANNEL..=MAX_CHANNEL).contains(&n) => n,
+            Some(Ok(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "channel number outside 0x4000-0x4FFF")),
+            _ => return Err(Rejection::new(ec::BAD_REQUEST, "CHANNEL-NUMBER missing or malformed")),
+        };
+        let peer = match msg.xor_address(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(p)) => p,
+            _ => return Err(Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS missing or malformed")),
+        };
+        let peer = self.checked_peer(id, peer)?;
+        let lifetimes = self.settings.lifetimes;
+        let (max_channels, max_permissions) = (self.settings.max_channels, self.settings.max_permissions);
+        let allocation = self.table.get_mut(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        // RFC 8656 §11.2: a number stays with its peer and a peer with its number.
+        let by_number = allocation.channel(number, now.mono).map(|c| c.peer);
+        let by_peer = allocation.channel_to(peer, now.mono).map(|c| c.number);
+        if by_number.is_some_and(|p| p != peer) || by_peer.is_some_and(|n| n != number) {
+            return Err(Rejection::new(ec::BAD_REQUEST, "channel or peer already bound differently"));
+        }
+        allocation.channels.retain(|c| c.expires > now.mono);
+        let expires = now.mono + lifetimes.channel;
+        let channel_count = allocation.channels.len();
+        match allocation.channels.iter_mut().find(|c| c.number == number) {
+            Some(c) => c.expires = expires,
+            None if channel_count >= max_channels => {
+                return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many channels on this allocation"));
+            }
+            None => allocation.channels.push(Channel { number, peer, expires }),
+        }
+        // RFC 8656 §11.2: binding a channel installs or refreshes the peer's permission.
+        let permission_expires = now.mono + lifetimes.permission;
+        if !allocation.permit(peer.ip(), permission_expires, now.mono, max_permissions) {
+            return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many permissions on this allocation"));
+        }
+        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, reply::nothing))
+    }
+
+    /// Policy (403) and family (443) checks for a peer IP; returns the canonical IP.
+    fn checked_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<IpAddr, Rejection> {
+        let ip = self.settings.policy.check_ip(ip).map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+        self.family_check(id, ip)?;
+        Ok(ip)
+    }
+
+    /// Policy (403, port-aware) and family (443) checks for a peer address; returns it canonical.
+    pub(crate) fn checked_peer(&self, id: AllocId, peer: SocketAddr) -> Result<SocketAddr, Rejection> {
+        let peer = self.settings.policy.check(peer).map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+        self.family_check(id, peer.ip())?;
+        Ok(peer)
+    }
+
+    fn family_check(&self, id: AllocId, ip: IpAddr) -> Result<(), Rejection> {
+        let allocation = self.table.get(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        if allocation.relay_for(ip).is_none() {
+            return Err(Rejection::new(
+                ec::PEER_ADDRESS_FAMILY_MISMATCH,
+                "peer address family differs from the relayed address",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! The boundary to the IO layer's relay sockets: the core asks for one and gets an id back.
+//!
+//! A synchronous provider keeps the core free of sockets while letting tests script port
+//! exhaustion and bind failures.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// An IO-assigned id of one relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u64);
+
+/// An IO-assigned id of a port held for a later allocation (RFC 8656 §7.2 EVEN-PORT R bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReservationId(pub u64);
+
+/// What relay socket to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayRequest {
+    /// Any port in the range, on `ip`.
+    Any {
+        /// The IP to bind.
+        ip: IpAddr,
+    },
+    /// An even port; with `reserve_next`, also hold port + 1 (RFC 8656 §14.6).
+    Even {
+        /// The IP to bind.
+        ip: IpAddr,
+        /// Whether to reserve the next higher port.
+        reserve_next: bool,
+    },
+    /// The port held by an earlier reservation.
+    Reserved(ReservationId),
+}
+
+/// A relay socket the IO layer opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedRelay {
+    /// Its id, used in forwards and in peer input.
+    pub id: RelayId,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The reservation of port + 1, when asked for.
+    pub reservation: Option<ReservationId>,
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// Every port in the range is taken (answered 508).
+    #[error("no free relay port")]
+    Exhausted,
+    /// The reservation does not exist (any more).
+    #[error("unknown reservation")]
+    UnknownReservation,
+    /// Another failure from the operating system.
+    #[error("relay socket could not be opened")]
+    Failed,
+}
+
+/// Opens and closes relay sockets on behalf of the core.
+pub trait RelayProvider {
+    /// Opens a relay socket.
+    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError>;
+    /// Closes a relay socket (its allocation ended).
+    fn close(&mut self, id: RelayId);
+    /// Releases a reservation that was never claimed.
+    fn release(&mut self, id: ReservationId);
+}

@@ -1,0 +1,364 @@
+//! The per-worker server: dispatches client and peer input, owns the allocation table and timers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::{CredentialStore, Nonces};
+use crate::proto::{self, Class, Message, Method, attr, error_code as ec};
+
+use super::allocation::{AllocId, Table};
+use super::authn::{self, AuthFailure, Authenticated};
+use super::relay::{RelayId, RelayProvider, ReservationId};
+use super::reply::{self, Signer};
+use super::response_cache::ResponseCache;
+use super::settings::Settings;
+use super::shared::SharedState;
+use super::stats::{Counters, EndReason, UsageRecord};
+use super::{DropReason, FiveTuple, Handled, Now, PeerHandled, Rejection};
+
+/// RFC 8656 §14.9: an unclaimed reservation lapses after about 30 s.
+pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Work for the IO layer that is not a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// An allocation ended: write its usage record.
+    Usage(UsageRecord),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    Allocation(AllocIdKey),
+    Reservation([u8; 8]),
+}
+
+/// `AllocId` ordered only so it can sit in the timer heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AllocIdKey(pub AllocId);
+
+impl PartialOrd for AllocIdKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for AllocIdKey {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+/// The sans-IO TURN server of one worker.
+pub struct Server {
+    pub(crate) settings: Settings,
+    pub(crate) credentials: Arc<CredentialStore>,
+    pub(crate) nonces: Nonces,
+    pub(crate) shared: Arc<SharedState>,
+    pub(crate) table: Table,
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(crate) reservations: HashMap<[u8; 8], (ReservationId, Instant)>,
+    pub(crate) cache: ResponseCache,
+    pub(crate) commands: VecDeque<Command>,
+    pub(crate) counters: Counters,
+    rng: u64,
+}
+
+impl Server {
+    /// A server; `nonce_key` and `seed` come from OS randomness in production.
+    pub fn new(
+        settings: Settings,
+        credentials: Arc<CredentialStore>,
+        nonce_key: [u8; 32],
+        shared: Arc<SharedState>,
+        seed: u64,
+    ) -> Self {
+        let nonces = Nonces::new(nonce_key, settings.lifetimes.nonce.as_secs());
+        Self {
+            settings,
+            credentials,
+            nonces,
+            shared,
+            table: Table::default(),
+            timers: BinaryHeap::new(),
+            reservations: HashMap::new(),
+            cache: ResponseCache::new(4096),
+            commands: VecDeque::new(),
+            counters: Counters::default(),
+            rng: seed,
+        }
+    }
+
+    /// Replaces users and secrets (SIGHUP reload); allocations keep their keys.
+    pub fn set_credentials(&mut self, credentials: Arc<CredentialStore>) {
+        self.credentials = credentials;
+    }
+
+    /// Handles bytes from a client: STUN or ChannelData (RFC 8656 §12).
+    pub fn handle_client(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        pkt: &[u8],
+        out: &mut [u8],
+        relays: &mut impl RelayProvider,
+    ) -> Handled {
+        if proto::looks_like_channel_data(pkt) {
+            return self.channel_data_from_client(now, from, pkt);
+        }
+        let Ok(msg) = Message::parse(pkt) else {
+            self.counters.dropped_malformed += 1;
+            return Handled::Drop(DropReason::Malformed);
+        };
+        match msg.class() {
+            Class::Request => self.handle_request(now, from, &msg, out, relays),
+            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, from, &msg, pkt),
+            _ => Handled::Drop(DropReason::Ignored),
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        relays: &mut impl RelayProvider,
+    ) -> Handled {
+        // RFC 8489 §7.3.1: unknown comprehension-required attributes are answered 420 first.
+        if !msg.unknown_required().is_empty() {
+            let unknown = *msg.unknown_required();
+            let rejection = Rejection::new(ec::UNKNOWN_ATTRIBUTE, "unknown comprehension-required attribute");
+            return self.finish_error(msg, from, rejection, None, out, |w| {
+                w.add_unknown_attributes(unknown.as_slice()).map(|_| ())
+            });
+        }
+        let method = msg.method();
+        if method == Method::BINDING {
+            return self.binding(now, from, msg, out);
+        }
+        if !matches!(
+            method,
+            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+        ) {
+            let rejection = Rejection::new(ec::BAD_REQUEST, "unsupported method");
+            return self.finish_error(msg, from, rejection, None, out, reply::nothing);
+        }
+        let tid = msg.transaction_id();
+        if let Some(previous) = self.cache.get(&from, &tid, now.mono) {
+            let n = previous.len().min(out.len());
+            out[..n].copy_from_slice(&previous[..n]);
+            return Handled::Reply(n);
+        }
+        let credentials = Arc::clone(&self.credentials);
+        let auth = match authn::authenticate(msg, &credentials, &self.nonces, from.client.ip(), now.unix_secs) {
+            Ok(auth) => auth,
+            Err(failure) => return self.auth_failed(now, from, msg, failure, out),
+        };
+        let result = match method {
+            Method::ALLOCATE => self.allocate(now, from, msg, &auth, out, relays),
+            Method::REFRESH => self.refresh(now, from, msg, &auth, out, relays),
+            Method::CREATE_PERMISSION => self.create_permission(now, from, msg, &auth, out),
+            _ => self.channel_bind(now, from, msg, &auth, out),
+        };
+        let handled = match result {
+            Ok(Ok(n)) => {
+                self.counters.requests_ok += 1;
+                Handled::Reply(n)
+            }
+            Ok(Err(_)) => Handled::Drop(DropReason::Internal),
+            Err(rejection) => {
+                if rejection.code == ec::WRONG_CREDENTIALS {
+                    self.counters.auth_failures += 1;
+                }
+                let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+                let user = String::from_utf8_lossy(auth.username);
+                tracing::info!(target: "turnstone::relay", client = %from.client, user = %user,
+                    method = method.name(), code = rejection.code, reason = rejection.reason, "request rejected");
+                self.finish_error(msg, from, rejection, signer, out, reply::nothing)
+            }
+        };
+        if let Handled::Reply(n) = handled {
+            self.cache.insert(from, tid, &out[..n], now.mono);
+        }
+        handled
+    }
+
+    fn auth_failed(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        failure: AuthFailure,
+        out: &mut [u8],
+    ) -> Handled {
+        match failure {
+            AuthFailure::BadRequest(rejection) => {
+                self.counters.auth_failures += 1;
+                tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
+                    reason = rejection.reason, "request rejected (400)");
+                self.finish_error(msg, from, rejection, None, out, reply::nothing)
+            }
+            AuthFailure::Challenge(rejection) => {
+                // The first 401 of every exchange is the normal challenge, not a failure.
+                if msg.has_integrity() {
+                    self.counters.auth_failures += 1;
+                    tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
+                        code = rejection.code, reason = rejection.reason, "authentication failed");
+                }
+                let nonce = self.nonces.issue(now.unix_secs, from.client.ip());
+                let realm = self.credentials.realm().to_owned();
+                self.finish_error(msg, from, rejection, None, out, |w| {
+                    w.add(attr::REALM, realm.as_bytes())?;
+                    w.add(attr::NONCE, nonce.as_bytes())?;
+                    w.add(attr::PASSWORD_ALGORITHMS, &authn::PASSWORD_ALGORITHMS)?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    pub(crate) fn finish_error(
+        &mut self,
+        msg: &Message<'_>,
+        _from: FiveTuple,
+        rejection: Rejection,
+        signer: Option<Signer<'_>>,
+        out: &mut [u8],
+        body: impl FnOnce(&mut proto::MessageWriter<'_>) -> Result<(), proto::WriteError>,
+    ) -> Handled {
+        self.counters.requests_rejected += 1;
+        let software = self.settings.software.as_deref();
+        match reply::error(out, msg, rejection, software, signer, body) {
+            Ok(n) => Handled::Reply(n),
+            Err(_) => Handled::Drop(DropReason::Internal),
+        }
+    }
+
+    /// Handles a datagram a peer sent to relay socket `relay`. The payload is `buf[payload]`;
+    /// the IO layer leaves [`super::PEER_HEADROOM`] bytes before it and [`super::PEER_TAILROOM`] after.
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> PeerHandled {
+        self.data_from_peer(now, relay, peer, buf, payload)
+    }
+
+    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §3.1... §7).
+    pub fn handle_connection_closed(&mut self, now: Now, five_tuple: FiveTuple, relays: &mut impl RelayProvider) {
+        if let Some(id) = self.table.id_by_five_tuple(&five_tuple) {
+            self.end_allocation(now, id, EndReason::ConnectionClosed, relays);
+        }
+    }
+
+    /// Expires allocations and reservations whose time has come.
+    pub fn handle_timeout(&mut self, now: Now, relays: &mut impl RelayProvider) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now.mono {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Allocation(AllocIdKey(id)) => {
+                    if self.table.get(id).is_some_and(|a| a.expires <= now.mono) {
+                        self.end_allocation(now, id, EndReason::Expired, relays);
+                    }
+                }
+                Timer::Reservation(token) => {
+                    if let Some((rid, expires)) = self.reservations.get(&token).copied()
+                        && expires <= now.mono
+                    {
+                        self.reservations.remove(&token);
+                        relays.release(rid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every allocation (shutdown).
+    pub fn close_all(&mut self, now: Now, relays: &mut impl RelayProvider) {
+        for id in self.table.ids() {
+            self.end_allocation(now, id, EndReason::Shutdown, relays);
+        }
+        for (_, (rid, _)) in self.reservations.drain() {
+            relays.release(rid);
+        }
+    }
+
+    /// The next instant `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next command for the IO layer.
+    pub fn next_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Live allocations on this worker.
+    pub fn allocation_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Remembered responses (for tests and memory accounting).
+    pub fn cached_responses(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub(crate) fn end_allocation(&mut self, now: Now, id: AllocId, reason: EndReason, relays: &mut impl RelayProvider) {
+        let Some(allocation) = self.table.remove(id) else {
+            return;
+        };
+        for relay in allocation.relays.iter().flatten() {
+            relays.close(relay.id);
+        }
+        self.shared.release(&allocation.username);
+        self.counters.allocations_ended += 1;
+        tracing::debug!(target: "turnstone::relay", client = %allocation.five_tuple.client,
+            user = %allocation.username, reason = reason.name(), "allocation ended");
+        self.commands.push_back(Command::Usage(UsageRecord {
+            user: allocation.username.to_string(),
+            five_tuple: allocation.five_tuple,
+            relays: allocation.relays.iter().flatten().map(|r| r.advertised).collect(),
+            peers: allocation.peers_seen,
+            traffic: allocation.traffic,
+            started_unix: allocation.started_unix,
+            ended_unix: now.unix_secs,
+            reason,
+        }));
+    }
+
+    /// A pseudo-random 64-bit value (splitmix64) for reservation tokens and indication ids.
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).
+    pub(crate) fn owned_allocation(&self, from: &FiveTuple, auth: &Authenticated<'_>) -> Result<AllocId, Rejection> {
+        let id = self
+            .table
+            .id_by_five_tuple(from)
+            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation for this 5-tuple"))?;
+        let allocation = self.table.get(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        if allocation.username.as_bytes() != auth.username {
+            return Err(Rejection::new(ec::WRONG_CREDENTIALS, "allocation belongs to another username"));
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,76 @@
+//! What the core needs to know about its deployment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::policy::PeerPolicy;
+
+/// Relay addresses of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayFamily {
+    /// The IP relay sockets bind to.
+    pub bind: IpAddr,
+    /// The IP told to clients (differs behind 1:1 NAT).
+    pub advertised: IpAddr,
+}
+
+/// Allocation, permission and channel lifetimes (RFC 8656 §7, §9, §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Granted when the client asks for none (RFC 8656: 600 s).
+    pub allocation_default: Duration,
+    /// The most granted.
+    pub allocation_max: Duration,
+    /// Permission lifetime (RFC 8656: 300 s).
+    pub permission: Duration,
+    /// Channel binding lifetime (RFC 8656: 600 s).
+    pub channel: Duration,
+    /// Nonce validity.
+    pub nonce: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            allocation_default: Duration::from_secs(600),
+            allocation_max: Duration::from_secs(3600),
+            permission: Duration::from_secs(300),
+            channel: Duration::from_secs(600),
+            nonce: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Core settings, built from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// REALM (RFC 8489 §14.9).
+    pub realm: String,
+    /// SOFTWARE text in responses, if any.
+    pub software: Option<String>,
+    /// IPv4 relay addresses; `None` disables IPv4 allocations.
+    pub relay_v4: Option<RelayFamily>,
+    /// IPv6 relay addresses; `None` disables IPv6 allocations (RFC 6156).
+    pub relay_v6: Option<RelayFamily>,
+    /// Lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Peer policy.
+    pub policy: PeerPolicy,
+    /// Per-allocation permission cap.
+    pub max_permissions: usize,
+    /// Per-allocation channel cap.
+    pub max_channels: usize,
+    /// Per-user allocation quota (0 = unlimited).
+    pub max_allocations_per_user: u32,
+    /// Total allocation quota (0 = unlimited).
+    pub max_allocations: u32,
+    /// The server's listening sockets (for logs; the policy holds the loop rule).
+    pub listeners: Vec<SocketAddr>,
+}
+
+impl Settings {
+    /// The relay family for an IP version.
+    pub fn relay_family(&self, v6: bool) -> Option<RelayFamily> {
+        if v6 { self.relay_v6 } else { self.relay_v4 }
+    }
+}

@@ -1,0 +1,50 @@
+//! The little state workers share: allocation counts for quotas (written on allocate and free only).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Counts shared by every worker's core.
+#[derive(Debug, Default)]
+pub struct SharedState {
+    total: AtomicU32,
+    per_user: Mutex<HashMap<String, u32>>,
+}
+
+impl SharedState {
+    /// Takes one allocation slot for `user`, or says which quota is full.
+    pub fn try_acquire(&self, user: &str, per_user_max: u32, total_max: u32) -> Result<(), &'static str> {
+        let Ok(mut users) = self.per_user.lock() else {
+            return Err("quota state unavailable");
+        };
+        if total_max != 0 && self.total.load(Ordering::Relaxed) >= total_max {
+            return Err("server allocation quota reached");
+        }
+        let count = users.entry(user.to_owned()).or_insert(0);
+        if per_user_max != 0 && *count >= per_user_max {
+            return Err("per-user allocation quota reached");
+        }
+        *count += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns a slot taken by `try_acquire`.
+    pub fn release(&self, user: &str) {
+        let Ok(mut users) = self.per_user.lock() else {
+            return;
+        };
+        if let Some(count) = users.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(user);
+            }
+            self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Allocations alive across all workers.
+    pub fn total(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,136 @@
+//! Counters and usage records.
+
+use std::net::SocketAddr;
+
+use super::FiveTuple;
+
+/// Bytes and packets relayed by one allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Client → peer packets.
+    pub packets_to_peer: u64,
+    /// Client → peer payload bytes.
+    pub bytes_to_peer: u64,
+    /// Peer → client packets.
+    pub packets_to_client: u64,
+    /// Peer → client payload bytes.
+    pub bytes_to_client: u64,
+}
+
+/// Why an allocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its lifetime ran out.
+    Expired,
+    /// The client sent Refresh with LIFETIME 0.
+    Deleted,
+    /// The client's TCP/TLS connection closed.
+    ConnectionClosed,
+    /// The server shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    /// A label for logs, metrics and usage records.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+            EndReason::ConnectionClosed => "connection_closed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One finished allocation (DESIGN.md §6: one JSON line each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The username.
+    pub user: String,
+    /// The client's 5-tuple.
+    pub five_tuple: FiveTuple,
+    /// Relay addresses as advertised.
+    pub relays: Vec<SocketAddr>,
+    /// Distinct peers permitted.
+    pub peers: u32,
+    /// Traffic totals.
+    pub traffic: Traffic,
+    /// Start, Unix seconds.
+    pub started_unix: u64,
+    /// End, Unix seconds.
+    pub ended_unix: u64,
+    /// Why it ended.
+    pub reason: EndReason,
+}
+
+/// Per-worker counters; the IO layer publishes them to the metrics facade.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations ended.
+    pub allocations_ended: u64,
+    /// Requests answered with success.
+    pub requests_ok: u64,
+    /// Requests answered with an error.
+    pub requests_rejected: u64,
+    /// Authentication failures (401/438/441).
+    pub auth_failures: u64,
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Bytes relayed peer → client.
+    pub bytes_to_client: u64,
+    /// Inputs dropped without a permission.
+    pub dropped_no_permission: u64,
+    /// Inputs dropped by peer policy.
+    pub dropped_policy: u64,
+    /// Inputs dropped as malformed.
+    pub dropped_malformed: u64,
+    /// Inputs dropped for other reasons.
+    pub dropped_other: u64,
+}
+
+impl UsageRecord {
+    /// The record as one JSON object (no trailing newline).
+    pub fn to_json(&self) -> String {
+        let relays: Vec<String> = self.relays.iter().map(|r| format!("\"{r}\"")).collect();
+        format!(
+            concat!(
+                "{{\"user\":{},\"client\":\"{}\",\"transport\":\"{}\",\"relays\":[{}],\"peers\":{},",
+                "\"packets_to_peer\":{},\"bytes_to_peer\":{},\"packets_to_client\":{},\"bytes_to_client\":{},",
+                "\"start\":{},\"end\":{},\"end_reason\":\"{}\"}}"
+            ),
+            json_string(&self.user),
+            self.five_tuple.client,
+            self.five_tuple.transport.name(),
+            relays.join(","),
+            self.peers,
+            self.traffic.packets_to_peer,
+            self.traffic.bytes_to_peer,
+            self.traffic.packets_to_client,
+            self.traffic.bytes_to_client,
+            self.started_unix,
+            self.ended_unix,
+            self.reason.name(),
+        )
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
