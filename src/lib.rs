@@ -8,5 +8,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod core;
+pub mod io;
+pub mod ops;
 pub mod proto;

@@ -26,6 +26,9 @@ pub enum DurationError {
 ///
 /// Whitespace around the value and between number and unit is ignored. Used for
 /// every duration in the configuration and by the CLI (`--ttl 24h`).
+///
+/// # Errors
+/// [`DurationError`] says what is wrong; its message suggests a fix.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s.is_empty() {
@@ -47,7 +50,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         "d" => 86_400,
         _ => return Err(DurationError::UnknownUnit),
     };
-    n.checked_mul(unit_secs).map(Duration::from_secs).ok_or(DurationError::Overflow)
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or(DurationError::Overflow)
+}
+
+/// Writes `d` in the largest unit that keeps it exact (`"10m"`, `"1h"`, `"500ms"`),
+/// the inverse of [`parse_duration`] for whole milliseconds.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let secs = ms / 1000;
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -67,14 +89,38 @@ mod tests {
     }
 
     #[test]
+    fn formatting_picks_the_largest_exact_unit_and_round_trips() {
+        for (d, s) in [
+            (600, "10m"),
+            (3600, "1h"),
+            (86_400, "1d"),
+            (90, "90s"),
+            (0, "0s"),
+        ] {
+            assert_eq!(format_duration(Duration::from_secs(d)), s);
+            assert_eq!(parse_duration(s), Ok(Duration::from_secs(d)));
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
     fn malformed_durations_are_refused_with_a_reason() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("30"), Err(DurationError::MissingUnit));
         assert_eq!(parse_duration("s"), Err(DurationError::BadNumber));
         assert_eq!(parse_duration("-5s"), Err(DurationError::BadNumber));
         assert_eq!(parse_duration("1.5h"), Err(DurationError::BadNumber));
-        assert_eq!(parse_duration("10 minutes"), Err(DurationError::UnknownUnit));
-        assert_eq!(parse_duration("99999999999999999999s"), Err(DurationError::Overflow));
-        assert_eq!(parse_duration("999999999999999999d"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("10 minutes"),
+            Err(DurationError::UnknownUnit)
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999s"),
+            Err(DurationError::Overflow)
+        );
+        assert_eq!(
+            parse_duration("999999999999999999d"),
+            Err(DurationError::Overflow)
+        );
     }
 }

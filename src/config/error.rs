@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Every problem found in a configuration file, in document order where known.
+/// Every problem found in a configuration file, grouped by section in schema order
+/// (unknown top-level keys first).
 ///
 /// `Display` prints one problem per line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,12 +34,20 @@ pub struct Location {
 impl ConfigError {
     /// A problem at a key path.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into(), location: None }
+        Self {
+            path: path.into(),
+            message: message.into(),
+            location: None,
+        }
     }
 
     /// A problem at a position in the text (no key path).
     pub fn at(location: Location, message: impl Into<String>) -> Self {
-        Self { path: String::new(), message: message.into(), location: Some(location) }
+        Self {
+            path: String::new(),
+            message: message.into(),
+            location: Some(location),
+        }
     }
 }
 
@@ -125,9 +134,18 @@ mod tests {
     #[test]
     fn offsets_become_one_based_lines_and_character_columns() {
         let text = "a = 1\nbé = x\n";
-        assert_eq!(Location::of_offset(text, 0), Location { line: 1, column: 1 });
+        assert_eq!(
+            Location::of_offset(text, 0),
+            Location { line: 1, column: 1 }
+        );
         let x = text.find('x').unwrap();
-        assert_eq!(Location::of_offset(text, x), Location { line: 2, column: 6 });
-        assert_eq!(Location::of_offset(text, 999), Location { line: 3, column: 1 });
+        assert_eq!(
+            Location::of_offset(text, x),
+            Location { line: 2, column: 6 }
+        );
+        assert_eq!(
+            Location::of_offset(text, 999),
+            Location { line: 3, column: 1 }
+        );
     }
 }

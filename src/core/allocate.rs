@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::proto::{Message, MessageWriter, WriteError, attr, error_code as ec};
@@ -70,7 +69,7 @@ impl Server {
             ));
         }
         let lifetime = self.granted_lifetime(msg)?;
-        let username: Rc<str> = Rc::from(String::from_utf8_lossy(auth.username).as_ref());
+        let username: std::sync::Arc<str> = std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
         self.shared
             .try_acquire(&username, self.settings.max_allocations_per_user, self.settings.max_allocations)
             .map_err(|reason| Rejection::new(ec::ALLOCATION_QUOTA_REACHED, reason))?;
@@ -79,8 +78,8 @@ impl Server {
         let mut v6_error = None;
         let primary_v6 = families.v6 && !families.v4;
         let primary = match token {
-            Some(t) => match self.reservations.remove(&t) {
-                Some((rid, _)) => self.open_relay(RelayRequest::Reserved(rid), relays),
+            Some(t) => match self.shared.take_reservation(&t) {
+                Some(rid) => self.open_relay(RelayRequest::Reserved(rid), relays),
                 None => Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "unknown or expired RESERVATION-TOKEN")),
             },
             None => self.family_ip(primary_v6).and_then(|ip| {
@@ -110,7 +109,8 @@ impl Server {
         let reservation_token = reservation.map(|rid| {
             let token = self.random_u64().to_be_bytes();
             let expires = now.mono + RESERVATION_LIFETIME;
-            self.reservations.insert(token, (rid, expires));
+            self.shared.add_reservation(token, rid, expires);
+            self.reservations.push(token);
             self.timers.push(Reverse((expires, Timer::Reservation(token))));
             token
         });

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::FiveTuple;
@@ -47,7 +47,7 @@ pub(crate) struct Channel {
 pub(crate) struct Allocation {
     pub five_tuple: FiveTuple,
     /// The username it was created with; later requests must use the same (RFC 8656 §7.2: 441).
-    pub username: Rc<str>,
+    pub username: Arc<str>,
     pub relays: [Option<Relay>; 2],
     pub expires: Instant,
     pub started_unix: u64,

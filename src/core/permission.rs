@@ -107,7 +107,7 @@ impl Server {
         let id = self.owned_allocation(&from, auth)?;
         let number = match msg.channel_number() {
             Some(Ok(n)) if (MIN_CHANNEL..=MAX_CHANNEL).contains(&n) => n,
-            Some(Ok(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "channel number outside 0x4000-0x4FFF")),
+            Some(Ok(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "channel number outside 0x4000-0x7FFE")),
             _ => return Err(Rejection::new(ec::BAD_REQUEST, "CHANNEL-NUMBER missing or malformed")),
         };
         let peer = match msg.xor_address(attr::XOR_PEER_ADDRESS) {

@@ -1,7 +1,7 @@
 //! The per-worker server: dispatches client and peer input, owns the allocation table and timers.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use crate::proto::{self, Class, Message, Method, attr, error_code as ec};
 
 use super::allocation::{AllocId, Table};
 use super::authn::{self, AuthFailure, Authenticated};
-use super::relay::{RelayId, RelayProvider, ReservationId};
+use super::relay::{RelayId, RelayProvider};
 use super::reply::{self, Signer};
 use super::response_cache::ResponseCache;
 use super::settings::Settings;
@@ -59,7 +59,8 @@ pub struct Server {
     pub(crate) shared: Arc<SharedState>,
     pub(crate) table: Table,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    pub(crate) reservations: HashMap<[u8; 8], (ReservationId, Instant)>,
+    /// Reservation tokens this worker issued, for releasing them at shutdown.
+    pub(crate) reservations: Vec<[u8; 8]>,
     pub(crate) cache: ResponseCache,
     pub(crate) commands: VecDeque<Command>,
     pub(crate) counters: Counters,
@@ -83,7 +84,7 @@ impl Server {
             shared,
             table: Table::default(),
             timers: BinaryHeap::new(),
-            reservations: HashMap::new(),
+            reservations: Vec::new(),
             cache: ResponseCache::new(4096),
             commands: VecDeque::new(),
             counters: Counters::default(),
@@ -271,10 +272,8 @@ impl Server {
                     }
                 }
                 Timer::Reservation(token) => {
-                    if let Some((rid, expires)) = self.reservations.get(&token).copied()
-                        && expires <= now.mono
-                    {
-                        self.reservations.remove(&token);
+                    self.reservations.retain(|t| *t != token);
+                    if let Some(rid) = self.shared.expire_reservation(&token, now.mono) {
                         relays.release(rid);
                     }
                 }
@@ -287,8 +286,10 @@ impl Server {
         for id in self.table.ids() {
             self.end_allocation(now, id, EndReason::Shutdown, relays);
         }
-        for (_, (rid, _)) in self.reservations.drain() {
-            relays.release(rid);
+        for token in std::mem::take(&mut self.reservations) {
+            if let Some(rid) = self.shared.take_reservation(&token) {
+                relays.release(rid);
+            }
         }
     }
 

@@ -3,12 +3,17 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
-/// Counts shared by every worker's core.
+use super::relay::ReservationId;
+
+/// Counts shared by every worker's core, and port reservations: a client's RTCP allocation
+/// (with RESERVATION-TOKEN) may come from another source port and land on another worker.
 #[derive(Debug, Default)]
 pub struct SharedState {
     total: AtomicU32,
     per_user: Mutex<HashMap<String, u32>>,
+    reservations: Mutex<HashMap<[u8; 8], (ReservationId, Instant)>>,
 }
 
 impl SharedState {
@@ -40,6 +45,31 @@ impl SharedState {
                 users.remove(user);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a reservation token (RFC 8656 §7.2).
+    pub(crate) fn add_reservation(&self, token: [u8; 8], id: ReservationId, expires: Instant) {
+        if let Ok(mut r) = self.reservations.lock() {
+            r.insert(token, (id, expires));
+        }
+    }
+
+    /// Claims a reservation by its token.
+    pub(crate) fn take_reservation(&self, token: &[u8; 8]) -> Option<ReservationId> {
+        self.reservations.lock().ok()?.remove(token).map(|(id, _)| id)
+    }
+
+    /// Removes a reservation whose time has come.
+    pub(crate) fn expire_reservation(&self, token: &[u8; 8], now: Instant) -> Option<ReservationId> {
+        let mut r = self.reservations.lock().ok()?;
+        match r.get(token) {
+            Some((id, expires)) if *expires <= now => {
+                let id = *id;
+                r.remove(token);
+                Some(id)
+            }
+            _ => None,
         }
     }
 

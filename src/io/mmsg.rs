@@ -1,0 +1,622 @@
+//! Batched UDP IO for non-blocking sockets (DESIGN.md §4 "Batching"): Linux
+//! `recvmmsg`/`sendmmsg`, one `recvmsg`/`sendmsg` per datagram elsewhere.
+//! Buffers, iovecs, addresses and headers are allocated once in `new`; `recv`
+//! and `flush` only refresh pointers and lengths, so they never allocate.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::{fmt, io, mem, ptr};
+
+use socket2::SockAddr;
+
+/// Linux caps a `recvmmsg`/`sendmmsg` vector at UIO_MAXIOV (1024) messages.
+const MAX_BATCH: usize = 1024;
+/// No UDP payload is larger than this.
+const MAX_DATAGRAM: usize = 65_535;
+/// Source reported for a datagram whose address could not be parsed.
+const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// Preallocated buffers for receiving up to `count` datagrams with one call.
+#[derive(Debug)]
+pub struct RecvBatch {
+    slots: Slots,
+    peers: Box<[SocketAddr]>,
+    len: usize,
+}
+
+/// Preallocated buffers for queueing up to `count` datagrams to send at once.
+#[derive(Debug)]
+pub struct SendBatch {
+    slots: Slots,
+    len: usize,
+    stats: FlushStats,
+}
+
+/// What a [`SendBatch::flush`] did with the queued datagrams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Datagrams the kernel accepted.
+    pub sent: usize,
+    /// Datagrams the kernel refused with a per-datagram error; they are gone.
+    pub dropped: usize,
+}
+
+impl RecvBatch {
+    /// Allocates room for `count` datagrams of up to `max_len` bytes each.
+    /// `count` is clamped to 1..=1024 and `max_len` to at most 65535.
+    pub fn new(count: usize, max_len: usize) -> Self {
+        let slots = Slots::new(count, max_len);
+        let peers = vec![UNKNOWN_PEER; slots.count()].into();
+        let len = 0;
+        Self { slots, peers, len }
+    }
+
+    /// Receives up to `count` datagrams without blocking; `Ok(n)` with `n >= 1`,
+    /// `Err(WouldBlock)` when nothing is queued. Truncated datagrams (MSG_TRUNC)
+    /// get an empty payload so callers drop them.
+    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.len = 0;
+        let slots = &mut self.slots;
+        slots.lens.fill(slots.max_len);
+        slots
+            .addr_lens
+            .fill(mem::size_of::<libc::sockaddr_storage>() as _);
+        slots.prepare(slots.count());
+        // SAFETY: `prepare` just pointed every header at this batch's own
+        // buffers, iovecs and address slots, with their true capacities.
+        let n = retry(|| unsafe { sys::recv_many(fd.as_raw_fd(), &mut slots.hdrs) })?;
+        for i in 0..n {
+            let hdr = &slots.hdrs[i];
+            let peer = decode(&slots.addrs[i], hdr.msg_hdr.msg_namelen);
+            // A cut datagram is not the datagram the peer sent: drop it.
+            let whole = peer.is_some() && hdr.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
+            let len = (hdr.msg_len as usize).min(slots.max_len);
+            slots.lens[i] = if whole { len } else { 0 };
+            self.peers[i] = peer.unwrap_or(UNKNOWN_PEER);
+        }
+        self.len = n;
+        Ok(n)
+    }
+
+    /// The number of datagrams held from the last `recv`.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last `recv` left no datagram (or none was made yet).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Payload and source of datagram `i` from the last `recv`; panics when
+    /// `i >= self.len()`.
+    pub fn datagram(&self, i: usize) -> (&[u8], SocketAddr) {
+        assert!(i < self.len, "datagram index {i} out of range");
+        let payload = &self.slots.bufs[i * self.slots.max_len..][..self.slots.lens[i]];
+        (payload, self.peers[i])
+    }
+
+    /// Like [`RecvBatch::datagram`], with the payload writable in place.
+    pub fn datagram_mut(&mut self, i: usize) -> (&mut [u8], SocketAddr) {
+        assert!(i < self.len, "datagram index {i} out of range");
+        let payload = &mut self.slots.bufs[i * self.slots.max_len..][..self.slots.lens[i]];
+        (payload, self.peers[i])
+    }
+}
+
+impl SendBatch {
+    /// Allocates room for `count` datagrams of up to `max_len` bytes each.
+    /// `count` is clamped to 1..=1024 and `max_len` to at most 65535.
+    pub fn new(count: usize, max_len: usize) -> Self {
+        let (slots, len, stats) = (Slots::new(count, max_len), 0, FlushStats::default());
+        Self { slots, len, stats }
+    }
+
+    /// The buffer for the next datagram (`max_len` bytes), or `None` when the
+    /// batch is full (flush first). Write into it, then [`SendBatch::commit`].
+    pub fn next_buf(&mut self) -> Option<&mut [u8]> {
+        if self.len == self.slots.count() {
+            return None;
+        }
+        let start = self.len * self.slots.max_len;
+        Some(&mut self.slots.bufs[start..start + self.slots.max_len])
+    }
+
+    /// Queues the first `len` bytes just written into `next_buf()` for `dest`.
+    /// A commit on a full batch or with `len > max_len` is a caller bug: it
+    /// asserts in debug builds and is ignored (the datagram is dropped) otherwise.
+    pub fn commit(&mut self, len: usize, dest: SocketAddr) {
+        let fits = self.len < self.slots.count() && len <= self.slots.max_len;
+        debug_assert!(fits, "commit on a full batch or past max_len");
+        if !fits {
+            return;
+        }
+        self.slots.lens[self.len] = len;
+        self.slots.addr_lens[self.len] = encode(dest, &mut self.slots.addrs[self.len]);
+        self.len += 1;
+    }
+
+    /// Copies `data` and queues it for `dest`; `false` when the batch is full
+    /// or `data` is longer than `max_len`.
+    pub fn push(&mut self, data: &[u8], dest: SocketAddr) -> bool {
+        let Some(buf) = self.next_buf().filter(|buf| data.len() <= buf.len()) else {
+            return false;
+        };
+        buf[..data.len()].copy_from_slice(data);
+        self.commit(data.len(), dest);
+        true
+    }
+
+    /// The number of datagrams queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops everything queued (UDP may lose datagrams when the socket stays full).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Sends everything queued with as few `sendmmsg` calls as possible.
+    /// Datagrams the kernel refuses with a per-datagram error (EHOSTUNREACH,
+    /// EMSGSIZE, ECONNREFUSED, a foreign address family, ...) are dropped and
+    /// counted. On `WouldBlock` the unsent rest stays queued, in order; its
+    /// counts carry over to the next `Ok`, which reports all since the last
+    /// `Ok`. EBADF/ENOTSOCK (a broken socket) empty the batch and are returned.
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<FlushStats> {
+        self.slots.prepare(self.len);
+        let mut head = 0;
+        while head < self.len {
+            let hdrs = &mut self.slots.hdrs[head..self.len];
+            // SAFETY: `prepare` pointed headers 0..len at this batch's own
+            // buffers and addresses; nothing has touched them since.
+            match retry(|| unsafe { sys::send_many(fd.as_raw_fd(), hdrs) }) {
+                Ok(n) => (self.stats.sent, head) = (self.stats.sent + n, head + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.keep_from(head);
+                    return Err(e);
+                }
+                // The socket itself is unusable: nothing queued can go out.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => {
+                    (self.len, self.stats) = (0, FlushStats::default());
+                    return Err(e);
+                }
+                // sendmmsg stops at the first refused datagram and reports it
+                // on the next call: skip it and carry on. UDP is best effort.
+                Err(_) => (self.stats.dropped, head) = (self.stats.dropped + 1, head + 1),
+            }
+        }
+        self.len = 0;
+        Ok(mem::take(&mut self.stats))
+    }
+
+    /// Drops the first `head` datagrams (already sent or refused) and moves the
+    /// rest to the front, keeping their order.
+    fn keep_from(&mut self, head: usize) {
+        let s = &mut self.slots;
+        let m = s.max_len;
+        for (j, i) in (head..self.len).enumerate() {
+            let len = s.lens[i];
+            s.bufs.copy_within(i * m..i * m + len, j * m);
+            s.lens[j] = len;
+            s.addrs[j] = s.addrs[i];
+            s.addr_lens[j] = s.addr_lens[i];
+        }
+        self.len -= head;
+    }
+}
+
+/// One buffer, payload length, C address and message header per datagram.
+struct Slots {
+    max_len: usize,
+    bufs: Box<[u8]>,
+    lens: Box<[usize]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    addr_lens: Box<[libc::socklen_t]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[sys::Hdr]>,
+}
+
+// SAFETY: the raw pointers inside `iovs` and `hdrs` only ever point into boxed
+// slices owned by the same `Slots`, are rewritten right before every syscall
+// and are never dereferenced by Rust code; moving `Slots` moves their targets.
+unsafe impl Send for Slots {}
+
+impl Slots {
+    fn new(count: usize, max_len: usize) -> Self {
+        let count = count.clamp(1, MAX_BATCH);
+        let max_len = max_len.min(MAX_DATAGRAM);
+        Self {
+            max_len,
+            bufs: vec![0; count * max_len].into_boxed_slice(),
+            lens: vec![0; count].into_boxed_slice(),
+            addrs: zeroed_slice(count),
+            addr_lens: vec![0; count].into_boxed_slice(),
+            iovs: zeroed_slice(count),
+            hdrs: zeroed_slice(count),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Points headers 0..n at their buffers (`lens` bytes) and addresses
+    /// (`addr_lens` bytes).
+    fn prepare(&mut self, n: usize) {
+        let base = self.bufs.as_mut_ptr();
+        for (i, iov) in self.iovs.iter_mut().enumerate().take(n) {
+            iov.iov_base = base.wrapping_add(i * self.max_len).cast();
+            iov.iov_len = self.lens[i];
+        }
+        let iov_ptr = self.iovs.as_mut_ptr();
+        let addr_ptr = self.addrs.as_mut_ptr();
+        for (i, hdr) in self.hdrs.iter_mut().enumerate().take(n) {
+            let msg = &mut hdr.msg_hdr;
+            msg.msg_name = addr_ptr.wrapping_add(i).cast();
+            msg.msg_namelen = self.addr_lens[i];
+            msg.msg_iov = iov_ptr.wrapping_add(i);
+            msg.msg_iovlen = 1;
+            msg.msg_control = ptr::null_mut();
+            msg.msg_controllen = 0;
+            msg.msg_flags = 0;
+            hdr.msg_len = 0;
+        }
+    }
+}
+
+impl fmt::Debug for Slots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slots")
+            .field("count", &self.count())
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Repeats a batch syscall interrupted by a signal; no message moved at all
+/// is reported as `WouldBlock`.
+fn retry(mut call: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+            result => return result,
+        }
+    }
+}
+
+/// Writes `dest` as a C socket address; returns its length.
+fn encode(dest: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    let addr = SockAddr::from(dest);
+    let len = addr.len();
+    let mut raw = addr.as_storage();
+    // SAFETY: `sockaddr_storage` is one of this platform's sockaddr types.
+    *storage = *unsafe { raw.view_as::<libc::sockaddr_storage>() };
+    len
+}
+
+/// Reads a C socket address written by the kernel; `None` for other families.
+fn decode(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`, and
+            // `sockaddr_storage` is large and aligned enough for any sockaddr.
+            let sin = unsafe { &*ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &*ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// A boxed slice of C structs, all zero.
+fn zeroed_slice<T: ZeroValid>(n: usize) -> Box<[T]> {
+    // SAFETY: all-zero bytes are a valid `T` (see `ZeroValid`).
+    (0..n).map(|_| unsafe { mem::zeroed() }).collect()
+}
+
+/// C structs of integers and raw pointers: all-zero bytes are a valid value.
+trait ZeroValid {}
+impl ZeroValid for libc::sockaddr_storage {}
+impl ZeroValid for libc::iovec {}
+impl ZeroValid for sys::Hdr {}
+
+/// The syscalls. Safety contract of each function: every header must point at
+/// live, exclusively owned buffers and addresses of the sizes it states.
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::{io, os::fd::RawFd};
+
+    /// One message of a `recvmmsg`/`sendmmsg` vector.
+    pub(super) type Hdr = libc::mmsghdr;
+
+    /// One `recvmmsg`, without blocking; returns how many were received.
+    pub(super) unsafe fn recv_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
+        let (ptr, vlen, flags) = (hdrs.as_mut_ptr(), hdrs.len() as _, libc::MSG_DONTWAIT as _);
+        // SAFETY: guaranteed by the caller; a null timeout means none.
+        let n = unsafe { libc::recvmmsg(fd, ptr, vlen, flags, std::ptr::null_mut()) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// One `sendmmsg`, without blocking; returns how many were sent before the
+    /// first refusal (which the next call reports).
+    pub(super) unsafe fn send_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
+        let (ptr, vlen, flags) = (hdrs.as_mut_ptr(), hdrs.len() as _, libc::MSG_DONTWAIT as _);
+        // SAFETY: guaranteed by the caller.
+        let n = unsafe { libc::sendmmsg(fd, ptr, vlen, flags) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+/// Per-datagram fallback with the same contract as the Linux calls.
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use libc::{MSG_DONTWAIT, recvmsg, sendmsg};
+    use std::{io, os::fd::RawFd};
+
+    /// Mirrors Linux's `mmsghdr` so the batch code is shared.
+    #[repr(C)]
+    pub(super) struct Hdr {
+        pub(super) msg_hdr: libc::msghdr,
+        pub(super) msg_len: libc::c_uint,
+    }
+
+    /// One `recvmsg` per datagram.
+    pub(super) unsafe fn recv_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { each(hdrs, |hdr| recvmsg(fd, &mut hdr.msg_hdr, MSG_DONTWAIT)) }
+    }
+
+    /// One `sendmsg` per datagram.
+    pub(super) unsafe fn send_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { each(hdrs, |hdr| sendmsg(fd, &hdr.msg_hdr, MSG_DONTWAIT)) }
+    }
+
+    /// Calls `op` on each header in turn. Like the Linux batch calls, an error
+    /// on the first datagram is returned, a later one ends the batch early
+    /// (the next call meets it again).
+    fn each(hdrs: &mut [Hdr], mut op: impl FnMut(&mut Hdr) -> isize) -> io::Result<usize> {
+        for (n, hdr) in hdrs.iter_mut().enumerate() {
+            match usize::try_from(op(hdr)) {
+                Ok(len) => hdr.msg_len = len as libc::c_uint,
+                Err(_) if n > 0 => return Ok(n),
+                Err(_) => return Err(io::Error::last_os_error()),
+            }
+        }
+        Ok(hdrs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    fn bound(ip: &str) -> UdpSocket {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        sock
+    }
+
+    fn client(ip: &str) -> UdpSocket {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock
+    }
+
+    fn round_trip_of_32(ip: &str) {
+        let server = bound(ip);
+        let server_addr = server.local_addr().unwrap();
+        let clients: Vec<UdpSocket> = (0..32).map(|_| client(ip)).collect();
+        for (i, c) in clients.iter().enumerate() {
+            c.send_to(format!("ping {i}").as_bytes(), server_addr)
+                .unwrap();
+        }
+
+        let mut rx = RecvBatch::new(32, 1500);
+        let mut got = Vec::new();
+        while got.len() < 32 {
+            let n = rx.recv(server.as_fd()).unwrap();
+            assert_eq!(rx.len(), n);
+            for i in 0..n {
+                let (payload, from) = rx.datagram(i);
+                got.push((payload.to_vec(), from));
+            }
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let from = c.local_addr().unwrap();
+            let (payload, _) = got.iter().find(|(_, f)| *f == from).unwrap();
+            assert_eq!(payload, format!("ping {i}").as_bytes());
+        }
+
+        let mut tx = SendBatch::new(32, 1500);
+        for (payload, from) in &got {
+            let mut reply = payload.clone();
+            reply.reverse();
+            assert!(tx.push(&reply, *from));
+        }
+        assert_eq!(tx.len(), 32);
+        let stats = tx.flush(server.as_fd()).unwrap();
+        assert_eq!(
+            stats,
+            FlushStats {
+                sent: 32,
+                dropped: 0
+            }
+        );
+        assert!(tx.is_empty());
+
+        let mut buf = [0u8; 64];
+        for (i, c) in clients.iter().enumerate() {
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(from, server_addr);
+            let mut expected = format!("ping {i}").into_bytes();
+            expected.reverse();
+            assert_eq!(&buf[..n], expected.as_slice());
+        }
+    }
+
+    #[test]
+    fn batch_of_32_round_trips_with_distinct_payloads_and_sources_over_ipv4() {
+        round_trip_of_32("127.0.0.1");
+    }
+
+    #[test]
+    fn batch_of_32_round_trips_with_distinct_payloads_and_sources_over_ipv6() {
+        round_trip_of_32("::1");
+    }
+
+    #[test]
+    fn recv_on_an_empty_socket_is_would_block() {
+        let server = bound("127.0.0.1");
+        let mut rx = RecvBatch::new(8, 1500);
+        let err = rx.recv(server.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn truncated_datagram_gets_an_empty_payload() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        let to = server.local_addr().unwrap();
+        c.send_to(&[7u8; 100], to).unwrap();
+        c.send_to(b"tiny", to).unwrap();
+
+        let mut rx = RecvBatch::new(4, 8);
+        assert_eq!(rx.recv(server.as_fd()).unwrap(), 2);
+        assert_eq!(rx.datagram(0), (&[][..], c.local_addr().unwrap()));
+        assert_eq!(rx.datagram(1), (&b"tiny"[..], c.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn recv_takes_at_most_count_and_leaves_the_rest_queued() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        for i in 0..6u8 {
+            c.send_to(&[i], server.local_addr().unwrap()).unwrap();
+        }
+        let mut rx = RecvBatch::new(4, 16);
+        assert_eq!(rx.recv(server.as_fd()).unwrap(), 4);
+        assert_eq!(rx.datagram(3).0, &[3]);
+        assert_eq!(rx.recv(server.as_fd()).unwrap(), 2);
+        assert_eq!(rx.datagram(1).0, &[5]);
+    }
+
+    #[test]
+    fn datagram_mut_edits_the_payload_in_place() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        c.send_to(b"abc", server.local_addr().unwrap()).unwrap();
+        let mut rx = RecvBatch::new(2, 16);
+        rx.recv(server.as_fd()).unwrap();
+        rx.datagram_mut(0).0[0] = b'x';
+        assert_eq!(rx.datagram(0).0, b"xbc");
+    }
+
+    #[test]
+    fn full_send_batch_refuses_more_until_flushed() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        let to = c.local_addr().unwrap();
+        let mut tx = SendBatch::new(2, 4);
+        assert!(!tx.push(b"too long", to));
+        assert!(tx.push(b"one", to));
+        let buf = tx.next_buf().unwrap();
+        assert_eq!(buf.len(), 4);
+        buf[..3].copy_from_slice(b"two");
+        tx.commit(3, to);
+        assert!(tx.next_buf().is_none());
+        assert!(!tx.push(b"3", to));
+        assert_eq!(tx.len(), 2);
+
+        assert_eq!(tx.flush(server.as_fd()).unwrap().sent, 2);
+        assert!(tx.next_buf().is_some());
+        let mut buf = [0u8; 8];
+        assert_eq!(c.recv(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(c.recv(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"two");
+    }
+
+    #[test]
+    fn flush_of_an_empty_batch_sends_nothing() {
+        let server = bound("127.0.0.1");
+        let mut tx = SendBatch::new(4, 16);
+        assert_eq!(tx.flush(server.as_fd()).unwrap(), FlushStats::default());
+    }
+
+    #[test]
+    fn refused_datagram_is_dropped_and_the_rest_still_sent() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        let to = c.local_addr().unwrap();
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut tx = SendBatch::new(4, 16);
+        assert!(tx.push(b"a", to));
+        assert!(tx.push(b"b", v6)); // a v4 socket cannot send to a v6 address
+        assert!(tx.push(b"c", to));
+        let stats = tx.flush(server.as_fd()).unwrap();
+        assert_eq!(
+            stats,
+            FlushStats {
+                sent: 2,
+                dropped: 1
+            }
+        );
+        let mut buf = [0u8; 8];
+        c.recv(&mut buf).unwrap();
+        assert_eq!(buf[0], b'a');
+        c.recv(&mut buf).unwrap();
+        assert_eq!(buf[0], b'c');
+    }
+
+    #[test]
+    fn keep_from_moves_the_unsent_rest_to_the_front_in_order() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "[::1]:2000".parse().unwrap();
+        let mut tx = SendBatch::new(4, 8);
+        assert!(tx.push(b"one", a));
+        assert!(tx.push(b"two", a));
+        assert!(tx.push(b"three", b));
+        tx.keep_from(1);
+        assert_eq!(tx.len(), 2);
+        assert_eq!(&tx.slots.bufs[..3], b"two");
+        assert_eq!(&tx.slots.bufs[8..13], b"three");
+        assert_eq!(decode(&tx.slots.addrs[0], tx.slots.addr_lens[0]), Some(a));
+        assert_eq!(decode(&tx.slots.addrs[1], tx.slots.addr_lens[1]), Some(b));
+    }
+
+    #[test]
+    fn addresses_survive_encode_and_decode() {
+        for text in ["127.0.0.1:3478", "[2001:db8::1]:5349", "[::ffff:1.2.3.4]:1"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let mut storage = zeroed_slice::<libc::sockaddr_storage>(1);
+            let len = encode(addr, &mut storage[0]);
+            assert_eq!(decode(&storage[0], len), Some(addr));
+        }
+    }
+
+    #[test]
+    fn batches_can_move_to_another_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<RecvBatch>();
+        is_send::<SendBatch>();
+    }
+}

@@ -1,0 +1,356 @@
+//! Socket construction: listeners and relay sockets (DESIGN.md §4).
+//!
+//! Every socket returned here is non-blocking and, when IPv6, IPV6_V6ONLY, so
+//! that a v6 socket never claims the same port on IPv4 as well.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::ops::RangeInclusive;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Send and receive buffer size tried on listening UDP sockets.
+const LISTENER_BUFFER_BYTES: usize = 4 << 20;
+/// Pending-connection queue for TCP/TLS listeners.
+const TCP_BACKLOG: i32 = 1024;
+
+/// Why no relay socket could be bound in the configured port range.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayBindError {
+    /// Every candidate port in the range is in use.
+    #[error("every relay port in the configured range is in use")]
+    Exhausted,
+    /// Creating or binding the socket failed for another reason.
+    #[error("cannot bind a relay socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Non-blocking UDP socket bound to `addr`; SO_REUSEPORT when `reuse_port`
+/// (one socket per worker on the same address, the kernel spreads clients by
+/// 4-tuple); IPV6_V6ONLY on v6; tries 4 MiB send/receive buffers (a failure or
+/// a kernel cap is ignored).
+pub fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let sock = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    if reuse_port {
+        set_reuse_port(&sock)?;
+    }
+    // Bigger buffers absorb bursts between two batches; best effort only.
+    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(LISTENER_BUFFER_BYTES);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Non-blocking TCP listener on `addr` with SO_REUSEADDR (restarts do not wait
+/// for TIME_WAIT), SO_REUSEPORT when `reuse_port`, IPV6_V6ONLY on v6, and a
+/// backlog of 1024.
+pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let sock = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        set_reuse_port(&sock)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(TCP_BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Binds a non-blocking UDP relay socket on `ip` at a port in `ports`, trying
+/// ports in order from `start` (wrapping within the range; a `start` outside
+/// the range means the range's first port). With `even`, only even ports are
+/// candidates (RFC 8656 §18.7 EVEN-PORT). Port 0 is never a candidate.
+///
+/// `RelayBindError::Exhausted` when every candidate is in use (EADDRINUSE);
+/// any other failure is `RelayBindError::Io` at once. Tries each port of the
+/// range at most once.
+pub fn bind_udp_in_range(
+    ip: IpAddr,
+    ports: RangeInclusive<u16>,
+    start: u16,
+    even: bool,
+) -> Result<UdpSocket, RelayBindError> {
+    let (first, last) = (u32::from(*ports.start()), u32::from(*ports.end()));
+    if first > last {
+        return Err(RelayBindError::Exhausted);
+    }
+    let size = last - first + 1;
+    let offset = if ports.contains(&start) {
+        u32::from(start) - first
+    } else {
+        0
+    };
+    // One socket for all attempts: a failed bind leaves it unbound and reusable.
+    let sock = new_socket(SocketAddr::new(ip, 0), Type::DGRAM, Protocol::UDP)?;
+    for k in 0..size {
+        let Ok(port) = u16::try_from(first + (offset + k) % size) else {
+            continue;
+        };
+        if port == 0 || (even && port % 2 != 0) {
+            continue;
+        }
+        match sock.bind(&SocketAddr::new(ip, port).into()) {
+            Ok(()) => return Ok(sock.into()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RelayBindError::Exhausted)
+}
+
+/// Binds a non-blocking UDP socket to exactly `addr`, without SO_REUSEADDR or
+/// SO_REUSEPORT, so that it fails if anyone holds the port: used to claim a
+/// port reserved by RESERVATION-TOKEN (RFC 8656 §18.10).
+pub fn bind_udp_exact(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Sets or clears the Don't Fragment behaviour for datagrams sent on `sock`
+/// (RFC 8656 §18.9 DONT-FRAGMENT: the server sets DF when relaying for a
+/// client that asked). Linux: IP_MTU_DISCOVER = IP_PMTUDISC_DO / _DONT on v4,
+/// IPV6_DONTFRAG on v6. Elsewhere a no-op returning `Ok(())`.
+pub fn set_dont_fragment(sock: &UdpSocket, on: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+
+        let (level, name, value) = if sock.local_addr()?.is_ipv4() {
+            let mode = if on {
+                libc::IP_PMTUDISC_DO
+            } else {
+                libc::IP_PMTUDISC_DONT
+            };
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_DONTFRAG,
+                libc::c_int::from(on),
+            )
+        };
+        // SAFETY: `value` is a live c_int and the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (sock, on);
+        Ok(())
+    }
+}
+
+/// A non-blocking socket of `addr`'s family, IPV6_V6ONLY when v6.
+fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+#[cfg(not(any(
+    target_os = "solaris",
+    target_os = "illumos",
+    target_os = "cygwin",
+    target_os = "nuttx"
+)))]
+fn set_reuse_port(sock: &Socket) -> io::Result<()> {
+    sock.set_reuse_port(true)
+}
+
+#[cfg(any(
+    target_os = "solaris",
+    target_os = "illumos",
+    target_os = "cygwin",
+    target_os = "nuttx"
+))]
+fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is not available on this platform",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
+    use std::net::Ipv4Addr;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// Two held sockets on adjacent loopback ports `p` and `p + 1`.
+    fn adjacent_pair() -> (UdpSocket, UdpSocket) {
+        for _ in 0..100 {
+            let a = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            if p == u16::MAX {
+                continue;
+            }
+            if let Ok(b) = bind_udp_exact(SocketAddr::new(LOOPBACK, p + 1)) {
+                return (a, b);
+            }
+        }
+        panic!("no two adjacent free loopback ports");
+    }
+
+    /// A held socket on an even loopback port.
+    fn even_port() -> UdpSocket {
+        for _ in 0..100 {
+            let a = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            if p % 2 == 0 && p < u16::MAX {
+                return a;
+            }
+        }
+        panic!("no even free loopback port");
+    }
+
+    fn port(sock: &UdpSocket) -> u16 {
+        sock.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn two_reuse_port_udp_sockets_share_an_address() {
+        let a = udp_socket("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let b = udp_socket(a.local_addr().unwrap(), true).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        let err = udp_socket(a.local_addr().unwrap(), false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn udp_socket_is_non_blocking_and_v6_only_on_ipv6() {
+        let sock = udp_socket("[::1]:0".parse().unwrap(), false).unwrap();
+        assert!(SockRef::from(&sock).only_v6().unwrap());
+        let mut buf = [0u8; 8];
+        let err = sock.recv_from(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn two_reuse_port_tcp_listeners_share_an_address() {
+        let a = tcp_listener("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let b = tcp_listener(a.local_addr().unwrap(), true).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        assert_eq!(
+            a.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "listener must be non-blocking"
+        );
+    }
+
+    #[test]
+    fn tcp_listener_is_v6_only_on_ipv6() {
+        let l = tcp_listener("[::1]:0".parse().unwrap(), false).unwrap();
+        assert!(SockRef::from(&l).only_v6().unwrap());
+    }
+
+    #[test]
+    fn range_with_every_port_taken_is_exhausted() {
+        let (a, b) = adjacent_pair();
+        let (p, q) = (port(&a), port(&b));
+        let err = bind_udp_in_range(LOOPBACK, p..=q, p, false).unwrap_err();
+        assert!(matches!(err, RelayBindError::Exhausted), "{err:?}");
+    }
+
+    #[test]
+    fn range_search_wraps_from_start_to_the_range_beginning() {
+        let (a, b) = adjacent_pair();
+        let (p, q) = (port(&a), port(&b));
+        drop(a);
+        let sock = bind_udp_in_range(LOOPBACK, p..=q, q, false).unwrap();
+        assert_eq!(port(&sock), p);
+    }
+
+    #[test]
+    fn even_port_search_skips_odd_ports() {
+        let held = even_port();
+        let p = port(&held);
+        // p is taken and p + 1 is odd: nothing is left, free or not.
+        let err = bind_udp_in_range(LOOPBACK, p..=p + 1, p, true).unwrap_err();
+        assert!(matches!(err, RelayBindError::Exhausted), "{err:?}");
+    }
+
+    #[test]
+    fn even_port_search_yields_an_even_port_in_range() {
+        let probe = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
+        let first = port(&probe).saturating_sub(32) & !1;
+        drop(probe);
+        let last = first + 63;
+        let sock = bind_udp_in_range(LOOPBACK, first..=last, first + 1, true).unwrap();
+        let got = port(&sock);
+        assert_eq!(got % 2, 0);
+        assert!((first..=last).contains(&got));
+    }
+
+    #[test]
+    fn bind_error_other_than_in_use_is_io() {
+        // A v4-mapped address cannot be bound on a v6-only socket (EINVAL).
+        let ip: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let err = bind_udp_in_range(ip, 40000..=40001, 40000, false).unwrap_err();
+        assert!(matches!(err, RelayBindError::Io(_)), "{err:?}");
+    }
+
+    #[test]
+    fn exact_bind_claims_a_free_port_and_fails_on_a_taken_one() {
+        let held = bind_udp_exact("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = bind_udp_exact(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(held);
+        let again = bind_udp_exact(addr).unwrap();
+        assert_eq!(again.local_addr().unwrap(), addr);
+        let v6 = bind_udp_exact("[::1]:0".parse().unwrap()).unwrap();
+        assert!(SockRef::from(&v6).only_v6().unwrap());
+    }
+
+    #[cfg(target_os = "linux")]
+    fn int_option(sock: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        value
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dont_fragment_sets_and_clears_df_on_both_families() {
+        let v4 = bind_udp_exact("127.0.0.1:0".parse().unwrap()).unwrap();
+        set_dont_fragment(&v4, true).unwrap();
+        let mode = int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert_eq!(mode, libc::IP_PMTUDISC_DO);
+        set_dont_fragment(&v4, false).unwrap();
+        let mode = int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert_eq!(mode, libc::IP_PMTUDISC_DONT);
+
+        let v6 = bind_udp_exact("[::1]:0".parse().unwrap()).unwrap();
+        set_dont_fragment(&v6, true).unwrap();
+        assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 1);
+        set_dont_fragment(&v6, false).unwrap();
+        assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 0);
+    }
+}

@@ -2,8 +2,10 @@
 
 /// Lowest channel number a client may bind (RFC 8656 §12).
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// Highest channel number a client may bind (RFC 8656 §12).
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// Highest channel number a client may bind. RFC 8656 §12 narrowed the range to 0x4FFF, but
+/// RFC 5766 §11 allowed up to 0x7FFE and RFC 5766 clients (coturn's tools among them) still pick
+/// from the wider range; ChannelData framing is identical, so they are accepted.
+pub const MAX_CHANNEL: u16 = 0x7FFE;
 
 /// Why bytes are not ChannelData. Such input is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

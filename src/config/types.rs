@@ -1,0 +1,316 @@
+//! The validated, typed configuration handed to the rest of the server.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::core::cidr::Cidr;
+
+/// The whole server configuration, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `[server]`: realm, SOFTWARE text, worker count.
+    pub server: ServerConfig,
+    /// `[log]`: log level.
+    pub log: LogConfig,
+    /// `[[listen]]`: where clients connect; never empty.
+    pub listeners: Vec<ListenerConfig>,
+    /// `[admin]`: the HTTP admin listener, `None` when `enabled = false`.
+    pub admin: Option<AdminConfig>,
+    /// `[relay]`: relay socket addresses and ports.
+    pub relay: RelayConfig,
+    /// `[auth]`: REST API secrets and static users.
+    pub auth: AuthConfig,
+    /// `[peers]`: exceptions to the built-in peer deny list.
+    pub peers: PeersConfig,
+    /// `[limits]`: lifetimes, quotas and timeouts.
+    pub limits: LimitsConfig,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// REALM for long-term credentials (RFC 8489 §9.2); default `"turnstone"`.
+    pub realm: String,
+    /// SOFTWARE attribute text; `None` omits the attribute (configured as `""`).
+    pub software: Option<String>,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+}
+
+/// `[log]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Most verbose level that is logged.
+    pub level: LogLevel,
+}
+
+/// A log verbosity level, from least to most verbose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default: start-up, shutdown and notable events.
+    #[default]
+    Info,
+    /// Per-request detail.
+    Debug,
+    /// Per-packet detail.
+    Trace,
+}
+
+/// Why a log level name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log level; use one of error, warn, info, debug, trace")]
+pub struct LogLevelError;
+
+impl LogLevel {
+    /// The lowercase name used in the configuration and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = LogLevelError;
+
+    /// Accepts the lowercase names, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Error,
+            Self::Warn,
+            Self::Info,
+            Self::Debug,
+            Self::Trace,
+        ]
+        .into_iter()
+        .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or(LogLevelError)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The transport of a client listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// STUN/TURN over UDP.
+    Udp,
+    /// STUN/TURN over TCP (RFC 8656 §3.1).
+    Tcp,
+    /// STUN/TURN over TLS over TCP.
+    Tls,
+}
+
+/// Why a protocol name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol; use one of udp, tcp, tls")]
+pub struct ProtocolError;
+
+impl Protocol {
+    /// The lowercase name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+
+    /// Whether the listener is a TCP socket (plain or with TLS on top).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Self::Tcp | Self::Tls)
+    }
+
+    /// The standard port: 3478 for UDP and TCP, 5349 for TLS (RFC 8489 §8).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Udp | Self::Tcp => 3478,
+            Self::Tls => 5349,
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ProtocolError;
+
+    /// Accepts `udp`, `tcp`, `tls`, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Udp, Self::Tcp, Self::Tls]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or(ProtocolError)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[listen]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Transport.
+    pub protocol: Protocol,
+    /// Local address to bind (port 0 picks a free port).
+    pub address: SocketAddr,
+    /// Certificate and key; `Some` exactly when `protocol` is [`Protocol::Tls`].
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS listener, resolved against the config file's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM), leaf first.
+    pub certificate: PathBuf,
+    /// Private key (PEM).
+    pub private_key: PathBuf,
+}
+
+/// `[admin]`: the HTTP listener for health, readiness, metrics and credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Local address to bind; default `127.0.0.1:9641`.
+    pub address: SocketAddr,
+}
+
+/// `[relay]`: where relayed transport addresses live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// IPv4 address relay sockets bind to; `None` lets the server choose at start.
+    pub address: Option<IpAddr>,
+    /// IPv6 address relay sockets bind to; `None` disables IPv6 relays.
+    pub address_v6: Option<IpAddr>,
+    /// UDP ports relay sockets may use; never empty, never containing 0.
+    pub ports: RangeInclusive<u16>,
+    /// IPv4 address advertised in XOR-RELAYED-ADDRESS instead of `address` (1:1 NAT).
+    pub external_address: Option<IpAddr>,
+    /// IPv6 address advertised instead of `address_v6`.
+    pub external_address_v6: Option<IpAddr>,
+}
+
+/// `[auth]`: long-term credentials (RFC 8489 §9.2).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// TURN REST API shared secrets: any of them verifies, the first mints.
+    pub secrets: Vec<String>,
+    /// Static users.
+    pub users: Vec<UserConfig>,
+    /// How long a nonce stays valid before the client gets 438 (Stale Nonce).
+    pub nonce_lifetime: Duration,
+}
+
+impl fmt::Debug for AuthConfig {
+    /// Keeps the secrets out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secrets", &format_args!("[{} hidden]", self.secrets.len()))
+            .field("users", &self.users)
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .finish()
+    }
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// User name, unique and non-empty.
+    pub name: String,
+    /// Password, non-empty.
+    pub password: String,
+}
+
+impl fmt::Debug for UserConfig {
+    /// Keeps the password out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[peers]`: which peer addresses clients may relay to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeersConfig {
+    /// Prefixes allowed even though the built-in deny list covers them.
+    pub allow: Vec<Cidr>,
+    /// Prefixes denied in addition to the built-in deny list.
+    pub deny: Vec<Cidr>,
+}
+
+/// `[limits]`: lifetimes, quotas and timeouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Allocation lifetime when the client asks for none (RFC 8656 §7.2: 600 s).
+    pub allocation_lifetime: Duration,
+    /// Longest lifetime granted to an allocation request or refresh.
+    pub max_allocation_lifetime: Duration,
+    /// Permission lifetime (RFC 8656 §9 fixes 300 s).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (RFC 8656 §12 fixes 600 s).
+    pub channel_lifetime: Duration,
+    /// Allocations one user may hold at once; 0 means unlimited.
+    pub max_allocations_per_user: u32,
+    /// Allocations the server holds at once; 0 means unlimited.
+    pub max_allocations: usize,
+    /// Permissions one allocation may hold.
+    pub max_permissions_per_allocation: usize,
+    /// Channels one allocation may bind (at most 4096, RFC 8656 §12).
+    pub max_channels_per_allocation: usize,
+    /// Time a new TCP/TLS client has to finish the TLS handshake or send a first message.
+    pub tcp_handshake_timeout: Duration,
+    /// A TCP/TLS client connection silent for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// TCP/TLS client connections open at once.
+    pub max_tcp_connections: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_from_str_and_display() {
+        for l in [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            assert_eq!(l.to_string().parse::<LogLevel>(), Ok(l));
+        }
+        for p in [Protocol::Udp, Protocol::Tcp, Protocol::Tls] {
+            assert_eq!(p.to_string().parse::<Protocol>(), Ok(p));
+        }
+        assert_eq!("INFO".parse::<LogLevel>(), Ok(LogLevel::Info));
+        assert_eq!("verbose".parse::<LogLevel>(), Err(LogLevelError));
+        assert_eq!("sctp".parse::<Protocol>(), Err(ProtocolError));
+    }
+
+    #[test]
+    fn user_debug_output_hides_the_password() {
+        let u = UserConfig {
+            name: "alice".into(),
+            password: "wonderland".into(),
+        };
+        assert!(!format!("{u:?}").contains("wonderland"));
+    }
+}

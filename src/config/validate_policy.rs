@@ -1,0 +1,155 @@
+//! Checks of `[auth]`, `[peers]` and `[limits]`: who may relay, to where, how much.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::duration::format_duration;
+use super::raw::{Dur, RawAuth, RawLimits, RawPeers};
+use super::types::{AuthConfig, LimitsConfig, PeersConfig, UserConfig};
+use super::validate::Ctx;
+use crate::core::cidr::Cidr;
+
+/// RFC 8489 §14.3: USERNAME is under 509 bytes.
+const MAX_USERNAME_BYTES: usize = 508;
+
+/// RFC 8656 §12: channel numbers 0x4000–0x4FFF, so at most 4096 per allocation.
+const MAX_CHANNELS: usize = 0x1000;
+
+pub(super) fn auth(raw: RawAuth, ctx: &mut Ctx) -> AuthConfig {
+    for (i, secret) in raw.secrets.iter().enumerate() {
+        if secret.trim().is_empty() {
+            ctx.push(
+                format!("auth.secrets[{i}]"),
+                "empty secret; remove it or give a value",
+            );
+        }
+    }
+    let nonce_lifetime = positive(raw.nonce_lifetime, "auth.nonce_lifetime", ctx);
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (i, user) in raw.users.iter().enumerate() {
+        let name_path = format!("auth.users[{i}].name");
+        let password_path = format!("auth.users[{i}].password");
+        if user.name.is_empty() && !ctx.failed(&name_path) {
+            ctx.push(name_path, "missing or empty; every user needs a name");
+        } else if user.name.len() > MAX_USERNAME_BYTES {
+            ctx.push(name_path, "too long; USERNAME must be under 509 bytes");
+        } else if let Some(j) = first_index.get(user.name.as_str()) {
+            let msg = format!(
+                "duplicate user name {:?} (first at auth.users[{j}])",
+                user.name
+            );
+            ctx.push(name_path, msg);
+        } else if !user.name.is_empty() {
+            first_index.insert(&user.name, i);
+        }
+        if user.password.is_empty() && !ctx.failed(&password_path) {
+            ctx.push(
+                password_path,
+                "missing or empty; every user needs a password",
+            );
+        }
+    }
+    let users = raw
+        .users
+        .into_iter()
+        .map(|u| UserConfig {
+            name: u.name,
+            password: u.password,
+        })
+        .collect();
+    AuthConfig {
+        secrets: raw.secrets,
+        users,
+        nonce_lifetime,
+    }
+}
+
+pub(super) fn peers(raw: RawPeers, ctx: &mut Ctx) -> PeersConfig {
+    PeersConfig {
+        allow: cidrs(&raw.allow, "peers.allow", ctx),
+        deny: cidrs(&raw.deny, "peers.deny", ctx),
+    }
+}
+
+fn cidrs(raw: &[String], path: &str, ctx: &mut Ctx) -> Vec<Cidr> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s.parse::<Cidr>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let msg =
+                    format!("{s:?} is not a CIDR prefix or IP address ({e}); e.g. \"10.0.0.0/8\"");
+                ctx.push(format!("{path}[{i}]"), msg);
+                None
+            }
+        })
+        .collect()
+}
+
+pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
+    // LIFETIME counts whole seconds (RFC 8656 §18), so lifetimes start at 1 s.
+    let lifetime = |d: Dur, key: &str, ctx: &mut Ctx| {
+        let path = format!("limits.{key}");
+        if d.0 < Duration::from_secs(1) && !ctx.failed(&path) {
+            ctx.push(path, "must be at least 1s (lifetimes count whole seconds)");
+        }
+        d.0
+    };
+    let allocation_lifetime = lifetime(raw.allocation_lifetime, "allocation_lifetime", ctx);
+    let max_allocation_lifetime =
+        lifetime(raw.max_allocation_lifetime, "max_allocation_lifetime", ctx);
+    let checked =
+        !ctx.failed("limits.allocation_lifetime") && !ctx.failed("limits.max_allocation_lifetime");
+    if checked && allocation_lifetime > max_allocation_lifetime {
+        let msg = format!(
+            "{} is longer than limits.max_allocation_lifetime ({}); \
+             the default lifetime cannot exceed the maximum",
+            format_duration(allocation_lifetime),
+            format_duration(max_allocation_lifetime),
+        );
+        ctx.push("limits.allocation_lifetime", msg);
+    }
+    if raw.max_permissions_per_allocation == 0 {
+        ctx.push(
+            "limits.max_permissions_per_allocation",
+            "must be at least 1; an allocation without permissions relays nothing",
+        );
+    }
+    if !(1..=MAX_CHANNELS).contains(&raw.max_channels_per_allocation) {
+        ctx.push(
+            "limits.max_channels_per_allocation",
+            "must be from 1 to 4096 (the channel numbers 0x4000-0x4FFF)",
+        );
+    }
+    if raw.max_tcp_connections == 0 {
+        ctx.push(
+            "limits.max_tcp_connections",
+            "must be at least 1; remove the tcp and tls listeners to turn TCP off",
+        );
+    }
+    LimitsConfig {
+        allocation_lifetime,
+        max_allocation_lifetime,
+        permission_lifetime: lifetime(raw.permission_lifetime, "permission_lifetime", ctx),
+        channel_lifetime: lifetime(raw.channel_lifetime, "channel_lifetime", ctx),
+        max_allocations_per_user: raw.max_allocations_per_user,
+        max_allocations: raw.max_allocations,
+        max_permissions_per_allocation: raw.max_permissions_per_allocation,
+        max_channels_per_allocation: raw.max_channels_per_allocation,
+        tcp_handshake_timeout: positive(
+            raw.tcp_handshake_timeout,
+            "limits.tcp_handshake_timeout",
+            ctx,
+        ),
+        tcp_idle_timeout: positive(raw.tcp_idle_timeout, "limits.tcp_idle_timeout", ctx),
+        max_tcp_connections: raw.max_tcp_connections,
+    }
+}
+
+/// A duration that must be longer than zero.
+fn positive(d: Dur, path: &str, ctx: &mut Ctx) -> Duration {
+    if d.0.is_zero() && !ctx.failed(path) {
+        ctx.push(path, "must be longer than 0");
+    }
+    d.0
+}

@@ -1,0 +1,166 @@
+//! The long-term credential mechanism (RFC 8489 §9.2), TURN REST credentials, password
+//! algorithms (§9.2.4), USERHASH (§14.4) and MESSAGE-INTEGRITY-SHA256 (§14.6).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::auth::{NONCE_COOKIE, PasswordAlgorithm, rest_password};
+use crate::core::Transport;
+use crate::proto::{Method, attr};
+
+use super::harness::{ALGORITHMS, Client, Harness, REALM, SECRET_NEW, SECRET_OLD, UNIX_START, udp};
+
+#[test]
+fn first_request_is_challenged_401_with_realm_nonce_and_password_algorithms() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(401);
+    assert_eq!(resp.get(attr::REALM).unwrap(), REALM.as_bytes());
+    assert!(resp.get(attr::NONCE).unwrap().starts_with(NONCE_COOKIE));
+    assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS).unwrap(), ALGORITHMS);
+    assert!(!resp.msg().has_integrity(), "a challenge cannot be signed");
+    assert_eq!(h.server.counters().auth_failures, 0, "the first 401 is no failure");
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn signed_md5_request_succeeds_and_its_response_is_signed_with_the_same_key() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    assert!(!resp.msg().has_integrity_sha256());
+    resp.msg().verify_integrity(&c.key()).unwrap();
+}
+
+#[test]
+fn wrong_password_is_answered_401_with_a_new_challenge() {
+    let mut h = Harness::new();
+    let ft = h.client("alice").ft;
+    let mut c = Client::new(ft, "alice", "not-the-password");
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(401);
+    assert!(resp.get(attr::NONCE).is_some());
+    assert_eq!(h.server.counters().auth_failures, 1);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn unknown_user_is_answered_401() {
+    let mut h = Harness::new();
+    let ft = h.client("alice").ft;
+    let mut c = Client::new(ft, "mallory", "whatever");
+    h.request(&mut c, Method::ALLOCATE, &[udp()]).err(401);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn stale_nonce_is_answered_438_with_a_fresh_nonce() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    assert!(c.learn(&h.send(&mut c, Method::ALLOCATE, &[udp()])));
+    let old = c.nonce.clone().unwrap();
+    h.advance(Duration::from_secs(601));
+    let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(438);
+    assert_eq!(resp.get(attr::REALM).unwrap(), REALM.as_bytes());
+    assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS).unwrap(), ALGORITHMS);
+    assert!(c.learn(&resp));
+    assert_ne!(c.nonce.as_deref(), Some(&old[..]));
+    h.send(&mut c, Method::ALLOCATE, &[udp()]).ok();
+}
+
+#[test]
+fn nonce_issued_to_another_ip_is_answered_438() {
+    let mut h = Harness::new();
+    let mut first = h.client("alice");
+    assert!(first.learn(&h.send(&mut first, Method::ALLOCATE, &[udp()])));
+    let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), Transport::Udp);
+    let mut other = Harness::user_on(ft, "alice");
+    (other.realm, other.nonce, other.algorithms) = (first.realm, first.nonce, first.algorithms);
+    let resp = h.send(&mut other, Method::ALLOCATE, &[udp()]);
+    resp.err(438);
+    assert!(other.learn(&resp));
+    h.send(&mut other, Method::ALLOCATE, &[udp()]).ok();
+}
+
+fn rest_client(h: &mut Harness, expiry: u64, secret: &[u8]) -> Client {
+    let ft = h.client("alice").ft;
+    let username = format!("{expiry}:carol");
+    let password = rest_password(secret, &username);
+    Client::new(ft, &username, &password)
+}
+
+#[test]
+fn rest_credential_is_accepted_and_names_the_allocation() {
+    let mut h = Harness::new();
+    let mut c = rest_client(&mut h, UNIX_START + 3600, SECRET_NEW);
+    h.allocate(&mut c, &[]);
+    h.refresh(&mut c, 0).ok();
+    assert_eq!(h.usage()[0].user, format!("{}:carol", UNIX_START + 3600));
+}
+
+#[test]
+fn expired_rest_credential_is_answered_401() {
+    let mut h = Harness::new();
+    let mut c = rest_client(&mut h, UNIX_START - 1, SECRET_NEW);
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(401);
+    assert!(resp.reason().contains("expired"), "{}", resp.reason());
+}
+
+#[test]
+fn rest_credentials_of_both_rotated_secrets_verify() {
+    let mut h = Harness::new();
+    for secret in [SECRET_NEW, SECRET_OLD] {
+        let mut c = rest_client(&mut h, UNIX_START + 60, secret);
+        h.allocate(&mut c, &[]);
+    }
+    let mut forged = rest_client(&mut h, UNIX_START + 60, b"unknown-secret");
+    h.request(&mut forged, Method::ALLOCATE, &[udp()]).err(401);
+    assert_eq!(h.server.allocation_count(), 2);
+}
+
+#[test]
+fn sha256_password_algorithm_with_echoed_password_algorithms_is_accepted() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    c.alg = PasswordAlgorithm::Sha256;
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    assert_eq!(c.key().len(), 32);
+    resp.msg().verify_integrity(&c.key()).unwrap();
+}
+
+#[test]
+fn tampered_password_algorithms_is_answered_400() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    c.alg = PasswordAlgorithm::Sha256;
+    assert!(c.learn(&h.send(&mut c, Method::ALLOCATE, &[udp()])));
+    // A man in the middle removed SHA-256 from the list (bid-down, RFC 8489 §9.2.4).
+    c.algorithms = Some(vec![0, 1, 0, 0]);
+    h.send(&mut c, Method::ALLOCATE, &[udp()]).err(400);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn userhash_of_a_static_user_is_accepted() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    c.userhash = true;
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    resp.msg().verify_integrity(&c.key()).unwrap();
+    h.refresh(&mut c, 0).ok();
+    assert_eq!(h.usage()[0].user, "alice");
+}
+
+#[test]
+fn message_integrity_sha256_request_gets_a_message_integrity_sha256_response() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    c.mi_sha256 = true;
+    let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    assert!(resp.msg().has_integrity_sha256());
+    assert!(!resp.attr_types().contains(&attr::MESSAGE_INTEGRITY));
+    resp.msg().verify_integrity(&c.key()).unwrap();
+}

@@ -1,0 +1,112 @@
+//! Refresh (RFC 8656 §7.3), allocation expiry, usage records and TCP connection close (§3.1).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::core::{EndReason, Transport};
+use crate::proto::{Class, Method, attr};
+
+use super::harness::{Harness, lifetime, sa};
+
+#[test]
+fn refresh_grants_the_requested_lifetime_within_the_limits() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    assert_eq!(h.refresh(&mut c, 1200).ok().u32(attr::LIFETIME), Some(1200));
+    assert_eq!(h.refresh(&mut c, 9999).ok().u32(attr::LIFETIME), Some(3600));
+    let resp = h.request(&mut c, Method::REFRESH, &[]).ok();
+    assert_eq!(resp.u32(attr::LIFETIME), Some(600));
+}
+
+#[test]
+fn refresh_keeps_the_allocation_alive_past_its_original_expiry() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    h.advance(Duration::from_secs(500));
+    h.refresh(&mut c, 600).ok();
+    h.advance(Duration::from_secs(200));
+    h.tick();
+    assert_eq!(h.server.allocation_count(), 1);
+    h.permit(&mut c, &[sa("8.8.8.8:53")]).ok();
+    h.advance(Duration::from_secs(400));
+    h.tick();
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn refresh_with_lifetime_zero_deletes_the_allocation_at_once() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let id = h.relays.id_of(relayed);
+    assert_eq!(h.refresh(&mut c, 0).ok().u32(attr::LIFETIME), Some(0));
+    assert_eq!(h.relays.closed, vec![id]);
+    assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
+    let usage = h.usage();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].reason, usage[0].user.as_str()), (EndReason::Deleted, "alice"));
+    assert_eq!(usage[0].relays, vec![relayed]);
+    assert!(usage[0].to_json().contains("\"end_reason\":\"deleted\""));
+    h.permit(&mut c, &[sa("8.8.8.8:53")]).err(437);
+    h.refresh(&mut c, 600).err(437);
+}
+
+#[test]
+fn retransmitted_refresh_zero_gets_the_cached_success() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    let pkt = c.build(Method::REFRESH, &[lifetime(0)]);
+    let first = h.exchange(c.ft, &pkt).ok();
+    let again = h.exchange(c.ft, &pkt);
+    assert_eq!(again, first);
+    assert_eq!(again.class(), Class::Success);
+    assert_eq!(h.usage().len(), 1);
+}
+
+#[test]
+fn refresh_by_another_user_on_the_same_five_tuple_is_answered_441() {
+    let mut h = Harness::new();
+    let mut alice = h.client("alice");
+    h.allocate(&mut alice, &[]);
+    let mut bob = Harness::user_on(alice.ft, "bob");
+    h.refresh(&mut bob, 600).err(441);
+    h.refresh(&mut bob, 0).err(441);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn allocation_expires_after_its_lifetime() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let id = h.relays.id_of(relayed);
+    assert_eq!(h.server.poll_timeout(), Some(h.now().mono + Duration::from_secs(600)));
+    h.advance(Duration::from_secs(599));
+    h.tick();
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(Duration::from_secs(1));
+    h.tick();
+    assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
+    assert_eq!(h.relays.closed, vec![id]);
+    let usage = h.usage();
+    assert_eq!(usage[0].reason, EndReason::Expired);
+    assert_eq!(usage[0].ended_unix - usage[0].started_unix, 600);
+    h.refresh(&mut c, 600).err(437);
+}
+
+#[test]
+fn closing_a_tcp_connection_ends_its_allocation() {
+    let mut h = Harness::new();
+    let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    let mut c = Harness::user_on(ft, "alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let id = h.relays.id_of(relayed);
+    let now = h.now();
+    h.server.handle_connection_closed(now, ft, &mut h.relays);
+    assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
+    assert_eq!(h.relays.closed, vec![id]);
+    assert_eq!(h.usage()[0].reason, EndReason::ConnectionClosed);
+}

@@ -1,0 +1,12 @@
+//! Level-2 tests of the sans-IO core (DESIGN.md §7): a scripted client, fake relay sockets and a
+//! virtual clock drive the server through the behaviours of RFC 8489, RFC 8656 and RFC 6156.
+
+mod allocate;
+mod auth;
+mod binding;
+mod channels;
+mod data;
+mod harness;
+mod lifetimes;
+mod permissions;
+mod policy_forms;

@@ -1,0 +1,145 @@
+//! Relay sockets of one worker: the [`RelayProvider`] the core asks for sockets, and the task
+//! that reads each socket.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::ops::RangeInclusive;
+use std::rc::{Rc, Weak};
+
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use crate::core::{OpenedRelay, RelayError, RelayId, RelayProvider, RelayRequest, ReservationId};
+
+use super::socket::{self, RelayBindError};
+use super::worker::Worker;
+
+/// Ports held for a later allocation, shared by all workers: the claiming Allocate may arrive
+/// on another worker than the one that reserved.
+#[derive(Debug, Default)]
+pub(crate) struct HeldPorts {
+    sockets: std::sync::Mutex<HashMap<ReservationId, StdUdpSocket>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl HeldPorts {
+    fn hold(&self, sock: StdUdpSocket) -> Option<ReservationId> {
+        let id = ReservationId(self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        self.sockets.lock().ok()?.insert(id, sock);
+        Some(id)
+    }
+
+    fn take(&self, id: ReservationId) -> Option<StdUdpSocket> {
+        self.sockets.lock().ok()?.remove(&id)
+    }
+}
+
+struct Entry {
+    socket: Rc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+/// The relay sockets a worker owns.
+pub(crate) struct Relays {
+    ports: RangeInclusive<u16>,
+    sockets: HashMap<RelayId, Entry>,
+    held: std::sync::Arc<HeldPorts>,
+    next_id: u64,
+    cursor: u16,
+    worker: Weak<Worker>,
+}
+
+impl Relays {
+    pub fn new(ports: RangeInclusive<u16>, seed: u16, held: std::sync::Arc<HeldPorts>, worker: Weak<Worker>) -> Self {
+        let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
+        let cursor = (u32::from(*ports.start()) + u32::from(seed) % span) as u16;
+        Self { ports, sockets: HashMap::new(), held, next_id: 1, cursor, worker }
+    }
+
+    /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
+    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
+        match self.sockets.get(&id) {
+            Some(e) => e.socket.try_send_to(data, peer).is_ok(),
+            None => false,
+        }
+    }
+
+    fn bind(&mut self, ip: IpAddr, even: bool) -> Result<StdUdpSocket, RelayError> {
+        let sock = socket::bind_udp_in_range(ip, self.ports.clone(), self.cursor, even).map_err(|e| match e {
+            RelayBindError::Exhausted => RelayError::Exhausted,
+            RelayBindError::Io(err) => {
+                tracing::warn!(target: "turnstone::io", %ip, error = %err, "relay socket bind failed");
+                RelayError::Failed
+            }
+        })?;
+        // Spread ports: the next search starts after the one just taken.
+        if let Ok(addr) = sock.local_addr() {
+            self.cursor = if addr.port() >= *self.ports.end() { *self.ports.start() } else { addr.port() + 1 };
+        }
+        Ok(sock)
+    }
+
+    fn register(&mut self, sock: StdUdpSocket) -> Result<OpenedRelay, RelayError> {
+        let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
+        let socket = Rc::new(UdpSocket::from_std(sock).map_err(|_| RelayError::Failed)?);
+        let id = RelayId(self.next_id);
+        self.next_id += 1;
+        let reader = tokio::task::spawn_local(super::worker::relay_reader(self.worker.clone(), id, Rc::clone(&socket)));
+        self.sockets.insert(id, Entry { socket, reader });
+        Ok(OpenedRelay { id, addr, reservation: None })
+    }
+
+    /// Closes every socket and reservation (worker shutdown).
+    pub fn clear(&mut self) {
+        for (_, entry) in self.sockets.drain() {
+            entry.reader.abort();
+        }
+    }
+}
+
+impl RelayProvider for Relays {
+    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError> {
+        match request {
+            RelayRequest::Any { ip } => {
+                let sock = self.bind(ip, false)?;
+                self.register(sock)
+            }
+            RelayRequest::Even { ip, reserve_next } => {
+                // RFC 8656 §7.2: an even port, and with the R bit port + 1 held for later. Try
+                // even ports until one whose successor is free too.
+                let mut tries = 0;
+                loop {
+                    let sock = self.bind(ip, true)?;
+                    let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
+                    if !reserve_next {
+                        return self.register(sock);
+                    }
+                    let next = addr.port().checked_add(1).filter(|p| self.ports.contains(p));
+                    if let Some(held) = next.and_then(|p| socket::bind_udp_exact(SocketAddr::new(ip, p)).ok()) {
+                        let mut opened = self.register(sock)?;
+                        opened.reservation = self.held.hold(held);
+                        return Ok(opened);
+                    }
+                    tries += 1;
+                    if tries > 64 {
+                        return Err(RelayError::Exhausted);
+                    }
+                }
+            }
+            RelayRequest::Reserved(rid) => {
+                let sock = self.held.take(rid).ok_or(RelayError::UnknownReservation)?;
+                self.register(sock)
+            }
+        }
+    }
+
+    fn close(&mut self, id: RelayId) {
+        if let Some(entry) = self.sockets.remove(&id) {
+            entry.reader.abort();
+        }
+    }
+
+    fn release(&mut self, id: ReservationId) {
+        self.held.take(id);
+    }
+}

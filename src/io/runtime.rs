@@ -1,0 +1,265 @@
+//! Starting and stopping the server: bind every socket up front (so errors surface before
+//! anything runs and port 0 resolves), then run one worker thread per core.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::auth::{CredentialStore, Nonces};
+use crate::core::cidr::Cidr;
+use crate::core::policy::PeerPolicy;
+use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
+
+use super::relay::HeldPorts;
+use super::socket;
+use super::worker::{self, Worker};
+
+/// Where finished-allocation records go.
+pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
+
+/// One listening socket.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    /// UDP, TCP or TLS.
+    pub transport: Transport,
+    /// Address to bind (port 0 picks one).
+    pub address: SocketAddr,
+    /// The TLS configuration for TLS listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// TCP/TLS connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Close connections silent this long.
+    pub idle_timeout: Duration,
+    /// Concurrent TCP/TLS connections across all workers.
+    pub max_connections: usize,
+}
+
+/// Everything needed to run the server.
+pub struct ServerSpec {
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Listening sockets.
+    pub listeners: Vec<ListenerSpec>,
+    /// Relay port range.
+    pub relay_ports: RangeInclusive<u16>,
+    /// Core settings; its policy is rebuilt once the listeners are bound.
+    pub settings: Settings,
+    /// Peer allow list.
+    pub allow: Vec<Cidr>,
+    /// Peer deny list.
+    pub deny: Vec<Cidr>,
+    /// Users and secrets.
+    pub credentials: Arc<CredentialStore>,
+    /// TCP/TLS limits.
+    pub stream_limits: StreamLimits,
+    /// Usage record sink.
+    pub usage: UsageSink,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {transport} {address}: {source}")]
+    Bind {
+        /// The transport.
+        transport: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// OS randomness was unavailable.
+    #[error("cannot read OS randomness: {0}")]
+    Random(#[from] crate::auth::AuthError),
+    /// A worker thread could not be spawned.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+    /// No listener was configured.
+    #[error("no listener configured")]
+    NoListener,
+}
+
+/// A running server.
+pub struct RunningServer {
+    bound: Vec<(Transport, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<SharedState>,
+}
+
+impl RunningServer {
+    /// The bound listening addresses, in configuration order.
+    pub fn bound(&self) -> &[(Transport, SocketAddr)] {
+        &self.bound
+    }
+
+    /// The first bound address of a transport.
+    pub fn address(&self, transport: Transport) -> Option<SocketAddr> {
+        self.bound.iter().find(|(t, _)| *t == transport).map(|(_, a)| *a)
+    }
+
+    /// Allocations alive across all workers.
+    pub fn allocations(&self) -> u32 {
+        self.shared.total()
+    }
+
+    /// Stops every worker (ending all allocations) and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Waits until the workers exit (after `shutdown` from another handle or a fatal error).
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct WorkerSockets {
+    udp: Vec<(SocketAddr, StdUdpSocket)>,
+    tcp: Vec<(SocketAddr, StdTcpListener, Option<Arc<rustls::ServerConfig>>)>,
+}
+
+/// Binds every listener for every worker and starts the workers.
+pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
+    if spec.listeners.is_empty() {
+        return Err(StartError::NoListener);
+    }
+    let workers = spec.workers.max(1);
+    let mut per_worker: Vec<WorkerSockets> =
+        (0..workers).map(|_| WorkerSockets { udp: Vec::new(), tcp: Vec::new() }).collect();
+    let mut bound = Vec::new();
+    for listener in &spec.listeners {
+        let mut address = listener.address;
+        for sockets in per_worker.iter_mut() {
+            let err = |source| StartError::Bind { transport: listener.transport.name(), address, source };
+            match listener.transport {
+                Transport::Udp => {
+                    let sock = socket::udp_socket(address, workers > 1).map_err(err)?;
+                    address = sock.local_addr().map_err(err)?;
+                    sockets.udp.push((address, sock));
+                }
+                Transport::Tcp | Transport::Tls => {
+                    let sock = socket::tcp_listener(address, workers > 1).map_err(err)?;
+                    address = sock.local_addr().map_err(err)?;
+                    sockets.tcp.push((address, sock, listener.tls.clone()));
+                }
+            }
+        }
+        bound.push((listener.transport, address));
+    }
+
+    let mut settings = spec.settings;
+    let own_ips = [settings.relay_v4, settings.relay_v6]
+        .into_iter()
+        .flatten()
+        .flat_map(|f| [f.bind, f.advertised])
+        .collect();
+    settings.policy = PeerPolicy::new(spec.allow, spec.deny, own_ips, bound.iter().map(|(_, a)| *a).collect())
+        .with_relay_ports(spec.relay_ports.clone());
+    settings.listeners = bound.iter().map(|(_, a)| *a).collect();
+
+    let shared = Arc::new(SharedState::default());
+    let nonce_key = Nonces::random_key()?;
+    let open_streams = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(HeldPorts::default());
+    let (shutdown, _) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (index, sockets) in per_worker.into_iter().enumerate() {
+        let seed_bytes = Nonces::random_key()?;
+        let seed = u64::from_le_bytes([
+            seed_bytes[0], seed_bytes[1], seed_bytes[2], seed_bytes[3], seed_bytes[4], seed_bytes[5], seed_bytes[6],
+            seed_bytes[7],
+        ]);
+        let server = Server::new(settings.clone(), Arc::clone(&spec.credentials), nonce_key, Arc::clone(&shared), seed);
+        let ctx = WorkerContext {
+            server,
+            sockets,
+            relay_ports: spec.relay_ports.clone(),
+            seed: seed as u16,
+            usage: Arc::clone(&spec.usage),
+            limits: spec.stream_limits,
+            open_streams: Arc::clone(&open_streams),
+            held: Arc::clone(&held),
+            shutdown: shutdown.subscribe(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("turnstone-worker-{index}"))
+            .spawn(move || run_worker(ctx))
+            .map_err(StartError::Thread)?;
+        threads.push(thread);
+    }
+    Ok(RunningServer { bound, shutdown, threads, shared })
+}
+
+struct WorkerContext {
+    server: Server,
+    sockets: WorkerSockets,
+    relay_ports: RangeInclusive<u16>,
+    seed: u16,
+    usage: UsageSink,
+    limits: StreamLimits,
+    open_streams: Arc<AtomicUsize>,
+    held: Arc<HeldPorts>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn run_worker(ctx: WorkerContext) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(target: "turnstone::io", error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let WorkerContext { server, sockets, relay_ports, seed, usage, limits, open_streams, held, mut shutdown } = ctx;
+        let worker = Worker::new(server, relay_ports, seed, usage, limits, open_streams, held);
+        for (address, sock) in sockets.udp {
+            match tokio::net::UdpSocket::from_std(sock) {
+                Ok(sock) => {
+                    let sock = Rc::new(sock);
+                    worker.udp.borrow_mut().insert(address, Rc::clone(&sock));
+                    tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), sock, address));
+                }
+                Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register UDP socket"),
+            }
+        }
+        for (address, listener, tls) in sockets.tcp {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    tokio::task::spawn_local(super::stream::accept_loop(Rc::clone(&worker), listener, address, tls));
+                }
+                Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register TCP listener"),
+            }
+        }
+        tokio::task::spawn_local(worker::timer_loop(Rc::clone(&worker)));
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        worker.close_all();
+    });
+}

@@ -1,0 +1,145 @@
+//! TCP and TLS client connections: one task each, STUN and ChannelData framed on the stream
+//! (RFC 8656 §12.5), a bounded queue for data from peers, handshake and idle timeouts.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::core::{FiveTuple, Handled, Transport};
+use crate::proto::{FramingError, MAX_FRAME, next_frame};
+
+use super::clock;
+use super::worker::Worker;
+
+/// Messages queued toward one client before further ones are dropped.
+const QUEUE: usize = 256;
+
+/// Accepts connections on one listener until the task is dropped.
+pub(crate) async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    loop {
+        let Ok((stream, client)) = listener.accept().await else {
+            continue;
+        };
+        let open = Arc::clone(&worker.open_streams);
+        if open.fetch_add(1, Ordering::Relaxed) >= worker.limits.max_connections {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(target: "turnstone::io", %client, "connection refused: connection limit reached");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let worker = Rc::clone(&worker);
+        let tls = tls.clone();
+        tokio::task::spawn_local(async move {
+            serve_connection(&worker, stream, client, local, tls).await;
+            worker.open_streams.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_connection(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    match tls {
+        None => {
+            let ft = FiveTuple { client, server: local, transport: Transport::Tcp };
+            run(worker, stream, ft).await;
+        }
+        Some(config) => {
+            let handshake = TlsAcceptor::from(config).accept(stream);
+            match tokio::time::timeout(worker.limits.handshake_timeout, handshake).await {
+                Ok(Ok(tls_stream)) => {
+                    let ft = FiveTuple { client, server: local, transport: Transport::Tls };
+                    run(worker, tls_stream, ft).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(target: "turnstone::io", %client, error = %e, "TLS handshake failed");
+                }
+                Err(_) => tracing::info!(target: "turnstone::io", %client, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, ft: FiveTuple) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    worker.streams.borrow_mut().insert(ft, tx);
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut out = vec![0u8; 2048];
+    let idle = worker.limits.idle_timeout;
+    'conn: loop {
+        tokio::select! {
+            read = reader.read(&mut chunk) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(n) => n,
+                };
+                inbuf.extend_from_slice(&chunk[..n]);
+                let mut consumed = 0;
+                loop {
+                    let frame = match next_frame(&inbuf[consumed..]) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(FramingError::UnknownKind | FramingError::BadStunHeader) => {
+                            tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
+                            break 'conn;
+                        }
+                    };
+                    let pkt = &inbuf[consumed..consumed + frame.len];
+                    consumed += frame.len;
+                    let handled = {
+                        let mut server = worker.server.borrow_mut();
+                        let mut relays = worker.relays.borrow_mut();
+                        let handled = server.handle_client(clock::now(), ft, pkt, &mut out, &mut *relays);
+                        if let Handled::Forward { relay, peer, payload } = &handled {
+                            relays.send(*relay, &pkt[payload.clone()], *peer);
+                        }
+                        handled
+                    };
+                    if let Handled::Reply(len) = handled
+                        && writer.write_all(&out[..len]).await.is_err()
+                    {
+                        break 'conn;
+                    }
+                }
+                inbuf.drain(..consumed);
+                if inbuf.len() > MAX_FRAME {
+                    break 'conn;
+                }
+                worker.drain_commands();
+            }
+            Some(msg) = rx.recv() => {
+                if writer.write_all(&msg).await.is_err() {
+                    break 'conn;
+                }
+            }
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!(target: "turnstone::io", client = %ft.client, "idle connection closed");
+                break 'conn;
+            }
+        }
+    }
+    worker.streams.borrow_mut().remove(&ft);
+    {
+        let mut server = worker.server.borrow_mut();
+        let mut relays = worker.relays.borrow_mut();
+        server.handle_connection_closed(clock::now(), ft, &mut *relays);
+    }
+    worker.drain_commands();
+}
