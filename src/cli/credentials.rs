@@ -29,18 +29,33 @@ pub(super) fn run(args: &CredentialsArgs) -> anyhow::Result<()> {
     if args.secret.is_empty() {
         bail!("the secret must not be empty");
     }
-    let ttl = parse_duration(&args.ttl).with_context(|| format!("--ttl {:?} is not a duration like 24h", args.ttl))?;
-    let (username, password) = mint(&args.secret, args.user.as_deref(), ttl.as_secs(), clock::now().unix_secs);
+    let ttl = parse_duration(&args.ttl)
+        .with_context(|| format!("--ttl {:?} is not a duration like 24h", args.ttl))?;
+    let (username, password) = mint(
+        &args.secret,
+        args.user.as_deref(),
+        ttl.as_secs(),
+        clock::now().unix_secs,
+    );
     println!("username: {username}");
     println!("password: {password}");
     println!("expires:  in {} s", ttl.as_secs());
-    let uris = if args.uris.is_empty() { vec!["turn:YOUR-SERVER:3478".to_owned()] } else { args.uris.clone() };
+    let uris = if args.uris.is_empty() {
+        vec!["turn:YOUR-SERVER:3478".to_owned()]
+    } else {
+        args.uris.clone()
+    };
     println!("{}", ice_servers_json(&uris, &username, &password));
     Ok(())
 }
 
 /// A REST credential valid for `ttl_secs` from `unix_now`.
-pub(crate) fn mint(secret: &str, user: Option<&str>, ttl_secs: u64, unix_now: u64) -> (String, String) {
+pub(crate) fn mint(
+    secret: &str,
+    user: Option<&str>,
+    ttl_secs: u64,
+    unix_now: u64,
+) -> (String, String) {
     let username = rest_username(unix_now + ttl_secs, user);
     let password = rest_password(secret.as_bytes(), &username);
     (username, password)
@@ -48,7 +63,10 @@ pub(crate) fn mint(secret: &str, user: Option<&str>, ttl_secs: u64, unix_now: u6
 
 /// The `iceServers` array for `RTCPeerConnection`.
 pub(crate) fn ice_servers_json(uris: &[String], username: &str, password: &str) -> String {
-    let urls: Vec<String> = uris.iter().map(|u| format!("\"{}\"", json_escape(u))).collect();
+    let urls: Vec<String> = uris
+        .iter()
+        .map(|u| format!("\"{}\"", json_escape(u)))
+        .collect();
     format!(
         "{{\"iceServers\":[{{\"urls\":[{}],\"username\":\"{}\",\"credential\":\"{}\"}}]}}",
         urls.join(","),
@@ -75,6 +93,9 @@ mod tests {
     #[test]
     fn ice_servers_json_lists_every_uri() {
         let j = ice_servers_json(&["turn:a:3478".into(), "turns:a:5349".into()], "u", "p\"");
-        assert_eq!(j, r#"{"iceServers":[{"urls":["turn:a:3478","turns:a:5349"],"username":"u","credential":"p\""}]}"#);
+        assert_eq!(
+            j,
+            r#"{"iceServers":[{"urls":["turn:a:3478","turns:a:5349"],"username":"u","credential":"p\""}]}"#
+        );
     }
 }

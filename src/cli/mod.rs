@@ -42,9 +42,11 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, log_level, external_address } => {
-            serve::run(config.as_deref(), log_level.as_deref(), external_address)
-        }
+        Command::Serve {
+            config,
+            log_level,
+            external_address,
+        } => serve::run(config.as_deref(), log_level.as_deref(), external_address),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Credentials(args) => credentials::run(&args),
     }

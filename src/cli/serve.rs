@@ -13,16 +13,23 @@ use crate::core::UsageRecord;
 use crate::io::{self, UsageSink, clock};
 use crate::ops::{AdminState, spawn_admin};
 
-pub(super) fn run(config_path: Option<&Path>, log_level: Option<&str>, external: Option<IpAddr>) -> anyhow::Result<()> {
+pub(super) fn run(
+    config_path: Option<&Path>,
+    log_level: Option<&str>,
+    external: Option<IpAddr>,
+) -> anyhow::Result<()> {
     let mut config = match config_path {
-        Some(path) => Config::from_file(path).map_err(|e| anyhow!("invalid configuration {}:\n{e}", path.display()))?,
+        Some(path) => Config::from_file(path)
+            .map_err(|e| anyhow!("invalid configuration {}:\n{e}", path.display()))?,
         None => Config::embedded_default(),
     };
     if let Some(ip) = external {
         config.relay.external_address = Some(ip);
     }
     let level = match log_level {
-        Some(l) => l.parse::<LogLevel>().map_err(|_| anyhow!("--log-level {l:?}: use error, warn, info, debug or trace"))?,
+        Some(l) => l
+            .parse::<LogLevel>()
+            .map_err(|_| anyhow!("--log-level {l:?}: use error, warn, info, debug or trace"))?,
         None => config.log.level,
     };
     init_logging(level);
@@ -31,7 +38,9 @@ pub(super) fn run(config_path: Option<&Path>, log_level: Option<&str>, external:
     let usage: UsageSink = Arc::new(|record: UsageRecord| {
         tracing::info!(target: "turnstone::usage", "{}", record.to_json());
     });
-    let spec = config.server_spec(credentials, usage).context("cannot prepare listeners")?;
+    let spec = config
+        .server_spec(credentials, usage)
+        .context("cannot prepare listeners")?;
     let server = io::start(spec).context("cannot start the server")?;
     for (transport, address) in server.bound() {
         tracing::info!(target: "turnstone::io", "listening on {} {address}", transport.name());
@@ -63,8 +72,13 @@ fn credentials_or_generated(config: &Config) -> anyhow::Result<CredentialStore> 
     }
     let bytes = Nonces::random_key().context("cannot generate a secret")?;
     let secret: String = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let store = CredentialStore::new(&config.server.realm, std::iter::empty(), vec![secret.as_bytes().to_vec()]);
-    let (username, password) = super::credentials::mint(&secret, Some("demo"), 24 * 3600, clock::now().unix_secs);
+    let store = CredentialStore::new(
+        &config.server.realm,
+        std::iter::empty(),
+        vec![secret.as_bytes().to_vec()],
+    );
+    let (username, password) =
+        super::credentials::mint(&secret, Some("demo"), 24 * 3600, clock::now().unix_secs);
     eprintln!(
         "No credentials configured: generated a TURN REST secret for this run.\n\
          A credential valid for 24 hours:\n  username: {username}\n  password: {password}\n\
@@ -83,11 +97,16 @@ fn init_logging(level: LogLevel) {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Trace => LevelFilter::TRACE,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;

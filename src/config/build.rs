@@ -27,8 +27,17 @@ pub enum BuildError {
 impl Config {
     /// The credential store of `[auth]`.
     pub fn credential_store(&self) -> CredentialStore {
-        let users = self.auth.users.iter().map(|u| (u.name.clone(), u.password.clone()));
-        let secrets = self.auth.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        let users = self
+            .auth
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()));
+        let secrets = self
+            .auth
+            .secrets
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
         CredentialStore::new(&self.server.realm, users, secrets)
     }
 
@@ -50,7 +59,11 @@ impl Config {
                     Protocol::Tcp => Transport::Tcp,
                     Protocol::Tls => Transport::Tls,
                 };
-                Ok(ListenerSpec { transport, address: l.address, tls })
+                Ok(ListenerSpec {
+                    transport,
+                    address: l.address,
+                    tls,
+                })
             })
             .collect()
     }
@@ -59,10 +72,14 @@ impl Config {
     pub fn core_settings(&self) -> Settings {
         let relay = &self.relay;
         let v4_bind = relay.address.unwrap_or_else(primary_ipv4);
-        let relay_v4 = Some(RelayFamily { bind: v4_bind, advertised: relay.external_address.unwrap_or(v4_bind) });
-        let relay_v6 = relay
-            .address_v6
-            .map(|bind| RelayFamily { bind, advertised: relay.external_address_v6.unwrap_or(bind) });
+        let relay_v4 = Some(RelayFamily {
+            bind: v4_bind,
+            advertised: relay.external_address.unwrap_or(v4_bind),
+        });
+        let relay_v6 = relay.address_v6.map(|bind| RelayFamily {
+            bind,
+            advertised: relay.external_address_v6.unwrap_or(bind),
+        });
         let limits = &self.limits;
         Settings {
             realm: self.server.realm.clone(),
@@ -87,7 +104,11 @@ impl Config {
     }
 
     /// Everything `io::start` needs.
-    pub fn server_spec(&self, credentials: Arc<CredentialStore>, usage: UsageSink) -> Result<ServerSpec, BuildError> {
+    pub fn server_spec(
+        &self,
+        credentials: Arc<CredentialStore>,
+        usage: UsageSink,
+    ) -> Result<ServerSpec, BuildError> {
         let workers = match self.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

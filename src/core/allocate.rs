@@ -40,20 +40,41 @@ impl Server {
         relays: &mut impl RelayProvider,
     ) -> Answer {
         if self.table.id_by_five_tuple(&from).is_some() {
-            return Err(Rejection::new(ec::ALLOCATION_MISMATCH, "an allocation already exists on this 5-tuple"));
+            return Err(Rejection::new(
+                ec::ALLOCATION_MISMATCH,
+                "an allocation already exists on this 5-tuple",
+            ));
         }
         match msg.requested_transport() {
-            None => return Err(Rejection::new(ec::BAD_REQUEST, "REQUESTED-TRANSPORT missing")),
-            Some(Err(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "REQUESTED-TRANSPORT malformed")),
+            None => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "REQUESTED-TRANSPORT missing",
+                ));
+            }
+            Some(Err(_)) => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "REQUESTED-TRANSPORT malformed",
+                ));
+            }
             Some(Ok(UDP)) => {}
             Some(Ok(_)) => {
-                return Err(Rejection::new(ec::UNSUPPORTED_TRANSPORT_PROTOCOL, "only UDP relaying is offered"));
+                return Err(Rejection::new(
+                    ec::UNSUPPORTED_TRANSPORT_PROTOCOL,
+                    "only UDP relaying is offered",
+                ));
             }
         }
         let families = self.requested_families(msg)?;
         let token = match msg.reservation_token() {
             Some(Ok(t)) => Some(t),
-            Some(Err(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "RESERVATION-TOKEN malformed")),
+            Some(Err(_)) => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "RESERVATION-TOKEN malformed",
+                ));
+            }
             None => None,
         };
         let even = match msg.even_port() {
@@ -69,9 +90,14 @@ impl Server {
             ));
         }
         let lifetime = self.granted_lifetime(msg)?;
-        let username: std::sync::Arc<str> = std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
+        let username: std::sync::Arc<str> =
+            std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
         self.shared
-            .try_acquire(&username, self.settings.max_allocations_per_user, self.settings.max_allocations)
+            .try_acquire(
+                &username,
+                self.settings.max_allocations_per_user,
+                self.settings.max_allocations,
+            )
             .map_err(|reason| Rejection::new(ec::ALLOCATION_QUOTA_REACHED, reason))?;
 
         let mut opened: [Option<Relay>; 2] = [None, None];
@@ -80,7 +106,10 @@ impl Server {
         let primary = match token {
             Some(t) => match self.shared.take_reservation(&t) {
                 Some(rid) => self.open_relay(RelayRequest::Reserved(rid), relays),
-                None => Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "unknown or expired RESERVATION-TOKEN")),
+                None => Err(Rejection::new(
+                    ec::INSUFFICIENT_CAPACITY,
+                    "unknown or expired RESERVATION-TOKEN",
+                )),
             },
             None => self.family_ip(primary_v6).and_then(|ip| {
                 let request = match even {
@@ -101,7 +130,10 @@ impl Server {
             }
         };
         if families.dual {
-            match self.family_ip(true).and_then(|ip| self.open_relay(RelayRequest::Any { ip }, relays)) {
+            match self
+                .family_ip(true)
+                .and_then(|ip| self.open_relay(RelayRequest::Any { ip }, relays))
+            {
                 Ok((relay, _)) => opened[1] = Some(relay),
                 Err(rejection) => v6_error = Some(rejection),
             }
@@ -111,7 +143,8 @@ impl Server {
             let expires = now.mono + RESERVATION_LIFETIME;
             self.shared.add_reservation(token, rid, expires);
             self.reservations.push(token);
-            self.timers.push(Reverse((expires, Timer::Reservation(token))));
+            self.timers
+                .push(Reverse((expires, Timer::Reservation(token))));
             token
         });
 
@@ -128,11 +161,15 @@ impl Server {
             traffic: Traffic::default(),
         };
         let id = self.table.insert(allocation);
-        self.timers.push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
+        self.timers
+            .push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
         self.counters.allocations_created += 1;
         tracing::debug!(target: "turnstone::relay", client = %from.client, relays = ?opened.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(), "allocation created");
 
-        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+        let signer = Some(Signer {
+            key: &auth.key,
+            sha256: auth.sha256,
+        });
         let software = self.settings.software.as_deref();
         Ok(reply::success(out, msg, software, signer, |w| {
             for relay in opened.iter().flatten() {
@@ -162,12 +199,27 @@ impl Server {
                     "REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY together",
                 ));
             }
-            (Some(Ok(FAMILY_V4)), None) | (None, None) => Families { v4: true, v6: false, dual: false },
-            (Some(Ok(FAMILY_V6)), None) => Families { v4: false, v6: true, dual: false },
+            (Some(Ok(FAMILY_V4)), None) | (None, None) => Families {
+                v4: true,
+                v6: false,
+                dual: false,
+            },
+            (Some(Ok(FAMILY_V6)), None) => Families {
+                v4: false,
+                v6: true,
+                dual: false,
+            },
             (Some(_), None) => return Err(not_supported("unknown REQUESTED-ADDRESS-FAMILY")),
-            (None, Some(Ok(FAMILY_V6))) => Families { v4: true, v6: true, dual: true },
+            (None, Some(Ok(FAMILY_V6))) => Families {
+                v4: true,
+                v6: true,
+                dual: true,
+            },
             (None, Some(_)) => {
-                return Err(Rejection::new(ec::BAD_REQUEST, "ADDITIONAL-ADDRESS-FAMILY must be IPv6"));
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "ADDITIONAL-ADDRESS-FAMILY must be IPv6",
+                ));
             }
         };
         if families.v4 && self.settings.relay_v4.is_none() {
@@ -185,7 +237,9 @@ impl Server {
         match msg.u32_attr(attr::LIFETIME) {
             None => Ok(l.allocation_default),
             Some(Err(_)) => Err(Rejection::new(ec::BAD_REQUEST, "LIFETIME malformed")),
-            Some(Ok(secs)) => Ok(Duration::from_secs(u64::from(secs)).min(l.allocation_max).max(l.allocation_default)),
+            Some(Ok(secs)) => Ok(Duration::from_secs(u64::from(secs))
+                .min(l.allocation_max)
+                .max(l.allocation_default)),
         }
     }
 
@@ -193,7 +247,10 @@ impl Server {
         self.settings
             .relay_family(v6)
             .map(|f| f.bind)
-            .ok_or(Rejection::new(ec::ADDRESS_FAMILY_NOT_SUPPORTED, "no relay address of this family"))
+            .ok_or(Rejection::new(
+                ec::ADDRESS_FAMILY_NOT_SUPPORTED,
+                "no relay address of this family",
+            ))
     }
 
     fn open_relay(
@@ -202,16 +259,28 @@ impl Server {
         relays: &mut impl RelayProvider,
     ) -> Result<(Relay, Option<super::ReservationId>), Rejection> {
         let opened = relays.open(request).map_err(|e| match e {
-            RelayError::Exhausted => Rejection::new(ec::INSUFFICIENT_CAPACITY, "no free relay port"),
-            RelayError::UnknownReservation => {
-                Rejection::new(ec::INSUFFICIENT_CAPACITY, "unknown or expired RESERVATION-TOKEN")
+            RelayError::Exhausted => {
+                Rejection::new(ec::INSUFFICIENT_CAPACITY, "no free relay port")
             }
-            RelayError::Failed => Rejection::new(ec::INSUFFICIENT_CAPACITY, "relay socket could not be opened"),
+            RelayError::UnknownReservation => Rejection::new(
+                ec::INSUFFICIENT_CAPACITY,
+                "unknown or expired RESERVATION-TOKEN",
+            ),
+            RelayError::Failed => Rejection::new(
+                ec::INSUFFICIENT_CAPACITY,
+                "relay socket could not be opened",
+            ),
         })?;
-        let advertised_ip = self
-            .settings
-            .relay_family(opened.addr.is_ipv6())
-            .map_or(opened.addr.ip(), |f| if f.bind == opened.addr.ip() { f.advertised } else { opened.addr.ip() });
+        let advertised_ip =
+            self.settings
+                .relay_family(opened.addr.is_ipv6())
+                .map_or(opened.addr.ip(), |f| {
+                    if f.bind == opened.addr.ip() {
+                        f.advertised
+                    } else {
+                        opened.addr.ip()
+                    }
+                });
         let relay = Relay {
             id: opened.id,
             bound: opened.addr,
@@ -222,7 +291,11 @@ impl Server {
 }
 
 /// RFC 8656 §18.11 ADDRESS-ERROR-CODE: family, reserved, class, number, reason.
-fn add_address_error(w: &mut MessageWriter<'_>, family: u8, rejection: Rejection) -> Result<(), WriteError> {
+fn add_address_error(
+    w: &mut MessageWriter<'_>,
+    family: u8,
+    rejection: Rejection,
+) -> Result<(), WriteError> {
     let mut v = [0u8; 4 + 128];
     let reason = rejection.reason.as_bytes();
     let n = reason.len().min(128);

@@ -65,17 +65,23 @@ impl Allocation {
 
     /// Whether a live permission covers `ip`.
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
     }
 
     /// The live channel with this number.
     pub fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.number == number && c.expires > now)
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
     }
 
     /// The live channel bound to this peer.
     pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.peer == peer && c.expires > now)
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
     }
 
     /// Installs or refreshes a permission (RFC 8656 §9.2); false when `max` live ones exist.
@@ -120,7 +126,10 @@ impl Table {
             }
         };
         let slot = &mut self.slots[index as usize];
-        let id = AllocId { index, generation: slot.generation };
+        let id = AllocId {
+            index,
+            generation: slot.generation,
+        };
         self.by_five_tuple.insert(allocation.five_tuple, id);
         for relay in allocation.relays.iter().flatten() {
             self.by_relay.insert(relay.id, id);
@@ -147,12 +156,16 @@ impl Table {
 
     pub fn get(&self, id: AllocId) -> Option<&Allocation> {
         let slot = self.slots.get(id.index as usize)?;
-        (slot.generation == id.generation).then_some(slot.allocation.as_ref()).flatten()
+        (slot.generation == id.generation)
+            .then_some(slot.allocation.as_ref())
+            .flatten()
     }
 
     pub fn get_mut(&mut self, id: AllocId) -> Option<&mut Allocation> {
         let slot = self.slots.get_mut(id.index as usize)?;
-        (slot.generation == id.generation).then_some(slot.allocation.as_mut()).flatten()
+        (slot.generation == id.generation)
+            .then_some(slot.allocation.as_mut())
+            .flatten()
     }
 
     pub fn id_by_five_tuple(&self, ft: &FiveTuple) -> Option<AllocId> {

@@ -37,7 +37,10 @@ pub(crate) fn authenticate<'m>(
 ) -> Result<Authenticated<'m>, AuthFailure> {
     use AuthFailure::{BadRequest, Challenge};
     if !msg.has_integrity() {
-        return Err(Challenge(Rejection::new(ec::UNAUTHENTICATED, "credentials required")));
+        return Err(Challenge(Rejection::new(
+            ec::UNAUTHENTICATED,
+            "credentials required",
+        )));
     }
     let bad = |reason| BadRequest(Rejection::new(ec::BAD_REQUEST, reason));
     let nonce = match msg.nonce() {
@@ -51,32 +54,57 @@ pub(crate) fn authenticate<'m>(
         (Some(Ok(u)), _) => u,
         (None, Some(Ok(hash))) => match store.username_for_hash(hash) {
             Some(name) => name.as_bytes(),
-            None => return Err(Challenge(Rejection::new(ec::UNAUTHENTICATED, "unknown USERHASH"))),
+            None => {
+                return Err(Challenge(Rejection::new(
+                    ec::UNAUTHENTICATED,
+                    "unknown USERHASH",
+                )));
+            }
         },
         _ => return Err(bad("USERNAME or USERHASH missing or malformed")),
     };
     match nonces.verify(nonce, unix_now, client_ip) {
         NonceCheck::Valid => {}
-        NonceCheck::Stale => return Err(Challenge(Rejection::new(ec::STALE_NONCE, "nonce expired"))),
+        NonceCheck::Stale => {
+            return Err(Challenge(Rejection::new(ec::STALE_NONCE, "nonce expired")));
+        }
         NonceCheck::Invalid => {
-            return Err(Challenge(Rejection::new(ec::STALE_NONCE, "nonce not issued to this client")));
+            return Err(Challenge(Rejection::new(
+                ec::STALE_NONCE,
+                "nonce not issued to this client",
+            )));
         }
     }
     let alg = password_algorithm(msg, nonce)?;
     let keys = match store.lookup(username, alg, unix_now) {
         Lookup::Keys(keys) => keys,
         Lookup::Expired => {
-            return Err(Challenge(Rejection::new(ec::UNAUTHENTICATED, "time-limited credential expired")));
+            return Err(Challenge(Rejection::new(
+                ec::UNAUTHENTICATED,
+                "time-limited credential expired",
+            )));
         }
-        Lookup::Unknown => return Err(Challenge(Rejection::new(ec::UNAUTHENTICATED, "unknown username"))),
+        Lookup::Unknown => {
+            return Err(Challenge(Rejection::new(
+                ec::UNAUTHENTICATED,
+                "unknown username",
+            )));
+        }
     };
     let sha256 = msg.has_integrity_sha256();
     for key in keys.iter() {
         if msg.verify_integrity(key.as_bytes()).is_ok() {
-            return Ok(Authenticated { username, key: *key, sha256 });
+            return Ok(Authenticated {
+                username,
+                key: *key,
+                sha256,
+            });
         }
     }
-    Err(Challenge(Rejection::new(ec::UNAUTHENTICATED, "message integrity check failed (wrong password)")))
+    Err(Challenge(Rejection::new(
+        ec::UNAUTHENTICATED,
+        "message integrity check failed (wrong password)",
+    )))
 }
 
 /// RFC 8489 §9.2.4 bid-down protection: PASSWORD-ALGORITHMS must echo ours and
@@ -91,6 +119,8 @@ fn password_algorithm(msg: &Message<'_>, nonce: &[u8]) -> Result<PasswordAlgorit
             }
             PasswordAlgorithm::from_code(code).ok_or_else(|| bad("unsupported PASSWORD-ALGORITHM"))
         }
-        _ => Err(bad("PASSWORD-ALGORITHM and PASSWORD-ALGORITHMS must come together")),
+        _ => Err(bad(
+            "PASSWORD-ALGORITHM and PASSWORD-ALGORITHMS must come together",
+        )),
     }
 }

@@ -7,13 +7,23 @@ use super::server::Server;
 use super::{DropReason, FiveTuple, Handled, Now, Rejection};
 
 impl Server {
-    pub(crate) fn binding(&mut self, _now: Now, from: FiveTuple, msg: &Message<'_>, out: &mut [u8]) -> Handled {
+    pub(crate) fn binding(
+        &mut self,
+        _now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+    ) -> Handled {
         // RFC 5780 §6.1: without an alternate address CHANGE-REQUEST cannot be honoured, and a
         // server that cannot honour it treats it as an unknown attribute.
         if matches!(msg.change_request(), Some(Ok((ip, port))) if ip || port) {
-            let rejection = Rejection::new(ec::UNKNOWN_ATTRIBUTE, "CHANGE-REQUEST needs an alternate address");
+            let rejection = Rejection::new(
+                ec::UNKNOWN_ATTRIBUTE,
+                "CHANGE-REQUEST needs an alternate address",
+            );
             return self.finish_error(msg, from, rejection, None, out, |w| {
-                w.add_unknown_attributes(&[attr::CHANGE_REQUEST]).map(|_| ())
+                w.add_unknown_attributes(&[attr::CHANGE_REQUEST])
+                    .map(|_| ())
             });
         }
         let software = self.settings.software.as_deref();

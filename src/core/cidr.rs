@@ -33,18 +33,27 @@ impl Cidr {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix_len))),
             IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask128(prefix_len))),
         };
-        Ok(Self { network, prefix_len })
+        Ok(Self {
+            network,
+            prefix_len,
+        })
     }
 
     /// A compile-time-known IPv4 prefix (used for the built-in deny list).
     pub const fn v4(a: u8, b: u8, c: u8, d: u8, prefix_len: u8) -> Self {
-        Self { network: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix_len }
+        Self {
+            network: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+            prefix_len,
+        }
     }
 
     /// A compile-time-known IPv6 prefix (used for the built-in deny list).
     pub const fn v6(segments: [u16; 8], prefix_len: u8) -> Self {
         let [a, b, c, d, e, f, g, h] = segments;
-        Self { network: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), prefix_len }
+        Self {
+            network: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
+            prefix_len,
+        }
     }
 
     /// Whether `ip` lies inside this prefix (families never match each other).
@@ -72,11 +81,19 @@ impl Cidr {
 }
 
 const fn mask32(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - len as u32) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
 }
 
 const fn mask128(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - len as u32) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len as u32)
+    }
 }
 
 impl FromStr for Cidr {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use crate::proto::{
-    ChannelData, Class, HEADER_LEN, MAGIC_COOKIE, Message, MessageType, Method, TransactionId, attr,
-    write_channel_data,
+    ChannelData, Class, HEADER_LEN, MAGIC_COOKIE, Message, MessageType, Method, TransactionId,
+    attr, write_channel_data,
 };
 
 use super::allocation::Allocation;
@@ -16,7 +16,12 @@ use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerHandled};
 
 impl Server {
     /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer.
-    pub(crate) fn channel_data_from_client(&mut self, now: Now, from: FiveTuple, pkt: &[u8]) -> Handled {
+    pub(crate) fn channel_data_from_client(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        pkt: &[u8],
+    ) -> Handled {
         let Ok(cd) = ChannelData::parse(pkt) else {
             self.counters.dropped_malformed += 1;
             return Handled::Drop(DropReason::Malformed);
@@ -40,12 +45,20 @@ impl Server {
     }
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS.
-    pub(crate) fn send_indication(&mut self, now: Now, from: FiveTuple, msg: &Message<'_>, pkt: &[u8]) -> Handled {
+    pub(crate) fn send_indication(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        pkt: &[u8],
+    ) -> Handled {
         let Some(id) = self.table.id_by_five_tuple(&from) else {
             self.counters.dropped_other += 1;
             return Handled::Drop(DropReason::NoAllocation);
         };
-        let (Some(Ok(peer)), Some(data)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) else {
+        let (Some(Ok(peer)), Some(data)) =
+            (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA))
+        else {
             self.counters.dropped_malformed += 1;
             return Handled::Drop(DropReason::Malformed);
         };
@@ -62,7 +75,12 @@ impl Server {
         }
         // `data` borrows `pkt`; its offset is where the payload starts.
         let start = data.as_ptr() as usize - pkt.as_ptr() as usize;
-        forward(allocation, &mut self.counters, peer, start..start + data.len())
+        forward(
+            allocation,
+            &mut self.counters,
+            peer,
+            start..start + data.len(),
+        )
     }
 
     /// RFC 8656 §11.3 and §12.7: a peer datagram becomes ChannelData when a channel is bound,
@@ -104,11 +122,19 @@ impl Server {
         allocation.traffic.bytes_to_client += len as u64;
         self.counters.packets_to_client += 1;
         self.counters.bytes_to_client += len as u64;
-        PeerHandled::ToClient { client: allocation.five_tuple, range }
+        PeerHandled::ToClient {
+            client: allocation.five_tuple,
+            range,
+        }
     }
 }
 
-fn forward(allocation: &mut Allocation, counters: &mut super::Counters, peer: SocketAddr, payload: Range<usize>) -> Handled {
+fn forward(
+    allocation: &mut Allocation,
+    counters: &mut super::Counters,
+    peer: SocketAddr,
+    payload: Range<usize>,
+) -> Handled {
     let Some(relay) = allocation.relay_for(peer.ip()) else {
         return Handled::Drop(DropReason::NoPermission);
     };
@@ -119,7 +145,11 @@ fn forward(allocation: &mut Allocation, counters: &mut super::Counters, peer: So
     allocation.traffic.bytes_to_peer += len;
     counters.packets_to_peer += 1;
     counters.bytes_to_peer += len;
-    Handled::Forward { relay: relay_id, peer, payload }
+    Handled::Forward {
+        relay: relay_id,
+        peer,
+        payload,
+    }
 }
 
 /// A peer at our own advertised (external) address is really our own relay socket: send to
@@ -144,7 +174,12 @@ fn hairpin_in(allocation: &Allocation, peer: SocketAddr) -> SocketAddr {
 }
 
 /// Writes a Data indication (XOR-PEER-ADDRESS, DATA) around `buf[payload]` in place.
-fn write_data_indication(buf: &mut [u8], payload: Range<usize>, peer: SocketAddr, txid: u64) -> Option<Range<usize>> {
+fn write_data_indication(
+    buf: &mut [u8],
+    payload: Range<usize>,
+    peer: SocketAddr,
+    txid: u64,
+) -> Option<Range<usize>> {
     let len = payload.len();
     let addr_len = if peer.is_ipv4() { 8 } else { 20 };
     let head = HEADER_LEN + 4 + addr_len + 4;
@@ -161,7 +196,11 @@ fn write_data_indication(buf: &mut [u8], payload: Range<usize>, peer: SocketAddr
     id[4..].copy_from_slice(&txid.to_be_bytes());
     let tid = TransactionId(id);
     let h = &mut buf[start..payload.start];
-    h[0..2].copy_from_slice(&MessageType::new(Method::DATA, Class::Indication).to_u16().to_be_bytes());
+    h[0..2].copy_from_slice(
+        &MessageType::new(Method::DATA, Class::Indication)
+            .to_u16()
+            .to_be_bytes(),
+    );
     h[2..4].copy_from_slice(&body.to_be_bytes());
     h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     h[8..20].copy_from_slice(&tid.0);

@@ -32,9 +32,15 @@ impl Server {
         // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
         if let Some(family) = msg.address_family(attr::REQUESTED_ADDRESS_FAMILY) {
             let v6 = matches!(family, Ok(0x02));
-            let has = self.table.get(id).is_some_and(|a| a.relays[usize::from(v6)].is_some());
+            let has = self
+                .table
+                .get(id)
+                .is_some_and(|a| a.relays[usize::from(v6)].is_some());
             if !has {
-                return Err(Rejection::new(ec::PEER_ADDRESS_FAMILY_MISMATCH, "allocation has no relay of that family"));
+                return Err(Rejection::new(
+                    ec::PEER_ADDRESS_FAMILY_MISMATCH,
+                    "allocation has no relay of that family",
+                ));
             }
         }
         let requested = match msg.u32_attr(attr::LIFETIME) {
@@ -51,14 +57,24 @@ impl Server {
             if let Some(allocation) = self.table.get_mut(id) {
                 allocation.expires = expires;
             }
-            self.timers.push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
+            self.timers
+                .push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
             lifetime
         };
-        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
-        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, |w| {
-            w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
-            Ok(())
-        }))
+        let signer = Some(Signer {
+            key: &auth.key,
+            sha256: auth.sha256,
+        });
+        Ok(reply::success(
+            out,
+            msg,
+            self.settings.software.as_deref(),
+            signer,
+            |w| {
+                w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
+                Ok(())
+            },
+        ))
     }
 
     pub(crate) fn create_permission(
@@ -74,9 +90,13 @@ impl Server {
         let mut count = 0;
         // RFC 8656 §9.2: every address is checked before any permission is installed.
         for peer in msg.peer_addresses() {
-            let peer = peer.map_err(|_| Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS malformed"))?;
+            let peer =
+                peer.map_err(|_| Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS malformed"))?;
             if count == MAX_PEERS_PER_REQUEST {
-                return Err(Rejection::new(ec::BAD_REQUEST, "too many XOR-PEER-ADDRESS attributes"));
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "too many XOR-PEER-ADDRESS attributes",
+                ));
             }
             peers[count] = self.checked_peer_ip(id, peer.ip())?;
             count += 1;
@@ -86,14 +106,29 @@ impl Server {
         }
         let expires = now.mono + self.settings.lifetimes.permission;
         let max = self.settings.max_permissions;
-        let allocation = self.table.get_mut(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        let allocation = self
+            .table
+            .get_mut(id)
+            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         for ip in &peers[..count] {
             if !allocation.permit(*ip, expires, now.mono, max) {
-                return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many permissions on this allocation"));
+                return Err(Rejection::new(
+                    ec::INSUFFICIENT_CAPACITY,
+                    "too many permissions on this allocation",
+                ));
             }
         }
-        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
-        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, reply::nothing))
+        let signer = Some(Signer {
+            key: &auth.key,
+            sha256: auth.sha256,
+        });
+        Ok(reply::success(
+            out,
+            msg,
+            self.settings.software.as_deref(),
+            signer,
+            reply::nothing,
+        ))
     }
 
     pub(crate) fn channel_bind(
@@ -107,22 +142,44 @@ impl Server {
         let id = self.owned_allocation(&from, auth)?;
         let number = match msg.channel_number() {
             Some(Ok(n)) if (MIN_CHANNEL..=MAX_CHANNEL).contains(&n) => n,
-            Some(Ok(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "channel number outside 0x4000-0x7FFE")),
-            _ => return Err(Rejection::new(ec::BAD_REQUEST, "CHANNEL-NUMBER missing or malformed")),
+            Some(Ok(_)) => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "channel number outside 0x4000-0x7FFE",
+                ));
+            }
+            _ => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "CHANNEL-NUMBER missing or malformed",
+                ));
+            }
         };
         let peer = match msg.xor_address(attr::XOR_PEER_ADDRESS) {
             Some(Ok(p)) => p,
-            _ => return Err(Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS missing or malformed")),
+            _ => {
+                return Err(Rejection::new(
+                    ec::BAD_REQUEST,
+                    "XOR-PEER-ADDRESS missing or malformed",
+                ));
+            }
         };
         let peer = self.checked_peer(id, peer)?;
         let lifetimes = self.settings.lifetimes;
-        let (max_channels, max_permissions) = (self.settings.max_channels, self.settings.max_permissions);
-        let allocation = self.table.get_mut(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        let (max_channels, max_permissions) =
+            (self.settings.max_channels, self.settings.max_permissions);
+        let allocation = self
+            .table
+            .get_mut(id)
+            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         // RFC 8656 §11.2: a number stays with its peer and a peer with its number.
         let by_number = allocation.channel(number, now.mono).map(|c| c.peer);
         let by_peer = allocation.channel_to(peer, now.mono).map(|c| c.number);
         if by_number.is_some_and(|p| p != peer) || by_peer.is_some_and(|n| n != number) {
-            return Err(Rejection::new(ec::BAD_REQUEST, "channel or peer already bound differently"));
+            return Err(Rejection::new(
+                ec::BAD_REQUEST,
+                "channel or peer already bound differently",
+            ));
         }
         allocation.channels.retain(|c| c.expires > now.mono);
         let expires = now.mono + lifetimes.channel;
@@ -130,35 +187,69 @@ impl Server {
         match allocation.channels.iter_mut().find(|c| c.number == number) {
             Some(c) => c.expires = expires,
             None if channel_count >= max_channels => {
-                return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many channels on this allocation"));
+                return Err(Rejection::new(
+                    ec::INSUFFICIENT_CAPACITY,
+                    "too many channels on this allocation",
+                ));
             }
-            None => allocation.channels.push(Channel { number, peer, expires }),
+            None => allocation.channels.push(Channel {
+                number,
+                peer,
+                expires,
+            }),
         }
         // RFC 8656 §11.2: binding a channel installs or refreshes the peer's permission.
         let permission_expires = now.mono + lifetimes.permission;
         if !allocation.permit(peer.ip(), permission_expires, now.mono, max_permissions) {
-            return Err(Rejection::new(ec::INSUFFICIENT_CAPACITY, "too many permissions on this allocation"));
+            return Err(Rejection::new(
+                ec::INSUFFICIENT_CAPACITY,
+                "too many permissions on this allocation",
+            ));
         }
-        let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
-        Ok(reply::success(out, msg, self.settings.software.as_deref(), signer, reply::nothing))
+        let signer = Some(Signer {
+            key: &auth.key,
+            sha256: auth.sha256,
+        });
+        Ok(reply::success(
+            out,
+            msg,
+            self.settings.software.as_deref(),
+            signer,
+            reply::nothing,
+        ))
     }
 
     /// Policy (403) and family (443) checks for a peer IP; returns the canonical IP.
     fn checked_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<IpAddr, Rejection> {
-        let ip = self.settings.policy.check_ip(ip).map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+        let ip = self
+            .settings
+            .policy
+            .check_ip(ip)
+            .map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
         self.family_check(id, ip)?;
         Ok(ip)
     }
 
     /// Policy (403, port-aware) and family (443) checks for a peer address; returns it canonical.
-    pub(crate) fn checked_peer(&self, id: AllocId, peer: SocketAddr) -> Result<SocketAddr, Rejection> {
-        let peer = self.settings.policy.check(peer).map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+    pub(crate) fn checked_peer(
+        &self,
+        id: AllocId,
+        peer: SocketAddr,
+    ) -> Result<SocketAddr, Rejection> {
+        let peer = self
+            .settings
+            .policy
+            .check(peer)
+            .map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
         self.family_check(id, peer.ip())?;
         Ok(peer)
     }
 
     fn family_check(&self, id: AllocId, ip: IpAddr) -> Result<(), Rejection> {
-        let allocation = self.table.get(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        let allocation = self
+            .table
+            .get(id)
+            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         if allocation.relay_for(ip).is_none() {
             return Err(Rejection::new(
                 ec::PEER_ADDRESS_FAMILY_MISMATCH,

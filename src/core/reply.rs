@@ -43,7 +43,11 @@ pub(crate) fn error(
     seal(w, software, signer)
 }
 
-fn seal(mut w: MessageWriter<'_>, software: Option<&str>, signer: Option<Signer<'_>>) -> Result<usize, WriteError> {
+fn seal(
+    mut w: MessageWriter<'_>,
+    software: Option<&str>,
+    signer: Option<Signer<'_>>,
+) -> Result<usize, WriteError> {
     if let Some(s) = software {
         w.add(attr::SOFTWARE, s.as_bytes())?;
     }

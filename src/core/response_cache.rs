@@ -23,7 +23,11 @@ pub(crate) struct ResponseCache {
 
 impl ResponseCache {
     pub fn new(capacity: usize) -> Self {
-        Self { entries: HashMap::new(), order: VecDeque::new(), capacity }
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
     }
 
     /// The remembered response, if still fresh.
@@ -43,7 +47,11 @@ impl ResponseCache {
             }
         }
         let expires = now + TTL;
-        if self.entries.insert((ft, tid), (expires, response.into())).is_none() {
+        if self
+            .entries
+            .insert((ft, tid), (expires, response.into()))
+            .is_none()
+        {
             self.order.push_back((expires, (ft, tid)));
         }
     }

@@ -115,7 +115,9 @@ impl Server {
         };
         match msg.class() {
             Class::Request => self.handle_request(now, from, &msg, out, relays),
-            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, from, &msg, pkt),
+            Class::Indication if msg.method() == Method::SEND => {
+                self.send_indication(now, from, &msg, pkt)
+            }
             _ => Handled::Drop(DropReason::Ignored),
         }
     }
@@ -131,7 +133,10 @@ impl Server {
         // RFC 8489 §7.3.1: unknown comprehension-required attributes are answered 420 first.
         if !msg.unknown_required().is_empty() {
             let unknown = *msg.unknown_required();
-            let rejection = Rejection::new(ec::UNKNOWN_ATTRIBUTE, "unknown comprehension-required attribute");
+            let rejection = Rejection::new(
+                ec::UNKNOWN_ATTRIBUTE,
+                "unknown comprehension-required attribute",
+            );
             return self.finish_error(msg, from, rejection, None, out, |w| {
                 w.add_unknown_attributes(unknown.as_slice()).map(|_| ())
             });
@@ -154,7 +159,13 @@ impl Server {
             return Handled::Reply(n);
         }
         let credentials = Arc::clone(&self.credentials);
-        let auth = match authn::authenticate(msg, &credentials, &self.nonces, from.client.ip(), now.unix_secs) {
+        let auth = match authn::authenticate(
+            msg,
+            &credentials,
+            &self.nonces,
+            from.client.ip(),
+            now.unix_secs,
+        ) {
             Ok(auth) => auth,
             Err(failure) => return self.auth_failed(now, from, msg, failure, out),
         };
@@ -174,7 +185,10 @@ impl Server {
                 if rejection.code == ec::WRONG_CREDENTIALS {
                     self.counters.auth_failures += 1;
                 }
-                let signer = Some(Signer { key: &auth.key, sha256: auth.sha256 });
+                let signer = Some(Signer {
+                    key: &auth.key,
+                    sha256: auth.sha256,
+                });
                 let user = String::from_utf8_lossy(auth.username);
                 tracing::info!(target: "turnstone::relay", client = %from.client, user = %user,
                     method = method.name(), code = rejection.code, reason = rejection.reason, "request rejected");
@@ -252,7 +266,12 @@ impl Server {
     }
 
     /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §3.1... §7).
-    pub fn handle_connection_closed(&mut self, now: Now, five_tuple: FiveTuple, relays: &mut impl RelayProvider) {
+    pub fn handle_connection_closed(
+        &mut self,
+        now: Now,
+        five_tuple: FiveTuple,
+        relays: &mut impl RelayProvider,
+    ) {
         if let Some(id) = self.table.id_by_five_tuple(&five_tuple) {
             self.end_allocation(now, id, EndReason::ConnectionClosed, relays);
         }
@@ -318,7 +337,13 @@ impl Server {
         self.cache.len()
     }
 
-    pub(crate) fn end_allocation(&mut self, now: Now, id: AllocId, reason: EndReason, relays: &mut impl RelayProvider) {
+    pub(crate) fn end_allocation(
+        &mut self,
+        now: Now,
+        id: AllocId,
+        reason: EndReason,
+        relays: &mut impl RelayProvider,
+    ) {
         let Some(allocation) = self.table.remove(id) else {
             return;
         };
@@ -332,7 +357,12 @@ impl Server {
         self.commands.push_back(Command::Usage(UsageRecord {
             user: allocation.username.to_string(),
             five_tuple: allocation.five_tuple,
-            relays: allocation.relays.iter().flatten().map(|r| r.advertised).collect(),
+            relays: allocation
+                .relays
+                .iter()
+                .flatten()
+                .map(|r| r.advertised)
+                .collect(),
             peers: allocation.peers_seen,
             traffic: allocation.traffic,
             started_unix: allocation.started_unix,
@@ -351,14 +381,24 @@ impl Server {
     }
 
     /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).
-    pub(crate) fn owned_allocation(&self, from: &FiveTuple, auth: &Authenticated<'_>) -> Result<AllocId, Rejection> {
-        let id = self
+    pub(crate) fn owned_allocation(
+        &self,
+        from: &FiveTuple,
+        auth: &Authenticated<'_>,
+    ) -> Result<AllocId, Rejection> {
+        let id = self.table.id_by_five_tuple(from).ok_or(Rejection::new(
+            ec::ALLOCATION_MISMATCH,
+            "no allocation for this 5-tuple",
+        ))?;
+        let allocation = self
             .table
-            .id_by_five_tuple(from)
-            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation for this 5-tuple"))?;
-        let allocation = self.table.get(id).ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+            .get(id)
+            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         if allocation.username.as_bytes() != auth.username {
-            return Err(Rejection::new(ec::WRONG_CREDENTIALS, "allocation belongs to another username"));
+            return Err(Rejection::new(
+                ec::WRONG_CREDENTIALS,
+                "allocation belongs to another username",
+            ));
         }
         Ok(id)
     }

@@ -18,7 +18,12 @@ pub struct SharedState {
 
 impl SharedState {
     /// Takes one allocation slot for `user`, or says which quota is full.
-    pub fn try_acquire(&self, user: &str, per_user_max: u32, total_max: u32) -> Result<(), &'static str> {
+    pub fn try_acquire(
+        &self,
+        user: &str,
+        per_user_max: u32,
+        total_max: u32,
+    ) -> Result<(), &'static str> {
         let Ok(mut users) = self.per_user.lock() else {
             return Err("quota state unavailable");
         };
@@ -57,11 +62,19 @@ impl SharedState {
 
     /// Claims a reservation by its token.
     pub(crate) fn take_reservation(&self, token: &[u8; 8]) -> Option<ReservationId> {
-        self.reservations.lock().ok()?.remove(token).map(|(id, _)| id)
+        self.reservations
+            .lock()
+            .ok()?
+            .remove(token)
+            .map(|(id, _)| id)
     }
 
     /// Removes a reservation whose time has come.
-    pub(crate) fn expire_reservation(&self, token: &[u8; 8], now: Instant) -> Option<ReservationId> {
+    pub(crate) fn expire_reservation(
+        &self,
+        token: &[u8; 8],
+        now: Instant,
+    ) -> Option<ReservationId> {
         let mut r = self.reservations.lock().ok()?;
         match r.get(token) {
             Some((id, expires)) if *expires <= now => {

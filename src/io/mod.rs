@@ -12,4 +12,6 @@ pub mod tls;
 mod udp;
 mod worker;
 
-pub use runtime::{ListenerSpec, RunningServer, ServerSpec, StartError, StreamLimits, UsageSink, start};
+pub use runtime::{
+    ListenerSpec, RunningServer, ServerSpec, StartError, StreamLimits, UsageSink, start,
+};

@@ -24,7 +24,10 @@ pub(crate) struct HeldPorts {
 
 impl HeldPorts {
     fn hold(&self, sock: StdUdpSocket) -> Option<ReservationId> {
-        let id = ReservationId(self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let id = ReservationId(
+            self.next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         self.sockets.lock().ok()?.insert(id, sock);
         Some(id)
     }
@@ -50,10 +53,22 @@ pub(crate) struct Relays {
 }
 
 impl Relays {
-    pub fn new(ports: RangeInclusive<u16>, seed: u16, held: std::sync::Arc<HeldPorts>, worker: Weak<Worker>) -> Self {
+    pub fn new(
+        ports: RangeInclusive<u16>,
+        seed: u16,
+        held: std::sync::Arc<HeldPorts>,
+        worker: Weak<Worker>,
+    ) -> Self {
         let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
         let cursor = (u32::from(*ports.start()) + u32::from(seed) % span) as u16;
-        Self { ports, sockets: HashMap::new(), held, next_id: 1, cursor, worker }
+        Self {
+            ports,
+            sockets: HashMap::new(),
+            held,
+            next_id: 1,
+            cursor,
+            worker,
+        }
     }
 
     /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
@@ -74,7 +89,11 @@ impl Relays {
         })?;
         // Spread ports: the next search starts after the one just taken.
         if let Ok(addr) = sock.local_addr() {
-            self.cursor = if addr.port() >= *self.ports.end() { *self.ports.start() } else { addr.port() + 1 };
+            self.cursor = if addr.port() >= *self.ports.end() {
+                *self.ports.start()
+            } else {
+                addr.port() + 1
+            };
         }
         Ok(sock)
     }
@@ -84,9 +103,17 @@ impl Relays {
         let socket = Rc::new(UdpSocket::from_std(sock).map_err(|_| RelayError::Failed)?);
         let id = RelayId(self.next_id);
         self.next_id += 1;
-        let reader = tokio::task::spawn_local(super::worker::relay_reader(self.worker.clone(), id, Rc::clone(&socket)));
+        let reader = tokio::task::spawn_local(super::worker::relay_reader(
+            self.worker.clone(),
+            id,
+            Rc::clone(&socket),
+        ));
         self.sockets.insert(id, Entry { socket, reader });
-        Ok(OpenedRelay { id, addr, reservation: None })
+        Ok(OpenedRelay {
+            id,
+            addr,
+            reservation: None,
+        })
     }
 
     /// Closes every socket and reservation (worker shutdown).
@@ -114,8 +141,13 @@ impl RelayProvider for Relays {
                     if !reserve_next {
                         return self.register(sock);
                     }
-                    let next = addr.port().checked_add(1).filter(|p| self.ports.contains(p));
-                    if let Some(held) = next.and_then(|p| socket::bind_udp_exact(SocketAddr::new(ip, p)).ok()) {
+                    let next = addr
+                        .port()
+                        .checked_add(1)
+                        .filter(|p| self.ports.contains(p));
+                    if let Some(held) =
+                        next.and_then(|p| socket::bind_udp_exact(SocketAddr::new(ip, p)).ok())
+                    {
                         let mut opened = self.register(sock)?;
                         opened.reservation = self.held.hold(held);
                         return Ok(opened);

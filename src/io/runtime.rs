@@ -107,7 +107,10 @@ impl RunningServer {
 
     /// The first bound address of a transport.
     pub fn address(&self, transport: Transport) -> Option<SocketAddr> {
-        self.bound.iter().find(|(t, _)| *t == transport).map(|(_, a)| *a)
+        self.bound
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
     }
 
     /// Allocations alive across all workers.
@@ -137,7 +140,11 @@ impl Drop for RunningServer {
 
 struct WorkerSockets {
     udp: Vec<(SocketAddr, StdUdpSocket)>,
-    tcp: Vec<(SocketAddr, StdTcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    tcp: Vec<(
+        SocketAddr,
+        StdTcpListener,
+        Option<Arc<rustls::ServerConfig>>,
+    )>,
 }
 
 /// Binds every listener for every worker and starts the workers.
@@ -146,13 +153,21 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         return Err(StartError::NoListener);
     }
     let workers = spec.workers.max(1);
-    let mut per_worker: Vec<WorkerSockets> =
-        (0..workers).map(|_| WorkerSockets { udp: Vec::new(), tcp: Vec::new() }).collect();
+    let mut per_worker: Vec<WorkerSockets> = (0..workers)
+        .map(|_| WorkerSockets {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        })
+        .collect();
     let mut bound = Vec::new();
     for listener in &spec.listeners {
         let mut address = listener.address;
         for sockets in per_worker.iter_mut() {
-            let err = |source| StartError::Bind { transport: listener.transport.name(), address, source };
+            let err = |source| StartError::Bind {
+                transport: listener.transport.name(),
+                address,
+                source,
+            };
             match listener.transport {
                 Transport::Udp => {
                     let sock = socket::udp_socket(address, workers > 1).map_err(err)?;
@@ -175,8 +190,13 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         .flatten()
         .flat_map(|f| [f.bind, f.advertised])
         .collect();
-    settings.policy = PeerPolicy::new(spec.allow, spec.deny, own_ips, bound.iter().map(|(_, a)| *a).collect())
-        .with_relay_ports(spec.relay_ports.clone());
+    settings.policy = PeerPolicy::new(
+        spec.allow,
+        spec.deny,
+        own_ips,
+        bound.iter().map(|(_, a)| *a).collect(),
+    )
+    .with_relay_ports(spec.relay_ports.clone());
     settings.listeners = bound.iter().map(|(_, a)| *a).collect();
 
     let shared = Arc::new(SharedState::default());
@@ -188,10 +208,22 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let seed_bytes = Nonces::random_key()?;
         let seed = u64::from_le_bytes([
-            seed_bytes[0], seed_bytes[1], seed_bytes[2], seed_bytes[3], seed_bytes[4], seed_bytes[5], seed_bytes[6],
+            seed_bytes[0],
+            seed_bytes[1],
+            seed_bytes[2],
+            seed_bytes[3],
+            seed_bytes[4],
+            seed_bytes[5],
+            seed_bytes[6],
             seed_bytes[7],
         ]);
-        let server = Server::new(settings.clone(), Arc::clone(&spec.credentials), nonce_key, Arc::clone(&shared), seed);
+        let server = Server::new(
+            settings.clone(),
+            Arc::clone(&spec.credentials),
+            nonce_key,
+            Arc::clone(&shared),
+            seed,
+        );
         let ctx = WorkerContext {
             server,
             sockets,
@@ -209,7 +241,12 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             .map_err(StartError::Thread)?;
         threads.push(thread);
     }
-    Ok(RunningServer { bound, shutdown, threads, shared })
+    Ok(RunningServer {
+        bound,
+        shutdown,
+        threads,
+        shared,
+    })
 }
 
 struct WorkerContext {
@@ -225,7 +262,10 @@ struct WorkerContext {
 }
 
 fn run_worker(ctx: WorkerContext) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(target: "turnstone::io", error = %e, "cannot start worker runtime");

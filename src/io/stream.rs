@@ -56,20 +56,30 @@ async fn serve_connection(
 ) {
     match tls {
         None => {
-            let ft = FiveTuple { client, server: local, transport: Transport::Tcp };
+            let ft = FiveTuple {
+                client,
+                server: local,
+                transport: Transport::Tcp,
+            };
             run(worker, stream, ft).await;
         }
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(stream);
             match tokio::time::timeout(worker.limits.handshake_timeout, handshake).await {
                 Ok(Ok(tls_stream)) => {
-                    let ft = FiveTuple { client, server: local, transport: Transport::Tls };
+                    let ft = FiveTuple {
+                        client,
+                        server: local,
+                        transport: Transport::Tls,
+                    };
                     run(worker, tls_stream, ft).await;
                 }
                 Ok(Err(e)) => {
                     tracing::info!(target: "turnstone::io", %client, error = %e, "TLS handshake failed");
                 }
-                Err(_) => tracing::info!(target: "turnstone::io", %client, "TLS handshake timed out"),
+                Err(_) => {
+                    tracing::info!(target: "turnstone::io", %client, "TLS handshake timed out")
+                }
             }
         }
     }

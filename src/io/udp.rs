@@ -43,13 +43,21 @@ pub(crate) async fn serve(worker: Rc<Worker>, socket: Rc<UdpSocket>, local: Sock
                 if pkt.is_empty() {
                     continue;
                 }
-                let five_tuple = FiveTuple { client: from, server: local, transport: Transport::Udp };
+                let five_tuple = FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
+                };
                 let Some(out) = tx.next_buf() else {
                     break;
                 };
                 match server.handle_client(now, five_tuple, pkt, out, &mut *relays) {
                     Handled::Reply(len) => tx.commit(len, from),
-                    Handled::Forward { relay, peer, payload } => {
+                    Handled::Forward {
+                        relay,
+                        peer,
+                        payload,
+                    } => {
                         relays.send(relay, &pkt[payload], peer);
                     }
                     Handled::Drop(_) => {}

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::core::{Command, FiveTuple, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Server, Transport};
+use crate::core::{
+    Command, FiveTuple, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Server, Transport,
+};
 
 use super::clock;
 use super::relay::{HeldPorts, Relays};
@@ -94,7 +96,10 @@ impl Worker {
         };
         self.drain_commands();
         // Wake at least once a second: new allocations may add earlier deadlines.
-        next.map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now.mono)).min(Duration::from_secs(1))
+        next.map_or(Duration::from_secs(1), |at| {
+            at.saturating_duration_since(now.mono)
+        })
+        .min(Duration::from_secs(1))
     }
 
     /// Ends every allocation and closes every relay (shutdown).
@@ -129,7 +134,13 @@ pub(crate) async fn relay_reader(worker: Weak<Worker>, id: RelayId, socket: Rc<U
                 Err(_) => continue,
             };
             let now = clock::now();
-            let handled = worker.server.borrow_mut().handle_peer(now, id, peer, &mut buf, PEER_HEADROOM..PEER_HEADROOM + n);
+            let handled = worker.server.borrow_mut().handle_peer(
+                now,
+                id,
+                peer,
+                &mut buf,
+                PEER_HEADROOM..PEER_HEADROOM + n,
+            );
             if let PeerHandled::ToClient { client, range } = handled {
                 worker.send_to_client(&client, &buf[range]);
             }

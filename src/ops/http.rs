@@ -61,7 +61,9 @@ pub fn spawn_admin(address: SocketAddr, state: Arc<AdminState>) -> std::io::Resu
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let thread = std::thread::Builder::new().name("turnstone-admin".into()).spawn(move || {
         runtime.block_on(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
@@ -82,10 +84,17 @@ pub fn spawn_admin(address: SocketAddr, state: Arc<AdminState>) -> std::io::Resu
             }
         });
     })?;
-    Ok(AdminHandle { address, stop, thread: Some(thread) })
+    Ok(AdminHandle {
+        address,
+        stop,
+        thread: Some(thread),
+    })
 }
 
-async fn route(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(
+    state: Arc<AdminState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if state.is_ready() => (StatusCode::OK, "ready\n"),

@@ -77,7 +77,11 @@ fn decode(ty: u16, v: &[u8], xor: Option<&TransactionId>) -> Result<SocketAddr, 
 }
 
 /// Encodes an address value into `out` (8 or 20 bytes); returns the length.
-pub(crate) fn encode_address(addr: SocketAddr, xor: Option<&TransactionId>, out: &mut [u8; 20]) -> usize {
+pub(crate) fn encode_address(
+    addr: SocketAddr,
+    xor: Option<&TransactionId>,
+    out: &mut [u8; 20],
+) -> usize {
     let cookie = MAGIC_COOKIE.to_be_bytes();
     let mut port = addr.port();
     if xor.is_some() {
@@ -143,7 +147,8 @@ impl<'a> Message<'a> {
 
     /// A 32-bit attribute (LIFETIME, CONNECTION-ID, CHANGE-REQUEST…).
     pub fn u32_attr(&self, ty: u16) -> Option<Result<u32, AttrError>> {
-        self.get(ty).map(|v| fixed::<4>(ty, v).map(u32::from_be_bytes))
+        self.get(ty)
+            .map(|v| fixed::<4>(ty, v).map(u32::from_be_bytes))
     }
 
     /// USERNAME (RFC 8489 §14.3: at most 513 bytes).
@@ -163,12 +168,20 @@ impl<'a> Message<'a> {
 
     /// USERHASH (RFC 8489 §14.4: 32 bytes).
     pub fn userhash(&self) -> Option<Result<&'a [u8; 32], AttrError>> {
-        self.get(attr::USERHASH)
-            .map(|v| v.try_into().map_err(|_| AttrError::BadLength(attr::USERHASH)))
+        self.get(attr::USERHASH).map(|v| {
+            v.try_into()
+                .map_err(|_| AttrError::BadLength(attr::USERHASH))
+        })
     }
 
     fn bounded(&self, ty: u16, max: usize) -> Option<Result<&'a [u8], AttrError>> {
-        self.get(ty).map(|v| if v.len() > max { Err(AttrError::BadLength(ty)) } else { Ok(v) })
+        self.get(ty).map(|v| {
+            if v.len() > max {
+                Err(AttrError::BadLength(ty))
+            } else {
+                Ok(v)
+            }
+        })
     }
 
     /// ERROR-CODE (RFC 8489 §14.8).
@@ -184,7 +197,10 @@ impl<'a> Message<'a> {
                 return Err(AttrError::BadValue(ty));
             }
             let reason = std::str::from_utf8(&v[4..]).unwrap_or("");
-            Ok(ErrorCodeValue { code: class * 100 + number, reason })
+            Ok(ErrorCodeValue {
+                code: class * 100 + number,
+                reason,
+            })
         })
     }
 
@@ -217,7 +233,8 @@ impl<'a> Message<'a> {
     /// CHANNEL-NUMBER (RFC 8656 §18.1); the range is checked by the caller.
     pub fn channel_number(&self) -> Option<Result<u16, AttrError>> {
         let ty = attr::CHANNEL_NUMBER;
-        self.get(ty).map(|v| fixed::<4>(ty, v).map(|b| u16::from_be_bytes([b[0], b[1]])))
+        self.get(ty)
+            .map(|v| fixed::<4>(ty, v).map(|b| u16::from_be_bytes([b[0], b[1]])))
     }
 
     /// PASSWORD-ALGORITHM's algorithm number (RFC 8489 §14.12).
@@ -238,18 +255,21 @@ impl<'a> Message<'a> {
 
     /// CHANGE-REQUEST flags (RFC 5780 §7.2): (change IP, change port).
     pub fn change_request(&self) -> Option<Result<(bool, bool), AttrError>> {
-        self.u32_attr(attr::CHANGE_REQUEST).map(|r| r.map(|v| (v & 0x4 != 0, v & 0x2 != 0)))
+        self.u32_attr(attr::CHANGE_REQUEST)
+            .map(|r| r.map(|v| (v & 0x4 != 0, v & 0x2 != 0)))
     }
 
     /// RESPONSE-PORT (RFC 5780 §7.5).
     pub fn response_port(&self) -> Option<Result<u16, AttrError>> {
         let ty = attr::RESPONSE_PORT;
-        self.get(ty).map(|v| fixed::<4>(ty, v).map(|b| u16::from_be_bytes([b[0], b[1]])))
+        self.get(ty)
+            .map(|v| fixed::<4>(ty, v).map(|b| u16::from_be_bytes([b[0], b[1]])))
     }
 
     /// SOFTWARE text, if valid UTF-8.
     pub fn software(&self) -> Option<&'a str> {
-        self.get(attr::SOFTWARE).and_then(|v| std::str::from_utf8(v).ok())
+        self.get(attr::SOFTWARE)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// UNKNOWN-ATTRIBUTES types (RFC 8489 §14.9).

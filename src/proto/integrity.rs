@@ -46,17 +46,20 @@ pub(crate) fn verify_sha1(raw: &[u8], pos: usize, key: &[u8]) -> Result<(), Inte
     let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key).map_err(|_| IntegrityError::Mismatch)?;
     mac.update(&header);
     mac.update(&raw[HEADER_LEN..pos]);
-    mac.verify_slice(&raw[pos + 4..pos + 24]).map_err(|_| IntegrityError::Mismatch)
+    mac.verify_slice(&raw[pos + 4..pos + 24])
+        .map_err(|_| IntegrityError::Mismatch)
 }
 
 pub(crate) fn verify_sha256(raw: &[u8], pos: usize, key: &[u8]) -> Result<(), IntegrityError> {
     let len = usize::from(be16(raw, pos + 2));
     let header = adjusted_header(raw, pos, 4 + len);
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| IntegrityError::Mismatch)?;
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| IntegrityError::Mismatch)?;
     mac.update(&header);
     mac.update(&raw[HEADER_LEN..pos]);
     // RFC 8489 §14.6: the value may be truncated to its leftmost 16..32 bytes.
-    mac.verify_truncated_left(&raw[pos + 4..pos + 4 + len]).map_err(|_| IntegrityError::Mismatch)
+    mac.verify_truncated_left(&raw[pos + 4..pos + 4 + len])
+        .map_err(|_| IntegrityError::Mismatch)
 }
 
 /// HMAC-SHA1 over `msg` (whose length field already counts the MESSAGE-INTEGRITY attribute).

@@ -1,9 +1,9 @@
 //! The borrowed message view: validates the framing once, then hands out attribute slices.
 
+use super::HEADER_LEN;
 use super::attr;
 use super::integrity::{self, IntegrityError};
-use super::types::{Class, MAGIC_COOKIE, Method, MessageType, TransactionId};
-use super::HEADER_LEN;
+use super::types::{Class, MAGIC_COOKIE, MessageType, Method, TransactionId};
 
 /// Why bytes are not a STUN message. Callers drop such input silently (RFC 8489 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,10 +145,11 @@ impl<'a> Message<'a> {
                         counting = false;
                     }
                 }
-                _ if counting => {
-                    if attr::is_comprehension_required(ty) && !attr::is_known_required(ty) {
-                        self.unknown.push(ty);
-                    }
+                _ if counting
+                    && attr::is_comprehension_required(ty)
+                    && !attr::is_known_required(ty) =>
+                {
+                    self.unknown.push(ty);
                 }
                 _ => {}
             }
@@ -201,12 +202,17 @@ impl<'a> Message<'a> {
 
     /// The values of every attribute of type `ty` (XOR-PEER-ADDRESS may repeat, RFC 8656 §9).
     pub fn get_all(&self, ty: u16) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.attributes().filter(move |&(t, _)| t == ty).map(|(_, v)| v)
+        self.attributes()
+            .filter(move |&(t, _)| t == ty)
+            .map(|(_, v)| v)
     }
 
     /// Every counted attribute as (type, value), in order.
     pub fn attributes(&self) -> Attributes<'a> {
-        Attributes { buf: &self.raw[..usize::from(self.attrs_end)], pos: HEADER_LEN }
+        Attributes {
+            buf: &self.raw[..usize::from(self.attrs_end)],
+            pos: HEADER_LEN,
+        }
     }
 
     /// Whether the message carries MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256.

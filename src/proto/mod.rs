@@ -13,12 +13,14 @@ mod message;
 mod types;
 mod writer;
 
-pub use attrs::{AttrError, ErrorCodeValue, decode_address, decode_xor_address, encode_xor_address_into};
+pub use attrs::{
+    AttrError, ErrorCodeValue, decode_address, decode_xor_address, encode_xor_address_into,
+};
 pub use channel::{ChannelData, ChannelDataError, MAX_CHANNEL, MIN_CHANNEL, write_channel_data};
 pub use framing::{Frame, FrameKind, FramingError, MAX_FRAME, next_frame};
 pub use integrity::{IntegrityError, compute_fingerprint};
 pub use message::{Message, ParseError, UnknownAttributes};
-pub use types::{Class, MAGIC_COOKIE, Method, MessageType, TransactionId};
+pub use types::{Class, MAGIC_COOKIE, MessageType, Method, TransactionId};
 pub use writer::{MessageWriter, WriteError};
 
 /// Size of the STUN header (RFC 8489 §5).

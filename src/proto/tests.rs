@@ -6,7 +6,10 @@ use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 // RFC 5769 §2.1
@@ -30,7 +33,10 @@ fn rfc5769_sample_request_parses_and_verifies() {
     assert_eq!(msg.username().unwrap().unwrap(), b"evtj:h6vY");
     assert!(msg.unknown_required().is_empty(), "PRIORITY is understood");
     msg.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt").unwrap();
-    assert_eq!(msg.verify_integrity(b"wrong"), Err(IntegrityError::Mismatch));
+    assert_eq!(
+        msg.verify_integrity(b"wrong"),
+        Err(IntegrityError::Mismatch)
+    );
 }
 
 #[test]
@@ -56,7 +62,12 @@ fn rfc5769_ipv6_response_parses_and_verifies() {
          80280004 c8fb0b4c");
     let msg = Message::parse(&buf).unwrap();
     let mapped = msg.xor_address(attr::XOR_MAPPED_ADDRESS).unwrap().unwrap();
-    assert_eq!(mapped, "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        mapped,
+        "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+            .parse::<SocketAddr>()
+            .unwrap()
+    );
     msg.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt").unwrap();
 }
 
@@ -70,9 +81,15 @@ fn rfc5769_long_term_request_verifies_with_md5_key() {
          00080014 f6702465 6dd64a3e 02b8e071 2e85c9a2 8ca89666");
     let msg = Message::parse(&buf).unwrap();
     assert_eq!(msg.realm().unwrap().unwrap(), b"example.org");
-    assert_eq!(msg.nonce().unwrap().unwrap(), b"f//499k954d6OL34oL9FSTvy64sA");
+    assert_eq!(
+        msg.nonce().unwrap().unwrap(),
+        b"f//499k954d6OL34oL9FSTvy64sA"
+    );
     let user = msg.username().unwrap().unwrap();
-    assert_eq!(std::str::from_utf8(user).unwrap(), "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}");
+    assert_eq!(
+        std::str::from_utf8(user).unwrap(),
+        "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}"
+    );
     let mut h = Md5::new();
     h.update(user);
     h.update(b":example.org:TheMatrIX");
@@ -88,7 +105,12 @@ fn tid() -> TransactionId {
 fn written_message_round_trips_with_both_integrities_and_fingerprint() {
     let mut buf = [0u8; 512];
     let peer: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), tid()).unwrap();
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        tid(),
+    )
+    .unwrap();
     w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
     w.add_xor_address(attr::XOR_PEER_ADDRESS, peer).unwrap();
     w.add(attr::USERNAME, b"alice").unwrap();
@@ -111,7 +133,12 @@ fn written_message_round_trips_with_both_integrities_and_fingerprint() {
 #[test]
 fn error_response_round_trips_code_and_unknown_attributes() {
     let mut buf = [0u8; 256];
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Error), tid()).unwrap();
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Error),
+        tid(),
+    )
+    .unwrap();
     w.add_error_code(error_code::UNKNOWN_ATTRIBUTE).unwrap();
     w.add_unknown_attributes(&[0x7777, 0x0042]).unwrap();
     let n = w.finish();
@@ -119,13 +146,21 @@ fn error_response_round_trips_code_and_unknown_attributes() {
     let ec = msg.error_code().unwrap().unwrap();
     assert_eq!(ec.code, 420);
     assert_eq!(ec.reason, "Unknown Attribute");
-    assert_eq!(msg.unknown_attributes().collect::<Vec<_>>(), vec![0x7777, 0x0042]);
+    assert_eq!(
+        msg.unknown_attributes().collect::<Vec<_>>(),
+        vec![0x7777, 0x0042]
+    );
 }
 
 #[test]
 fn unknown_comprehension_required_attributes_are_collected_optional_ones_ignored() {
     let mut buf = [0u8; 128];
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid()).unwrap();
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid(),
+    )
+    .unwrap();
     w.add(0x7777, b"x").unwrap();
     w.add(0xC001, b"y").unwrap();
     let n = w.finish();
@@ -136,7 +171,12 @@ fn unknown_comprehension_required_attributes_are_collected_optional_ones_ignored
 #[test]
 fn attributes_after_message_integrity_are_ignored() {
     let mut buf = [0u8; 128];
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid()).unwrap();
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid(),
+    )
+    .unwrap();
     w.add_integrity(b"k").unwrap();
     w.add(attr::USERNAME, b"late").unwrap();
     w.add(0x7777, b"late").unwrap();
@@ -148,7 +188,12 @@ fn attributes_after_message_integrity_are_ignored() {
 
 fn binding_request() -> Vec<u8> {
     let mut buf = [0u8; 64];
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid()).unwrap();
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid(),
+    )
+    .unwrap();
     w.add_fingerprint().unwrap();
     let n = w.finish();
     buf[..n].to_vec()
@@ -186,7 +231,10 @@ fn parse_error_length_mismatch_and_unaligned() {
 #[test]
 fn parse_error_truncated_attribute() {
     let mut b = hex("00010008 2112a442 000000000000000000000000 0006 0010 61626364");
-    assert_eq!(Message::parse(&b).unwrap_err(), ParseError::TruncatedAttribute);
+    assert_eq!(
+        Message::parse(&b).unwrap_err(),
+        ParseError::TruncatedAttribute
+    );
     b.truncate(22);
     b[3] = 2;
     assert_eq!(Message::parse(&b).unwrap_err(), ParseError::BadLength);
@@ -195,7 +243,10 @@ fn parse_error_truncated_attribute() {
 #[test]
 fn parse_error_misplaced_fingerprint() {
     let b = hex("00010010 2112a442 000000000000000000000000 80280004 00000000 00060004 61626364");
-    assert_eq!(Message::parse(&b).unwrap_err(), ParseError::MisplacedFingerprint);
+    assert_eq!(
+        Message::parse(&b).unwrap_err(),
+        ParseError::MisplacedFingerprint
+    );
 }
 
 #[test]
@@ -209,17 +260,31 @@ fn parse_error_bad_fingerprint() {
 #[test]
 fn parse_error_bad_integrity_length() {
     let b = hex("00010008 2112a442 000000000000000000000000 00080004 00000000");
-    assert_eq!(Message::parse(&b).unwrap_err(), ParseError::BadIntegrityLength);
+    assert_eq!(
+        Message::parse(&b).unwrap_err(),
+        ParseError::BadIntegrityLength
+    );
     let b = hex("0001000c 2112a442 000000000000000000000000 001c0008 00000000 00000000");
-    assert_eq!(Message::parse(&b).unwrap_err(), ParseError::BadIntegrityLength);
+    assert_eq!(
+        Message::parse(&b).unwrap_err(),
+        ParseError::BadIntegrityLength
+    );
 }
 
 #[test]
 fn bad_attribute_values_are_reported_by_getters() {
-    let b = hex("00010014 2112a442 000000000000000000000000 00120008 00030000 00000000 000d0002 00000000");
+    let b = hex(
+        "00010014 2112a442 000000000000000000000000 00120008 00030000 00000000 000d0002 00000000",
+    );
     let msg = Message::parse(&b).unwrap();
-    assert_eq!(msg.peer_addresses().next().unwrap(), Err(AttrError::BadFamily(attr::XOR_PEER_ADDRESS)));
-    assert_eq!(msg.u32_attr(attr::LIFETIME).unwrap(), Err(AttrError::BadLength(attr::LIFETIME)));
+    assert_eq!(
+        msg.peer_addresses().next().unwrap(),
+        Err(AttrError::BadFamily(attr::XOR_PEER_ADDRESS))
+    );
+    assert_eq!(
+        msg.u32_attr(attr::LIFETIME).unwrap(),
+        Err(AttrError::BadLength(attr::LIFETIME))
+    );
 }
 
 #[test]
@@ -232,9 +297,18 @@ fn channel_data_parses_and_writes_with_stream_padding() {
     assert_eq!(cd.channel(), 0x4001);
     assert_eq!(cd.data(), b"hello");
     assert_eq!(write_channel_data(&mut buf, 0x4001, 5, false), Some(9));
-    assert_eq!(ChannelData::parse(&buf[..3]), Err(ChannelDataError::TooShort));
-    assert_eq!(ChannelData::parse(&[0x40, 0, 0, 9, 1]), Err(ChannelDataError::BadLength));
-    assert_eq!(ChannelData::parse(&[0x00, 0, 0, 0]), Err(ChannelDataError::NotChannelData));
+    assert_eq!(
+        ChannelData::parse(&buf[..3]),
+        Err(ChannelDataError::TooShort)
+    );
+    assert_eq!(
+        ChannelData::parse(&[0x40, 0, 0, 9, 1]),
+        Err(ChannelDataError::BadLength)
+    );
+    assert_eq!(
+        ChannelData::parse(&[0x00, 0, 0, 0]),
+        Err(ChannelDataError::NotChannelData)
+    );
 }
 
 #[test]
@@ -261,8 +335,23 @@ fn stream_framing_splits_interleaved_stun_and_padded_channel_data() {
 #[test]
 fn writer_reports_small_buffers() {
     let mut buf = [0u8; 24];
-    assert!(MessageWriter::new(&mut buf[..10], MessageType::new(Method::BINDING, Class::Request), tid()).is_err());
-    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid()).unwrap();
-    assert_eq!(w.add(attr::USERNAME, b"abcdefgh").err(), Some(WriteError::BufferTooSmall));
+    assert!(
+        MessageWriter::new(
+            &mut buf[..10],
+            MessageType::new(Method::BINDING, Class::Request),
+            tid()
+        )
+        .is_err()
+    );
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid(),
+    )
+    .unwrap();
+    assert_eq!(
+        w.add(attr::USERNAME, b"abcdefgh").err(),
+        Some(WriteError::BufferTooSmall)
+    );
     assert_eq!(w.add_fingerprint().err(), Some(WriteError::BufferTooSmall));
 }

@@ -90,7 +90,10 @@ impl MessageType {
             _ => Class::Error,
         };
         let method = (v & 0x000F) | ((v & 0x00E0) >> 1) | ((v & 0x3E00) >> 2);
-        Some(Self { method: Method(method), class })
+        Some(Self {
+            method: Method(method),
+            class,
+        })
     }
 
     /// Encodes the type field.
@@ -102,7 +105,11 @@ impl MessageType {
             Class::Success => 0b10,
             Class::Error => 0b11,
         };
-        (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
+        (m & 0x000F)
+            | ((m & 0x0070) << 1)
+            | ((m & 0x0F80) << 2)
+            | ((c & 0b01) << 4)
+            | ((c & 0b10) << 7)
     }
 }
 

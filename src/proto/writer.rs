@@ -31,12 +31,18 @@ pub struct MessageWriter<'b> {
 impl<'b> MessageWriter<'b> {
     /// Starts a message with its header.
     pub fn new(buf: &'b mut [u8], ty: MessageType, tid: TransactionId) -> Result<Self, WriteError> {
-        let header = buf.get_mut(..HEADER_LEN).ok_or(WriteError::BufferTooSmall)?;
+        let header = buf
+            .get_mut(..HEADER_LEN)
+            .ok_or(WriteError::BufferTooSmall)?;
         header[0..2].copy_from_slice(&ty.to_u16().to_be_bytes());
         header[2..4].copy_from_slice(&[0, 0]);
         header[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         header[8..20].copy_from_slice(&tid.0);
-        Ok(Self { buf, len: HEADER_LEN, tid })
+        Ok(Self {
+            buf,
+            len: HEADER_LEN,
+            tid,
+        })
     }
 
     /// The transaction id being written.
@@ -48,7 +54,10 @@ impl<'b> MessageWriter<'b> {
     pub fn add(&mut self, ty: u16, value: &[u8]) -> Result<&mut Self, WriteError> {
         let vlen = u16::try_from(value.len()).map_err(|_| WriteError::ValueTooLong)?;
         let total = 4 + padded(value.len());
-        let out = self.buf.get_mut(self.len..self.len + total).ok_or(WriteError::BufferTooSmall)?;
+        let out = self
+            .buf
+            .get_mut(self.len..self.len + total)
+            .ok_or(WriteError::BufferTooSmall)?;
         out[0..2].copy_from_slice(&ty.to_be_bytes());
         out[2..4].copy_from_slice(&vlen.to_be_bytes());
         out[4..4 + value.len()].copy_from_slice(value);
@@ -83,7 +92,11 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Appends ERROR-CODE with a custom reason phrase (at most 763 bytes are kept).
-    pub fn add_error_code_with(&mut self, code: u16, reason: &str) -> Result<&mut Self, WriteError> {
+    pub fn add_error_code_with(
+        &mut self,
+        code: u16,
+        reason: &str,
+    ) -> Result<&mut Self, WriteError> {
         let mut v = [0u8; 4 + 763];
         let reason = truncate_utf8(reason, 763);
         v[2] = (code / 100) as u8;
@@ -137,7 +150,11 @@ impl<'b> MessageWriter<'b> {
     }
 
     fn reserve(&self, n: usize) -> Result<(), WriteError> {
-        if self.len + n > self.buf.len() { Err(WriteError::BufferTooSmall) } else { Ok(()) }
+        if self.len + n > self.buf.len() {
+            Err(WriteError::BufferTooSmall)
+        } else {
+            Ok(())
+        }
     }
 
     fn set_length(&mut self, total: usize) {

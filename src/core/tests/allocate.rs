@@ -28,7 +28,9 @@ fn requested_lifetime_is_capped_at_the_maximum_and_raised_to_the_default() {
     let mut h = Harness::new();
     for (asked, granted) in [(7200, 3600), (1200, 1200), (60, 600), (1, 600)] {
         let mut c = h.client("alice");
-        let resp = h.request(&mut c, Method::ALLOCATE, &[udp(), lifetime(asked)]).ok();
+        let resp = h
+            .request(&mut c, Method::ALLOCATE, &[udp(), lifetime(asked)])
+            .ok();
         assert_eq!(resp.u32(attr::LIFETIME), Some(granted), "asked {asked}");
     }
 }
@@ -46,7 +48,7 @@ fn second_allocate_on_the_same_five_tuple_is_answered_437() {
 fn retransmitted_allocate_gets_the_byte_identical_answer() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
-    assert!(c.learn(&h.send(&mut c, Method::ALLOCATE, &[udp()])));
+    h.challenge(&mut c);
     let pkt = c.build(Method::ALLOCATE, &[udp()]);
     let first = h.exchange(c.ft, &pkt).ok();
     h.advance(Duration::from_secs(2));
@@ -59,7 +61,8 @@ fn retransmitted_allocate_gets_the_byte_identical_answer() {
 fn requested_transport_tcp_is_answered_442() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
-    h.request(&mut c, Method::ALLOCATE, &[transport(6)]).err(442);
+    h.request(&mut c, Method::ALLOCATE, &[transport(6)])
+        .err(442);
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
 }
 
@@ -67,7 +70,8 @@ fn requested_transport_tcp_is_answered_442() {
 fn missing_requested_transport_is_answered_400() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
-    h.request(&mut c, Method::ALLOCATE, &[lifetime(600)]).err(400);
+    h.request(&mut c, Method::ALLOCATE, &[lifetime(600)])
+        .err(400);
     assert!(h.relays.requests.is_empty());
 }
 
@@ -82,7 +86,10 @@ fn ipv6_allocation_is_relayed_from_the_ipv6_relay_address() {
 
 #[test]
 fn ipv6_allocation_without_an_ipv6_relay_is_answered_440() {
-    let mut h = Harness::with_settings(Settings { relay_v6: None, ..settings() });
+    let mut h = Harness::with_settings(Settings {
+        relay_v6: None,
+        ..settings()
+    });
     let mut c = h.client("alice");
     let attrs = [udp(), family(attr::REQUESTED_ADDRESS_FAMILY, 0x02)];
     h.request(&mut c, Method::ALLOCATE, &attrs).err(440);
@@ -96,7 +103,13 @@ fn dual_stack_allocation_gets_two_relayed_addresses() {
     let attrs = [udp(), family(attr::ADDITIONAL_ADDRESS_FAMILY, 0x02)];
     let resp = h.request(&mut c, Method::ALLOCATE, &attrs).ok();
     let relayed = resp.xors(attr::XOR_RELAYED_ADDRESS);
-    assert_eq!(relayed, vec![SocketAddr::new(RELAY_V4, 50000), SocketAddr::new(RELAY_V6, 50002)]);
+    assert_eq!(
+        relayed,
+        vec![
+            SocketAddr::new(RELAY_V4, 50000),
+            SocketAddr::new(RELAY_V6, 50002)
+        ]
+    );
     assert!(resp.get(attr::ADDRESS_ERROR_CODE).is_none());
     h.refresh(&mut c, 0).ok();
     assert_eq!(h.relays.closed.len(), 2);
@@ -104,11 +117,17 @@ fn dual_stack_allocation_gets_two_relayed_addresses() {
 
 #[test]
 fn dual_stack_allocation_without_ipv6_gets_ipv4_and_address_error_code() {
-    let mut h = Harness::with_settings(Settings { relay_v6: None, ..settings() });
+    let mut h = Harness::with_settings(Settings {
+        relay_v6: None,
+        ..settings()
+    });
     let mut c = h.client("alice");
     let attrs = [udp(), family(attr::ADDITIONAL_ADDRESS_FAMILY, 0x02)];
     let resp = h.request(&mut c, Method::ALLOCATE, &attrs).ok();
-    assert_eq!(resp.xors(attr::XOR_RELAYED_ADDRESS), vec![SocketAddr::new(RELAY_V4, 50000)]);
+    assert_eq!(
+        resp.xors(attr::XOR_RELAYED_ADDRESS),
+        vec![SocketAddr::new(RELAY_V4, 50000)]
+    );
     // RFC 8656 §18.11: family 0x02, then the 440 as class and number.
     let error = resp.get(attr::ADDRESS_ERROR_CODE).unwrap();
     assert_eq!(error[..4], [0x02, 0, 4, 40]);
@@ -130,9 +149,17 @@ fn requested_and_additional_address_family_together_are_answered_400() {
 /// Allocates with EVEN-PORT R=1; returns the reservation token.
 fn reserve(h: &mut Harness) -> Vec<u8> {
     let mut c = h.client("alice");
-    let resp = h.request(&mut c, Method::ALLOCATE, &[udp(), even_port(true)]).ok();
+    let resp = h
+        .request(&mut c, Method::ALLOCATE, &[udp(), even_port(true)])
+        .ok();
     assert_eq!(resp.relayed(), SocketAddr::new(RELAY_V4, 50000));
-    assert_eq!(h.relays.requests, vec![RelayRequest::Even { ip: RELAY_V4, reserve_next: true }]);
+    assert_eq!(
+        h.relays.requests,
+        vec![RelayRequest::Even {
+            ip: RELAY_V4,
+            reserve_next: true
+        }]
+    );
     let token = resp.get(attr::RESERVATION_TOKEN).unwrap();
     assert_eq!(token.len(), 8);
     token
@@ -148,7 +175,10 @@ fn even_port_reservation_token_gives_a_later_allocation_the_reserved_relay() {
     assert!(matches!(h.relays.requests[1], RelayRequest::Reserved(_)));
     h.advance(Duration::from_secs(31));
     h.tick();
-    assert!(h.relays.released.is_empty(), "a claimed reservation is not released");
+    assert!(
+        h.relays.released.is_empty(),
+        "a claimed reservation is not released"
+    );
 }
 
 #[test]
@@ -156,7 +186,11 @@ fn reservation_token_with_even_port_is_answered_400() {
     let mut h = Harness::new();
     let token = reserve(&mut h);
     let mut other = h.client("alice");
-    let attrs = [udp(), Attr::Raw(attr::RESERVATION_TOKEN, token), even_port(false)];
+    let attrs = [
+        udp(),
+        Attr::Raw(attr::RESERVATION_TOKEN, token),
+        even_port(false),
+    ];
     h.request(&mut other, Method::ALLOCATE, &attrs).err(400);
 }
 
@@ -180,12 +214,20 @@ fn unclaimed_reservation_is_released_after_30_seconds() {
     h.tick();
     assert_eq!(h.relays.released.len(), 1);
     let mut late = h.client("alice");
-    h.request(&mut late, Method::ALLOCATE, &[udp(), Attr::Raw(attr::RESERVATION_TOKEN, token)]).err(508);
+    h.request(
+        &mut late,
+        Method::ALLOCATE,
+        &[udp(), Attr::Raw(attr::RESERVATION_TOKEN, token)],
+    )
+    .err(508);
 }
 
 #[test]
 fn port_exhaustion_is_answered_508_and_frees_the_quota_slot() {
-    let mut h = Harness::with_settings(Settings { max_allocations_per_user: 1, ..settings() });
+    let mut h = Harness::with_settings(Settings {
+        max_allocations_per_user: 1,
+        ..settings()
+    });
     h.relays.ports.clear();
     let mut c = h.client("alice");
     h.request(&mut c, Method::ALLOCATE, &[udp()]).err(508);
@@ -196,7 +238,10 @@ fn port_exhaustion_is_answered_508_and_frees_the_quota_slot() {
 
 #[test]
 fn per_user_quota_is_answered_486_until_an_allocation_is_freed() {
-    let mut h = Harness::with_settings(Settings { max_allocations_per_user: 1, ..settings() });
+    let mut h = Harness::with_settings(Settings {
+        max_allocations_per_user: 1,
+        ..settings()
+    });
     let mut first = h.client("alice");
     h.allocate(&mut first, &[]);
     let mut second = h.client("alice");
@@ -209,7 +254,10 @@ fn per_user_quota_is_answered_486_until_an_allocation_is_freed() {
 
 #[test]
 fn total_quota_is_answered_486_until_an_allocation_is_freed() {
-    let mut h = Harness::with_settings(Settings { max_allocations: 1, ..settings() });
+    let mut h = Harness::with_settings(Settings {
+        max_allocations: 1,
+        ..settings()
+    });
     let mut alice = h.client("alice");
     h.allocate(&mut alice, &[]);
     let mut bob = h.client("bob");

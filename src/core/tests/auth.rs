@@ -20,7 +20,11 @@ fn first_request_is_challenged_401_with_realm_nonce_and_password_algorithms() {
     assert!(resp.get(attr::NONCE).unwrap().starts_with(NONCE_COOKIE));
     assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS).unwrap(), ALGORITHMS);
     assert!(!resp.msg().has_integrity(), "a challenge cannot be signed");
-    assert_eq!(h.server.counters().auth_failures, 0, "the first 401 is no failure");
+    assert_eq!(
+        h.server.counters().auth_failures,
+        0,
+        "the first 401 is no failure"
+    );
     assert_eq!(h.server.allocation_count(), 0);
 }
 
@@ -58,7 +62,7 @@ fn unknown_user_is_answered_401() {
 fn stale_nonce_is_answered_438_with_a_fresh_nonce() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
-    assert!(c.learn(&h.send(&mut c, Method::ALLOCATE, &[udp()])));
+    h.challenge(&mut c);
     let old = c.nonce.clone().unwrap();
     h.advance(Duration::from_secs(601));
     let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]);
@@ -74,7 +78,7 @@ fn stale_nonce_is_answered_438_with_a_fresh_nonce() {
 fn nonce_issued_to_another_ip_is_answered_438() {
     let mut h = Harness::new();
     let mut first = h.client("alice");
-    assert!(first.learn(&h.send(&mut first, Method::ALLOCATE, &[udp()])));
+    h.challenge(&mut first);
     let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), Transport::Udp);
     let mut other = Harness::user_on(ft, "alice");
     (other.realm, other.nonce, other.algorithms) = (first.realm, first.nonce, first.algorithms);
@@ -136,7 +140,7 @@ fn tampered_password_algorithms_is_answered_400() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
     c.alg = PasswordAlgorithm::Sha256;
-    assert!(c.learn(&h.send(&mut c, Method::ALLOCATE, &[udp()])));
+    h.challenge(&mut c);
     // A man in the middle removed SHA-256 from the list (bid-down, RFC 8489 §9.2.4).
     c.algorithms = Some(vec![0, 1, 0, 0]);
     h.send(&mut c, Method::ALLOCATE, &[udp()]).err(400);

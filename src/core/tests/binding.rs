@@ -22,12 +22,17 @@ fn binding_is_answered_with_xor_mapped_address_software_and_fingerprint() {
 fn unknown_comprehension_required_attribute_is_answered_420_with_unknown_attributes() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
-    let resp = h.send(&mut c, Method::BINDING, &[Attr::Raw(0x0031, vec![1, 2, 3, 4])]);
+    let resp = h.send(
+        &mut c,
+        Method::BINDING,
+        &[Attr::Raw(0x0031, vec![1, 2, 3, 4])],
+    );
     resp.err(420);
     let unknown: Vec<u16> = resp.msg().unknown_attributes().collect();
     assert_eq!(unknown, vec![0x0031]);
     // An unknown comprehension-optional attribute is ignored.
-    h.send(&mut c, Method::BINDING, &[Attr::Raw(0x8031, vec![0; 4])]).ok();
+    h.send(&mut c, Method::BINDING, &[Attr::Raw(0x8031, vec![0; 4])])
+        .ok();
 }
 
 #[test]
@@ -45,10 +50,17 @@ fn malformed_input_is_dropped_silently_and_counted() {
         &bad_fingerprint,
     ];
     for pkt in inputs {
-        assert_eq!(h.input(c.ft, pkt).0, Handled::Drop(DropReason::Malformed), "{pkt:02x?}");
+        assert_eq!(
+            h.input(c.ft, pkt).0,
+            Handled::Drop(DropReason::Malformed),
+            "{pkt:02x?}"
+        );
     }
     assert_eq!(h.server.counters().dropped_malformed, inputs.len() as u64);
-    assert_eq!(h.server.counters().requests_ok + h.server.counters().requests_rejected, 0);
+    assert_eq!(
+        h.server.counters().requests_ok + h.server.counters().requests_rejected,
+        0
+    );
     // A response is not a request: ignored, not answered.
     let resp = h.send(&mut c, Method::BINDING, &[]).ok();
     assert_eq!(resp.class(), Class::Success);

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::{CredentialStore, PasswordAlgorithm, long_term_key, userhash};
@@ -47,8 +48,14 @@ pub(super) fn settings() -> Settings {
     Settings {
         realm: REALM.into(),
         software: Some(SOFTWARE.into()),
-        relay_v4: Some(RelayFamily { bind: RELAY_V4, advertised: RELAY_V4 }),
-        relay_v6: Some(RelayFamily { bind: RELAY_V6, advertised: RELAY_V6 }),
+        relay_v4: Some(RelayFamily {
+            bind: RELAY_V4,
+            advertised: RELAY_V4,
+        }),
+        relay_v6: Some(RelayFamily {
+            bind: RELAY_V6,
+            advertised: RELAY_V6,
+        }),
         lifetimes: Lifetimes::default(),
         policy: policy(&[]),
         max_permissions: 32,
@@ -113,7 +120,6 @@ pub(super) struct Client {
     pub nonce: Option<Vec<u8>>,
     /// PASSWORD-ALGORITHMS as received, echoed in signed requests.
     pub algorithms: Option<Vec<u8>>,
-    next_tid: u64,
 }
 
 impl Client {
@@ -128,22 +134,26 @@ impl Client {
             realm: None,
             nonce: None,
             algorithms: None,
-            next_tid: 0,
         }
     }
 
     /// The long-term key for the learned realm.
     pub fn key(&self) -> Vec<u8> {
         let realm = self.realm.as_deref().unwrap_or(REALM.as_bytes());
-        let key = long_term_key(self.alg, self.username.as_bytes(), realm, self.password.as_bytes());
+        let key = long_term_key(
+            self.alg,
+            self.username.as_bytes(),
+            realm,
+            self.password.as_bytes(),
+        );
         key.as_bytes().to_vec()
     }
 
+    /// A transaction id never used before in this process (RFC 8489 §5: unique per request).
     pub fn tid(&mut self) -> TransactionId {
-        self.next_tid += 1;
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         let mut id = [0u8; 12];
-        id[..4].copy_from_slice(&u32::from(self.ft.client.port()).to_be_bytes());
-        id[4..].copy_from_slice(&self.next_tid.to_be_bytes());
+        id[4..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         TransactionId(id)
     }
 
@@ -151,13 +161,15 @@ impl Client {
     pub fn build(&mut self, method: Method, attrs: &[Attr]) -> Vec<u8> {
         let tid = self.tid();
         let mut buf = vec![0u8; 2048];
-        let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
         for a in attrs {
             a.write(&mut w);
         }
         if let (Some(realm), Some(nonce)) = (&self.realm, &self.nonce) {
             if self.userhash {
-                w.add(attr::USERHASH, &userhash(self.username.as_bytes(), realm)).unwrap();
+                w.add(attr::USERHASH, &userhash(self.username.as_bytes(), realm))
+                    .unwrap();
             } else {
                 w.add(attr::USERNAME, self.username.as_bytes()).unwrap();
             }
@@ -167,7 +179,11 @@ impl Client {
             if self.alg == PasswordAlgorithm::Sha256 {
                 let [a, b] = self.alg.code().to_be_bytes();
                 w.add(attr::PASSWORD_ALGORITHM, &[a, b, 0, 0]).unwrap();
-                w.add(attr::PASSWORD_ALGORITHMS, self.algorithms.as_deref().unwrap_or(&[])).unwrap();
+                w.add(
+                    attr::PASSWORD_ALGORITHMS,
+                    self.algorithms.as_deref().unwrap_or(&[]),
+                )
+                .unwrap();
             }
             let key = self.key();
             if self.mi_sha256 {
@@ -227,7 +243,9 @@ impl Resp {
     pub fn xors(&self, ty: u16) -> Vec<SocketAddr> {
         let msg = self.msg();
         let tid = msg.transaction_id();
-        msg.get_all(ty).map(|v| crate::proto::decode_xor_address(ty, v, &tid).unwrap()).collect()
+        msg.get_all(ty)
+            .map(|v| crate::proto::decode_xor_address(ty, v, &tid).unwrap())
+            .collect()
     }
     pub fn relayed(&self) -> SocketAddr {
         self.xor(attr::XOR_RELAYED_ADDRESS).unwrap()
@@ -244,12 +262,22 @@ impl Resp {
     }
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.class(), Class::Success, "expected success, got {:?} {:?}", self.code(), self.reason());
+        assert_eq!(
+            self.class(),
+            Class::Success,
+            "expected success, got {:?} {:?}",
+            self.code(),
+            self.reason()
+        );
         self
     }
     #[track_caller]
     pub fn err(&self, code: u16) {
-        assert_eq!(self.class(), Class::Error, "expected error {code}, got success");
+        assert_eq!(
+            self.class(),
+            Class::Error,
+            "expected error {code}, got success"
+        );
         assert_eq!(self.code(), Some(code), "reason: {}", self.reason());
     }
 }
@@ -278,22 +306,37 @@ impl RelayProvider for FakeRelays {
         self.requests.push(request);
         self.next_id += 1;
         let (addr, reservation) = match request {
-            RelayRequest::Any { ip } | RelayRequest::Even { ip, reserve_next: false } => {
-                (SocketAddr::new(ip, self.ports.pop_front().ok_or(RelayError::Exhausted)?), None)
-            }
-            RelayRequest::Even { ip, reserve_next: true } => {
+            RelayRequest::Any { ip }
+            | RelayRequest::Even {
+                ip,
+                reserve_next: false,
+            } => (
+                SocketAddr::new(ip, self.ports.pop_front().ok_or(RelayError::Exhausted)?),
+                None,
+            ),
+            RelayRequest::Even {
+                ip,
+                reserve_next: true,
+            } => {
                 let port = self.ports.pop_front().ok_or(RelayError::Exhausted)?;
                 let rid = ReservationId(self.next_id);
                 self.reserved.insert(rid, SocketAddr::new(ip, port + 1));
                 (SocketAddr::new(ip, port), Some(rid))
             }
-            RelayRequest::Reserved(rid) => {
-                (self.reserved.remove(&rid).ok_or(RelayError::UnknownReservation)?, None)
-            }
+            RelayRequest::Reserved(rid) => (
+                self.reserved
+                    .remove(&rid)
+                    .ok_or(RelayError::UnknownReservation)?,
+                None,
+            ),
         };
         let id = RelayId(self.next_id);
         self.open.insert(id, addr);
-        Ok(OpenedRelay { id, addr, reservation })
+        Ok(OpenedRelay {
+            id,
+            addr,
+            reservation,
+        })
     }
 
     fn close(&mut self, id: RelayId) {
@@ -324,12 +367,16 @@ impl Harness {
 
     pub fn with_settings(settings: Settings) -> Self {
         let users = USERS.iter().map(|(u, p)| (u.to_string(), p.to_string()));
-        let store = CredentialStore::new(REALM, users, vec![SECRET_NEW.to_vec(), SECRET_OLD.to_vec()]);
+        let store =
+            CredentialStore::new(REALM, users, vec![SECRET_NEW.to_vec(), SECRET_OLD.to_vec()]);
         let shared = Arc::new(SharedState::default());
         let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
         Self {
             server,
-            relays: FakeRelays { ports: (50000..51000).step_by(2).collect(), ..FakeRelays::default() },
+            relays: FakeRelays {
+                ports: (50000..51000).step_by(2).collect(),
+                ..FakeRelays::default()
+            },
             shared,
             start: Instant::now(),
             elapsed: Duration::ZERO,
@@ -338,7 +385,10 @@ impl Harness {
     }
 
     pub fn now(&self) -> Now {
-        Now { mono: self.start + self.elapsed, unix_secs: UNIX_START + self.elapsed.as_secs() }
+        Now {
+            mono: self.start + self.elapsed,
+            unix_secs: UNIX_START + self.elapsed.as_secs(),
+        }
     }
 
     pub fn advance(&mut self, by: Duration) {
@@ -353,7 +403,11 @@ impl Harness {
     /// A fresh 5-tuple from `ip`.
     pub fn five_tuple(&mut self, ip: IpAddr, transport: Transport) -> FiveTuple {
         self.next_client_port += 1;
-        FiveTuple { client: SocketAddr::new(ip, self.next_client_port), server: LISTENER, transport }
+        FiveTuple {
+            client: SocketAddr::new(ip, self.next_client_port),
+            server: LISTENER,
+            transport,
+        }
     }
 
     /// A UDP client of a static user on a fresh 5-tuple from 127.0.0.1.
@@ -372,7 +426,9 @@ impl Harness {
     pub fn input(&mut self, ft: FiveTuple, pkt: &[u8]) -> (Handled, Vec<u8>) {
         let now = self.now();
         let mut out = vec![0u8; 2048];
-        let handled = self.server.handle_client(now, ft, pkt, &mut out, &mut self.relays);
+        let handled = self
+            .server
+            .handle_client(now, ft, pkt, &mut out, &mut self.relays);
         (handled, out)
     }
 
@@ -392,11 +448,23 @@ impl Harness {
         self.exchange(c.ft, &pkt)
     }
 
+    /// An unsigned Allocate, answered 401: the client learns realm, nonce and algorithms.
+    #[track_caller]
+    pub fn challenge(&mut self, c: &mut Client) {
+        let resp = self.send(c, Method::ALLOCATE, &[udp()]);
+        resp.err(401);
+        assert!(c.learn(&resp));
+    }
+
     /// A request the way a real client makes it: answered with a challenge, learn and resend once.
     #[track_caller]
     pub fn request(&mut self, c: &mut Client, method: Method, attrs: &[Attr]) -> Resp {
         let resp = self.send(c, method, attrs);
-        if c.learn(&resp) { self.send(c, method, attrs) } else { resp }
+        if c.learn(&resp) {
+            self.send(c, method, attrs)
+        } else {
+            resp
+        }
     }
 
     /// A UDP Allocate (plus `extra`) that must succeed; returns the first relayed address.
@@ -424,12 +492,23 @@ impl Harness {
     }
 
     /// A datagram from `from` to relay address `relay`, laid out with the IO layer's head/tailroom.
-    pub fn from_peer(&mut self, relay: SocketAddr, from: SocketAddr, payload: &[u8]) -> (PeerHandled, Vec<u8>) {
+    pub fn from_peer(
+        &mut self,
+        relay: SocketAddr,
+        from: SocketAddr,
+        payload: &[u8],
+    ) -> (PeerHandled, Vec<u8>) {
         let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
         buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
         let now = self.now();
         let id = self.relays.id_of(relay);
-        let handled = self.server.handle_peer(now, id, from, &mut buf, PEER_HEADROOM..PEER_HEADROOM + payload.len());
+        let handled = self.server.handle_peer(
+            now,
+            id,
+            from,
+            &mut buf,
+            PEER_HEADROOM..PEER_HEADROOM + payload.len(),
+        );
         (handled, buf)
     }
 
@@ -442,11 +521,35 @@ impl Harness {
         }
     }
 
+    /// The forward the server should answer with: from the relay socket at `relayed` to `to`.
+    pub fn forward(
+        &self,
+        relayed: SocketAddr,
+        to: SocketAddr,
+        payload: std::ops::Range<usize>,
+    ) -> Handled {
+        Handled::Forward {
+            relay: self.relays.id_of(relayed),
+            peer: to,
+            payload,
+        }
+    }
+
     /// A Send indication (RFC 8656 §11.1) from `ft`; returns the outcome and the packet.
-    pub fn send_indication(&mut self, ft: FiveTuple, to: SocketAddr, data: &[u8]) -> (Handled, Vec<u8>) {
+    pub fn send_indication(
+        &mut self,
+        ft: FiveTuple,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> (Handled, Vec<u8>) {
         let mut buf = vec![0u8; 2048];
         let tid = TransactionId([9; 12]);
-        let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::SEND, Class::Indication), tid).unwrap();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .unwrap();
         w.add_xor_address(attr::XOR_PEER_ADDRESS, to).unwrap();
         w.add(attr::DATA, data).unwrap();
         let n = w.finish();

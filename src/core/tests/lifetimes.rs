@@ -46,7 +46,10 @@ fn refresh_with_lifetime_zero_deletes_the_allocation_at_once() {
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
     let usage = h.usage();
     assert_eq!(usage.len(), 1);
-    assert_eq!((usage[0].reason, usage[0].user.as_str()), (EndReason::Deleted, "alice"));
+    assert_eq!(
+        (usage[0].reason, usage[0].user.as_str()),
+        (EndReason::Deleted, "alice")
+    );
     assert_eq!(usage[0].relays, vec![relayed]);
     assert!(usage[0].to_json().contains("\"end_reason\":\"deleted\""));
     h.permit(&mut c, &[sa("8.8.8.8:53")]).err(437);
@@ -83,7 +86,10 @@ fn allocation_expires_after_its_lifetime() {
     let mut c = h.client("alice");
     let relayed = h.allocate(&mut c, &[]);
     let id = h.relays.id_of(relayed);
-    assert_eq!(h.server.poll_timeout(), Some(h.now().mono + Duration::from_secs(600)));
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now().mono + Duration::from_secs(600))
+    );
     h.advance(Duration::from_secs(599));
     h.tick();
     assert_eq!(h.server.allocation_count(), 1);

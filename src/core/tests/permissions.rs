@@ -39,12 +39,16 @@ fn permission_expires_after_300_seconds() {
     h.permit(&mut c, &[p]).ok();
     h.advance(Duration::from_secs(299));
     h.to_client(relayed, p, b"before");
-    let relay = h.relays.id_of(relayed);
     // Header 20 + XOR-PEER-ADDRESS 12 + DATA header 4: the payload starts at 36.
-    let forward = Handled::Forward { relay, peer: p, payload: 36..39 };
-    assert_eq!(h.send_indication(c.ft, p, b"out").0, forward);
+    assert_eq!(
+        h.send_indication(c.ft, p, b"out").0,
+        h.forward(relayed, p, 36..39)
+    );
     h.advance(Duration::from_secs(1));
-    assert_eq!(h.from_peer(relayed, p, b"after").0, PeerHandled::Drop(DropReason::NoPermission));
+    assert_eq!(
+        h.from_peer(relayed, p, b"after").0,
+        PeerHandled::Drop(DropReason::NoPermission)
+    );
     let (handled, _) = h.send_indication(c.ft, p, b"out");
     assert_eq!(handled, Handled::Drop(DropReason::NoPermission));
 }
@@ -68,5 +72,6 @@ fn ipv6_peer_on_an_ipv4_allocation_is_answered_443() {
     h.allocate(&mut c, &[]);
     let v6 = sa("[2606:4700::1111]:443");
     h.permit(&mut c, &[v6]).err(443);
-    h.request(&mut c, Method::CHANNEL_BIND, &[channel(0x4000), peer(v6)]).err(443);
+    h.request(&mut c, Method::CHANNEL_BIND, &[channel(0x4000), peer(v6)])
+        .err(443);
 }
