@@ -138,6 +138,11 @@ impl Server {
                 Err(rejection) => v6_error = Some(rejection),
             }
         }
+        if msg.has(attr::DONT_FRAGMENT) {
+            for relay in opened.iter().flatten() {
+                relays.set_dont_fragment(relay.id);
+            }
+        }
         let reservation_token = reservation.map(|rid| {
             let token = self.random_u64().to_be_bytes();
             let expires = now.mono + RESERVATION_LIFETIME;

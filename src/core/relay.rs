@@ -65,4 +65,6 @@ pub trait RelayProvider {
     fn close(&mut self, id: RelayId);
     /// Releases a reservation that was never claimed.
     fn release(&mut self, id: ReservationId);
+    /// Sets the DF bit on datagrams the relay sends (RFC 8656 §7.2, DONT-FRAGMENT).
+    fn set_dont_fragment(&mut self, _id: RelayId) {}
 }

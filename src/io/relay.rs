@@ -174,4 +174,12 @@ impl RelayProvider for Relays {
     fn release(&mut self, id: ReservationId) {
         self.held.take(id);
     }
+
+    fn set_dont_fragment(&mut self, id: RelayId) {
+        if let Some(entry) = self.sockets.get(&id)
+            && let Err(e) = socket::set_dont_fragment(&*entry.socket, true)
+        {
+            tracing::debug!(target: "turnstone::io", error = %e, "could not set DF on relay socket");
+        }
+    }
 }

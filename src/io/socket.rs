@@ -110,12 +110,14 @@ pub fn bind_udp_exact(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// (RFC 8656 §18.9 DONT-FRAGMENT: the server sets DF when relaying for a
 /// client that asked). Linux: IP_MTU_DISCOVER = IP_PMTUDISC_DO / _DONT on v4,
 /// IPV6_DONTFRAG on v6. Elsewhere a no-op returning `Ok(())`.
-pub fn set_dont_fragment(sock: &UdpSocket, on: bool) -> io::Result<()> {
+pub fn set_dont_fragment<S: std::os::fd::AsFd>(sock: &S, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
 
-        let (level, name, value) = if sock.local_addr()?.is_ipv4() {
+        let sock = sock.as_fd();
+        let is_v4 = socket2::SockRef::from(&sock).local_addr()?.is_ipv4();
+        let (level, name, value) = if is_v4 {
             let mode = if on {
                 libc::IP_PMTUDISC_DO
             } else {
