@@ -1,31 +1,27 @@
-//! `turnstone serve`: load the configuration, start workers and the admin listener, wait for a
-//! signal, shut down gracefully.
+//! `turnstone serve`: load the configuration, start workers and the admin listener, then react
+//! to signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
 use crate::auth::{CredentialStore, Nonces};
-use crate::config::{Config, LogLevel};
-use crate::core::UsageRecord;
-use crate::io::{self, UsageSink, clock};
-use crate::ops::{AdminState, spawn_admin};
+use crate::config::{Config, LogLevel, UsageOutput};
+use crate::core::{Transport, UsageRecord};
+use crate::io::{self, RunningServer, UsageSink, clock};
+use crate::ops::{AdminState, CredentialIssuer, install_recorder, spawn_admin};
 
 pub(super) fn run(
     config_path: Option<&Path>,
     log_level: Option<&str>,
     external: Option<IpAddr>,
 ) -> anyhow::Result<()> {
-    let mut config = match config_path {
-        Some(path) => Config::from_file(path)
-            .map_err(|e| anyhow!("invalid configuration {}:\n{e}", path.display()))?,
-        None => Config::embedded_default(),
-    };
-    if let Some(ip) = external {
-        config.relay.external_address = Some(ip);
-    }
+    let config = load(config_path, external)?;
     let level = match log_level {
         Some(l) => l
             .parse::<LogLevel>()
@@ -35,17 +31,16 @@ pub(super) fn run(
     init_logging(level);
 
     let credentials = Arc::new(credentials_or_generated(&config)?);
-    let usage: UsageSink = Arc::new(|record: UsageRecord| {
-        tracing::info!(target: "turnstone::usage", "{}", record.to_json());
-    });
+    let usage = usage_sink(&config.usage.output)?;
     let spec = config
-        .server_spec(credentials, usage)
+        .server_spec(Arc::clone(&credentials), usage)
         .context("cannot prepare listeners")?;
     let server = io::start(spec).context("cannot start the server")?;
     for (transport, address) in server.bound() {
         tracing::info!(target: "turnstone::io", "listening on {} {address}", transport.name());
     }
-    let admin_state = Arc::new(AdminState::default());
+    let admin_state = Arc::new(AdminState::new(install_recorder()));
+    admin_state.set_issuer(issuer(&config, &credentials, &server));
     let _admin = match &config.admin {
         Some(admin) => {
             let handle = spawn_admin(admin.address, Arc::clone(&admin_state))
@@ -56,11 +51,105 @@ pub(super) fn run(
         None => None,
     };
     admin_state.set_ready(true);
-    wait_for_shutdown_signal()?;
-    tracing::info!(target: "turnstone::io", "shutting down");
-    admin_state.set_ready(false);
+    let grace = config.server.drain_grace;
+    let mut current = credentials;
+    signal_loop(&server, &admin_state, grace, |server| {
+        let Some(path) = config_path else {
+            tracing::info!(target: "turnstone::io", "SIGHUP: running on the built-in configuration; nothing to reload");
+            return;
+        };
+        match reload(path, external, &current) {
+            Ok((new_config, new_credentials, spec)) => {
+                server.reload(spec);
+                admin_state.set_issuer(issuer(&new_config, &new_credentials, server));
+                current = new_credentials;
+                tracing::info!(target: "turnstone::io", path = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(target: "turnstone::io", "reload refused, keeping the running configuration: {e:#}")
+            }
+        }
+    })?;
     server.shutdown();
+    tracing::info!(target: "turnstone::io", "stopped");
     Ok(())
+}
+
+fn load(config_path: Option<&Path>, external: Option<IpAddr>) -> anyhow::Result<Config> {
+    let mut config = match config_path {
+        Some(path) => Config::from_file(path)
+            .map_err(|e| anyhow!("invalid configuration {}:\n{e}", path.display()))?,
+        None => Config::embedded_default(),
+    };
+    if let Some(ip) = external {
+        config.relay.external_address = Some(ip);
+    }
+    Ok(config)
+}
+
+/// A new configuration, checked completely before anything changes (a bad file changes nothing).
+fn reload(
+    path: &Path,
+    external: Option<IpAddr>,
+    current: &Arc<CredentialStore>,
+) -> anyhow::Result<(Config, Arc<CredentialStore>, io::ServerSpec)> {
+    let config = load(Some(path), external)?;
+    let store = config.credential_store();
+    // A server started without credentials keeps its generated secret.
+    let credentials = if store.has_credentials() {
+        Arc::new(store)
+    } else {
+        Arc::clone(current)
+    };
+    let noop: UsageSink = Arc::new(|_| {});
+    let spec = config
+        .server_spec(Arc::clone(&credentials), noop)
+        .context("cannot load TLS files")?;
+    Ok((config, credentials, spec))
+}
+
+/// Waits for signals: SIGHUP calls `on_reload`; SIGTERM/SIGINT drain for `grace` (or until no
+/// allocation is left, or a second signal), then return.
+fn signal_loop(
+    server: &RunningServer,
+    admin: &AdminState,
+    grace: Duration,
+    mut on_reload: impl FnMut(&RunningServer),
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => on_reload(server),
+            }
+        }
+        admin.set_ready(false);
+        server.drain();
+        tracing::info!(target: "turnstone::io", allocations = server.allocations(), grace = ?grace,
+            "draining: new allocations refused, existing ones relay until they end or the grace period ends");
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            if server.allocations() == 0 {
+                break;
+            }
+            tokio::select! {
+                () = &mut deadline => break,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The configured users and secrets; with none, a random secret so the server is never an
@@ -88,6 +177,77 @@ fn credentials_or_generated(config: &Config) -> anyhow::Result<CredentialStore> 
     Ok(store)
 }
 
+/// Where usage records go: log lines, stdout or an append-only file (one JSON object a line).
+fn usage_sink(output: &UsageOutput) -> anyhow::Result<UsageSink> {
+    Ok(match output {
+        UsageOutput::Log => Arc::new(|record: UsageRecord| {
+            tracing::info!(target: "turnstone::usage", "{}", record.to_json());
+        }),
+        UsageOutput::Stdout => Arc::new(|record: UsageRecord| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", record.to_json());
+            let _ = out.flush();
+        }),
+        UsageOutput::File(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open usage file {}", path.display()))?;
+            let file = Mutex::new(file);
+            Arc::new(move |record: UsageRecord| {
+                if let Ok(mut f) = file.lock()
+                    && let Err(e) = writeln!(f, "{}", record.to_json())
+                {
+                    tracing::warn!(target: "turnstone::usage", error = %e, "cannot write usage record");
+                }
+            })
+        }
+    })
+}
+
+/// The `/credentials` issuer, when an API key is configured.
+fn issuer(
+    config: &Config,
+    credentials: &Arc<CredentialStore>,
+    server: &RunningServer,
+) -> Option<CredentialIssuer> {
+    let admin = config.admin.as_ref()?;
+    let api_key = admin.api_key.clone()?;
+    let host = admin.public_host.clone().or_else(|| {
+        config
+            .relay
+            .external_address
+            .or(config.relay.address)
+            .map(|ip| host_of(ip))
+    });
+    let uris = server
+        .bound()
+        .iter()
+        .map(|(transport, addr)| {
+            let host = host.clone().unwrap_or_else(|| host_of(addr.ip()));
+            match transport {
+                Transport::Udp => format!("turn:{host}:{}?transport=udp", addr.port()),
+                Transport::Tcp => format!("turn:{host}:{}?transport=tcp", addr.port()),
+                Transport::Tls => format!("turns:{host}:{}?transport=tcp", addr.port()),
+            }
+        })
+        .collect();
+    Some(CredentialIssuer {
+        api_key,
+        store: Arc::clone(credentials),
+        ttl: admin.credential_ttl,
+        uris,
+    })
+}
+
+fn host_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 fn init_logging(level: LogLevel) {
     use tracing_subscriber::filter::LevelFilter;
     let filter = match level {
@@ -101,20 +261,4 @@ fn init_logging(level: LogLevel) {
         .with_max_level(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    })
 }

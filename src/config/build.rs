@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::auth::CredentialStore;
 use crate::core::policy::PeerPolicy;
-use crate::core::{Lifetimes, RelayFamily, Settings, Transport};
+use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
-use crate::io::{ListenerSpec, ServerSpec, StreamLimits, UsageSink};
+use crate::io::{ListenerSpec, RequestLimits, ServerSpec, StreamLimits, UsageSink};
 
 use super::{Config, Protocol};
 
@@ -68,8 +68,18 @@ impl Config {
             .collect()
     }
 
-    /// Core settings. The relay IPv4 address defaults to the host's primary address.
-    pub fn core_settings(&self) -> Settings {
+    /// The worker thread count: `server.workers`, or one per available core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Core settings of each of `workers` workers (see [`Config::worker_count`]); each
+    /// gets an equal share of `limits.max_total_bitrate`. The relay IPv4 address defaults
+    /// to the host's primary address.
+    pub fn core_settings(&self, workers: usize) -> Settings {
         let relay = &self.relay;
         let v4_bind = relay.address.unwrap_or_else(primary_ipv4);
         let relay_v4 = Some(RelayFamily {
@@ -100,6 +110,12 @@ impl Config {
             max_allocations_per_user: limits.max_allocations_per_user,
             max_allocations: u32::try_from(limits.max_allocations).unwrap_or(u32::MAX),
             listeners: self.listeners.iter().map(|l| l.address).collect(),
+            allocation_bandwidth: bandwidth(
+                limits.max_allocation_bitrate,
+                limits.allocation_burst_bytes,
+            ),
+            worker_bandwidth: worker_share(limits.max_total_bitrate, workers),
+            alternate_server: self.server.alternate_server,
         }
     }
 
@@ -109,15 +125,12 @@ impl Config {
         credentials: Arc<CredentialStore>,
         usage: UsageSink,
     ) -> Result<ServerSpec, BuildError> {
-        let workers = match self.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let workers = self.worker_count();
         Ok(ServerSpec {
             workers,
             listeners: self.listener_specs()?,
             relay_ports: self.relay.ports.clone(),
-            settings: self.core_settings(),
+            settings: self.core_settings(workers),
             allow: self.peers.allow.clone(),
             deny: self.peers.deny.clone(),
             credentials,
@@ -126,9 +139,49 @@ impl Config {
                 idle_timeout: self.limits.tcp_idle_timeout,
                 max_connections: self.limits.max_tcp_connections,
             },
+            request_limits: RequestLimits {
+                per_second: self.limits.requests_per_second_per_ip,
+                burst: self.limits.request_burst_per_ip,
+                max_tracked_ips: self.limits.max_tracked_ips,
+            },
             usage,
         })
     }
+}
+
+/// Smallest automatic bucket depth: one full-size packet, so a low cap still relays.
+const MIN_AUTO_BURST_BYTES: u64 = 1500;
+
+/// A token bucket for a cap in bits per second; `None` when the cap is 0 (unlimited).
+/// A `burst_bytes` of 0 means one second at the rate, at least one full-size packet.
+fn bandwidth(bits_per_sec: u64, burst_bytes: u64) -> Option<Bandwidth> {
+    if bits_per_sec == 0 {
+        return None;
+    }
+    // Validation refuses 1-7 bit/s; the floor keeps the bucket refilling regardless.
+    let bytes_per_sec = (bits_per_sec / 8).max(1);
+    let burst_bytes = match burst_bytes {
+        0 => bytes_per_sec.max(MIN_AUTO_BURST_BYTES),
+        b => b,
+    };
+    Some(Bandwidth {
+        bytes_per_sec,
+        burst_bytes,
+    })
+}
+
+/// One worker's share of the whole server's cap: workers meter their own traffic
+/// without sharing a bucket (no lock on the data plane), so each gets `total / workers`.
+fn worker_share(total_bits_per_sec: u64, workers: usize) -> Option<Bandwidth> {
+    if total_bits_per_sec == 0 {
+        return None;
+    }
+    let workers = u64::try_from(workers.max(1)).unwrap_or(u64::MAX);
+    let bytes_per_sec = (total_bits_per_sec / 8 / workers).max(1);
+    Some(Bandwidth {
+        bytes_per_sec,
+        burst_bytes: bytes_per_sec.max(MIN_AUTO_BURST_BYTES),
+    })
 }
 
 /// The source address the host would use to reach the Internet. A connected UDP socket sends
@@ -145,5 +198,80 @@ fn primary_ipv4() -> IpAddr {
             tracing::warn!(target: "turnstone::io", "no default route: relaying on 127.0.0.1; set relay.address");
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A config with a fixed relay address, so no route lookup happens.
+    fn config(extra: &str) -> Config {
+        let text = format!("[relay]\naddress = \"127.0.0.1\"\n{extra}");
+        Config::from_toml(&text, Path::new("")).unwrap()
+    }
+
+    #[test]
+    fn no_caps_by_default() {
+        let s = config("").core_settings(2);
+        assert_eq!(s.allocation_bandwidth, None);
+        assert_eq!(s.worker_bandwidth, None);
+        assert_eq!(s.alternate_server, None);
+    }
+
+    #[test]
+    fn allocation_cap_converts_bits_to_bytes_and_keeps_an_explicit_burst() {
+        let c =
+            config("[limits]\nmax_allocation_bitrate = \"2Mbps\"\nallocation_burst = \"64KiB\"\n");
+        assert_eq!(
+            c.core_settings(1).allocation_bandwidth,
+            Some(Bandwidth {
+                bytes_per_sec: 250_000,
+                burst_bytes: 65_536
+            })
+        );
+    }
+
+    #[test]
+    fn automatic_burst_is_one_second_but_at_least_one_packet() {
+        let fast = config("[limits]\nmax_allocation_bitrate = \"2Mbps\"\n");
+        let b = fast.core_settings(1).allocation_bandwidth.unwrap();
+        assert_eq!((b.bytes_per_sec, b.burst_bytes), (250_000, 250_000));
+        let slow = config("[limits]\nmax_allocation_bitrate = \"8000bps\"\n");
+        let b = slow.core_settings(1).allocation_bandwidth.unwrap();
+        assert_eq!((b.bytes_per_sec, b.burst_bytes), (1000, 1500));
+    }
+
+    #[test]
+    fn each_worker_gets_an_equal_share_of_the_total_cap() {
+        let c = config("[limits]\nmax_total_bitrate = \"1Gbps\"\n");
+        assert_eq!(
+            c.core_settings(4).worker_bandwidth,
+            Some(Bandwidth {
+                bytes_per_sec: 31_250_000,
+                burst_bytes: 31_250_000
+            })
+        );
+        let tiny = config("[limits]\nmax_total_bitrate = \"8bps\"\n");
+        let b = tiny.core_settings(16).worker_bandwidth.unwrap();
+        assert_eq!((b.bytes_per_sec, b.burst_bytes), (1, 1500));
+        assert!(c.core_settings(0).worker_bandwidth.is_some());
+    }
+
+    #[test]
+    fn alternate_server_reaches_the_core() {
+        let c = config("[server]\nalternate_server = \"203.0.113.8:3478\"\n");
+        assert_eq!(
+            c.core_settings(1).alternate_server,
+            Some("203.0.113.8:3478".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn worker_count_is_the_configured_number_or_the_core_count() {
+        assert_eq!(config("[server]\nworkers = 3\n").worker_count(), 3);
+        assert!(config("").worker_count() >= 1);
     }
 }

@@ -14,8 +14,8 @@ use super::error::{ConfigError, Location};
 use super::raw::{RawConfig, RawUser};
 
 /// The sections a configuration file may contain, in the order they are read.
-const SECTIONS: [&str; 8] = [
-    "server", "log", "listen", "admin", "relay", "auth", "peers", "limits",
+const SECTIONS: [&str; 9] = [
+    "server", "log", "listen", "admin", "relay", "auth", "peers", "limits", "usage",
 ];
 
 /// What the loader found: the raw config (bad keys replaced by defaults), the
@@ -101,6 +101,9 @@ pub(super) fn load(text: &str) -> Result<Loaded, ConfigError> {
     }
     if let Some(v) = root.remove("limits") {
         out.raw.limits = section(v, "limits", &mut out);
+    }
+    if let Some(v) = root.remove("usage") {
+        out.raw.usage = section(v, "usage", &mut out);
     }
     Ok(out)
 }

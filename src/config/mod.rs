@@ -1,7 +1,7 @@
 //! The TOML configuration: file → validated [`Config`], or every problem at once.
 //!
-//! Every table refuses unknown keys and every key has a default; durations are
-//! strings with a unit (`"10m"`). Problems are collected, each with its key path
+//! Every table refuses unknown keys and every key has a default; durations, bit
+//! rates and sizes are strings with a unit (`"10m"`, `"2Mbps"`, `"64KiB"`). Problems are collected, each with its key path
 //! (`listen[1].certificate`) and a plain message; syntax errors carry line and
 //! column. Relative file paths are resolved against the config file's directory.
 
@@ -11,7 +11,9 @@ mod error;
 mod load;
 mod raw;
 mod types;
+mod units;
 mod validate;
+mod validate_ops;
 mod validate_policy;
 
 use std::path::Path;
@@ -22,8 +24,9 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use types::{
     AdminConfig, AuthConfig, Config, LimitsConfig, ListenerConfig, LogConfig, LogLevel,
     LogLevelError, PeersConfig, Protocol, ProtocolError, RelayConfig, ServerConfig, TlsFiles,
-    UserConfig,
+    UsageConfig, UsageOutput, UserConfig,
 };
+pub use units::{BitrateError, ByteSizeError, parse_bitrate, parse_byte_size};
 
 /// The text of `conf/default.toml`, built into the binary: what `turnstone serve`
 /// runs with no flags.
@@ -95,6 +98,8 @@ mod tests {
 realm = "turnstone.test"        # default "turnstone"
 software = "turnstone"          # SOFTWARE attribute text; "" omits it; default "turnstone/<CARGO_PKG_VERSION>"
 workers = 0                     # 0 = one per available core
+drain_grace = "45s"             # SIGTERM: how long allocations keep relaying; default "30s"
+alternate_server = "203.0.113.8:3478"   # optional; 300 Try Alternate while draining
 [log]
 level = "info"                  # error|warn|info|debug|trace
 [[listen]]
@@ -107,6 +112,9 @@ certificate = "cert.pem"        # required for tls, refused for udp/tcp
 private_key = "key.pem"
 [admin]
 address = "127.0.0.1:9641"      # HTTP admin listener; section absent => default 127.0.0.1:9641; `enabled = false` turns it off
+api_key = "0123456789abcdef"    # optional; enables GET /credentials; at least 16 characters
+credential_ttl = "12h"          # default "24h"
+public_host = "turn.example.com"   # optional host for the iceServers URLs
 [relay]
 address = "127.0.0.1"           # IP relay sockets bind to; optional (absent => chosen at start by the server)
 address_v6 = "::1"              # optional; enables IPv6 relays
@@ -134,6 +142,14 @@ max_channels_per_allocation = 64
 tcp_handshake_timeout = "10s"
 tcp_idle_timeout = "5m"
 max_tcp_connections = 10000
+max_allocation_bitrate = "2Mbps"   # bps|kbps|Mbps|Gbps; "0" = unlimited
+allocation_burst = "64KiB"      # B|KB|MB|GB|KiB|MiB|GiB; "0" = one second at the bitrate
+max_total_bitrate = "1Gbps"     # "0" = unlimited
+requests_per_second_per_ip = 20 # 0 = unlimited
+request_burst_per_ip = 40       # >= 1 when the rate is set
+max_tracked_ips = 5000          # >= 1
+[usage]
+output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the config file)
 "#;
 
     #[test]
@@ -142,6 +158,8 @@ max_tcp_connections = 10000
         assert_eq!(c.server.realm, "turnstone.test");
         assert_eq!(c.server.software.as_deref(), Some("turnstone"));
         assert_eq!(c.server.workers, 0);
+        assert_eq!(c.server.drain_grace, Duration::from_secs(45));
+        assert_eq!(c.server.alternate_server, Some(addr("203.0.113.8:3478")));
         assert_eq!(c.log.level, LogLevel::Info);
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.listeners[0].protocol, Protocol::Udp);
@@ -154,7 +172,10 @@ max_tcp_connections = 10000
         assert_eq!(
             c.admin,
             Some(AdminConfig {
-                address: addr("127.0.0.1:9641")
+                address: addr("127.0.0.1:9641"),
+                api_key: Some("0123456789abcdef".into()),
+                credential_ttl: Duration::from_secs(12 * 3600),
+                public_host: Some("turn.example.com".into()),
             })
         );
         assert_eq!(c.relay.address, Some(ip("127.0.0.1")));
@@ -179,6 +200,16 @@ max_tcp_connections = 10000
         assert_eq!(l.tcp_handshake_timeout, Duration::from_secs(10));
         assert_eq!(l.tcp_idle_timeout, Duration::from_secs(300));
         assert_eq!(l.max_tcp_connections, 10_000);
+        assert_eq!(l.max_allocation_bitrate, 2_000_000);
+        assert_eq!(l.allocation_burst_bytes, 65_536);
+        assert_eq!(l.max_total_bitrate, 1_000_000_000);
+        assert_eq!(l.requests_per_second_per_ip, 20);
+        assert_eq!(l.request_burst_per_ip, 40);
+        assert_eq!(l.max_tracked_ips, 5000);
+        assert_eq!(
+            c.usage.output,
+            UsageOutput::File(PathBuf::from("/etc/turnstone/usage.jsonl"))
+        );
     }
 
     #[test]
@@ -201,15 +232,29 @@ max_tcp_connections = 10000
                 (Protocol::Tcp, addr("0.0.0.0:3478"))
             ]
         );
+        assert_eq!(c.server.drain_grace, Duration::from_secs(30));
+        assert_eq!(c.server.alternate_server, None);
         assert_eq!(
             c.admin,
             Some(AdminConfig {
-                address: addr("127.0.0.1:9641")
+                address: addr("127.0.0.1:9641"),
+                api_key: None,
+                credential_ttl: Duration::from_secs(86_400),
+                public_host: None,
             })
         );
         assert_eq!(c.relay.address, None);
         assert!(c.auth.secrets.is_empty() && c.auth.users.is_empty());
         assert!(c.peers.allow.is_empty());
+        let l = &c.limits;
+        assert_eq!((l.max_allocation_bitrate, l.allocation_burst_bytes), (0, 0));
+        assert_eq!(l.max_total_bitrate, 0);
+        assert_eq!(
+            (l.requests_per_second_per_ip, l.request_burst_per_ip),
+            (50, 100)
+        );
+        assert_eq!(l.max_tracked_ips, 100_000);
+        assert_eq!(c.usage.output, UsageOutput::Log);
     }
 
     #[test]
@@ -530,5 +575,232 @@ max_tcp_connections = 10000
     fn duplicate_key_is_a_syntax_error_with_a_location() {
         let errs = parse("[log]\nlevel = \"info\"\nlevel = \"debug\"\n").unwrap_err();
         assert_eq!(errs.0[0].location.map(|l| l.line), Some(3), "{errs}");
+    }
+
+    #[test]
+    fn bad_bitrate_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_allocation_bitrate = \"2MBps\"\n"),
+            "limits.max_allocation_bitrate: unknown unit; use one of bps, kbps, Mbps, Gbps \
+             (bits per second), e.g. \"2Mbps\""
+        );
+        assert_eq!(
+            only_error("[limits]\nmax_total_bitrate = \"2000\"\n"),
+            "limits.max_total_bitrate: missing unit; add one of bps, kbps, Mbps, Gbps, e.g. \
+             \"2Mbps\" (only \"0\" needs none)"
+        );
+        assert_eq!(
+            only_error("[limits]\nmax_total_bitrate = 0\n"),
+            "limits.max_total_bitrate: invalid type: integer `0`, expected a bit rate with a \
+             unit, e.g. \"2Mbps\", or \"0\""
+        );
+    }
+
+    #[test]
+    fn bitrate_below_one_byte_per_second_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_allocation_bitrate = \"7bps\"\n"),
+            "limits.max_allocation_bitrate: must be \"0\" (unlimited) or at least 8bps (one \
+             byte per second)"
+        );
+        assert!(
+            only_error("[limits]\nmax_total_bitrate = \"1bps\"\n")
+                .starts_with("limits.max_total_bitrate: must be \"0\"")
+        );
+    }
+
+    #[test]
+    fn bad_byte_size_is_refused() {
+        assert_eq!(
+            only_error(
+                "[limits]\nmax_allocation_bitrate = \"1Mbps\"\nallocation_burst = \"64kb\"\n"
+            ),
+            "limits.allocation_burst: unknown unit; use one of B, KB, MB, GB, KiB, MiB, GiB \
+             (bytes), e.g. \"64KiB\""
+        );
+        assert_eq!(
+            only_error(
+                "[limits]\nmax_allocation_bitrate = \"1Mbps\"\nallocation_burst = \"1.3KiB\"\n"
+            ),
+            "limits.allocation_burst: not a whole number of bytes; use a smaller unit"
+        );
+    }
+
+    #[test]
+    fn burst_smaller_than_a_packet_is_refused() {
+        assert_eq!(
+            only_error(
+                "[limits]\nmax_allocation_bitrate = \"1Mbps\"\nallocation_burst = \"1KB\"\n"
+            ),
+            "limits.allocation_burst: must be \"0\" (one second at the bitrate) or at least \
+             1500B: a smaller bucket never passes a full-size packet"
+        );
+    }
+
+    #[test]
+    fn burst_without_a_bitrate_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nallocation_burst = \"1MiB\"\n"),
+            "limits.allocation_burst: has no effect while limits.max_allocation_bitrate is \
+             \"0\" (unlimited); set a bitrate or remove this key"
+        );
+        // A bitrate that failed to load is reported alone.
+        let text = "[limits]\nmax_allocation_bitrate = \"fast\"\nallocation_burst = \"1MiB\"\n";
+        assert!(only_error(text).starts_with("limits.max_allocation_bitrate: "));
+    }
+
+    #[test]
+    fn zero_request_burst_is_refused_only_while_the_rate_is_set() {
+        assert_eq!(
+            only_error("[limits]\nrequest_burst_per_ip = 0\n"),
+            "limits.request_burst_per_ip: must be at least 1 while \
+             limits.requests_per_second_per_ip is set; 0 would refuse every request"
+        );
+        let off = "[limits]\nrequests_per_second_per_ip = 0\nrequest_burst_per_ip = 0\n";
+        assert_eq!(parse(off).unwrap().limits.requests_per_second_per_ip, 0);
+    }
+
+    #[test]
+    fn zero_tracked_ips_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_tracked_ips = 0\n"),
+            "limits.max_tracked_ips: must be at least 1; set limits.requests_per_second_per_ip \
+             = 0 to turn the limiter off"
+        );
+    }
+
+    #[test]
+    fn unreachable_alternate_server_is_refused() {
+        assert_eq!(
+            only_error("[server]\nalternate_server = \"0.0.0.0:3478\"\n"),
+            "server.alternate_server: must be a unicast ip:port clients can reach (not \
+             0.0.0.0, ::, or port 0)"
+        );
+        assert!(
+            only_error("[server]\nalternate_server = \"203.0.113.8:0\"\n")
+                .starts_with("server.alternate_server: must be a unicast")
+        );
+        assert!(
+            only_error("[server]\nalternate_server = \"203.0.113.8\"\n")
+                .starts_with("server.alternate_server: not an ip:port address")
+        );
+    }
+
+    #[test]
+    fn alternate_server_that_is_this_server_is_refused() {
+        let text = "[server]\nalternate_server = \"127.0.0.1:3478\"\n\
+                    [[listen]]\naddress = \"127.0.0.1:3478\"\n";
+        assert_eq!(
+            only_error(text),
+            "server.alternate_server: 127.0.0.1:3478 is this server's own listen[0]; while \
+             draining, clients would be sent straight back"
+        );
+    }
+
+    #[test]
+    fn zero_drain_grace_exits_at_once() {
+        let c = parse("[server]\ndrain_grace = \"0s\"\n").unwrap();
+        assert_eq!(c.server.drain_grace, Duration::ZERO);
+        assert!(
+            only_error("[server]\ndrain_grace = \"soon\"\n").starts_with("server.drain_grace: ")
+        );
+    }
+
+    #[test]
+    fn empty_api_key_is_refused() {
+        assert_eq!(
+            only_error("[admin]\napi_key = \"\"\n"),
+            "admin.api_key: empty; give at least 16 characters, or remove the key to turn \
+             /credentials off"
+        );
+    }
+
+    #[test]
+    fn short_api_key_is_refused() {
+        assert_eq!(
+            only_error("[admin]\napi_key = \"0123456789abcde\"\n"),
+            "admin.api_key: too short; use at least 16 characters (a long random string)"
+        );
+    }
+
+    #[test]
+    fn sub_second_credential_ttl_is_refused() {
+        assert_eq!(
+            only_error("[admin]\ncredential_ttl = \"500ms\"\n"),
+            "admin.credential_ttl: must be at least 1s (credentials expire on whole seconds)"
+        );
+    }
+
+    #[test]
+    fn bad_public_host_is_refused() {
+        assert_eq!(
+            only_error("[admin]\npublic_host = \"turn://turn.example.com:3478\"\n"),
+            "admin.public_host: \"turn://turn.example.com:3478\" is not a host name or IP \
+             address; write e.g. \"turn.example.com\" (no scheme, port or brackets)"
+        );
+        assert_eq!(
+            only_error("[admin]\npublic_host = \" \"\n"),
+            "admin.public_host: empty; give a host name or IP address, or remove the key to \
+             use the relay address"
+        );
+        assert_eq!(
+            only_error("[admin]\npublic_host = \"0.0.0.0\"\n"),
+            "admin.public_host: must be an address clients can reach"
+        );
+        for good in [
+            "turn.example.com",
+            "203.0.113.7",
+            "2001:db8::7",
+            "localhost",
+        ] {
+            let c = parse(&format!("[admin]\npublic_host = {good:?}\n")).unwrap();
+            assert_eq!(c.admin.unwrap().public_host.as_deref(), Some(good));
+        }
+    }
+
+    #[test]
+    fn usage_output_names_log_stdout_or_a_file() {
+        let out = |text: &str| parse(text).unwrap().usage.output;
+        assert_eq!(out("[usage]\noutput = \"stdout\"\n"), UsageOutput::Stdout);
+        assert_eq!(
+            out("[usage]\noutput = \"/var/log/turnstone/usage.jsonl\"\n"),
+            UsageOutput::File(PathBuf::from("/var/log/turnstone/usage.jsonl"))
+        );
+        assert_eq!(
+            out("[usage]\noutput = \"./log\"\n"),
+            UsageOutput::File(PathBuf::from("/etc/turnstone/./log"))
+        );
+    }
+
+    #[test]
+    fn empty_usage_output_is_refused() {
+        assert_eq!(
+            only_error("[usage]\noutput = \"\"\n"),
+            "usage.output: empty; use \"log\", \"stdout\" or a file path"
+        );
+    }
+
+    #[test]
+    fn capitalised_usage_keyword_is_refused() {
+        assert_eq!(
+            only_error("[usage]\noutput = \"Stdout\"\n"),
+            "usage.output: write \"stdout\" in lowercase, or \"./Stdout\" for a file of that name"
+        );
+    }
+
+    #[test]
+    fn usage_output_naming_a_directory_is_refused() {
+        assert_eq!(
+            only_error("[usage]\noutput = \"/var/log/\"\n"),
+            "usage.output: names a directory; give a file to append to"
+        );
+    }
+
+    #[test]
+    fn unknown_usage_key_fails_with_its_path() {
+        assert_eq!(
+            only_error("[usage]\nfile = \"u.jsonl\"\n"),
+            "usage.file: unknown key; expected `output`"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Serde shapes of the TOML tables, with their defaults.
 //!
-//! Scalars are parsed here (durations, addresses, port ranges, enums) so that a
-//! bad value is reported at its key; checks across keys live in `validate`.
+//! Scalars are parsed here (durations, rates, sizes, addresses, port ranges, enums)
+//! so that a bad value is reported at its key; checks across keys live in `validate`.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -15,6 +15,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::duration::parse_duration;
 use super::types::{LogLevel, Protocol};
+use super::units::{parse_bitrate, parse_byte_size};
 
 /// `[server]`.
 #[derive(Debug, Deserialize)]
@@ -24,6 +25,8 @@ pub(super) struct RawServer {
     /// `None`: the built-in `turnstone/<version>`; `Some("")`: no SOFTWARE attribute.
     pub software: Option<String>,
     pub workers: usize,
+    pub drain_grace: Dur,
+    pub alternate_server: Option<Addr>,
 }
 
 impl Default for RawServer {
@@ -32,6 +35,8 @@ impl Default for RawServer {
             realm: "turnstone".into(),
             software: None,
             workers: 0,
+            drain_grace: Dur::secs(30),
+            alternate_server: None,
         }
     }
 }
@@ -71,6 +76,9 @@ impl Default for RawListener {
 pub(super) struct RawAdmin {
     pub enabled: bool,
     pub address: Addr,
+    pub api_key: Option<String>,
+    pub credential_ttl: Dur,
+    pub public_host: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -78,6 +86,9 @@ impl Default for RawAdmin {
         Self {
             enabled: true,
             address: Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 9641))),
+            api_key: None,
+            credential_ttl: Dur::secs(86_400),
+            public_host: None,
         }
     }
 }
@@ -156,6 +167,12 @@ pub(super) struct RawLimits {
     pub tcp_handshake_timeout: Dur,
     pub tcp_idle_timeout: Dur,
     pub max_tcp_connections: usize,
+    pub max_allocation_bitrate: Bitrate,
+    pub allocation_burst: ByteSize,
+    pub max_total_bitrate: Bitrate,
+    pub requests_per_second_per_ip: u32,
+    pub request_burst_per_ip: u32,
+    pub max_tracked_ips: usize,
 }
 
 impl Default for RawLimits {
@@ -172,6 +189,27 @@ impl Default for RawLimits {
             tcp_handshake_timeout: Dur::secs(10),
             tcp_idle_timeout: Dur::secs(300),
             max_tcp_connections: 10_000,
+            max_allocation_bitrate: Bitrate(0),
+            allocation_burst: ByteSize(0),
+            max_total_bitrate: Bitrate(0),
+            requests_per_second_per_ip: 50,
+            request_burst_per_ip: 100,
+            max_tracked_ips: 100_000,
+        }
+    }
+}
+
+/// `[usage]`: `"log"`, `"stdout"` or a file path.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawUsage {
+    pub output: String,
+}
+
+impl Default for RawUsage {
+    fn default() -> Self {
+        Self {
+            output: "log".into(),
         }
     }
 }
@@ -188,6 +226,7 @@ pub(super) struct RawConfig {
     pub auth: RawAuth,
     pub peers: RawPeers,
     pub limits: RawLimits,
+    pub usage: RawUsage,
 }
 
 /// A duration written with a unit (`"10m"`).
@@ -199,6 +238,14 @@ impl Dur {
         Self(Duration::from_secs(s))
     }
 }
+
+/// A bit rate in bits per second (`"2Mbps"`, `"0"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Bitrate(pub u64);
+
+/// A size in bytes (`"64KiB"`, `"0"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ByteSize(pub u64);
 
 /// An `ip:port` socket address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +310,22 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_with(d, "a duration with a unit, e.g. \"10m\"", |s| {
             parse_duration(s).map(Dur)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Bitrate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_with(d, "a bit rate with a unit, e.g. \"2Mbps\", or \"0\"", |s| {
+            parse_bitrate(s).map(Bitrate)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_with(d, "a size with a unit, e.g. \"64KiB\", or \"0\"", |s| {
+            parse_byte_size(s).map(ByteSize)
         })
     }
 }

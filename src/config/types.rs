@@ -26,8 +26,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[peers]`: exceptions to the built-in peer deny list.
     pub peers: PeersConfig,
-    /// `[limits]`: lifetimes, quotas and timeouts.
+    /// `[limits]`: lifetimes, quotas, rates and timeouts.
     pub limits: LimitsConfig,
+    /// `[usage]`: where usage records (one per finished allocation) go.
+    pub usage: UsageConfig,
 }
 
 /// `[server]`.
@@ -39,6 +41,11 @@ pub struct ServerConfig {
     pub software: Option<String>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
+    /// After SIGTERM, how long existing allocations keep relaying before exit; default 30 s.
+    pub drain_grace: Duration,
+    /// While draining, Allocate gets 300 (Try Alternate) with this ALTERNATE-SERVER
+    /// (RFC 8656 §7.2); `None`: 508 (Insufficient Capacity).
+    pub alternate_server: Option<SocketAddr>,
 }
 
 /// `[log]`.
@@ -185,10 +192,34 @@ pub struct TlsFiles {
 }
 
 /// `[admin]`: the HTTP listener for health, readiness, metrics and credentials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Local address to bind; default `127.0.0.1:9641`.
     pub address: SocketAddr,
+    /// Key that `GET /credentials` requires; `None` turns the endpoint off. At least
+    /// 16 characters; hidden from `Debug`.
+    pub api_key: Option<String>,
+    /// Lifetime of the credentials `/credentials` mints; default 24 h.
+    pub credential_ttl: Duration,
+    /// Host name or IP put in the `turn:`/`turns:` URLs `/credentials` returns; `None`:
+    /// `relay.external_address`, else `relay.address`, else the listener's IP.
+    pub public_host: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    /// Keeps the API key out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = match self.api_key {
+            Some(_) => "Some(hidden)",
+            None => "None",
+        };
+        f.debug_struct("AdminConfig")
+            .field("address", &self.address)
+            .field("api_key", &format_args!("{key}"))
+            .field("credential_ttl", &self.credential_ttl)
+            .field("public_host", &self.public_host)
+            .finish()
+    }
 }
 
 /// `[relay]`: where relayed transport addresses live.
@@ -255,7 +286,7 @@ pub struct PeersConfig {
     pub deny: Vec<Cidr>,
 }
 
-/// `[limits]`: lifetimes, quotas and timeouts.
+/// `[limits]`: lifetimes, quotas, rates and timeouts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Allocation lifetime when the client asks for none (RFC 8656 §7.2: 600 s).
@@ -280,6 +311,37 @@ pub struct LimitsConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP/TLS client connections open at once.
     pub max_tcp_connections: usize,
+    /// Relayed bits per second per allocation, both directions together; 0 = unlimited.
+    pub max_allocation_bitrate: u64,
+    /// Depth of an allocation's token bucket in bytes; 0 = one second at the bitrate.
+    pub allocation_burst_bytes: u64,
+    /// Relayed bits per second for the whole server; 0 = unlimited.
+    pub max_total_bitrate: u64,
+    /// STUN requests per second per source IP, counted before parsing; 0 = unlimited.
+    pub requests_per_second_per_ip: u32,
+    /// Requests a source IP may send at once above the rate; at least 1 when it is set.
+    pub request_burst_per_ip: u32,
+    /// Source IPs tracked by the request limiter; beyond it new IPs share one bucket.
+    pub max_tracked_ips: usize,
+}
+
+/// `[usage]`: where usage records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// The destination; default [`UsageOutput::Log`].
+    pub output: UsageOutput,
+}
+
+/// Where a usage record (one JSON object per finished allocation) is written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UsageOutput {
+    /// A tracing line with target `turnstone::usage` (`output = "log"`).
+    #[default]
+    Log,
+    /// One JSON line each on standard output (`output = "stdout"`).
+    Stdout,
+    /// One JSON line each appended to this file, resolved against the config's directory.
+    File(PathBuf),
 }
 
 #[cfg(test)]
@@ -312,5 +374,19 @@ mod tests {
             password: "wonderland".into(),
         };
         assert!(!format!("{u:?}").contains("wonderland"));
+    }
+
+    #[test]
+    fn admin_debug_output_hides_the_api_key() {
+        let a = AdminConfig {
+            address: "127.0.0.1:9641".parse().unwrap(),
+            api_key: Some("0123456789abcdef-secret".into()),
+            credential_ttl: Duration::from_secs(86_400),
+            public_host: Some("turn.example.com".into()),
+        };
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("api_key: Some(hidden)"), "{shown}");
+        assert!(shown.contains("turn.example.com"), "{shown}");
     }
 }

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 use super::load::{Loaded, covers, document_order};
-use super::raw::{Ip, RawAdmin, RawListener, RawRelay, RawServer};
+use super::raw::{Ip, RawListener, RawRelay, RawServer};
 use super::types::{
-    AdminConfig, Config, ListenerConfig, LogConfig, Protocol, RelayConfig, ServerConfig, TlsFiles,
+    Config, ListenerConfig, LogConfig, Protocol, RelayConfig, ServerConfig, TlsFiles,
 };
+use super::validate_ops::{admin, alternate_server, usage};
 use super::validate_policy::{auth, limits, peers};
 
 /// Problems found so far, and the keys that already failed to load.
@@ -41,7 +42,7 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
     let mut ctx = Ctx { errors, failed };
     let listeners = listeners(raw.listen, base_dir, &mut ctx);
     let config = Config {
-        server: server(raw.server, &mut ctx),
+        server: server(raw.server, &listeners, &mut ctx),
         log: LogConfig {
             level: raw.log.level,
         },
@@ -51,6 +52,7 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
         auth: auth(raw.auth, &mut ctx),
         peers: peers(raw.peers, &mut ctx),
         limits: limits(raw.limits, &mut ctx),
+        usage: usage(raw.usage, base_dir, &mut ctx),
     };
     if ctx.errors.is_empty() {
         return Ok(config);
@@ -63,7 +65,7 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
 /// RFC 8489 §14.9 and §14.14: REALM and SOFTWARE are under 128 characters.
 const MAX_TEXT_CHARS: usize = 127;
 
-fn server(raw: RawServer, ctx: &mut Ctx) -> ServerConfig {
+fn server(raw: RawServer, listeners: &[ListenerConfig], ctx: &mut Ctx) -> ServerConfig {
     if raw.realm.trim().is_empty() {
         ctx.push(
             "server.realm",
@@ -92,6 +94,9 @@ fn server(raw: RawServer, ctx: &mut Ctx) -> ServerConfig {
         realm: raw.realm,
         software,
         workers: raw.workers,
+        // Zero is allowed: exit as soon as the signal arrives.
+        drain_grace: raw.drain_grace.0,
+        alternate_server: alternate_server(raw.alternate_server, listeners, ctx),
     }
 }
 
@@ -202,24 +207,6 @@ fn file(raw: Option<PathBuf>, path: &str, base: &Path, ctx: &mut Ctx) -> Option<
         }
         Some(p) => Some(base.join(p)),
     }
-}
-
-fn admin(raw: RawAdmin, listeners: &[ListenerConfig], ctx: &mut Ctx) -> Option<AdminConfig> {
-    if !raw.enabled {
-        return None;
-    }
-    let address = raw.address.0;
-    let clash = listeners
-        .iter()
-        .position(|l| l.protocol.is_stream() && l.address == address && address.port() != 0);
-    if let Some(i) = clash.filter(|_| !ctx.failed("admin.address")) {
-        let protocol = listeners[i].protocol;
-        ctx.push(
-            "admin.address",
-            format!("{address} is already used by listen[{i}] ({protocol})"),
-        );
-    }
-    Some(AdminConfig { address })
 }
 
 fn relay(raw: RawRelay, ctx: &mut Ctx) -> RelayConfig {

@@ -1,4 +1,4 @@
-//! Checks of `[auth]`, `[peers]` and `[limits]`: who may relay, to where, how much.
+//! Checks of `[auth]`, `[peers]` and `[limits]`: who may relay, to where, how much, how fast.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -127,6 +127,7 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
             "must be at least 1; remove the tcp and tls listeners to turn TCP off",
         );
     }
+    check_rates(&raw, ctx);
     LimitsConfig {
         allocation_lifetime,
         max_allocation_lifetime,
@@ -143,6 +144,65 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
         ),
         tcp_idle_timeout: positive(raw.tcp_idle_timeout, "limits.tcp_idle_timeout", ctx),
         max_tcp_connections: raw.max_tcp_connections,
+        max_allocation_bitrate: raw.max_allocation_bitrate.0,
+        allocation_burst_bytes: raw.allocation_burst.0,
+        max_total_bitrate: raw.max_total_bitrate.0,
+        requests_per_second_per_ip: raw.requests_per_second_per_ip,
+        request_burst_per_ip: raw.request_burst_per_ip,
+        max_tracked_ips: raw.max_tracked_ips,
+    }
+}
+
+/// A full-size Ethernet packet: a token bucket shallower than this never passes one.
+const MIN_BURST_BYTES: u64 = 1500;
+
+/// Bandwidth caps and the per-IP request limiter.
+fn check_rates(raw: &RawLimits, ctx: &mut Ctx) {
+    // Token buckets count whole bytes per second, so a cap needs at least 8 bit/s.
+    for (key, rate) in [
+        ("max_allocation_bitrate", raw.max_allocation_bitrate.0),
+        ("max_total_bitrate", raw.max_total_bitrate.0),
+    ] {
+        if (1..8).contains(&rate) {
+            ctx.push(
+                format!("limits.{key}"),
+                "must be \"0\" (unlimited) or at least 8bps (one byte per second)",
+            );
+        }
+    }
+    let burst = raw.allocation_burst.0;
+    if (1..MIN_BURST_BYTES).contains(&burst) {
+        ctx.push(
+            "limits.allocation_burst",
+            "must be \"0\" (one second at the bitrate) or at least 1500B: a smaller bucket \
+             never passes a full-size packet",
+        );
+    } else if burst != 0
+        && raw.max_allocation_bitrate.0 == 0
+        && !ctx.failed("limits.max_allocation_bitrate")
+    {
+        ctx.push(
+            "limits.allocation_burst",
+            "has no effect while limits.max_allocation_bitrate is \"0\" (unlimited); set a \
+             bitrate or remove this key",
+        );
+    }
+    if raw.request_burst_per_ip == 0
+        && raw.requests_per_second_per_ip != 0
+        && !ctx.failed("limits.requests_per_second_per_ip")
+    {
+        ctx.push(
+            "limits.request_burst_per_ip",
+            "must be at least 1 while limits.requests_per_second_per_ip is set; 0 would refuse \
+             every request",
+        );
+    }
+    if raw.max_tracked_ips == 0 {
+        ctx.push(
+            "limits.max_tracked_ips",
+            "must be at least 1; set limits.requests_per_second_per_ip = 0 to turn the \
+             limiter off",
+        );
     }
 }
 

@@ -8,10 +8,12 @@ use crate::proto::{Message, MessageWriter, WriteError, attr, error_code as ec};
 
 use super::allocation::{Allocation, Relay};
 use super::authn::Authenticated;
+use super::quota::TokenBucket;
 use super::relay::{RelayError, RelayProvider, RelayRequest};
 use super::reply::{self, Signer};
 use super::server::{AllocIdKey, RESERVATION_LIFETIME, Server, Timer};
-use super::stats::Traffic;
+use super::shared::QuotaFull;
+use super::stats::{EndReason, Traffic};
 use super::{FiveTuple, Now, Rejection};
 
 const UDP: u8 = 17;
@@ -39,6 +41,23 @@ impl Server {
         out: &mut [u8],
         relays: &mut impl RelayProvider,
     ) -> Answer {
+        if self.draining {
+            return match self.settings.alternate_server {
+                Some(_) => Err(Rejection::new(
+                    ec::TRY_ALTERNATE,
+                    "server is draining; use the alternate server",
+                )),
+                None => Err(Rejection::new(
+                    ec::INSUFFICIENT_CAPACITY,
+                    "server is draining",
+                )),
+            };
+        }
+        if let Some(id) = self.table.id_by_five_tuple(&from)
+            && self.table.get(id).is_some_and(|a| a.expires <= now.mono)
+        {
+            self.end_allocation(now, id, EndReason::Expired, relays);
+        }
         if self.table.id_by_five_tuple(&from).is_some() {
             return Err(Rejection::new(
                 ec::ALLOCATION_MISMATCH,
@@ -98,7 +117,15 @@ impl Server {
                 self.settings.max_allocations_per_user,
                 self.settings.max_allocations,
             )
-            .map_err(|reason| Rejection::new(ec::ALLOCATION_QUOTA_REACHED, reason))?;
+            .map_err(|full| match full {
+                QuotaFull::User => Rejection::new(
+                    ec::ALLOCATION_QUOTA_REACHED,
+                    "per-user allocation quota reached",
+                ),
+                QuotaFull::Total => {
+                    Rejection::new(ec::INSUFFICIENT_CAPACITY, "server allocation quota reached")
+                }
+            })?;
 
         let mut opened: [Option<Relay>; 2] = [None, None];
         let mut v6_error = None;
@@ -164,6 +191,10 @@ impl Server {
             channels: Vec::new(),
             peers_seen: 0,
             traffic: Traffic::default(),
+            bucket: self
+                .settings
+                .allocation_bandwidth
+                .map(|b| TokenBucket::new(b, now.mono)),
         };
         let id = self.table.insert(allocation);
         self.timers

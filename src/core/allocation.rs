@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::FiveTuple;
+use super::quota::TokenBucket;
 use super::relay::RelayId;
 use super::stats::Traffic;
 
@@ -55,6 +56,8 @@ pub(crate) struct Allocation {
     pub channels: Vec<Channel>,
     pub peers_seen: u32,
     pub traffic: Traffic,
+    /// The per-allocation bandwidth cap, if configured.
+    pub bucket: Option<TokenBucket>,
 }
 
 impl Allocation {

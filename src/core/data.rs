@@ -10,6 +10,7 @@ use crate::proto::{
 };
 
 use super::allocation::Allocation;
+use super::quota::{Bandwidth, TokenBucket, admit};
 use super::relay::RelayId;
 use super::server::Server;
 use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerHandled};
@@ -30,7 +31,7 @@ impl Server {
             self.counters.dropped_other += 1;
             return Handled::Drop(DropReason::NoAllocation);
         };
-        let Some(allocation) = self.table.get_mut(id) else {
+        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
         let Some(peer) = allocation.channel(cd.channel(), now.mono).map(|c| c.peer) else {
@@ -41,7 +42,18 @@ impl Server {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
-        forward(allocation, &mut self.counters, peer, 4..4 + cd.data().len())
+        let caps = Caps {
+            worker: &mut self.worker_bucket,
+            limit: self.settings.worker_bandwidth,
+            now: now.mono,
+        };
+        forward(
+            allocation,
+            &mut self.counters,
+            caps,
+            peer,
+            4..4 + cd.data().len(),
+        )
     }
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS.
@@ -66,7 +78,7 @@ impl Server {
             self.counters.dropped_policy += 1;
             return Handled::Drop(DropReason::Policy);
         };
-        let Some(allocation) = self.table.get_mut(id) else {
+        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
         if !allocation.permits(peer.ip(), now.mono) {
@@ -75,9 +87,15 @@ impl Server {
         }
         // `data` borrows `pkt`; its offset is where the payload starts.
         let start = data.as_ptr() as usize - pkt.as_ptr() as usize;
+        let caps = Caps {
+            worker: &mut self.worker_bucket,
+            limit: self.settings.worker_bandwidth,
+            now: now.mono,
+        };
         forward(
             allocation,
             &mut self.counters,
+            caps,
             peer,
             start..start + data.len(),
         )
@@ -98,7 +116,7 @@ impl Server {
             return PeerHandled::Drop(DropReason::NoAllocation);
         };
         let txid = self.random_u64();
-        let Some(allocation) = self.table.get_mut(id) else {
+        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
             return PeerHandled::Drop(DropReason::NoAllocation);
         };
         let peer = hairpin_in(allocation, peer);
@@ -107,6 +125,17 @@ impl Server {
             return PeerHandled::Drop(DropReason::NoPermission);
         }
         let len = payload.len();
+        let (limit, now_mono) = (self.settings.worker_bandwidth, now.mono);
+        if !admit(
+            &mut allocation.bucket,
+            &mut self.worker_bucket,
+            limit,
+            now_mono,
+            len as u64,
+        ) {
+            self.counters.dropped_bandwidth += 1;
+            return PeerHandled::Drop(DropReason::Bandwidth);
+        }
         let stream = allocation.five_tuple.transport.is_stream();
         let range = match allocation.channel_to(peer, now.mono).map(|c| c.number) {
             Some(number) => payload.start.checked_sub(4).and_then(|start| {
@@ -129,12 +158,33 @@ impl Server {
     }
 }
 
+/// The worker-wide bandwidth cap, borrowed next to an allocation.
+struct Caps<'a> {
+    worker: &'a mut Option<TokenBucket>,
+    limit: Option<Bandwidth>,
+    now: std::time::Instant,
+}
+
 fn forward(
     allocation: &mut Allocation,
     counters: &mut super::Counters,
+    caps: Caps<'_>,
     peer: SocketAddr,
     payload: Range<usize>,
 ) -> Handled {
+    if allocation.relay_for(peer.ip()).is_none() {
+        return Handled::Drop(DropReason::NoPermission);
+    }
+    if !admit(
+        &mut allocation.bucket,
+        caps.worker,
+        caps.limit,
+        caps.now,
+        payload.len() as u64,
+    ) {
+        counters.dropped_bandwidth += 1;
+        return Handled::Drop(DropReason::Bandwidth);
+    }
     let Some(relay) = allocation.relay_for(peer.ip()) else {
         return Handled::Drop(DropReason::NoPermission);
     };

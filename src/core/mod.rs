@@ -9,6 +9,7 @@ pub mod cidr;
 mod data;
 mod permission;
 pub mod policy;
+mod quota;
 mod relay;
 mod reply;
 mod response_cache;
@@ -21,6 +22,7 @@ mod stats;
 mod tests;
 
 pub use allocation::AllocId;
+pub use quota::Bandwidth;
 pub use relay::{OpenedRelay, RelayError, RelayId, RelayProvider, RelayRequest, ReservationId};
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
@@ -95,6 +97,8 @@ pub enum DropReason {
     NoChannel,
     /// The peer address is refused by policy.
     Policy,
+    /// Over the allocation's or the server's bandwidth cap.
+    Bandwidth,
     /// The reply did not fit the output buffer.
     Internal,
 }
@@ -109,6 +113,7 @@ impl DropReason {
             DropReason::NoPermission => "no_permission",
             DropReason::NoChannel => "no_channel",
             DropReason::Policy => "policy",
+            DropReason::Bandwidth => "bandwidth",
             DropReason::Internal => "internal",
         }
     }

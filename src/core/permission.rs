@@ -28,7 +28,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut impl RelayProvider,
     ) -> Answer {
-        let id = self.owned_allocation(&from, auth)?;
+        let id = self.owned_allocation(&from, auth, now)?;
         // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
         if let Some(family) = msg.address_family(attr::REQUESTED_ADDRESS_FAMILY) {
             let v6 = matches!(family, Ok(0x02));
@@ -85,7 +85,7 @@ impl Server {
         auth: &Authenticated<'_>,
         out: &mut [u8],
     ) -> Answer {
-        let id = self.owned_allocation(&from, auth)?;
+        let id = self.owned_allocation(&from, auth, now)?;
         let mut peers = [IpAddr::from([0, 0, 0, 0]); MAX_PEERS_PER_REQUEST];
         let mut count = 0;
         // RFC 8656 §9.2: every address is checked before any permission is installed.
@@ -110,6 +110,22 @@ impl Server {
             .table
             .get_mut(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        // RFC 8656 §9.2: a refused request installs nothing, so the cap is checked up front.
+        let live = allocation
+            .permissions
+            .iter()
+            .filter(|p| p.expires > now.mono)
+            .count();
+        let new = (0..count)
+            .filter(|&i| !peers[..i].contains(&peers[i]))
+            .filter(|&i| !allocation.permits(peers[i], now.mono))
+            .count();
+        if live + new > max {
+            return Err(Rejection::new(
+                ec::INSUFFICIENT_CAPACITY,
+                "too many permissions on this allocation",
+            ));
+        }
         for ip in &peers[..count] {
             if !allocation.permit(*ip, expires, now.mono, max) {
                 return Err(Rejection::new(
@@ -139,7 +155,7 @@ impl Server {
         auth: &Authenticated<'_>,
         out: &mut [u8],
     ) -> Answer {
-        let id = self.owned_allocation(&from, auth)?;
+        let id = self.owned_allocation(&from, auth, now)?;
         let number = match msg.channel_number() {
             Some(Ok(n)) if (MIN_CHANNEL..=MAX_CHANNEL).contains(&n) => n,
             Some(Ok(_)) => {
@@ -183,28 +199,29 @@ impl Server {
         }
         allocation.channels.retain(|c| c.expires > now.mono);
         let expires = now.mono + lifetimes.channel;
-        let channel_count = allocation.channels.len();
-        match allocation.channels.iter_mut().find(|c| c.number == number) {
-            Some(c) => c.expires = expires,
-            None if channel_count >= max_channels => {
-                return Err(Rejection::new(
-                    ec::INSUFFICIENT_CAPACITY,
-                    "too many channels on this allocation",
-                ));
-            }
-            None => allocation.channels.push(Channel {
-                number,
-                peer,
-                expires,
-            }),
+        let is_new = !allocation.channels.iter().any(|c| c.number == number);
+        if is_new && allocation.channels.len() >= max_channels {
+            return Err(Rejection::new(
+                ec::INSUFFICIENT_CAPACITY,
+                "too many channels on this allocation",
+            ));
         }
-        // RFC 8656 §11.2: binding a channel installs or refreshes the peer's permission.
+        // RFC 8656 §11.2: binding a channel installs or refreshes the peer's permission. Done
+        // before touching the channel, so a refusal leaves no channel behind.
         let permission_expires = now.mono + lifetimes.permission;
         if !allocation.permit(peer.ip(), permission_expires, now.mono, max_permissions) {
             return Err(Rejection::new(
                 ec::INSUFFICIENT_CAPACITY,
                 "too many permissions on this allocation",
             ));
+        }
+        match allocation.channels.iter_mut().find(|c| c.number == number) {
+            Some(c) => c.expires = expires,
+            None => allocation.channels.push(Channel {
+                number,
+                peer,
+                expires,
+            }),
         }
         let signer = Some(Signer {
             key: &auth.key,

@@ -12,6 +12,7 @@ use crate::proto::{self, Class, Message, Method, attr, error_code as ec};
 
 use super::allocation::{AllocId, Table};
 use super::authn::{self, AuthFailure, Authenticated};
+use super::quota::TokenBucket;
 use super::relay::{RelayId, RelayProvider};
 use super::reply::{self, Signer};
 use super::response_cache::ResponseCache;
@@ -51,6 +52,16 @@ impl Ord for AllocIdKey {
     }
 }
 
+/// 200 for a success response, else its ERROR-CODE.
+fn response_code(response: &[u8]) -> u16 {
+    match Message::parse(response) {
+        Ok(m) if m.class() == Class::Error => {
+            m.error_code().and_then(Result::ok).map_or(0, |e| e.code)
+        }
+        _ => 200,
+    }
+}
+
 /// The sans-IO TURN server of one worker.
 pub struct Server {
     pub(crate) settings: Settings,
@@ -64,6 +75,10 @@ pub struct Server {
     pub(crate) cache: ResponseCache,
     pub(crate) commands: VecDeque<Command>,
     pub(crate) counters: Counters,
+    /// This worker's share of the total bandwidth cap.
+    pub(crate) worker_bucket: Option<TokenBucket>,
+    /// Refusing new allocations (SIGTERM drain).
+    pub(crate) draining: bool,
     rng: u64,
 }
 
@@ -88,6 +103,8 @@ impl Server {
             cache: ResponseCache::new(4096),
             commands: VecDeque::new(),
             counters: Counters::default(),
+            worker_bucket: None,
+            draining: false,
             rng: seed,
         }
     }
@@ -95,6 +112,19 @@ impl Server {
     /// Replaces users and secrets (SIGHUP reload); allocations keep their keys.
     pub fn set_credentials(&mut self, credentials: Arc<CredentialStore>) {
         self.credentials = credentials;
+    }
+
+    /// Replaces limits, lifetimes and peer policy (SIGHUP reload). Existing allocations keep
+    /// their relays, permissions and channels; new requests see the new settings.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+        self.worker_bucket = None;
+    }
+
+    /// Starts or stops draining: new Allocates are refused (300 to the alternate server when
+    /// one is configured, else 508) while existing allocations keep relaying.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Handles bytes from a client: STUN or ChannelData (RFC 8656 §12).
@@ -114,7 +144,14 @@ impl Server {
             return Handled::Drop(DropReason::Malformed);
         };
         match msg.class() {
-            Class::Request => self.handle_request(now, from, &msg, out, relays),
+            Class::Request => {
+                let handled = self.handle_request(now, from, &msg, out, relays);
+                if let Handled::Reply(n) = handled {
+                    let code = response_code(&out[..n]);
+                    self.counters.count_response(msg.method().name(), code);
+                }
+                handled
+            }
             Class::Indication if msg.method() == Method::SEND => {
                 self.send_indication(now, from, &msg, pkt)
             }
@@ -183,7 +220,7 @@ impl Server {
             Ok(Err(_)) => Handled::Drop(DropReason::Internal),
             Err(rejection) => {
                 if rejection.code == ec::WRONG_CREDENTIALS {
-                    self.counters.auth_failures += 1;
+                    self.counters.count_auth_failure(rejection.reason);
                 }
                 let signer = Some(Signer {
                     key: &auth.key,
@@ -192,7 +229,16 @@ impl Server {
                 let user = String::from_utf8_lossy(auth.username);
                 tracing::info!(target: "turnstone::relay", client = %from.client, user = %user,
                     method = method.name(), code = rejection.code, reason = rejection.reason, "request rejected");
-                self.finish_error(msg, from, rejection, signer, out, reply::nothing)
+                let alternate = self
+                    .settings
+                    .alternate_server
+                    .filter(|_| rejection.code == ec::TRY_ALTERNATE);
+                self.finish_error(msg, from, rejection, signer, out, |w| {
+                    if let Some(addr) = alternate {
+                        w.add_address(attr::ALTERNATE_SERVER, addr)?;
+                    }
+                    Ok(())
+                })
             }
         };
         if let Handled::Reply(n) = handled {
@@ -211,7 +257,7 @@ impl Server {
     ) -> Handled {
         match failure {
             AuthFailure::BadRequest(rejection) => {
-                self.counters.auth_failures += 1;
+                self.counters.count_auth_failure(rejection.reason);
                 tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
                     reason = rejection.reason, "request rejected (400)");
                 self.finish_error(msg, from, rejection, None, out, reply::nothing)
@@ -219,7 +265,7 @@ impl Server {
             AuthFailure::Challenge(rejection) => {
                 // The first 401 of every exchange is the normal challenge, not a failure.
                 if msg.has_integrity() {
-                    self.counters.auth_failures += 1;
+                    self.counters.count_auth_failure(rejection.reason);
                     tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
                         code = rejection.code, reason = rejection.reason, "authentication failed");
                 }
@@ -324,12 +370,17 @@ impl Server {
 
     /// Counters since start.
     pub fn counters(&self) -> Counters {
-        self.counters
+        self.counters.clone()
     }
 
     /// Live allocations on this worker.
     pub fn allocation_count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Live allocations across all workers.
+    pub fn shared_allocations(&self) -> u32 {
+        self.shared.total()
     }
 
     /// Remembered responses (for tests and memory accounting).
@@ -352,6 +403,7 @@ impl Server {
         }
         self.shared.release(&allocation.username);
         self.counters.allocations_ended += 1;
+        self.counters.ended_by_reason[reason.index()] += 1;
         tracing::debug!(target: "turnstone::relay", client = %allocation.five_tuple.client,
             user = %allocation.username, reason = reason.name(), "allocation ended");
         self.commands.push_back(Command::Usage(UsageRecord {
@@ -385,15 +437,15 @@ impl Server {
         &self,
         from: &FiveTuple,
         auth: &Authenticated<'_>,
+        now: Now,
     ) -> Result<AllocId, Rejection> {
-        let id = self.table.id_by_five_tuple(from).ok_or(Rejection::new(
-            ec::ALLOCATION_MISMATCH,
-            "no allocation for this 5-tuple",
-        ))?;
-        let allocation = self
-            .table
-            .get(id)
-            .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
+        let mismatch = Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation for this 5-tuple");
+        let id = self.table.id_by_five_tuple(from).ok_or(mismatch)?;
+        let allocation = self.table.get(id).ok_or(mismatch)?;
+        // An allocation past its lifetime is gone even if the timer has not run yet.
+        if allocation.expires <= now.mono {
+            return Err(mismatch);
+        }
         if allocation.username.as_bytes() != auth.username {
             return Err(Rejection::new(
                 ec::WRONG_CREDENTIALS,

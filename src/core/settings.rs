@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::policy::PeerPolicy;
+use super::quota::Bandwidth;
 
 /// Relay addresses of one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,12 @@ pub struct Settings {
     pub max_allocations: u32,
     /// The server's listening sockets (for logs; the policy holds the loop rule).
     pub listeners: Vec<SocketAddr>,
+    /// Per-allocation bandwidth cap (both directions together); `None` = unlimited.
+    pub allocation_bandwidth: Option<Bandwidth>,
+    /// This worker's share of the total relay bandwidth cap; `None` = unlimited.
+    pub worker_bandwidth: Option<Bandwidth>,
+    /// Where to send clients while draining (300 Try Alternate); `None` = refuse with 508.
+    pub alternate_server: Option<SocketAddr>,
 }
 
 impl Settings {

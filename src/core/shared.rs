@@ -7,6 +7,15 @@ use std::time::Instant;
 
 use super::relay::ReservationId;
 
+/// Which allocation quota is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaFull {
+    /// The username's quota (RFC 8656: 486 Allocation Quota Reached).
+    User,
+    /// The server-wide quota (508 Insufficient Capacity).
+    Total,
+}
+
 /// Counts shared by every worker's core, and port reservations: a client's RTCP allocation
 /// (with RESERVATION-TOKEN) may come from another source port and land on another worker.
 #[derive(Debug, Default)]
@@ -23,16 +32,16 @@ impl SharedState {
         user: &str,
         per_user_max: u32,
         total_max: u32,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), QuotaFull> {
         let Ok(mut users) = self.per_user.lock() else {
-            return Err("quota state unavailable");
+            return Err(QuotaFull::Total);
         };
         if total_max != 0 && self.total.load(Ordering::Relaxed) >= total_max {
-            return Err("server allocation quota reached");
+            return Err(QuotaFull::Total);
         }
         let count = users.entry(user.to_owned()).or_insert(0);
         if per_user_max != 0 && *count >= per_user_max {
-            return Err("per-user allocation quota reached");
+            return Err(QuotaFull::User);
         }
         *count += 1;
         self.total.fetch_add(1, Ordering::Relaxed);

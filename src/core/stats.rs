@@ -31,6 +31,19 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in index order.
+    pub const ALL: [EndReason; 4] = [
+        EndReason::Expired,
+        EndReason::Deleted,
+        EndReason::ConnectionClosed,
+        EndReason::Shutdown,
+    ];
+
+    /// A dense index for per-reason counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A label for logs, metrics and usage records.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,8 +77,14 @@ pub struct UsageRecord {
 }
 
 /// Per-worker counters; the IO layer publishes them to the metrics facade.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Responses sent, by (method, code); code 200 stands for success.
+    pub responses: Vec<(&'static str, u16, u64)>,
+    /// Authentication failures by reason.
+    pub auth_failures_by_reason: Vec<(&'static str, u64)>,
+    /// Allocations ended, indexed by [`EndReason::index`].
+    pub ended_by_reason: [u64; 4],
     /// Allocations created.
     pub allocations_created: u64,
     /// Allocations ended.
@@ -90,8 +109,37 @@ pub struct Counters {
     pub dropped_policy: u64,
     /// Inputs dropped as malformed.
     pub dropped_malformed: u64,
+    /// Packets dropped by a bandwidth cap.
+    pub dropped_bandwidth: u64,
     /// Inputs dropped for other reasons.
     pub dropped_other: u64,
+}
+
+impl Counters {
+    /// Counts one response (control plane only: may allocate the first time a pair is seen).
+    pub(crate) fn count_response(&mut self, method: &'static str, code: u16) {
+        match self
+            .responses
+            .iter_mut()
+            .find(|(m, c, _)| *m == method && *c == code)
+        {
+            Some(entry) => entry.2 += 1,
+            None => self.responses.push((method, code, 1)),
+        }
+    }
+
+    /// Counts one authentication failure.
+    pub(crate) fn count_auth_failure(&mut self, reason: &'static str) {
+        self.auth_failures += 1;
+        match self
+            .auth_failures_by_reason
+            .iter_mut()
+            .find(|(r, _)| *r == reason)
+        {
+            Some(entry) => entry.1 += 1,
+            None => self.auth_failures_by_reason.push((reason, 1)),
+        }
+    }
 }
 
 impl UsageRecord {

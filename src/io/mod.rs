@@ -2,8 +2,10 @@
 //! own SO_REUSEPORT sockets; batched UDP, TCP/TLS connection tasks, relay sockets. Thin by
 //! design: every protocol decision is made by [`crate::core::Server`].
 
+mod admission;
 pub mod clock;
 pub mod mmsg;
+mod publish;
 mod relay;
 mod runtime;
 pub mod socket;
@@ -12,6 +14,8 @@ pub mod tls;
 mod udp;
 mod worker;
 
+pub use admission::{Admission, is_stun_request};
 pub use runtime::{
-    ListenerSpec, RunningServer, ServerSpec, StartError, StreamLimits, UsageSink, start,
+    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StartError, StreamLimits, TlsSlot,
+    UsageSink, start,
 };

@@ -4,8 +4,8 @@
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::core::cidr::Cidr;
 use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
+use super::admission::Admission;
 use super::relay::HeldPorts;
 use super::socket;
 use super::worker::{self, Worker};
@@ -32,6 +33,53 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// The TLS configuration for TLS listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A TLS listener's current configuration; SIGHUP swaps it for new connections.
+pub type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
+
+/// IO state shared by every worker.
+pub(crate) struct IoShared {
+    pub admission: Admission,
+    pub open_streams: AtomicUsize,
+    pub tls_failures: AtomicU64,
+    pub held: Arc<HeldPorts>,
+    published: std::sync::Mutex<(u64, u64)>,
+}
+
+impl IoShared {
+    /// Rate-limited requests and TLS failures since the last call.
+    pub fn take_global_deltas(&self) -> (u64, u64) {
+        let now = (
+            self.admission.rejected(),
+            self.tls_failures.load(Ordering::Relaxed),
+        );
+        let Ok(mut last) = self.published.lock() else {
+            return (0, 0);
+        };
+        let delta = (now.0 - last.0, now.1 - last.1);
+        *last = now;
+        delta
+    }
+}
+
+/// What workers apply at run time (SIGHUP reload, SIGTERM drain).
+#[derive(Clone)]
+pub(crate) struct Control {
+    pub settings: Settings,
+    pub credentials: Arc<CredentialStore>,
+    pub draining: bool,
+}
+
+/// Per-IP request limits (before parsing).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// STUN requests per second per source IP (0 = unlimited).
+    pub per_second: u32,
+    /// Burst per source IP.
+    pub burst: u32,
+    /// IPs tracked at most.
+    pub max_tracked_ips: usize,
 }
 
 /// TCP/TLS connection limits.
@@ -63,6 +111,8 @@ pub struct ServerSpec {
     pub credentials: Arc<CredentialStore>,
     /// TCP/TLS limits.
     pub stream_limits: StreamLimits,
+    /// Per-IP request limits.
+    pub request_limits: RequestLimits,
     /// Usage record sink.
     pub usage: UsageSink,
 }
@@ -95,6 +145,9 @@ pub enum StartError {
 pub struct RunningServer {
     bound: Vec<(Transport, SocketAddr)>,
     shutdown: watch::Sender<bool>,
+    control: watch::Sender<Control>,
+    tls_slots: Vec<Option<TlsSlot>>,
+    relay_ports: RangeInclusive<u16>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<SharedState>,
 }
@@ -116,6 +169,36 @@ impl RunningServer {
     /// Allocations alive across all workers.
     pub fn allocations(&self) -> u32 {
         self.shared.total()
+    }
+
+    /// Applies a reloaded configuration: credentials, limits, lifetimes, peer policy and TLS
+    /// certificates. Listeners, relay ports and the worker count need a restart.
+    pub fn reload(&self, spec: ServerSpec) {
+        let mut settings = spec.settings;
+        settings.policy = policy_for(
+            &settings,
+            spec.allow,
+            spec.deny,
+            &self.bound,
+            &self.relay_ports,
+        );
+        settings.listeners = self.bound.iter().map(|(_, a)| *a).collect();
+        for (slot, listener) in self.tls_slots.iter().zip(&spec.listeners) {
+            if let (Some(slot), Some(config)) = (slot, &listener.tls)
+                && let Ok(mut current) = slot.write()
+            {
+                *current = Arc::clone(config);
+            }
+        }
+        self.control.send_modify(|c| {
+            c.settings = settings;
+            c.credentials = spec.credentials;
+        });
+    }
+
+    /// Starts draining: new allocations are refused, existing ones keep relaying.
+    pub fn drain(&self) {
+        self.control.send_modify(|c| c.draining = true);
     }
 
     /// Stops every worker (ending all allocations) and waits for them.
@@ -140,11 +223,29 @@ impl Drop for RunningServer {
 
 struct WorkerSockets {
     udp: Vec<(SocketAddr, StdUdpSocket)>,
-    tcp: Vec<(
-        SocketAddr,
-        StdTcpListener,
-        Option<Arc<rustls::ServerConfig>>,
-    )>,
+    tcp: Vec<(SocketAddr, StdTcpListener, Option<TlsSlot>)>,
+}
+
+/// The peer policy for the bound listeners and the configured relay addresses.
+fn policy_for(
+    settings: &Settings,
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+    bound: &[(Transport, SocketAddr)],
+    relay_ports: &RangeInclusive<u16>,
+) -> PeerPolicy {
+    let own_ips = [settings.relay_v4, settings.relay_v6]
+        .into_iter()
+        .flatten()
+        .flat_map(|f| [f.bind, f.advertised])
+        .collect();
+    PeerPolicy::new(
+        allow,
+        deny,
+        own_ips,
+        bound.iter().map(|(_, a)| *a).collect(),
+    )
+    .with_relay_ports(relay_ports.clone())
 }
 
 /// Binds every listener for every worker and starts the workers.
@@ -160,8 +261,13 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         })
         .collect();
     let mut bound = Vec::new();
+    let mut tls_slots = Vec::new();
     for listener in &spec.listeners {
         let mut address = listener.address;
+        let slot: Option<TlsSlot> = listener
+            .tls
+            .as_ref()
+            .map(|c| Arc::new(RwLock::new(Arc::clone(c))));
         for sockets in per_worker.iter_mut() {
             let err = |source| StartError::Bind {
                 transport: listener.transport.name(),
@@ -177,46 +283,40 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
                 Transport::Tcp | Transport::Tls => {
                     let sock = socket::tcp_listener(address, workers > 1).map_err(err)?;
                     address = sock.local_addr().map_err(err)?;
-                    sockets.tcp.push((address, sock, listener.tls.clone()));
+                    sockets.tcp.push((address, sock, slot.clone()));
                 }
             }
         }
+        tls_slots.push(slot);
         bound.push((listener.transport, address));
     }
 
     let mut settings = spec.settings;
-    let own_ips = [settings.relay_v4, settings.relay_v6]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| [f.bind, f.advertised])
-        .collect();
-    settings.policy = PeerPolicy::new(
-        spec.allow,
-        spec.deny,
-        own_ips,
-        bound.iter().map(|(_, a)| *a).collect(),
-    )
-    .with_relay_ports(spec.relay_ports.clone());
+    settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports);
     settings.listeners = bound.iter().map(|(_, a)| *a).collect();
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;
-    let open_streams = Arc::new(AtomicUsize::new(0));
-    let held = Arc::new(HeldPorts::default());
+    let limits = spec.request_limits;
+    let io_shared = Arc::new(IoShared {
+        admission: Admission::new(limits.per_second, limits.burst, limits.max_tracked_ips),
+        open_streams: AtomicUsize::new(0),
+        tls_failures: AtomicU64::new(0),
+        held: Arc::new(HeldPorts::default()),
+        published: std::sync::Mutex::new((0, 0)),
+    });
     let (shutdown, _) = watch::channel(false);
+    let (control, _) = watch::channel(Control {
+        settings: settings.clone(),
+        credentials: Arc::clone(&spec.credentials),
+        draining: false,
+    });
     let mut threads = Vec::new();
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let seed_bytes = Nonces::random_key()?;
-        let seed = u64::from_le_bytes([
-            seed_bytes[0],
-            seed_bytes[1],
-            seed_bytes[2],
-            seed_bytes[3],
-            seed_bytes[4],
-            seed_bytes[5],
-            seed_bytes[6],
-            seed_bytes[7],
-        ]);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&seed_bytes[..8]);
+        let seed = u64::from_le_bytes(seed);
         let server = Server::new(
             settings.clone(),
             Arc::clone(&spec.credentials),
@@ -231,8 +331,9 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             seed: seed as u16,
             usage: Arc::clone(&spec.usage),
             limits: spec.stream_limits,
-            open_streams: Arc::clone(&open_streams),
-            held: Arc::clone(&held),
+            io_shared: Arc::clone(&io_shared),
+            index,
+            control: control.subscribe(),
             shutdown: shutdown.subscribe(),
         };
         let thread = std::thread::Builder::new()
@@ -244,6 +345,9 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         bound,
         shutdown,
+        control,
+        tls_slots,
+        relay_ports: spec.relay_ports,
         threads,
         shared,
     })
@@ -256,8 +360,9 @@ struct WorkerContext {
     seed: u16,
     usage: UsageSink,
     limits: StreamLimits,
-    open_streams: Arc<AtomicUsize>,
-    held: Arc<HeldPorts>,
+    io_shared: Arc<IoShared>,
+    index: usize,
+    control: watch::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -274,8 +379,10 @@ fn run_worker(ctx: WorkerContext) {
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let WorkerContext { server, sockets, relay_ports, seed, usage, limits, open_streams, held, mut shutdown } = ctx;
-        let worker = Worker::new(server, relay_ports, seed, usage, limits, open_streams, held);
+        let WorkerContext { server, sockets, relay_ports, seed, usage, limits, io_shared, index, control, mut shutdown } =
+            ctx;
+        let worker = Worker::new(server, relay_ports, seed, usage, limits, io_shared, index);
+        tokio::task::spawn_local(worker::control_loop(Rc::clone(&worker), control));
         for (address, sock) in sockets.udp {
             match tokio::net::UdpSocket::from_std(sock) {
                 Ok(sock) => {

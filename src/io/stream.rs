@@ -14,7 +14,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::core::{FiveTuple, Handled, Transport};
 use crate::proto::{FramingError, MAX_FRAME, next_frame};
 
+use super::admission::is_stun_request;
 use super::clock;
+use super::runtime::TlsSlot;
 use super::worker::Worker;
 
 /// Messages queued toward one client before further ones are dropped.
@@ -25,13 +27,13 @@ pub(crate) async fn accept_loop(
     worker: Rc<Worker>,
     listener: TcpListener,
     local: SocketAddr,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsSlot>,
 ) {
     loop {
         let Ok((stream, client)) = listener.accept().await else {
             continue;
         };
-        let open = Arc::clone(&worker.open_streams);
+        let open = &worker.shared.open_streams;
         if open.fetch_add(1, Ordering::Relaxed) >= worker.limits.max_connections {
             open.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(target: "turnstone::io", %client, "connection refused: connection limit reached");
@@ -39,10 +41,13 @@ pub(crate) async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let worker = Rc::clone(&worker);
-        let tls = tls.clone();
+        // Read the current certificate per connection, so SIGHUP can swap it.
+        let tls = tls
+            .as_ref()
+            .and_then(|slot| slot.read().ok().map(|c| Arc::clone(&c)));
         tokio::task::spawn_local(async move {
             serve_connection(&worker, stream, client, local, tls).await;
-            worker.open_streams.fetch_sub(1, Ordering::Relaxed);
+            worker.shared.open_streams.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -113,6 +118,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                     };
                     let pkt = &inbuf[consumed..consumed + frame.len];
                     consumed += frame.len;
+                    if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
+                        continue;
+                    }
                     let handled = {
                         let mut server = worker.server.borrow_mut();
                         let mut relays = worker.relays.borrow_mut();

@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 
 use crate::core::{FiveTuple, Handled, Transport};
 
+use super::admission::is_stun_request;
 use super::clock;
 use super::mmsg::{RecvBatch, SendBatch};
 use super::worker::Worker;
@@ -40,7 +41,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, socket: Rc<UdpSocket>, local: Sock
             let mut relays = worker.relays.borrow_mut();
             for i in 0..n {
                 let (pkt, from) = rx.datagram(i);
-                if pkt.is_empty() {
+                if pkt.is_empty()
+                    || (is_stun_request(pkt) && !worker.shared.admission.allow(from.ip()))
+                {
                     continue;
                 }
                 let five_tuple = FiveTuple {

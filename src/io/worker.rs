@@ -1,7 +1,7 @@
 //! One worker: a current_thread runtime that owns a `core::Server`, its relay sockets and its
 //! share of the listening sockets. Everything here runs on one thread, so `RefCell`s suffice.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -16,8 +16,9 @@ use crate::core::{
 };
 
 use super::clock;
-use super::relay::{HeldPorts, Relays};
-use super::runtime::{StreamLimits, UsageSink};
+use super::publish::{Publisher, publish_global};
+use super::relay::Relays;
+use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
 
 /// Largest peer datagram relayed (the UDP maximum).
 const PEER_MAX: usize = 65_535;
@@ -33,7 +34,11 @@ pub(crate) struct Worker {
     peer_buf: RefCell<Vec<u8>>,
     pub usage: UsageSink,
     pub limits: StreamLimits,
-    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    pub shared: Arc<IoShared>,
+    /// Worker 0 also publishes process-wide metrics and does limiter housekeeping.
+    pub index: usize,
+    publisher: RefCell<Publisher>,
+    last_publish: Cell<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -43,18 +48,26 @@ impl Worker {
         seed: u16,
         usage: UsageSink,
         limits: StreamLimits,
-        open_streams: Arc<std::sync::atomic::AtomicUsize>,
-        held: Arc<HeldPorts>,
+        shared: Arc<IoShared>,
+        index: usize,
     ) -> Rc<Self> {
         Rc::new_cyclic(|me: &Weak<Worker>| Worker {
             server: RefCell::new(server),
-            relays: RefCell::new(Relays::new(relay_ports, seed, held, me.clone())),
+            relays: RefCell::new(Relays::new(
+                relay_ports,
+                seed,
+                Arc::clone(&shared.held),
+                me.clone(),
+            )),
             udp: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
             peer_buf: RefCell::new(vec![0; PEER_HEADROOM + PEER_MAX + PEER_TAILROOM]),
             usage,
             limits,
-            open_streams,
+            shared,
+            index,
+            publisher: RefCell::new(Publisher::default()),
+            last_publish: Cell::new(None),
         })
     }
 
@@ -95,11 +108,38 @@ impl Worker {
             server.poll_timeout()
         };
         self.drain_commands();
+        self.publish_metrics(now.mono);
         // Wake at least once a second: new allocations may add earlier deadlines.
         next.map_or(Duration::from_secs(1), |at| {
             at.saturating_duration_since(now.mono)
         })
         .min(Duration::from_secs(1))
+    }
+
+    /// About once a second: counters to the metrics facade, limiter housekeeping.
+    fn publish_metrics(&self, now: std::time::Instant) {
+        if self
+            .last_publish
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_publish.set(Some(now));
+        let counters = self.server.borrow().counters();
+        self.publisher.borrow_mut().publish(&counters);
+        if self.index == 0 {
+            self.shared.admission.housekeeping();
+            let (rate_limited, tls_failures) = self.shared.take_global_deltas();
+            publish_global(
+                self.server.borrow().shared_allocations(),
+                self.shared
+                    .open_streams
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                rate_limited,
+                tls_failures,
+            );
+        }
     }
 
     /// Ends every allocation and closes every relay (shutdown).
@@ -145,6 +185,20 @@ pub(crate) async fn relay_reader(worker: Weak<Worker>, id: RelayId, socket: Rc<U
                 worker.send_to_client(&client, &buf[range]);
             }
         }
+    }
+}
+
+/// Applies reloads and drain requests to this worker's core.
+pub(crate) async fn control_loop(
+    worker: Rc<Worker>,
+    mut control: tokio::sync::watch::Receiver<Control>,
+) {
+    while control.changed().await.is_ok() {
+        let update = control.borrow_and_update().clone();
+        let mut server = worker.server.borrow_mut();
+        server.set_settings(update.settings);
+        server.set_credentials(update.credentials);
+        server.set_draining(update.draining);
     }
 }
 

@@ -1,5 +1,8 @@
-//! Operations: the admin HTTP listener (`/healthz`, `/readyz`).
+//! Operations: the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/credentials`) and
+//! the Prometheus recorder.
 
 mod http;
+mod metrics;
 
-pub use http::{AdminHandle, AdminState, spawn_admin};
+pub use http::{AdminHandle, AdminState, CredentialIssuer, spawn_admin};
+pub use metrics::install_recorder;

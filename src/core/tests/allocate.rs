@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::core::{RelayRequest, Settings};
+use crate::core::{RelayRequest, ReservationId, Settings};
 use crate::proto::{Method, attr};
 
 use super::harness::{
@@ -172,7 +172,11 @@ fn even_port_reservation_token_gives_a_later_allocation_the_reserved_relay() {
     let mut other = h.client("bob");
     let relayed = h.allocate(&mut other, &[Attr::Raw(attr::RESERVATION_TOKEN, token)]);
     assert_eq!(relayed, SocketAddr::new(RELAY_V4, 50001));
-    assert!(matches!(h.relays.requests[1], RelayRequest::Reserved(_)));
+    // The fake numbers reservations like relays: the Even open above was number 1.
+    assert_eq!(
+        h.relays.requests[1],
+        RelayRequest::Reserved(ReservationId(1))
+    );
     h.advance(Duration::from_secs(31));
     h.tick();
     assert!(
@@ -253,7 +257,7 @@ fn per_user_quota_is_answered_486_until_an_allocation_is_freed() {
 }
 
 #[test]
-fn total_quota_is_answered_486_until_an_allocation_is_freed() {
+fn total_quota_is_answered_508_until_an_allocation_is_freed() {
     let mut h = Harness::with_settings(Settings {
         max_allocations: 1,
         ..settings()
@@ -261,7 +265,8 @@ fn total_quota_is_answered_486_until_an_allocation_is_freed() {
     let mut alice = h.client("alice");
     h.allocate(&mut alice, &[]);
     let mut bob = h.client("bob");
-    h.request(&mut bob, Method::ALLOCATE, &[udp()]).err(486);
+    // RFC 8656 §19: 486 is the user's own quota; a full server is Insufficient Capacity.
+    h.request(&mut bob, Method::ALLOCATE, &[udp()]).err(508);
     h.refresh(&mut alice, 0).ok();
     assert_eq!(h.shared.total(), 0);
     h.allocate(&mut bob, &[]);

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::core::{DropReason, Handled};
+use crate::core::{DropReason, Handled, Settings};
 
-use super::harness::{Harness, lifetime, sa};
+use super::harness::{Harness, lifetime, sa, settings};
 
 #[test]
 fn channel_numbers_0x4000_to_0x7ffe_are_accepted_and_others_answered_400() {
@@ -78,14 +78,37 @@ fn channel_expires_after_600_seconds() {
         h.channel_data(c.ft, 0x4000, b"x").0,
         h.forward(relayed, p, 4..5)
     );
-    assert_eq!(h.to_client(relayed, p, b"y")[..2], [0x40, 0x00]);
+    assert_eq!(h.delivered(relayed, p, b"y")[..2], [0x40, 0x00]);
     h.advance(Duration::from_secs(1));
     assert_eq!(
         h.channel_data(c.ft, 0x4000, b"x").0,
         Handled::Drop(DropReason::NoChannel)
     );
     // Without the channel, peer data comes as a Data indication (type 0x0017).
-    assert_eq!(h.to_client(relayed, p, b"y")[..2], [0x00, 0x17]);
+    assert_eq!(h.delivered(relayed, p, b"y")[..2], [0x00, 0x17]);
     // The number is free again, for any peer.
     h.bind(&mut c, 0x4000, sa("8.8.4.4:1000")).ok();
+}
+
+#[test]
+fn channel_bind_refused_for_the_permission_cap_binds_nothing() {
+    let mut h = Harness::with_settings(Settings {
+        max_permissions: 1,
+        ..settings()
+    });
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[lifetime(3600)]);
+    h.permit(&mut c, &[sa("8.8.8.8:53")]).ok();
+    h.bind(&mut c, 0x4000, sa("1.1.1.1:53")).err(508);
+    assert_eq!(
+        h.channel_data(c.ft, 0x4000, b"x").0,
+        Handled::Drop(DropReason::NoChannel)
+    );
+    // Once the first permission lapses, the number is free for any peer.
+    h.advance(Duration::from_secs(300));
+    h.bind(&mut c, 0x4000, sa("9.9.9.9:53")).ok();
+    assert_eq!(
+        h.channel_data(c.ft, 0x4000, b"x").0,
+        h.forward(relayed, sa("9.9.9.9:53"), 4..5)
+    );
 }

@@ -41,7 +41,7 @@ fn peer_data_on_a_channel_reaches_a_udp_client_as_unpadded_channel_data() {
     let relayed = h.allocate(&mut c, &[]);
     let p = sa("8.8.8.8:1000");
     h.bind(&mut c, 0x4001, p).ok();
-    match h.from_peer(relayed, p, b"hello") {
+    match h.peer_sends(relayed, p, b"hello") {
         (PeerHandled::ToClient { client, range }, buf) => {
             assert_eq!(client, c.ft);
             assert_eq!(buf[range], *b"\x40\x01\x00\x05hello");
@@ -59,10 +59,10 @@ fn peer_data_on_a_channel_reaches_a_tcp_client_as_channel_data_padded_to_4() {
     let p = sa("8.8.8.8:1000");
     h.bind(&mut c, 0x4001, p).ok();
     assert_eq!(
-        h.to_client(relayed, p, b"hello"),
+        h.delivered(relayed, p, b"hello"),
         b"\x40\x01\x00\x05hello\0\0\0"
     );
-    assert_eq!(h.to_client(relayed, p, b"four"), b"\x40\x01\x00\x04four");
+    assert_eq!(h.delivered(relayed, p, b"four"), b"\x40\x01\x00\x04four");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn peer_data_without_a_channel_reaches_the_client_as_a_data_indication() {
         (v6_relay, sa("[2606:4700::1111]:443")),
     ] {
         h.permit(&mut c, &[p]).ok();
-        let bytes = h.to_client(relay, p, b"hello");
+        let bytes = h.delivered(relay, p, b"hello");
         let msg = Message::parse(&bytes).unwrap();
         assert_eq!(
             (msg.method(), msg.class()),

@@ -63,6 +63,9 @@ pub(super) fn settings() -> Settings {
         max_allocations_per_user: 0,
         max_allocations: 0,
         listeners: vec![LISTENER],
+        allocation_bandwidth: None,
+        worker_bandwidth: None,
+        alternate_server: None,
     }
 }
 
@@ -350,6 +353,15 @@ impl RelayProvider for FakeRelays {
     }
 }
 
+/// The virtual clock's origin: the one clock read of these tests; after it time only advances.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a virtual clock needs one real origin"
+)]
+fn clock_origin() -> Instant {
+    Instant::now()
+}
+
 /// A server, its fake relays and a virtual clock.
 pub(super) struct Harness {
     pub server: Server,
@@ -378,7 +390,7 @@ impl Harness {
                 ..FakeRelays::default()
             },
             shared,
-            start: Instant::now(),
+            start: clock_origin(),
             elapsed: Duration::ZERO,
             next_client_port: 40000,
         }
@@ -492,7 +504,7 @@ impl Harness {
     }
 
     /// A datagram from `from` to relay address `relay`, laid out with the IO layer's head/tailroom.
-    pub fn from_peer(
+    pub fn peer_sends(
         &mut self,
         relay: SocketAddr,
         from: SocketAddr,
@@ -514,8 +526,8 @@ impl Harness {
 
     /// The bytes the server sends to the client for a peer datagram; panics on a drop.
     #[track_caller]
-    pub fn to_client(&mut self, relay: SocketAddr, from: SocketAddr, payload: &[u8]) -> Vec<u8> {
-        match self.from_peer(relay, from, payload) {
+    pub fn delivered(&mut self, relay: SocketAddr, from: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        match self.peer_sends(relay, from, payload) {
             (PeerHandled::ToClient { range, .. }, buf) => buf[range].to_vec(),
             (other, _) => panic!("expected delivery to the client, got {other:?}"),
         }

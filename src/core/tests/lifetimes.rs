@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::core::{EndReason, Transport};
 use crate::proto::{Class, Method, attr};
 
-use super::harness::{Harness, lifetime, sa};
+use super::harness::{Harness, family, lifetime, sa};
 
 #[test]
 fn refresh_grants_the_requested_lifetime_within_the_limits() {
@@ -17,6 +17,17 @@ fn refresh_grants_the_requested_lifetime_within_the_limits() {
     assert_eq!(h.refresh(&mut c, 9999).ok().u32(attr::LIFETIME), Some(3600));
     let resp = h.request(&mut c, Method::REFRESH, &[]).ok();
     assert_eq!(resp.u32(attr::LIFETIME), Some(600));
+}
+
+#[test]
+fn refresh_naming_a_family_the_allocation_lacks_is_answered_443() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    let v6 = [family(attr::REQUESTED_ADDRESS_FAMILY, 0x02)];
+    h.request(&mut c, Method::REFRESH, &v6).err(443);
+    let v4 = [family(attr::REQUESTED_ADDRESS_FAMILY, 0x01)];
+    h.request(&mut c, Method::REFRESH, &v4).ok();
 }
 
 #[test]

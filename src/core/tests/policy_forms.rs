@@ -1,10 +1,11 @@
 //! The peer policy at CreatePermission, ChannelBind and Send (RFC 8656 §21: 403), on IPv4,
 //! IPv6 and dual-stack allocations, including IPv6 wrappers of private IPv4 addresses.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::core::{DropReason, Handled, Settings};
-use crate::proto::attr;
+use crate::core::policy::PeerPolicy;
+use crate::core::{DropReason, Handled, RelayFamily, Settings};
+use crate::proto::{Message, attr};
 
 use super::harness::{Attr, Harness, LISTENER, RELAY_V4, family, policy, sa, settings};
 
@@ -116,7 +117,7 @@ fn create_permission_with_one_refused_peer_installs_none() {
     h.permit(&mut c, &[sa("8.8.8.8:53"), sa("10.0.0.1:53")])
         .err(403);
     assert!(matches!(
-        h.from_peer(relayed, sa("8.8.8.8:53"), b"x").0,
+        h.peer_sends(relayed, sa("8.8.8.8:53"), b"x").0,
         crate::core::PeerHandled::Drop(_)
     ));
 }
@@ -144,7 +145,7 @@ fn allowed_loopback_works_but_the_servers_own_listener_is_refused() {
         h.forward(relayed, other_port, 36..40)
     );
     assert_eq!(
-        h.to_client(relayed, other_port, b"back"),
+        h.delivered(relayed, other_port, b"back"),
         b"\x40\x00\x00\x04back"
     );
 }
@@ -164,18 +165,66 @@ fn the_servers_own_relay_address_is_a_valid_peer() {
         h.forward(a, b, 4..6)
     );
     // The IO layer delivers the datagram to bob's relay socket, from alice's.
-    let delivered = h.to_client(b, a, b"hi");
+    let delivered = h.delivered(b, a, b"hi");
     assert_eq!(
         delivered[..2],
         [0x00, 0x17],
         "a Data indication: bob has no channel"
     );
-    assert_eq!(h.to_client(a, b, b"yo"), b"\x40\x00\x00\x02yo");
+    assert_eq!(h.delivered(a, b, b"yo"), b"\x40\x00\x00\x02yo");
     // Our own IP outside the relay port range is still refused.
-    h.bind(
-        &mut alice,
-        0x4001,
-        SocketAddr::new(IpAddr::from(RELAY_V4), 22),
-    )
-    .err(403);
+    h.bind(&mut alice, 0x4001, SocketAddr::new(RELAY_V4, 22))
+        .err(403);
+}
+
+#[test]
+fn ipv4_mapped_peer_is_relayed_as_its_plain_ipv4_address() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let plain = sa("8.8.8.8:53");
+    h.bind(&mut c, 0x4000, sa("[::ffff:8.8.8.8]:53")).ok();
+    assert_eq!(
+        h.channel_data(c.ft, 0x4000, b"x").0,
+        h.forward(relayed, plain, 4..5)
+    );
+    assert_eq!(h.delivered(relayed, plain, b"y"), b"\x40\x00\x00\x01y");
+    h.bind(&mut c, 0x4000, plain).ok();
+}
+
+#[test]
+fn relay_to_relay_behind_nat_goes_through_the_bound_addresses() {
+    let bind = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+    let own = vec![bind, RELAY_V4];
+    let nat = Settings {
+        relay_v4: Some(RelayFamily {
+            bind,
+            advertised: RELAY_V4,
+        }),
+        policy: PeerPolicy::new(vec![], vec![], own, vec![LISTENER])
+            .with_relay_ports(49152..=65535),
+        ..settings()
+    };
+    let mut h = Harness::with_settings(nat);
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    assert_eq!((a.ip(), b.ip()), (RELAY_V4, RELAY_V4));
+    let (a_bound, b_bound) = (
+        SocketAddr::new(bind, a.port()),
+        SocketAddr::new(bind, b.port()),
+    );
+    h.bind(&mut alice, 0x4000, b).ok();
+    h.permit(&mut bob, &[a]).ok();
+    // Sent to the bound address: 1:1 NAT often does not hairpin.
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a_bound, b_bound, 4..6)
+    );
+    // Bob sees it from alice's advertised address, which his permission names.
+    let bytes = h.delivered(b_bound, a_bound, b"hi");
+    let msg = Message::parse(&bytes).unwrap();
+    assert_eq!(msg.xor_address(attr::XOR_PEER_ADDRESS), Some(Ok(a)));
+    // Bob's answer reaches alice on her channel.
+    assert_eq!(h.delivered(a_bound, b_bound, b"yo"), b"\x40\x00\x00\x02yo");
 }
