@@ -219,7 +219,7 @@ fn issuer(
             .relay
             .external_address
             .or(config.relay.address)
-            .map(|ip| host_of(ip))
+            .map(host_of)
     });
     let uris = server
         .bound()

@@ -79,6 +79,10 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a fixed origin for a virtual clock"
+    )]
     fn bucket_allows_burst_then_refills_at_rate() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(

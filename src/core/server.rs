@@ -378,6 +378,13 @@ impl Server {
         self.table.len()
     }
 
+    /// The client 5-tuple a relay socket serves (lets the IO layer pick the output socket
+    /// before relaying a batch).
+    pub fn relay_client(&self, relay: RelayId) -> Option<FiveTuple> {
+        let id = self.table.id_by_relay(relay)?;
+        self.table.get(id).map(|a| a.five_tuple)
+    }
+
     /// Live allocations across all workers.
     pub fn shared_allocations(&self) -> u32 {
         self.shared.total()

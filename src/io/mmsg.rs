@@ -126,11 +126,18 @@ impl SendBatch {
     /// A commit on a full batch or with `len > max_len` is a caller bug: it
     /// asserts in debug builds and is ignored (the datagram is dropped) otherwise.
     pub fn commit(&mut self, len: usize, dest: SocketAddr) {
-        let fits = self.len < self.slots.count() && len <= self.slots.max_len;
+        self.commit_at(0, len, dest);
+    }
+
+    /// Queues bytes `start..start + len` of the buffer just written into `next_buf()`: the
+    /// datagram need not begin at the buffer's start (a header written in front of a payload).
+    pub fn commit_at(&mut self, start: usize, len: usize, dest: SocketAddr) {
+        let fits = self.len < self.slots.count() && start + len <= self.slots.max_len;
         debug_assert!(fits, "commit on a full batch or past max_len");
         if !fits {
             return;
         }
+        self.slots.starts[self.len] = start;
         self.slots.lens[self.len] = len;
         self.slots.addr_lens[self.len] = encode(dest, &mut self.slots.addrs[self.len]);
         self.len += 1;
@@ -201,8 +208,10 @@ impl SendBatch {
         let s = &mut self.slots;
         let m = s.max_len;
         for (j, i) in (head..self.len).enumerate() {
-            let len = s.lens[i];
-            s.bufs.copy_within(i * m..i * m + len, j * m);
+            let (start, len) = (s.starts[i], s.lens[i]);
+            s.bufs
+                .copy_within(i * m + start..i * m + start + len, j * m);
+            s.starts[j] = 0;
             s.lens[j] = len;
             s.addrs[j] = s.addrs[i];
             s.addr_lens[j] = s.addr_lens[i];
@@ -215,6 +224,8 @@ impl SendBatch {
 struct Slots {
     max_len: usize,
     bufs: Box<[u8]>,
+    /// Where each datagram starts inside its buffer (0 unless sent with `commit_at`).
+    starts: Box<[usize]>,
     lens: Box<[usize]>,
     addrs: Box<[libc::sockaddr_storage]>,
     addr_lens: Box<[libc::socklen_t]>,
@@ -234,6 +245,7 @@ impl Slots {
         Self {
             max_len,
             bufs: vec![0; count * max_len].into_boxed_slice(),
+            starts: vec![0; count].into_boxed_slice(),
             lens: vec![0; count].into_boxed_slice(),
             addrs: zeroed_slice(count),
             addr_lens: vec![0; count].into_boxed_slice(),
@@ -251,7 +263,7 @@ impl Slots {
     fn prepare(&mut self, n: usize) {
         let base = self.bufs.as_mut_ptr();
         for (i, iov) in self.iovs.iter_mut().enumerate().take(n) {
-            iov.iov_base = base.wrapping_add(i * self.max_len).cast();
+            iov.iov_base = base.wrapping_add(i * self.max_len + self.starts[i]).cast();
             iov.iov_len = self.lens[i];
         }
         let iov_ptr = self.iovs.as_mut_ptr();

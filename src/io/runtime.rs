@@ -19,7 +19,7 @@ use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 use super::admission::Admission;
 use super::relay::HeldPorts;
 use super::socket;
-use super::worker::{self, Worker};
+use super::worker::{self, UdpOut, Worker};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -386,9 +386,9 @@ fn run_worker(ctx: WorkerContext) {
         for (address, sock) in sockets.udp {
             match tokio::net::UdpSocket::from_std(sock) {
                 Ok(sock) => {
-                    let sock = Rc::new(sock);
-                    worker.udp.borrow_mut().insert(address, Rc::clone(&sock));
-                    tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), sock, address));
+                    let out = Rc::new(UdpOut::new(Rc::new(sock)));
+                    worker.udp.borrow_mut().insert(address, Rc::clone(&out));
+                    tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), out, address));
                 }
                 Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register UDP socket"),
             }

@@ -6,23 +6,18 @@ use std::os::fd::AsFd;
 use std::rc::Rc;
 
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::core::{FiveTuple, Handled, Transport};
 
 use super::admission::is_stun_request;
 use super::clock;
-use super::mmsg::{RecvBatch, SendBatch};
-use super::worker::Worker;
-
-const BATCH: usize = 32;
-/// Largest client datagram handled; longer ones are truncated and dropped.
-const MAX_DATAGRAM: usize = 4096;
+use super::mmsg::RecvBatch;
+use super::worker::{BATCH, MAX_DATAGRAM, UdpOut, Worker};
 
 /// Serves one UDP listening socket until the task is dropped.
-pub(crate) async fn serve(worker: Rc<Worker>, socket: Rc<UdpSocket>, local: SocketAddr) {
+pub(crate) async fn serve(worker: Rc<Worker>, out: Rc<UdpOut>, local: SocketAddr) {
+    let socket = Rc::clone(&out.socket);
     let mut rx = RecvBatch::new(BATCH, MAX_DATAGRAM);
-    let mut tx = SendBatch::new(BATCH, MAX_DATAGRAM);
     loop {
         if socket.readable().await.is_err() {
             return;
@@ -51,11 +46,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, socket: Rc<UdpSocket>, local: Sock
                     server: local,
                     transport: Transport::Udp,
                 };
-                let Some(out) = tx.next_buf() else {
-                    break;
+                if out.batch.borrow_mut().next_buf().is_none() {
+                    out.flush();
+                }
+                let mut batch = out.batch.borrow_mut();
+                let Some(buf) = batch.next_buf() else {
+                    continue;
                 };
-                match server.handle_client(now, five_tuple, pkt, out, &mut *relays) {
-                    Handled::Reply(len) => tx.commit(len, from),
+                match server.handle_client(now, five_tuple, pkt, buf, &mut *relays) {
+                    Handled::Reply(len) => batch.commit(len, from),
                     Handled::Forward {
                         relay,
                         peer,
@@ -67,26 +66,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, socket: Rc<UdpSocket>, local: Sock
                 }
             }
         }
-        flush(&socket, &mut tx).await;
+        out.flush();
         worker.drain_commands();
     }
-}
-
-async fn flush(socket: &UdpSocket, tx: &mut SendBatch) {
-    for _ in 0..2 {
-        if tx.is_empty() {
-            return;
-        }
-        match socket.try_io(Interest::WRITABLE, || tx.flush(socket.as_fd())) {
-            Ok(_) => return,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if socket.writable().await.is_err() {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    // Still blocked: UDP may drop; start the next batch empty.
-    tx.clear();
 }

@@ -3,34 +3,81 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::core::{
     Command, FiveTuple, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Server, Transport,
 };
 
 use super::clock;
+use super::mmsg::{RecvBatch, SendBatch};
 use super::publish::{Publisher, publish_global};
 use super::relay::Relays;
 use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
 
-/// Largest peer datagram relayed (the UDP maximum).
-const PEER_MAX: usize = 65_535;
+/// Datagrams per recvmmsg/sendmmsg batch.
+pub(crate) const BATCH: usize = 32;
+/// Largest datagram handled on a UDP socket (client or peer side), headroom included.
+pub(crate) const MAX_DATAGRAM: usize = 4096;
+/// Largest peer payload: a datagram buffer minus the room for a ChannelData or Data header.
+const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
+/// recvmmsg rounds on one relay socket before yielding to other tasks.
+const ROUNDS_PER_WAKE: usize = 8;
+
+/// A listening UDP socket and its send batch, shared by the listener task (replies) and the
+/// relay readers (peer data to clients), flushed with one sendmmsg at the end of each batch.
+pub(crate) struct UdpOut {
+    pub socket: Rc<UdpSocket>,
+    pub batch: RefCell<SendBatch>,
+}
+
+impl UdpOut {
+    pub fn new(socket: Rc<UdpSocket>) -> Self {
+        Self {
+            socket,
+            batch: RefCell::new(SendBatch::new(BATCH, MAX_DATAGRAM)),
+        }
+    }
+
+    /// Sends what is queued without waiting; a socket that stays full drops the rest (UDP).
+    pub fn flush(&self) {
+        let mut batch = self.batch.borrow_mut();
+        if batch.is_empty() {
+            return;
+        }
+        let result = self
+            .socket
+            .try_io(Interest::WRITABLE, || batch.flush(self.socket.as_fd()));
+        if let Err(e) = result {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                tracing::debug!(target: "turnstone::io", error = %e, "udp send error");
+            }
+            batch.clear();
+        }
+    }
+}
 
 /// State shared by the tasks of one worker.
 pub(crate) struct Worker {
     pub server: RefCell<Server>,
     pub relays: RefCell<Relays>,
-    /// Listening UDP sockets by local address, to answer clients from the peer path.
-    pub udp: RefCell<HashMap<SocketAddr, Rc<UdpSocket>>>,
+    /// Listening UDP sockets by local address.
+    pub udp: RefCell<HashMap<SocketAddr, Rc<UdpOut>>>,
     /// Outgoing queues of TCP/TLS client connections.
     pub streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    /// recvmmsg batch for relay sockets (one task runs at a time on this thread).
+    relay_rx: RefCell<RecvBatch>,
+    /// Scratch room for peer data bound to TCP/TLS clients.
     peer_buf: RefCell<Vec<u8>>,
     pub usage: UsageSink,
     pub limits: StreamLimits,
@@ -38,7 +85,7 @@ pub(crate) struct Worker {
     /// Worker 0 also publishes process-wide metrics and does limiter housekeeping.
     pub index: usize,
     publisher: RefCell<Publisher>,
-    last_publish: Cell<Option<std::time::Instant>>,
+    last_publish: Cell<Option<Instant>>,
 }
 
 impl Worker {
@@ -61,7 +108,8 @@ impl Worker {
             )),
             udp: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
-            peer_buf: RefCell::new(vec![0; PEER_HEADROOM + PEER_MAX + PEER_TAILROOM]),
+            relay_rx: RefCell::new(RecvBatch::new(BATCH, PEER_MAX)),
+            peer_buf: RefCell::new(vec![0; MAX_DATAGRAM]),
             usage,
             limits,
             shared,
@@ -71,20 +119,62 @@ impl Worker {
         })
     }
 
-    /// Sends a message to a client over its own transport.
-    pub fn send_to_client(&self, client: &FiveTuple, data: &[u8]) {
-        match client.transport {
-            Transport::Udp => {
-                if let Some(sock) = self.udp.borrow().get(&client.server) {
-                    let _ = sock.try_send_to(data, client.client);
+    /// Queues a message to a stream client; a full queue means a stalled client, so the
+    /// message is dropped rather than buffered without bound.
+    fn send_to_stream(&self, client: &FiveTuple, data: &[u8]) {
+        if let Some(tx) = self.streams.borrow().get(client) {
+            let _ = tx.try_send(data.to_vec());
+        }
+    }
+
+    /// Relays one recvmmsg batch read from relay socket `id` to its client.
+    fn relay_batch(&self, id: RelayId, rx: &RecvBatch) {
+        let now = clock::now();
+        let mut server = self.server.borrow_mut();
+        let Some(client) = server.relay_client(id) else {
+            return;
+        };
+        let out = match client.transport {
+            Transport::Udp => self.udp.borrow().get(&client.server).cloned(),
+            Transport::Tcp | Transport::Tls => None,
+        };
+        for i in 0..rx.len() {
+            let (payload, peer) = rx.datagram(i);
+            if payload.is_empty() {
+                continue;
+            }
+            let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+            match &out {
+                Some(out) => {
+                    // Copy once into the send slot; the core writes its header in front.
+                    if out.batch.borrow_mut().next_buf().is_none() {
+                        out.flush();
+                    }
+                    let mut batch = out.batch.borrow_mut();
+                    let Some(buf) = batch.next_buf() else {
+                        continue;
+                    };
+                    buf[range.clone()].copy_from_slice(payload);
+                    if let PeerHandled::ToClient { client, range } =
+                        server.handle_peer(now, id, peer, buf, range)
+                    {
+                        batch.commit_at(range.start, range.len(), client.client);
+                    }
+                }
+                None => {
+                    let mut buf = self.peer_buf.borrow_mut();
+                    buf[range.clone()].copy_from_slice(payload);
+                    if let PeerHandled::ToClient { client, range } =
+                        server.handle_peer(now, id, peer, &mut buf, range)
+                    {
+                        self.send_to_stream(&client, &buf[range]);
+                    }
                 }
             }
-            Transport::Tcp | Transport::Tls => {
-                if let Some(tx) = self.streams.borrow().get(client) {
-                    // A full queue means a stalled client: drop rather than buffer without bound.
-                    let _ = tx.try_send(data.to_vec());
-                }
-            }
+        }
+        drop(server);
+        if let Some(out) = out {
+            out.flush();
         }
     }
 
@@ -110,19 +200,18 @@ impl Worker {
         self.drain_commands();
         self.publish_metrics(now.mono);
         // Wake at least once a second: new allocations may add earlier deadlines.
-        next.map_or(Duration::from_secs(1), |at| {
-            at.saturating_duration_since(now.mono)
-        })
-        .min(Duration::from_secs(1))
+        let second = Duration::from_secs(1);
+        next.map_or(second, |at| at.saturating_duration_since(now.mono))
+            .min(second)
     }
 
     /// About once a second: counters to the metrics facade, limiter housekeeping.
-    fn publish_metrics(&self, now: std::time::Instant) {
-        if self
+    fn publish_metrics(&self, now: Instant) {
+        let recent = self
             .last_publish
             .get()
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+        if recent {
             return;
         }
         self.last_publish.set(Some(now));
@@ -131,14 +220,9 @@ impl Worker {
         if self.index == 0 {
             self.shared.admission.housekeeping();
             let (rate_limited, tls_failures) = self.shared.take_global_deltas();
-            publish_global(
-                self.server.borrow().shared_allocations(),
-                self.shared
-                    .open_streams
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                rate_limited,
-                tls_failures,
-            );
+            let allocations = self.server.borrow().shared_allocations();
+            let streams = self.shared.open_streams.load(Ordering::Relaxed);
+            publish_global(allocations, streams, rate_limited, tls_failures);
         }
     }
 
@@ -155,7 +239,7 @@ impl Worker {
     }
 }
 
-/// Reads one relay socket until it is closed; every datagram goes through the core.
+/// Reads one relay socket with recvmmsg until the task is aborted (allocation ended).
 pub(crate) async fn relay_reader(worker: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
     loop {
         if socket.readable().await.is_err() {
@@ -164,35 +248,20 @@ pub(crate) async fn relay_reader(worker: Weak<Worker>, id: RelayId, socket: Rc<U
         let Some(worker) = worker.upgrade() else {
             return;
         };
-        for _ in 0..64 {
-            let mut buf = worker.peer_buf.borrow_mut();
-            let end = buf.len() - PEER_TAILROOM;
-            let (n, peer) = match socket.try_recv_from(&mut buf[PEER_HEADROOM..end]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP errors surface as recv errors on Linux; skip them.
-                Err(_) => continue,
-            };
-            let now = clock::now();
-            let handled = worker.server.borrow_mut().handle_peer(
-                now,
-                id,
-                peer,
-                &mut buf,
-                PEER_HEADROOM..PEER_HEADROOM + n,
-            );
-            if let PeerHandled::ToClient { client, range } = handled {
-                worker.send_to_client(&client, &buf[range]);
+        for _ in 0..ROUNDS_PER_WAKE {
+            let mut rx = worker.relay_rx.borrow_mut();
+            match socket.try_io(Interest::READABLE, || rx.recv(socket.as_fd())) {
+                Ok(_) => worker.relay_batch(id, &rx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends surface here on Linux; keep reading.
+                Err(_) => {}
             }
         }
     }
 }
 
 /// Applies reloads and drain requests to this worker's core.
-pub(crate) async fn control_loop(
-    worker: Rc<Worker>,
-    mut control: tokio::sync::watch::Receiver<Control>,
-) {
+pub(crate) async fn control_loop(worker: Rc<Worker>, mut control: watch::Receiver<Control>) {
     while control.changed().await.is_ok() {
         let update = control.borrow_and_update().clone();
         let mut server = worker.server.borrow_mut();
