@@ -12,5 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod io;
+pub mod loadgen;
 pub mod ops;
 pub mod proto;

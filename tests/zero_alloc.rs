@@ -143,6 +143,9 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
         max_allocations_per_user: 0,
         max_allocations: 0,
         listeners: vec![],
+        allocation_bandwidth: None,
+        worker_bandwidth: None,
+        alternate_server: None,
     };
     let store = CredentialStore::new(REALM, [(USER.to_owned(), PASS.to_owned())], vec![]);
     let mut server = Server::new(

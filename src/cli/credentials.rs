@@ -37,15 +37,18 @@ pub(super) fn run(args: &CredentialsArgs) -> anyhow::Result<()> {
         ttl.as_secs(),
         clock::now().unix_secs,
     );
-    println!("username: {username}");
-    println!("password: {password}");
-    println!("expires:  in {} s", ttl.as_secs());
     let uris = if args.uris.is_empty() {
         vec!["turn:YOUR-SERVER:3478".to_owned()]
     } else {
         args.uris.clone()
     };
-    println!("{}", ice_servers_json(&uris, &username, &password));
+    let text = format!(
+        "username: {username}\npassword: {password}\nexpires:  in {} s\n{}\n",
+        ttl.as_secs(),
+        ice_servers_json(&uris, &username, &password)
+    );
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(())
 }
 

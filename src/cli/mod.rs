@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, `credentials`.
 
+mod bench;
 mod check_config;
 mod credentials;
 mod serve;
@@ -37,6 +38,9 @@ enum Command {
     },
     /// Mint TURN REST API credentials from a shared secret and print the iceServers JSON.
     Credentials(credentials::CredentialsArgs),
+    /// Load a TURN server (Turnstone, coturn, ...) with relayed traffic and report packets/s,
+    /// loss and round-trip times.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -49,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => serve::run(config.as_deref(), log_level.as_deref(), external_address),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Credentials(args) => credentials::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -1,6 +1,5 @@
 //! Allocate (RFC 8656 §7.2, RFC 6156 §4.2 for address families).
 
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -175,8 +174,7 @@ impl Server {
             let expires = now.mono + RESERVATION_LIFETIME;
             self.shared.add_reservation(token, rid, expires);
             self.reservations.push(token);
-            self.timers
-                .push(Reverse((expires, Timer::Reservation(token))));
+            self.schedule(expires, Timer::Reservation(token));
             token
         });
 
@@ -197,8 +195,7 @@ impl Server {
                 .map(|b| TokenBucket::new(b, now.mono)),
         };
         let id = self.table.insert(allocation);
-        self.timers
-            .push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
+        self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
         self.counters.allocations_created += 1;
         tracing::debug!(target: "turnstone::relay", client = %from.client, relays = ?opened.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(), "allocation created");
 

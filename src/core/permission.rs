@@ -1,6 +1,5 @@
 //! Refresh (RFC 8656 §7.3), CreatePermission (§9.2) and ChannelBind (§11.2).
 
-use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -57,8 +56,7 @@ impl Server {
             if let Some(allocation) = self.table.get_mut(id) {
                 allocation.expires = expires;
             }
-            self.timers
-                .push(Reverse((expires, Timer::Allocation(AllocIdKey(id)))));
+            self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
             lifetime
         };
         let signer = Some(Signer {

@@ -100,7 +100,7 @@ impl Server {
             table: Table::default(),
             timers: BinaryHeap::new(),
             reservations: Vec::new(),
-            cache: ResponseCache::new(4096),
+            cache: ResponseCache::new(1024),
             commands: VecDeque::new(),
             counters: Counters::default(),
             worker_bucket: None,
@@ -355,6 +355,24 @@ impl Server {
             if let Some(rid) = self.shared.take_reservation(&token) {
                 relays.release(rid);
             }
+        }
+    }
+
+    /// Adds a deadline. Refreshes and early deletions leave stale entries behind; when they
+    /// outnumber the live ones the heap is rebuilt, so churn cannot grow it.
+    pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+        let live = self.table.len() + self.reservations.len();
+        if self.timers.len() > 1024 && self.timers.len() > 2 * live {
+            let table = &self.table;
+            let reservations = &self.reservations;
+            self.timers.retain(|Reverse((at, timer))| match timer {
+                Timer::Allocation(AllocIdKey(id)) => {
+                    table.get(*id).is_some_and(|a| a.expires == *at)
+                }
+                Timer::Reservation(token) => reservations.contains(token),
+            });
+            self.timers.shrink_to(2 * live);
         }
     }
 

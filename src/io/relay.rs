@@ -73,8 +73,12 @@ impl Relays {
 
     /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
     pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
+        // Straight to the non-blocking socket: tokio's try_send_to refuses until the reactor
+        // has seen the fresh socket writable, which would drop a new allocation's first packets.
         match self.sockets.get(&id) {
-            Some(e) => e.socket.try_send_to(data, peer).is_ok(),
+            Some(e) => socket2::SockRef::from(&*e.socket)
+                .send_to(data, &peer.into())
+                .is_ok(),
             None => false,
         }
     }

@@ -55,10 +55,8 @@ impl UdpOut {
         if batch.is_empty() {
             return;
         }
-        let result = self
-            .socket
-            .try_io(Interest::WRITABLE, || batch.flush(self.socket.as_fd()));
-        if let Err(e) = result {
+        // Directly on the non-blocking socket (see `Relays::send`); EAGAIN drops the rest.
+        if let Err(e) = batch.flush(self.socket.as_fd()) {
             if e.kind() != io::ErrorKind::WouldBlock {
                 tracing::debug!(target: "turnstone::io", error = %e, "udp send error");
             }
@@ -86,6 +84,7 @@ pub(crate) struct Worker {
     pub index: usize,
     publisher: RefCell<Publisher>,
     last_publish: Cell<Option<Instant>>,
+    last_trim: Cell<Option<Instant>>,
 }
 
 impl Worker {
@@ -116,6 +115,7 @@ impl Worker {
             index,
             publisher: RefCell::new(Publisher::default()),
             last_publish: Cell::new(None),
+            last_trim: Cell::new(None),
         })
     }
 
@@ -219,10 +219,30 @@ impl Worker {
         self.publisher.borrow_mut().publish(&counters);
         if self.index == 0 {
             self.shared.admission.housekeeping();
+            self.trim_heap(now);
             let (rate_limited, tls_failures) = self.shared.take_global_deltas();
             let allocations = self.server.borrow().shared_allocations();
             let streams = self.shared.open_streams.load(Ordering::Relaxed);
             publish_global(allocations, streams, rate_limited, tls_failures);
+        }
+    }
+
+    /// Every few seconds, returns freed heap pages to the OS: after a flood or an allocation
+    /// churn the allocator would otherwise keep the high-water mark resident.
+    fn trim_heap(&self, now: Instant) {
+        const EVERY: Duration = Duration::from_secs(5);
+        if self
+            .last_trim
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < EVERY)
+        {
+            return;
+        }
+        self.last_trim.set(Some(now));
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of glibc's own arenas.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 

@@ -1,0 +1,398 @@
+//! The data loop: one thread busy-polls every client and peer socket without blocking
+//! (recvmmsg/sendmmsg batches), sends paced by spinning on the clock (open loop) or as
+//! replies free the window (closed loop), echoes at the peers, and refreshes allocations,
+//! permissions and channels in the background on long runs. Nothing sleeps, so the server
+//! never waits on the generator; an idle turn only yields the CPU.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use super::control::{Auth, Request};
+use super::histogram::Histogram;
+use super::refresh::{RefreshCounts, Refresher, is_transient};
+use super::window::{Window, read_header, write_header};
+use super::{LoadConfig, LoadError, mono_now};
+use crate::io::mmsg::{RecvBatch, SendBatch};
+use crate::proto::{
+    ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
+    looks_like_stun, write_channel_data,
+};
+
+/// Datagrams per recvmmsg/sendmmsg at most.
+const BATCH: usize = 64;
+/// Receive calls per socket per turn, so one busy socket cannot starve the others.
+const ROUNDS: usize = 4;
+/// Lifetime asked for in Allocate and Refresh (the RFC 8656 default, 10 minutes).
+pub(super) const LIFETIME_SECS: u32 = 600;
+/// The channel every allocation binds (RFC 8656 §12: 0x4000 is the first valid one).
+pub(super) const CHANNEL: u16 = 0x4000;
+
+/// One allocation during the run.
+#[derive(Debug)]
+pub(super) struct Lane {
+    pub socket: UdpSocket,
+    pub auth: Auth,
+    pub peer: SocketAddr,
+    server: SocketAddr,
+    index: u32,
+    window: Window,
+    tx: SendBatch,
+    refresher: Refresher,
+}
+
+impl Lane {
+    /// A lane for allocation `index`, sending to `peer`.
+    pub(super) fn new(
+        socket: UdpSocket,
+        auth: Auth,
+        (server, peer): (SocketAddr, SocketAddr),
+        index: u32,
+        window: usize,
+        wire_len: usize,
+    ) -> Self {
+        Self {
+            socket,
+            auth,
+            peer,
+            server,
+            index,
+            window: Window::new(window),
+            tx: SendBatch::new(batch_len(wire_len), wire_len),
+            refresher: Refresher::default(),
+        }
+    }
+}
+
+/// Counts of one run (measured phase only, except the diagnostics).
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub sent: u64,
+    pub received: u64,
+    pub stray: u64,
+    pub overruns: u64,
+    pub send_errors: u64,
+    pub echo_drops: u64,
+    pub refreshes: RefreshCounts,
+    pub rtt: Histogram,
+    /// From the end of warmup to the last measured send.
+    pub elapsed: Duration,
+}
+
+/// Runs warmup, the measured phase and the drain; returns the tally.
+pub(super) fn drive(
+    config: &LoadConfig,
+    lanes: &mut [Lane],
+    peers: &[UdpSocket],
+) -> Result<Tally, LoadError> {
+    let mut run = Run::new(config, lanes.len())?;
+    let base = mono_now();
+    let measure_ns = nanos(config.warmup);
+    let stop_ns = measure_ns.saturating_add(nanos(config.duration));
+    let mut refresh_at = nanos(config.refresh_every);
+    let mut sending = true;
+    let mut drain_until = u64::MAX;
+    loop {
+        let mut busy = false;
+        for lane in lanes.iter_mut() {
+            busy |= run.receive(lane, base, measure_ns)?;
+        }
+        for peer in peers {
+            busy |= run.echo(peer)?;
+        }
+        let now = since(base);
+        if sending && (now >= stop_ns || run.tally.sent >= config.max_packets) {
+            sending = false;
+            run.tally.elapsed = Duration::from_nanos(now.saturating_sub(measure_ns));
+            drain_until = now.saturating_add(nanos(config.loss_timeout));
+        }
+        if let Some(cutoff) = now.checked_sub(nanos(config.loss_timeout)) {
+            for lane in lanes.iter_mut() {
+                lane.window.expire(cutoff);
+            }
+        }
+        if sending {
+            busy |= run.generate(config, lanes, now, measure_ns);
+        }
+        for lane in lanes.iter_mut() {
+            run.flush(lane)?;
+        }
+        if now >= refresh_at {
+            refresh_at = now.saturating_add(nanos(config.refresh_every));
+            for lane in lanes.iter_mut() {
+                let refresh = Request::Refresh {
+                    lifetime: LIFETIME_SECS,
+                };
+                lane.refresher.queue(refresh);
+                lane.refresher.queue(bind_request(config, lane.peer));
+            }
+        }
+        for lane in lanes.iter_mut() {
+            let counts = &mut run.tally.refreshes;
+            lane.refresher.poll(&lane.socket, &lane.auth, now, counts)?;
+        }
+        if !sending {
+            let settled = lanes.iter().all(|l| l.window.in_flight() == 0);
+            if settled || now >= drain_until {
+                return Ok(run.tally);
+            }
+        }
+        if !busy {
+            // Nothing to do this turn: let a server thread sharing the core run. Not a sleep.
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The request that installs the permission for `peer`.
+pub(super) fn bind_request(config: &LoadConfig, peer: SocketAddr) -> Request {
+    if config.send_indications {
+        Request::CreatePermission { peer }
+    } else {
+        Request::ChannelBind {
+            channel: CHANNEL,
+            peer,
+        }
+    }
+}
+
+/// The largest datagram the generator sends or expects.
+pub(super) fn wire_len(payload: usize) -> usize {
+    // Send/Data indication: header 20, XOR-PEER-ADDRESS up to 24, DATA 4 + padding 3.
+    payload + 64
+}
+
+/// Batch depth for datagrams of `wire_len` bytes (about 256 KiB of buffer per batch).
+fn batch_len(wire_len: usize) -> usize {
+    (256 * 1024 / wire_len.max(1)).clamp(4, BATCH)
+}
+
+struct Run {
+    rx: RecvBatch,
+    echo_tx: SendBatch,
+    scratch: Vec<u8>,
+    tally: Tally,
+    /// Packets generated, warmup included (the pacing clock).
+    generated: u64,
+    next_lane: usize,
+}
+
+impl Run {
+    fn new(config: &LoadConfig, lanes: usize) -> Result<Self, LoadError> {
+        if lanes == 0 {
+            return Err(LoadError::Config("at least one allocation is needed"));
+        }
+        let len = wire_len(config.payload);
+        Ok(Self {
+            rx: RecvBatch::new(batch_len(len), len),
+            echo_tx: SendBatch::new(batch_len(len), len),
+            scratch: vec![0; config.payload],
+            tally: Tally::default(),
+            generated: 0,
+            next_lane: 0,
+        })
+    }
+
+    /// Drains what the server sent to one client socket.
+    fn receive(
+        &mut self,
+        lane: &mut Lane,
+        base: Instant,
+        measure_ns: u64,
+    ) -> Result<bool, LoadError> {
+        let mut busy = false;
+        for _ in 0..ROUNDS {
+            let n = match self.rx.recv(lane.socket.as_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from an earlier send surface here; UDP carries on.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(LoadError::Io(e)),
+            };
+            busy = true;
+            let now = since(base);
+            for i in 0..n {
+                let (datagram, _) = self.rx.datagram(i);
+                match data_of(datagram) {
+                    Some(data) => {
+                        let Some((index, seq, stamp)) = read_header(data) else {
+                            self.tally.stray += 1;
+                            continue;
+                        };
+                        match lane.window.receive(seq) {
+                            Some(sent_ns) if index == lane.index && sent_ns == stamp => {
+                                if sent_ns >= measure_ns {
+                                    self.tally.received += 1;
+                                    self.tally.rtt.record(now.saturating_sub(sent_ns));
+                                }
+                            }
+                            _ => self.tally.stray += 1,
+                        }
+                    }
+                    None => match Message::parse(datagram) {
+                        Ok(msg) => lane.refresher.handle_response(
+                            &lane.socket,
+                            &mut lane.auth,
+                            &msg,
+                            now,
+                            &mut self.tally.refreshes,
+                        )?,
+                        Err(_) => self.tally.stray += 1,
+                    },
+                }
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Echoes every datagram a peer socket got back to the relayed address it came from.
+    fn echo(&mut self, peer: &UdpSocket) -> Result<bool, LoadError> {
+        let mut busy = false;
+        for _ in 0..ROUNDS {
+            let n = match self.rx.recv(peer.as_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(LoadError::Io(e)),
+            };
+            busy = true;
+            for i in 0..n {
+                let (data, from) = self.rx.datagram(i);
+                if !self.echo_tx.push(data, from) {
+                    self.tally.echo_drops += 1;
+                }
+            }
+            match self.echo_tx.flush(peer.as_fd()) {
+                Ok(stats) => self.tally.echo_drops += stats.dropped as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(LoadError::Io(e)),
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Queues the packets due now: paced round robin (open loop) or up to the window.
+    fn generate(
+        &mut self,
+        config: &LoadConfig,
+        lanes: &mut [Lane],
+        now: u64,
+        measure_ns: u64,
+    ) -> bool {
+        let measuring = now >= measure_ns;
+        let left = if measuring {
+            config.max_packets.saturating_sub(self.tally.sent)
+        } else {
+            u64::MAX
+        };
+        let count = lanes.len();
+        let room = (count * BATCH) as u64;
+        let mut busy = false;
+        if config.rate > 0 {
+            // The pacing clock: packets due since the start, sent as soon as due.
+            let due = (u128::from(config.rate) * u128::from(now) / 1_000_000_000) as u64;
+            let mut budget = due.saturating_sub(self.generated).min(room).min(left);
+            while budget > 0 {
+                let lane = &mut lanes[self.next_lane];
+                self.next_lane = (self.next_lane + 1) % count;
+                if self.send_one(config, lane, now, measuring) {
+                    budget -= 1;
+                    busy = true;
+                } else {
+                    break; // a full batch: the rest goes next turn
+                }
+            }
+        } else {
+            let mut left = left;
+            for lane in lanes.iter_mut() {
+                while left > 0 && lane.window.span() < config.window as u64 {
+                    if !self.send_one(config, lane, now, measuring) {
+                        break;
+                    }
+                    left -= 1;
+                    busy = true;
+                }
+            }
+        }
+        busy
+    }
+
+    /// Writes one packet into the lane's batch; `false` when the batch is full.
+    fn send_one(
+        &mut self,
+        config: &LoadConfig,
+        lane: &mut Lane,
+        now: u64,
+        measuring: bool,
+    ) -> bool {
+        let Some(buf) = lane.tx.next_buf() else {
+            return false;
+        };
+        let (seq, overrun) = lane.window.send(now);
+        let len = if config.send_indications {
+            write_header(&mut self.scratch, lane.index, seq, now);
+            send_indication(buf, lane.peer, seq, &self.scratch)
+        } else {
+            write_header(buf.get_mut(4..).unwrap_or_default(), lane.index, seq, now);
+            write_channel_data(buf, CHANNEL, config.payload, false)
+        };
+        match len {
+            Some(len) => lane.tx.commit(len, lane.server),
+            None => self.tally.send_errors += 1,
+        }
+        self.generated += 1;
+        if measuring {
+            self.tally.sent += 1;
+            self.tally.overruns += u64::from(overrun);
+        }
+        true
+    }
+
+    fn flush(&mut self, lane: &mut Lane) -> Result<(), LoadError> {
+        if lane.tx.is_empty() {
+            return Ok(());
+        }
+        match lane.tx.flush(lane.socket.as_fd()) {
+            Ok(stats) => self.tally.send_errors += stats.dropped as u64,
+            // The socket buffer is full: the rest stays queued for the next turn.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(LoadError::Io(e)),
+        }
+        Ok(())
+    }
+}
+
+/// The application data of ChannelData or a Data indication; `None` for other STUN messages.
+fn data_of(datagram: &[u8]) -> Option<&[u8]> {
+    if !looks_like_stun(datagram) {
+        return ChannelData::parse(datagram).ok().map(|c| c.data());
+    }
+    let msg = Message::parse(datagram).ok()?;
+    let data = MessageType::new(Method::DATA, Class::Indication);
+    if msg.message_type() != data {
+        return None;
+    }
+    // RFC 8656 §11.4: the data is in DATA; an indication without it is dropped.
+    Some(msg.get(attr::DATA).unwrap_or_default())
+}
+
+/// A Send indication (RFC 8656 §11.1) carrying `payload` to `peer`.
+fn send_indication(buf: &mut [u8], peer: SocketAddr, seq: u64, payload: &[u8]) -> Option<usize> {
+    // Indications get no answer; the transaction id only has to differ between messages.
+    let mut tid = [0u8; 12];
+    tid[4..].copy_from_slice(&seq.to_be_bytes());
+    let ty = MessageType::new(Method::SEND, Class::Indication);
+    let mut w = MessageWriter::new(buf, ty, TransactionId(tid)).ok()?;
+    w.add_xor_address(attr::XOR_PEER_ADDRESS, peer).ok()?;
+    w.add(attr::DATA, payload).ok()?;
+    Some(w.finish())
+}
+
+fn since(base: Instant) -> u64 {
+    nanos(mono_now().saturating_duration_since(base))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,11 @@
+//! Integration tests: an in-process Turnstone on loopback, driven by a hand-rolled client,
+//! the webrtc-rs `turn`/`stun` crates and coturn's `turnutils_*` tools.
+
+mod binding;
+mod client;
+mod common;
+mod interop_coturn;
+mod interop_stun_crate;
+mod interop_turn_crate;
+mod turn_stream;
+mod turn_udp;
