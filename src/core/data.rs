@@ -241,7 +241,8 @@ fn write_data_indication(
         return None;
     }
     buf[payload.end..end].fill(0);
-    let body = (4 + addr_len + 4 + padded) as u16;
+    // A peer datagram too large to fit one STUN message is dropped.
+    let body = u16::try_from(4 + addr_len + 4 + padded).ok()?;
     let mut id = [0u8; 12];
     id[4..].copy_from_slice(&txid.to_be_bytes());
     let tid = TransactionId(id);

@@ -1,0 +1,399 @@
+//! The server under test for `server_unauthed` and `server_authed`: a `core::Server` with one
+//! static user, a fake relay provider and a virtual clock, and a client that checks every
+//! output: replies parse as STUN, ChannelData and Data indications carry the payload, forwards
+//! stay inside the packet and reach only peers the policy allows, and at shutdown no relay
+//! socket, reservation or quota slot outlives the allocations.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
+use turnstone::core::cidr::Cidr;
+use turnstone::core::policy::PeerPolicy;
+use turnstone::core::{
+    FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayFamily,
+    RelayId, Server, Settings, SharedState, Transport,
+};
+use turnstone::proto::{
+    ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
+    looks_like_channel_data,
+};
+
+use super::relays::FakeRelays;
+
+/// The realm, user and password of the only static user.
+pub const REALM: &str = "fuzz.example";
+/// The static user.
+pub const USER: &str = "alice";
+/// Its password.
+pub const PASSWORD: &str = "alice-pw";
+/// The listener clients reach.
+pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
+/// The IPv4 relay address (never bound: the relay provider is fake).
+pub const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+/// The IPv6 relay address.
+pub const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
+/// The peer the authenticated session binds channel 0x4000 to.
+pub const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+/// The channel bound to [`PEER`].
+pub const CHANNEL: u16 = 0x4000;
+/// The output buffer size of the IO layer's stream reader.
+const OUT: usize = 2048;
+const UNIX_START: u64 = 1_700_000_000;
+
+/// Settings by hand: dual stack, RFC lifetimes, peers in 127.0.0.0/8 allowed.
+pub fn settings() -> Settings {
+    let allow = vec![Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).expect("cidr")];
+    let policy = PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
+        .with_relay_ports(49152..=65535);
+    Settings {
+        realm: REALM.into(),
+        software: Some("turnstone-fuzz".into()),
+        relay_v4: Some(RelayFamily {
+            bind: RELAY_V4,
+            advertised: RELAY_V4,
+        }),
+        relay_v6: Some(RelayFamily {
+            bind: RELAY_V6,
+            advertised: RELAY_V6,
+        }),
+        lifetimes: Lifetimes::default(),
+        policy,
+        max_permissions: 8,
+        max_channels: 8,
+        max_allocations_per_user: 2,
+        max_allocations: 4,
+        listeners: vec![LISTENER],
+        allocation_bandwidth: None,
+        worker_bandwidth: None,
+        alternate_server: None,
+    }
+}
+
+/// A server, its relays, a virtual clock and an authenticated client.
+pub struct Session {
+    /// The server under test.
+    pub server: Server,
+    /// Its relay provider.
+    pub relays: FakeRelays,
+    shared: Arc<SharedState>,
+    policy: PeerPolicy,
+    elapsed: Duration,
+    /// The client's 5-tuple.
+    pub ft: FiveTuple,
+    /// Its long-term key (MD5).
+    pub key: Vec<u8>,
+    nonce: Vec<u8>,
+    next_tid: u64,
+    /// The allocation's IPv4 relay socket.
+    pub relay: RelayId,
+}
+
+impl Session {
+    /// A fresh server with no allocation.
+    pub fn new() -> Self {
+        let store = CredentialStore::new(REALM, [(USER.into(), PASSWORD.into())], vec![]);
+        let shared = Arc::new(SharedState::default());
+        let settings = settings();
+        let policy = settings.policy.clone();
+        let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
+        let key = long_term_key(
+            PasswordAlgorithm::Md5,
+            USER.as_bytes(),
+            REALM.as_bytes(),
+            PASSWORD.as_bytes(),
+        );
+        Self {
+            server,
+            relays: FakeRelays::default(),
+            shared,
+            policy,
+            elapsed: Duration::ZERO,
+            ft: five_tuple(40000, Transport::Udp),
+            key: key.as_bytes().to_vec(),
+            nonce: Vec::new(),
+            next_tid: 0,
+            relay: RelayId(0),
+        }
+    }
+
+    /// The full exchange: 401 challenge, Allocate, CreatePermission and ChannelBind to [`PEER`].
+    pub fn authenticated() -> Self {
+        let mut s = Self::new();
+        let tid = s.tid();
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(&mut buf, request(Method::ALLOCATE), tid).expect("room");
+        w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .expect("room");
+        let n = w.finish();
+        let challenge = s.client(s.ft, &buf[..n]);
+        assert!(s.learn(&challenge), "no 401 challenge");
+        let ok = s.signed(Method::ALLOCATE, false, |w| {
+            w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
+        });
+        let relayed = success(&ok).xor_address(attr::XOR_RELAYED_ADDRESS);
+        let relayed = relayed.expect("relayed address").expect("well-formed");
+        s.relay = *s
+            .relays
+            .open
+            .iter()
+            .find(|(_, a)| **a == relayed)
+            .expect("relay")
+            .0;
+        let ok = s.signed(Method::CREATE_PERMISSION, false, |w| {
+            w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
+        });
+        success(&ok);
+        let ok = s.signed(Method::CHANNEL_BIND, false, |w| {
+            w.add(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])?;
+            w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
+        });
+        success(&ok);
+        s
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Now {
+        static START: OnceLock<Instant> = OnceLock::new();
+        Now {
+            mono: *START.get_or_init(clock_origin) + self.elapsed,
+            unix_secs: UNIX_START + self.elapsed.as_secs(),
+        }
+    }
+
+    pub(crate) fn tid(&mut self) -> TransactionId {
+        self.next_tid += 1;
+        let mut id = [0u8; 12];
+        id[4..].copy_from_slice(&self.next_tid.to_be_bytes());
+        TransactionId(id)
+    }
+
+    /// Feeds client bytes, checks the outcome; returns the reply, if any.
+    pub fn client(&mut self, ft: FiveTuple, pkt: &[u8]) -> Vec<u8> {
+        let mut out = [0u8; OUT];
+        let now = self.now();
+        let handled = self
+            .server
+            .handle_client(now, ft, pkt, &mut out, &mut self.relays);
+        match handled {
+            Handled::Drop(_) => Vec::new(),
+            Handled::Reply(n) => {
+                assert!(n <= OUT, "reply of {n} past the buffer");
+                let reply = Message::parse(&out[..n])
+                    .unwrap_or_else(|e| panic!("reply does not parse: {e:?}"));
+                assert!(matches!(reply.class(), Class::Success | Class::Error));
+                if let Ok(req) = Message::parse(pkt) {
+                    assert_eq!(reply.transaction_id(), req.transaction_id());
+                }
+                // A success to an authenticated request is signed with the user's key.
+                if reply.class() == Class::Success && reply.method() != Method::BINDING {
+                    assert!(
+                        reply.verify_integrity(&self.key).is_ok(),
+                        "unsigned success"
+                    );
+                }
+                out[..n].to_vec()
+            }
+            Handled::Forward {
+                relay,
+                peer,
+                payload,
+            } => {
+                assert!(
+                    payload.start <= payload.end && payload.end <= pkt.len(),
+                    "{payload:?}"
+                );
+                assert!(
+                    self.relays.open.contains_key(&relay),
+                    "forward from closed {relay:?}"
+                );
+                assert!(
+                    self.policy.check(peer).is_ok(),
+                    "forward to refused peer {peer}"
+                );
+                if looks_like_channel_data(pkt) {
+                    let cd = ChannelData::parse(pkt).expect("forwarded ChannelData parses");
+                    assert_eq!(&pkt[payload], cd.data());
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Feeds a datagram from `peer` to relay socket `relay`; checks what reaches the client.
+    pub fn peer(&mut self, relay: RelayId, peer: SocketAddr, payload: &[u8]) {
+        let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+        let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+        buf[range.clone()].copy_from_slice(payload);
+        let now = self.now();
+        let PeerHandled::ToClient { client, range } =
+            self.server.handle_peer(now, relay, peer, &mut buf, range)
+        else {
+            return;
+        };
+        assert!(
+            range.start <= range.end && range.end <= buf.len(),
+            "{range:?}"
+        );
+        let msg = &buf[range];
+        if looks_like_channel_data(msg) {
+            let cd = ChannelData::parse(msg).expect("ChannelData to the client parses");
+            assert_eq!(cd.data(), payload);
+            let padded = if client.transport.is_stream() {
+                payload.len().div_ceil(4) * 4
+            } else {
+                payload.len()
+            };
+            assert_eq!(msg.len(), 4 + padded);
+        } else {
+            let ind = Message::parse(msg).unwrap_or_else(|e| panic!("Data indication: {e:?}"));
+            assert_eq!(
+                ind.message_type(),
+                MessageType::new(Method::DATA, Class::Indication)
+            );
+            assert_eq!(ind.get(attr::DATA), Some(payload));
+            assert!(matches!(
+                ind.xor_address(attr::XOR_PEER_ADDRESS),
+                Some(Ok(_))
+            ));
+        }
+    }
+
+    /// A request signed as the client (USERNAME, REALM, NONCE, MESSAGE-INTEGRITY, FINGERPRINT).
+    pub fn signed_request(
+        &mut self,
+        ty: MessageType,
+        sha256: bool,
+        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), turnstone::proto::WriteError>,
+    ) -> Vec<u8> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 4096];
+        let Ok(mut w) = MessageWriter::new(&mut buf, ty, tid) else {
+            return Vec::new();
+        };
+        let sealed = body(&mut w)
+            .and_then(|()| w.add(attr::USERNAME, USER.as_bytes()).map(drop))
+            .and_then(|()| w.add(attr::REALM, REALM.as_bytes()).map(drop))
+            .and_then(|()| w.add(attr::NONCE, &self.nonce).map(drop))
+            .and_then(|()| {
+                if sha256 {
+                    w.add_integrity_sha256(&self.key)
+                } else {
+                    w.add_integrity(&self.key)
+                }
+                .map(drop)
+            })
+            .and_then(|()| w.add_fingerprint().map(drop));
+        if sealed.is_err() {
+            return Vec::new();
+        }
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends a signed request on the client's 5-tuple; learns a fresh nonce from 401/438.
+    pub fn signed(
+        &mut self,
+        method: Method,
+        sha256: bool,
+        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), turnstone::proto::WriteError>,
+    ) -> Vec<u8> {
+        let pkt = self.signed_request(request(method), sha256, body);
+        let reply = self.client(self.ft, &pkt);
+        self.learn(&reply);
+        reply
+    }
+
+    /// Takes NONCE from a 401 or 438 reply.
+    pub(crate) fn learn(&mut self, reply: &[u8]) -> bool {
+        let Ok(msg) = Message::parse(reply) else {
+            return false;
+        };
+        let code = msg.error_code().and_then(Result::ok).map(|e| e.code);
+        match (code, msg.nonce()) {
+            (Some(401 | 438), Some(Ok(nonce))) => {
+                self.nonce = nonce.to_vec();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves the clock and runs the timers.
+    pub fn advance(&mut self, secs: u64) {
+        self.elapsed += Duration::from_secs(secs);
+        let now = self.now();
+        self.server.handle_timeout(now, &mut self.relays);
+        while self.server.next_command().is_some() {}
+    }
+
+    /// A TCP/TLS client connection closed.
+    pub fn close_connection(&mut self, ft: FiveTuple) {
+        let now = self.now();
+        self.server
+            .handle_connection_closed(now, ft, &mut self.relays);
+        while self.server.next_command().is_some() {}
+    }
+
+    /// Shuts down: nothing may be left open, reserved or counted.
+    pub fn finish(mut self) {
+        assert!(self.server.allocation_count() <= 2);
+        let now = self.now();
+        self.server.close_all(now, &mut self.relays);
+        while self.server.next_command().is_some() {}
+        assert_eq!(self.server.allocation_count(), 0);
+        assert!(
+            self.relays.open.is_empty(),
+            "relays left open: {:?}",
+            self.relays.open
+        );
+        assert!(
+            self.relays.reserved.is_empty(),
+            "reservations left: {:?}",
+            self.relays.reserved
+        );
+        assert_eq!(self.shared.total(), 0, "quota slots left taken");
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The virtual clock's origin: the one clock read; after it time only advances.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a virtual clock needs one real origin"
+)]
+fn clock_origin() -> Instant {
+    Instant::now()
+}
+
+/// A client 5-tuple from 127.0.0.1:`port` to [`LISTENER`].
+pub fn five_tuple(port: u16, transport: Transport) -> FiveTuple {
+    FiveTuple {
+        client: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        server: LISTENER,
+        transport,
+    }
+}
+
+pub(crate) fn request(method: Method) -> MessageType {
+    MessageType::new(method, Class::Request)
+}
+
+#[track_caller]
+fn success(reply: &[u8]) -> Message<'_> {
+    let msg = Message::parse(reply).expect("a reply");
+    assert_eq!(
+        msg.class(),
+        Class::Success,
+        "setup step failed: {:?}",
+        msg.error_code()
+    );
+    msg
+}
