@@ -97,7 +97,10 @@ impl Client {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods, reason = "waits in real time for the server's housekeeping")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "waits in real time for the server's housekeeping"
+)]
 fn rss_returns_to_baseline_after_allocation_churn_and_a_binding_flood() {
     let text = format!(
         r#"

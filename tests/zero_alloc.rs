@@ -121,7 +121,10 @@ impl RelayProvider for Relays {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods, reason = "one origin for the virtual clock")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "one origin for the virtual clock"
+)]
 fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let settings = Settings {

@@ -31,18 +31,7 @@ impl TokenBucket {
 
     /// Takes `bytes` if available; false means the packet is over the cap.
     pub fn take(&mut self, now: Instant, bytes: u64) -> bool {
-        let elapsed = now.saturating_duration_since(self.last);
-        if !elapsed.is_zero() {
-            let refill =
-                (elapsed.as_nanos() * u128::from(self.limit.bytes_per_sec) / 1_000_000_000) as u64;
-            if refill > 0 {
-                self.tokens = self
-                    .tokens
-                    .saturating_add(refill)
-                    .min(self.limit.burst_bytes);
-                self.last = now;
-            }
-        }
+        self.refill(now);
         if self.tokens >= bytes {
             self.tokens -= bytes;
             true
@@ -50,9 +39,31 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Adds the tokens earned since the last refill.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        let earned =
+            (elapsed.as_nanos() * u128::from(self.limit.bytes_per_sec) / 1_000_000_000) as u64;
+        if earned > 0 {
+            self.tokens = self
+                .tokens
+                .saturating_add(earned)
+                .min(self.limit.burst_bytes);
+            self.last = now;
+        }
+    }
+
+    /// Whether `bytes` are available now, without taking them.
+    fn has(&mut self, now: Instant, bytes: u64) -> bool {
+        self.refill(now);
+        self.tokens >= bytes
+    }
 }
 
 /// Whether `bytes` fit both the allocation's cap and the worker's share of the total cap.
+/// Both are checked before either is charged, so a packet one cap refuses costs the other
+/// nothing.
 pub(crate) fn admit(
     allocation: &mut Option<TokenBucket>,
     worker: &mut Option<TokenBucket>,
@@ -60,17 +71,19 @@ pub(crate) fn admit(
     now: Instant,
     bytes: u64,
 ) -> bool {
-    if let Some(bucket) = allocation
-        && !bucket.take(now, bytes)
-    {
-        return false;
+    let mut worker =
+        worker_limit.map(|limit| worker.get_or_insert_with(|| TokenBucket::new(limit, now)));
+    let fits = allocation.as_mut().is_none_or(|b| b.has(now, bytes))
+        && worker.as_mut().is_none_or(|b| b.has(now, bytes));
+    if fits {
+        if let Some(b) = allocation {
+            b.take(now, bytes);
+        }
+        if let Some(b) = worker {
+            b.take(now, bytes);
+        }
     }
-    match worker_limit {
-        Some(limit) => worker
-            .get_or_insert_with(|| TokenBucket::new(limit, now))
-            .take(now, bytes),
-        None => true,
-    }
+    fits
 }
 
 #[cfg(test)]

@@ -7,6 +7,15 @@ use std::time::Instant;
 
 use super::relay::ReservationId;
 
+/// Whose quota an allocation counts against: a TURN REST username `<expiry>:<user>` counts
+/// against `<user>`, so minting fresh credentials does not lift the per-user quota.
+fn quota_key(username: &str) -> &str {
+    match (crate::auth::rest_expiry(username), username.split_once(':')) {
+        (Some(_), Some((_, user))) if !user.is_empty() => user,
+        _ => username,
+    }
+}
+
 /// Which allocation quota is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuotaFull {
@@ -39,7 +48,7 @@ impl SharedState {
         if total_max != 0 && self.total.load(Ordering::Relaxed) >= total_max {
             return Err(QuotaFull::Total);
         }
-        let count = users.entry(user.to_owned()).or_insert(0);
+        let count = users.entry(quota_key(user).to_owned()).or_insert(0);
         if per_user_max != 0 && *count >= per_user_max {
             return Err(QuotaFull::User);
         }
@@ -53,10 +62,11 @@ impl SharedState {
         let Ok(mut users) = self.per_user.lock() else {
             return;
         };
-        if let Some(count) = users.get_mut(user) {
+        let key = quota_key(user);
+        if let Some(count) = users.get_mut(key) {
             *count -= 1;
             if *count == 0 {
-                users.remove(user);
+                users.remove(key);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
         }
@@ -98,5 +108,24 @@ impl SharedState {
     /// Allocations alive across all workers.
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_credentials_of_one_user_share_the_per_user_quota() {
+        let shared = SharedState::default();
+        assert!(shared.try_acquire("1700000000:alice", 1, 0).is_ok());
+        assert_eq!(
+            shared.try_acquire("1800000000:alice", 1, 0),
+            Err(QuotaFull::User)
+        );
+        assert!(shared.try_acquire("1800000000:bob", 1, 0).is_ok());
+        shared.release("1800000000:alice");
+        assert!(shared.try_acquire("1900000000:alice", 1, 0).is_ok());
+        assert_eq!(shared.total(), 2);
     }
 }

@@ -97,7 +97,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut out = vec![0u8; 2048];
-    let idle = worker.limits.idle_timeout;
+    // The first message must come within the handshake timeout; after that, the idle timeout.
+    let mut deadline = worker.limits.handshake_timeout;
     'conn: loop {
         tokio::select! {
             read = reader.read(&mut chunk) => {
@@ -118,6 +119,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                     };
                     let pkt = &inbuf[consumed..consumed + frame.len];
                     consumed += frame.len;
+                    deadline = worker.limits.idle_timeout;
                     if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
                         continue;
                     }
@@ -147,7 +149,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                     break 'conn;
                 }
             }
-            () = tokio::time::sleep(idle) => {
+            () = tokio::time::sleep(deadline) => {
                 tracing::debug!(target: "turnstone::io", client = %ft.client, "idle connection closed");
                 break 'conn;
             }

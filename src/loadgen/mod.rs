@@ -13,10 +13,12 @@
 
 mod control;
 mod histogram;
+mod lane;
+mod poller;
 mod refresh;
 mod report;
 mod traffic;
-mod window;
+mod wire;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -31,7 +33,8 @@ use crate::auth::{rest_password, rest_username};
 use crate::io::clock;
 use crate::proto::WriteError;
 use control::{Auth, Request, SOCKET_BUFFER_BYTES};
-use traffic::{LIFETIME_SECS, Lane};
+use lane::Lane;
+use traffic::LIFETIME_SECS;
 
 /// How the generator reaches the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,7 +152,7 @@ impl LoadConfig {
         if !(1..=10_000).contains(&self.allocations) {
             return fail("allocations must be between 1 and 10000");
         }
-        if !(window::HEADER_LEN..=60_000).contains(&self.payload) {
+        if !(wire::HEADER_LEN..=60_000).contains(&self.payload) {
             return fail("payload must be between 24 and 60000 bytes");
         }
         if self.window == 0 || self.window > 65_536 {
@@ -307,7 +310,7 @@ fn setup(config: &LoadConfig, peers: &[UdpSocket], lanes: &mut Vec<Lane>) -> Res
     let unix_now = clock::now().unix_secs;
     let valid_for =
         config.warmup + config.duration + config.loss_timeout + Duration::from_secs(3600);
-    let wire_len = traffic::wire_len(config.payload);
+    let wire_len = wire::wire_len(config.payload);
     let mut buf = [0u8; 1500];
     for i in 0..config.allocations {
         let auth = Auth::new(&config.credentials, unix_now, valid_for);
@@ -321,7 +324,7 @@ fn setup(config: &LoadConfig, peers: &[UdpSocket], lanes: &mut Vec<Lane>) -> Res
             ends,
             index,
             config.ring(),
-            wire_len,
+            (traffic::batch_len(wire_len), wire_len),
         );
         lanes.push(lane);
         let lane = lanes.last_mut().ok_or(LoadError::Config("no lane"))?;

@@ -1,5 +1,5 @@
-//! The data loop: one thread busy-polls every client and peer socket without blocking
-//! (recvmmsg/sendmmsg batches), sends paced by spinning on the clock (open loop) or as
+//! The data loop: one thread busy-polls the client and peer sockets without blocking (epoll
+//! with a zero timeout says which are ready; recvmmsg/sendmmsg batches move the datagrams), sends paced by spinning on the clock (open loop) or as
 //! replies free the window (closed loop), echoes at the peers, and refreshes allocations,
 //! permissions and channels in the background on long runs. Nothing sleeps, so the server
 //! never waits on the generator; an idle turn only yields the CPU.
@@ -9,16 +9,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::control::{Auth, Request};
+use super::control::Request;
 use super::histogram::Histogram;
-use super::refresh::{RefreshCounts, Refresher, is_transient};
-use super::window::{Window, read_header, write_header};
+use super::lane::Lane;
+use super::poller::Poller;
+use super::refresh::{RefreshCounts, is_transient};
+use super::wire::{data_of, read_header, send_indication, wire_len, write_header};
 use super::{LoadConfig, LoadError, mono_now};
 use crate::io::mmsg::{RecvBatch, SendBatch};
-use crate::proto::{
-    ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
-    looks_like_stun, write_channel_data,
-};
+use crate::proto::{Message, write_channel_data};
 
 /// Datagrams per recvmmsg/sendmmsg at most.
 const BATCH: usize = 64;
@@ -26,44 +25,10 @@ const BATCH: usize = 64;
 const ROUNDS: usize = 4;
 /// Lifetime asked for in Allocate and Refresh (the RFC 8656 default, 10 minutes).
 pub(super) const LIFETIME_SECS: u32 = 600;
+/// Interval of the per-allocation chores: loss timeouts, refreshes, the end of the drain.
+const CHORES_EVERY_NS: u64 = 1_000_000;
 /// The channel every allocation binds (RFC 8656 §12: 0x4000 is the first valid one).
 pub(super) const CHANNEL: u16 = 0x4000;
-
-/// One allocation during the run.
-#[derive(Debug)]
-pub(super) struct Lane {
-    pub socket: UdpSocket,
-    pub auth: Auth,
-    pub peer: SocketAddr,
-    server: SocketAddr,
-    index: u32,
-    window: Window,
-    tx: SendBatch,
-    refresher: Refresher,
-}
-
-impl Lane {
-    /// A lane for allocation `index`, sending to `peer`.
-    pub(super) fn new(
-        socket: UdpSocket,
-        auth: Auth,
-        (server, peer): (SocketAddr, SocketAddr),
-        index: u32,
-        window: usize,
-        wire_len: usize,
-    ) -> Self {
-        Self {
-            socket,
-            auth,
-            peer,
-            server,
-            index,
-            window: Window::new(window),
-            tx: SendBatch::new(batch_len(wire_len), wire_len),
-            refresher: Refresher::default(),
-        }
-    }
-}
 
 /// Counts of one run (measured phase only, except the diagnostics).
 #[derive(Debug, Default)]
@@ -93,13 +58,25 @@ pub(super) fn drive(
     let mut refresh_at = nanos(config.refresh_every);
     let mut sending = true;
     let mut drain_until = u64::MAX;
+    let mut chores_at = 0;
+    let mut poller = Poller::new(lanes.len() + peers.len())?;
+    for (token, fd) in lanes
+        .iter()
+        .map(|l| l.socket.as_fd())
+        .chain(peers.iter().map(|p| p.as_fd()))
+        .enumerate()
+    {
+        let token = u32::try_from(token).map_err(|_| LoadError::Config("too many sockets"))?;
+        poller.add(fd, token)?;
+    }
     loop {
         let mut busy = false;
-        for lane in lanes.iter_mut() {
-            busy |= run.receive(lane, base, measure_ns)?;
-        }
-        for peer in peers {
-            busy |= run.echo(peer)?;
+        for &token in poller.poll()? {
+            let i = token as usize;
+            match i.checked_sub(lanes.len()) {
+                None => busy |= run.receive(&mut lanes[i], base, measure_ns)?,
+                Some(j) => busy |= run.echo(&peers[j])?,
+            }
         }
         let now = since(base);
         if sending && (now >= stop_ns || run.tally.sent >= config.max_packets) {
@@ -107,16 +84,25 @@ pub(super) fn drive(
             run.tally.elapsed = Duration::from_nanos(now.saturating_sub(measure_ns));
             drain_until = now.saturating_add(nanos(config.loss_timeout));
         }
-        if let Some(cutoff) = now.checked_sub(nanos(config.loss_timeout)) {
-            for lane in lanes.iter_mut() {
-                lane.window.expire(cutoff);
-            }
-        }
         if sending {
             busy |= run.generate(config, lanes, now, measure_ns);
         }
+        run.flush(lanes)?;
+        if now < chores_at {
+            if !busy {
+                // Nothing to do this turn: let a server thread sharing the core run. Not a sleep.
+                std::thread::yield_now();
+            }
+            continue;
+        }
+        // Chores touch every allocation, so they run once a millisecond, not every turn.
+        chores_at = now.saturating_add(CHORES_EVERY_NS);
+        let cutoff = now.checked_sub(nanos(config.loss_timeout));
         for lane in lanes.iter_mut() {
-            run.flush(lane)?;
+            if let Some(cutoff) = cutoff {
+                lane.window.expire(cutoff);
+            }
+            run.want(lane);
         }
         if now >= refresh_at {
             refresh_at = now.saturating_add(nanos(config.refresh_every));
@@ -138,10 +124,6 @@ pub(super) fn drive(
                 return Ok(run.tally);
             }
         }
-        if !busy {
-            // Nothing to do this turn: let a server thread sharing the core run. Not a sleep.
-            std::thread::yield_now();
-        }
     }
 }
 
@@ -157,14 +139,8 @@ pub(super) fn bind_request(config: &LoadConfig, peer: SocketAddr) -> Request {
     }
 }
 
-/// The largest datagram the generator sends or expects.
-pub(super) fn wire_len(payload: usize) -> usize {
-    // Send/Data indication: header 20, XOR-PEER-ADDRESS up to 24, DATA 4 + padding 3.
-    payload + 64
-}
-
 /// Batch depth for datagrams of `wire_len` bytes (about 256 KiB of buffer per batch).
-fn batch_len(wire_len: usize) -> usize {
+pub(super) fn batch_len(wire_len: usize) -> usize {
     (256 * 1024 / wire_len.max(1)).clamp(4, BATCH)
 }
 
@@ -172,6 +148,10 @@ struct Run {
     rx: RecvBatch,
     echo_tx: SendBatch,
     scratch: Vec<u8>,
+    /// Lanes with datagrams queued to send.
+    dirty: Vec<usize>,
+    /// Closed loop: lanes that may have room in their window.
+    wants: Vec<usize>,
     tally: Tally,
     /// Packets generated, warmup included (the pacing clock).
     generated: u64,
@@ -188,6 +168,8 @@ impl Run {
             rx: RecvBatch::new(batch_len(len), len),
             echo_tx: SendBatch::new(batch_len(len), len),
             scratch: vec![0; config.payload],
+            dirty: Vec::with_capacity(lanes),
+            wants: Vec::with_capacity(lanes),
             tally: Tally::default(),
             generated: 0,
             next_lane: 0,
@@ -242,6 +224,9 @@ impl Run {
                     },
                 }
             }
+        }
+        if busy {
+            self.want(lane);
         }
         Ok(busy)
     }
@@ -304,18 +289,34 @@ impl Run {
                 }
             }
         } else {
+            // Closed loop: only lanes that got replies (or chores found idle) can have room.
             let mut left = left;
-            for lane in lanes.iter_mut() {
+            let mut wants = std::mem::take(&mut self.wants);
+            wants.retain(|&i| {
+                let Some(lane) = lanes.get_mut(i) else {
+                    return false;
+                };
                 while left > 0 && lane.window.span() < config.window as u64 {
                     if !self.send_one(config, lane, now, measuring) {
-                        break;
+                        return true; // a full batch: the rest goes next turn
                     }
                     left -= 1;
                     busy = true;
                 }
-            }
+                lane.wanting = false;
+                false
+            });
+            self.wants = wants;
         }
         busy
+    }
+
+    /// Marks a lane as possibly having room in its window (closed loop).
+    fn want(&mut self, lane: &mut Lane) {
+        if !lane.wanting {
+            lane.wanting = true;
+            self.wants.push(lane.index as usize);
+        }
     }
 
     /// Writes one packet into the lane's batch; `false` when the batch is full.
@@ -337,6 +338,9 @@ impl Run {
             write_header(buf.get_mut(4..).unwrap_or_default(), lane.index, seq, now);
             write_channel_data(buf, CHANNEL, config.payload, false)
         };
+        if lane.tx.is_empty() {
+            self.dirty.push(lane.index as usize);
+        }
         match len {
             Some(len) => lane.tx.commit(len, lane.server),
             None => self.tally.send_errors += 1,
@@ -349,44 +353,27 @@ impl Run {
         true
     }
 
-    fn flush(&mut self, lane: &mut Lane) -> Result<(), LoadError> {
-        if lane.tx.is_empty() {
-            return Ok(());
-        }
-        match lane.tx.flush(lane.socket.as_fd()) {
-            Ok(stats) => self.tally.send_errors += stats.dropped as u64,
-            // The socket buffer is full: the rest stays queued for the next turn.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(LoadError::Io(e)),
+    /// Flushes the lanes with datagrams queued; a full socket buffer keeps the rest queued.
+    fn flush(&mut self, lanes: &mut [Lane]) -> Result<(), LoadError> {
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let Some(lane) = lanes.get_mut(self.dirty[i]) else {
+                self.dirty.swap_remove(i);
+                continue;
+            };
+            match lane.tx.flush(lane.socket.as_fd()) {
+                Ok(stats) => self.tally.send_errors += stats.dropped as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(LoadError::Io(e)),
+            }
+            if lane.tx.is_empty() {
+                self.dirty.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
         Ok(())
     }
-}
-
-/// The application data of ChannelData or a Data indication; `None` for other STUN messages.
-fn data_of(datagram: &[u8]) -> Option<&[u8]> {
-    if !looks_like_stun(datagram) {
-        return ChannelData::parse(datagram).ok().map(|c| c.data());
-    }
-    let msg = Message::parse(datagram).ok()?;
-    let data = MessageType::new(Method::DATA, Class::Indication);
-    if msg.message_type() != data {
-        return None;
-    }
-    // RFC 8656 §11.4: the data is in DATA; an indication without it is dropped.
-    Some(msg.get(attr::DATA).unwrap_or_default())
-}
-
-/// A Send indication (RFC 8656 §11.1) carrying `payload` to `peer`.
-fn send_indication(buf: &mut [u8], peer: SocketAddr, seq: u64, payload: &[u8]) -> Option<usize> {
-    // Indications get no answer; the transaction id only has to differ between messages.
-    let mut tid = [0u8; 12];
-    tid[4..].copy_from_slice(&seq.to_be_bytes());
-    let ty = MessageType::new(Method::SEND, Class::Indication);
-    let mut w = MessageWriter::new(buf, ty, TransactionId(tid)).ok()?;
-    w.add_xor_address(attr::XOR_PEER_ADDRESS, peer).ok()?;
-    w.add(attr::DATA, payload).ok()?;
-    Some(w.finish())
 }
 
 fn since(base: Instant) -> u64 {

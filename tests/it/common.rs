@@ -70,32 +70,55 @@ impl Drop for TempDir {
     }
 }
 
-/// An in-process Turnstone listening on UDP (v4 and v6), TCP and TLS on loopback port 0.
-pub struct TestServer {
-    running: Option<RunningServer>,
-    usage: Arc<Mutex<Vec<UsageRecord>>>,
-    cert: CertificateDer<'static>,
-    // Dropped last: holds the certificate and key files.
-    _dir: TempDir,
+/// Variations of the test server's configuration (see [`TestServer::start_with`]).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads.
+    pub workers: usize,
+    /// Extra lines of the `[server]` table.
+    pub server: String,
+    /// The lines of the `[limits]` table.
+    pub limits: String,
+    /// The TURN REST API secrets.
+    pub secrets: Vec<String>,
 }
 
-impl TestServer {
-    /// Starts a server with two workers, a static user and a REST secret.
-    pub fn start() -> TestServer {
-        init_logging();
-        let dir = TempDir::new();
-        let certified = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-        ])
-        .unwrap();
-        std::fs::write(dir.0.join("cert.pem"), certified.cert.pem()).unwrap();
-        std::fs::write(dir.0.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
-        let text = format!(
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            workers: 2,
+            server: String::new(),
+            limits: "tcp_handshake_timeout = \"5s\"".to_string(),
+            secrets: vec![SECRET.to_string()],
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with these `[limits]` lines instead.
+    pub fn limits(limits: &str) -> Options {
+        Options {
+            limits: limits.to_string(),
+            ..Options::default()
+        }
+    }
+
+    /// The configuration file's text.
+    fn toml(&self) -> String {
+        let Options {
+            workers,
+            server,
+            limits,
+            secrets,
+        } = self;
+        let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
+        let secrets = secrets.join(", ");
+        format!(
             r#"
 [server]
 realm = "{REALM}"
-workers = 2
+workers = {workers}
+{server}
 
 [[listen]]
 protocol = "udp"
@@ -123,7 +146,7 @@ address = "127.0.0.1"
 ports = "40000-49999"
 
 [auth]
-secrets = ["{SECRET}"]
+secrets = [{secrets}]
 
 [[auth.users]]
 name = "{USER}"
@@ -133,9 +156,39 @@ password = "{PASSWORD}"
 allow = ["127.0.0.0/8"]
 
 [limits]
-tcp_handshake_timeout = "5s"
+{limits}
 "#
-        );
+        )
+    }
+}
+
+/// An in-process Turnstone listening on UDP (v4 and v6), TCP and TLS on loopback port 0.
+pub struct TestServer {
+    running: Option<RunningServer>,
+    usage: Arc<Mutex<Vec<UsageRecord>>>,
+    cert: CertificateDer<'static>,
+    // Dropped last: holds the certificate and key files.
+    dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with two workers, a static user and a REST secret.
+    pub fn start() -> TestServer {
+        TestServer::start_with(&Options::default())
+    }
+
+    /// Starts a server configured by `options` (the defaults give [`TestServer::start`]).
+    pub fn start_with(options: &Options) -> TestServer {
+        init_logging();
+        let dir = TempDir::new();
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        std::fs::write(dir.0.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.0.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+        let text = options.toml();
         let config = Config::from_toml(&text, &dir.0)
             .unwrap_or_else(|e| panic!("test config refused:\n{e}"));
         let usage = Arc::new(Mutex::new(Vec::new()));
@@ -149,7 +202,30 @@ tcp_handshake_timeout = "5s"
             running: Some(running),
             usage,
             cert: certified.cert.der().clone(),
-            _dir: dir,
+            dir,
+        }
+    }
+
+    /// Applies `options` to the running server, as SIGHUP does (listeners stay as they are).
+    pub fn reload(&self, options: &Options) {
+        let config = Config::from_toml(&options.toml(), &self.dir.0)
+            .unwrap_or_else(|e| panic!("reloaded test config refused:\n{e}"));
+        let noop: UsageSink = Arc::new(|_| {});
+        let spec = config
+            .server_spec(Arc::new(config.credential_store()), noop)
+            .unwrap();
+        self.running().reload(spec);
+    }
+
+    /// Starts draining, as SIGTERM does.
+    pub fn drain(&self) {
+        self.running().drain();
+    }
+
+    /// Stops the server now, ending every allocation; usage records stay readable.
+    pub fn shutdown(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
         }
     }
 
@@ -244,17 +320,15 @@ impl Drop for TestServer {
 }
 
 /// A REST username valid for an hour and its password.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "REST usernames carry a real Unix expiry"
-)]
 pub fn rest_credentials(user: &str) -> (String, String) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    rest_credentials_signed(SECRET, user)
+}
+
+/// A REST username valid for an hour and its password signed with `secret`.
+pub fn rest_credentials_signed(secret: &str, user: &str) -> (String, String) {
+    let now = turnstone::io::clock::now().unix_secs;
     let username = turnstone::auth::rest_username(now + 3600, Some(user));
-    let password = turnstone::auth::rest_password(SECRET.as_bytes(), &username);
+    let password = turnstone::auth::rest_password(secret.as_bytes(), &username);
     (username, password)
 }
 

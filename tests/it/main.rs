@@ -7,5 +7,8 @@ mod common;
 mod interop_coturn;
 mod interop_stun_crate;
 mod interop_turn_crate;
+mod ops_admin;
+mod ops_lifecycle;
+mod ops_limits;
 mod turn_stream;
 mod turn_udp;

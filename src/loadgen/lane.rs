@@ -1,35 +1,61 @@
-//! Per-allocation bookkeeping of packets in flight, and the payload header that carries the
-//! sequence number and send time through the relay and back.
+//! One allocation during the run ([`Lane`]) and its bookkeeping of packets in flight
+//! ([`Window`]).
 //!
 //! A [`Window`] is a ring of (sequence, send time) slots indexed by `seq % capacity`. A reply
 //! is counted once, when its slot still holds its sequence; a slot is freed by the reply, by
 //! the loss timeout, or (open loop only) by being reused `capacity` packets later.
 
-/// Bytes of the payload header: magic, lane, sequence, send time.
-pub(super) const HEADER_LEN: usize = 24;
-/// "TSLG": marks a load-generator payload.
-const MAGIC: [u8; 4] = *b"TSLG";
+use std::net::{SocketAddr, UdpSocket};
 
-/// Writes the payload header into `buf[..HEADER_LEN]`; the rest of the payload is filler.
-pub(super) fn write_header(buf: &mut [u8], lane: u32, seq: u64, sent_ns: u64) {
-    if let Some(h) = buf.get_mut(..HEADER_LEN) {
-        h[0..4].copy_from_slice(&MAGIC);
-        h[4..8].copy_from_slice(&lane.to_be_bytes());
-        h[8..16].copy_from_slice(&seq.to_be_bytes());
-        h[16..24].copy_from_slice(&sent_ns.to_be_bytes());
-    }
+use super::control::Auth;
+use super::refresh::Refresher;
+use crate::io::mmsg::SendBatch;
+
+/// One allocation during the run.
+#[derive(Debug)]
+pub(super) struct Lane {
+    /// The client socket, connected to the server.
+    pub socket: UdpSocket,
+    /// Credentials and nonce.
+    pub auth: Auth,
+    /// The echo peer this allocation sends to.
+    pub peer: SocketAddr,
+    /// The TURN server.
+    pub server: SocketAddr,
+    /// Position among the lanes; carried in every payload.
+    pub index: u32,
+    /// Packets in flight.
+    pub window: Window,
+    /// Datagrams queued to send.
+    pub tx: SendBatch,
+    /// Refreshes during long runs.
+    pub refresher: Refresher,
+    /// Listed in the closed loop's lanes that may have room.
+    pub wanting: bool,
 }
 
-/// Reads a payload header: (lane, sequence, send time); `None` for anything else.
-pub(super) fn read_header(buf: &[u8]) -> Option<(u32, u64, u64)> {
-    let h = buf.get(..HEADER_LEN)?;
-    if h[0..4] != MAGIC {
-        return None;
+impl Lane {
+    /// A lane for allocation `index`, sending to `peer`.
+    pub(super) fn new(
+        socket: UdpSocket,
+        auth: Auth,
+        (server, peer): (SocketAddr, SocketAddr),
+        index: u32,
+        window: usize,
+        (batch, wire_len): (usize, usize),
+    ) -> Self {
+        Self {
+            socket,
+            auth,
+            peer,
+            server,
+            index,
+            window: Window::new(window),
+            tx: SendBatch::new(batch, wire_len),
+            refresher: Refresher::default(),
+            wanting: false,
+        }
     }
-    let lane = u32::from_be_bytes(h[4..8].try_into().ok()?);
-    let seq = u64::from_be_bytes(h[8..16].try_into().ok()?);
-    let sent_ns = u64::from_be_bytes(h[16..24].try_into().ok()?);
-    Some((lane, seq, sent_ns))
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -142,16 +168,6 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_round_trips_and_foreign_bytes_are_refused() {
-        let mut buf = [0xAAu8; 100];
-        write_header(&mut buf, 7, 1 << 40, 123_456_789);
-        assert_eq!(read_header(&buf), Some((7, 1 << 40, 123_456_789)));
-        assert_eq!(read_header(&buf[..23]), None);
-        buf[0] = b'X';
-        assert_eq!(read_header(&buf), None);
-    }
 
     #[test]
     fn replies_free_the_window_in_any_order_and_count_once() {
