@@ -87,7 +87,7 @@ impl Allocation {
             .find(|c| c.peer == peer && c.expires > now)
     }
 
-    /// Installs or refreshes a permission (RFC 8656 §9.2); false when `max` live ones exist.
+    /// Installs or refreshes a permission (RFC 8656 §10.2); false when `max` live ones exist.
     pub fn permit(&mut self, ip: IpAddr, expires: Instant, now: Instant, max: usize) -> bool {
         self.permissions.retain(|p| p.expires > now);
         if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {

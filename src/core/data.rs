@@ -1,4 +1,4 @@
-//! The data plane (RFC 8656 §10–12): ChannelData and Send indications out, peer datagrams in.
+//! The data plane (RFC 8656 §11–12): ChannelData and Send indications out, peer datagrams in.
 //! No heap allocation, no lock, no log above `trace`.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Refresh (RFC 8656 §7.3), CreatePermission (§9.2) and ChannelBind (§11.2).
+//! Refresh (RFC 8656 §8.2), CreatePermission (§10.2) and ChannelBind (§12.2).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -28,7 +28,7 @@ impl Server {
         relays: &mut impl RelayProvider,
     ) -> Answer {
         let id = self.owned_allocation(&from, auth, now)?;
-        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
+        // RFC 8656 §8.2: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
         if let Some(family) = msg.address_family(attr::REQUESTED_ADDRESS_FAMILY) {
             let v6 = matches!(family, Ok(0x02));
             let has = self
@@ -86,7 +86,7 @@ impl Server {
         let id = self.owned_allocation(&from, auth, now)?;
         let mut peers = [IpAddr::from([0, 0, 0, 0]); MAX_PEERS_PER_REQUEST];
         let mut count = 0;
-        // RFC 8656 §9.2: every address is checked before any permission is installed.
+        // RFC 8656 §10.2: every address is checked before any permission is installed.
         for peer in msg.peer_addresses() {
             let peer =
                 peer.map_err(|_| Rejection::new(ec::BAD_REQUEST, "XOR-PEER-ADDRESS malformed"))?;
@@ -108,7 +108,7 @@ impl Server {
             .table
             .get_mut(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
-        // RFC 8656 §9.2: a refused request installs nothing, so the cap is checked up front.
+        // RFC 8656 §10.2: a refused request installs nothing, so the cap is checked up front.
         let live = allocation
             .permissions
             .iter()
@@ -186,7 +186,7 @@ impl Server {
             .table
             .get_mut(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
-        // RFC 8656 §11.2: a number stays with its peer and a peer with its number.
+        // RFC 8656 §12.2: a number stays with its peer and a peer with its number.
         let by_number = allocation.channel(number, now.mono).map(|c| c.peer);
         let by_peer = allocation.channel_to(peer, now.mono).map(|c| c.number);
         if by_number.is_some_and(|p| p != peer) || by_peer.is_some_and(|n| n != number) {
@@ -204,7 +204,7 @@ impl Server {
                 "too many channels on this allocation",
             ));
         }
-        // RFC 8656 §11.2: binding a channel installs or refreshes the peer's permission. Done
+        // RFC 8656 §12.2: binding a channel installs or refreshes the peer's permission. Done
         // before touching the channel, so a refusal leaves no channel behind.
         let permission_expires = now.mono + lifetimes.permission;
         if !allocation.permit(peer.ip(), permission_expires, now.mono, max_permissions) {

@@ -21,7 +21,7 @@ pub enum RelayRequest {
         /// The IP to bind.
         ip: IpAddr,
     },
-    /// An even port; with `reserve_next`, also hold port + 1 (RFC 8656 §14.6).
+    /// An even port; with `reserve_next`, also hold port + 1 (RFC 8656 §7.2).
     Even {
         /// The IP to bind.
         ip: IpAddr,

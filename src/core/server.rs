@@ -21,7 +21,7 @@ use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
 use super::{DropReason, FiveTuple, Handled, Now, PeerHandled, Rejection};
 
-/// RFC 8656 §14.9: an unclaimed reservation lapses after about 30 s.
+/// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
 pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Work for the IO layer that is not a reply.
@@ -311,7 +311,7 @@ impl Server {
         self.data_from_peer(now, relay, peer, buf, payload)
     }
 
-    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §3.1... §7).
+    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §5).
     pub fn handle_connection_closed(
         &mut self,
         now: Now,

@@ -133,7 +133,7 @@ impl<'a> Message<'a> {
         self.get(ty).map(|v| decode_xor_address(ty, v, &tid))
     }
 
-    /// Every XOR-PEER-ADDRESS (RFC 8656 §9.1: CreatePermission may carry several).
+    /// Every XOR-PEER-ADDRESS (RFC 8656 §10.1: CreatePermission may carry several).
     pub fn peer_addresses(&self) -> impl Iterator<Item = Result<SocketAddr, AttrError>> + 'a {
         let tid = self.transaction_id();
         self.get_all(attr::XOR_PEER_ADDRESS)
@@ -204,7 +204,7 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// REQUESTED-TRANSPORT's protocol number (RFC 8656 §18.7: 17 = UDP, 6 = TCP).
+    /// REQUESTED-TRANSPORT's protocol number (RFC 8656 §18.8: 17 = UDP, 6 = TCP).
     pub fn requested_transport(&self) -> Option<Result<u8, AttrError>> {
         let ty = attr::REQUESTED_TRANSPORT;
         self.get(ty).map(|v| fixed::<4>(ty, v).map(|b| b[0]))
@@ -215,7 +215,7 @@ impl<'a> Message<'a> {
         self.get(ty).map(|v| fixed::<4>(ty, v).map(|b| b[0]))
     }
 
-    /// EVEN-PORT's R bit (RFC 8656 §18.8): whether the next port must be reserved too.
+    /// EVEN-PORT's R bit (RFC 8656 §18.7): whether the next port must be reserved too.
     pub fn even_port(&self) -> Option<Result<bool, AttrError>> {
         let ty = attr::EVEN_PORT;
         self.get(ty).map(|v| match v {
@@ -224,7 +224,7 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// RESERVATION-TOKEN (RFC 8656 §18.9: 8 bytes).
+    /// RESERVATION-TOKEN (RFC 8656 §18.10: 8 bytes).
     pub fn reservation_token(&self) -> Option<Result<[u8; 8], AttrError>> {
         let ty = attr::RESERVATION_TOKEN;
         self.get(ty).map(|v| fixed::<8>(ty, v))

@@ -200,7 +200,7 @@ impl<'a> Message<'a> {
         self.get(ty).is_some()
     }
 
-    /// The values of every attribute of type `ty` (XOR-PEER-ADDRESS may repeat, RFC 8656 §9).
+    /// The values of every attribute of type `ty` (XOR-PEER-ADDRESS may repeat, RFC 8656 §10.1).
     pub fn get_all(&self, ty: u16) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.attributes()
             .filter(move |&(t, _)| t == ty)
