@@ -231,6 +231,8 @@ struct Slots {
     addr_lens: Box<[libc::socklen_t]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[sys::Hdr]>,
+    /// Whether the headers' fixed pointers are set (see `prepare`).
+    linked: bool,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` only ever point into boxed
@@ -251,6 +253,7 @@ impl Slots {
             addr_lens: vec![0; count].into_boxed_slice(),
             iovs: zeroed_slice(count),
             hdrs: zeroed_slice(count),
+            linked: false,
         }
     }
 
@@ -258,25 +261,31 @@ impl Slots {
         self.lens.len()
     }
 
-    /// Points headers 0..n at their buffers (`lens` bytes) and addresses
-    /// (`addr_lens` bytes).
+    /// Points headers 0..n at their buffers (`lens` bytes from `starts`) and addresses
+    /// (`addr_lens` bytes). The fixed links (address slot, iovec, no control data) are set on
+    /// the first call only: the boxed slices never move, so they stay valid.
     fn prepare(&mut self, n: usize) {
+        if !self.linked {
+            let iov_ptr = self.iovs.as_mut_ptr();
+            let addr_ptr = self.addrs.as_mut_ptr();
+            for (i, hdr) in self.hdrs.iter_mut().enumerate() {
+                let msg = &mut hdr.msg_hdr;
+                msg.msg_name = addr_ptr.wrapping_add(i).cast();
+                msg.msg_iov = iov_ptr.wrapping_add(i);
+                msg.msg_iovlen = 1;
+                msg.msg_control = ptr::null_mut();
+                msg.msg_controllen = 0;
+            }
+            self.linked = true;
+        }
         let base = self.bufs.as_mut_ptr();
-        for (i, iov) in self.iovs.iter_mut().enumerate().take(n) {
+        for i in 0..n {
+            let iov = &mut self.iovs[i];
             iov.iov_base = base.wrapping_add(i * self.max_len + self.starts[i]).cast();
             iov.iov_len = self.lens[i];
-        }
-        let iov_ptr = self.iovs.as_mut_ptr();
-        let addr_ptr = self.addrs.as_mut_ptr();
-        for (i, hdr) in self.hdrs.iter_mut().enumerate().take(n) {
-            let msg = &mut hdr.msg_hdr;
-            msg.msg_name = addr_ptr.wrapping_add(i).cast();
-            msg.msg_namelen = self.addr_lens[i];
-            msg.msg_iov = iov_ptr.wrapping_add(i);
-            msg.msg_iovlen = 1;
-            msg.msg_control = ptr::null_mut();
-            msg.msg_controllen = 0;
-            msg.msg_flags = 0;
+            let hdr = &mut self.hdrs[i];
+            hdr.msg_hdr.msg_namelen = self.addr_lens[i];
+            hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
     }
