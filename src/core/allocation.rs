@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::FiveTuple;
 use super::quota::TokenBucket;
-use super::relay::RelayId;
+use super::relay::{RelayId, RelayMap};
 use super::stats::Traffic;
 
 /// A slot index plus a generation, so a stale id never reaches a newer allocation.
@@ -109,7 +109,7 @@ pub(crate) struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
     by_five_tuple: HashMap<FiveTuple, AllocId>,
-    by_relay: HashMap<RelayId, AllocId>,
+    by_relay: RelayMap<AllocId>,
 }
 
 #[derive(Debug, Default)]

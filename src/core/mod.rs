@@ -23,7 +23,10 @@ mod tests;
 
 pub use allocation::AllocId;
 pub use quota::Bandwidth;
-pub use relay::{OpenedRelay, RelayError, RelayId, RelayProvider, RelayRequest, ReservationId};
+pub use relay::{
+    OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayProvider, RelayRequest,
+    ReservationId,
+};
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
 pub use shared::SharedState;

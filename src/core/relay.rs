@@ -68,3 +68,28 @@ pub trait RelayProvider {
     /// Sets the DF bit on datagrams the relay sends (RFC 8656 §7.2, DONT-FRAGMENT).
     fn set_dont_fragment(&mut self, _id: RelayId) {}
 }
+
+/// A hasher for [`RelayId`] keys: they are our own sequential numbers, not attacker-chosen,
+/// so a multiplicative hash is enough and cheaper than SipHash on the relay path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayIdHasher(u64);
+
+impl std::hash::Hasher for RelayIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by relay id.
+pub type RelayMap<V> =
+    std::collections::HashMap<RelayId, V, std::hash::BuildHasherDefault<RelayIdHasher>>;

@@ -9,7 +9,9 @@ use std::rc::{Rc, Weak};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use crate::core::{OpenedRelay, RelayError, RelayId, RelayProvider, RelayRequest, ReservationId};
+use crate::core::{
+    OpenedRelay, RelayError, RelayId, RelayMap, RelayProvider, RelayRequest, ReservationId,
+};
 
 use super::socket::{self, RelayBindError};
 use super::worker::Worker;
@@ -45,7 +47,7 @@ struct Entry {
 /// The relay sockets a worker owns.
 pub(crate) struct Relays {
     ports: RangeInclusive<u16>,
-    sockets: HashMap<RelayId, Entry>,
+    sockets: RelayMap<Entry>,
     held: std::sync::Arc<HeldPorts>,
     next_id: u64,
     cursor: u16,
@@ -63,7 +65,7 @@ impl Relays {
         let cursor = (u32::from(*ports.start()) + u32::from(seed) % span) as u16;
         Self {
             ports,
-            sockets: HashMap::new(),
+            sockets: RelayMap::default(),
             held,
             next_id: 1,
             cursor,
