@@ -388,6 +388,7 @@ fn run_worker(ctx: WorkerContext) {
                 Ok(sock) => {
                     let out = Rc::new(UdpOut::new(Rc::new(sock)));
                     worker.udp.borrow_mut().insert(address, Rc::clone(&out));
+                    tokio::task::spawn_local(Rc::clone(&out).flusher());
                     tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), out, address));
                 }
                 Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register UDP socket"),

@@ -39,6 +39,9 @@ const ROUNDS_PER_WAKE: usize = 8;
 pub(crate) struct UdpOut {
     pub socket: Rc<UdpSocket>,
     pub batch: RefCell<SendBatch>,
+    /// Wakes the flusher task: relay readers ready in the same scheduler round share one
+    /// sendmmsg instead of one each.
+    pending: tokio::sync::Notify,
 }
 
 impl UdpOut {
@@ -46,6 +49,20 @@ impl UdpOut {
         Self {
             socket,
             batch: RefCell::new(SendBatch::new(BATCH, MAX_DATAGRAM)),
+            pending: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Asks the flusher to send the batch after the tasks already scheduled have run.
+    pub fn flush_soon(&self) {
+        self.pending.notify_one();
+    }
+
+    /// The flusher task: sends what relay readers queued, once per scheduler round.
+    pub async fn flusher(self: Rc<Self>) {
+        loop {
+            self.pending.notified().await;
+            self.flush();
         }
     }
 
@@ -174,7 +191,7 @@ impl Worker {
         }
         drop(server);
         if let Some(out) = out {
-            out.flush();
+            out.flush_soon();
         }
     }
 
