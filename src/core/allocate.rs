@@ -9,7 +9,6 @@ use super::allocation::{Allocation, Relay};
 use super::authn::Authenticated;
 use super::quota::TokenBucket;
 use super::relay::{RelayError, RelayProvider, RelayRequest};
-use super::reply::{self, Signer};
 use super::server::{AllocIdKey, RESERVATION_LIFETIME, Server, Timer};
 use super::shared::QuotaFull;
 use super::stats::{EndReason, Traffic};
@@ -199,12 +198,7 @@ impl Server {
         self.counters.allocations_created += 1;
         tracing::debug!(target: "turnstone::relay", client = %from.client, relays = ?opened.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(), "allocation created");
 
-        let signer = Some(Signer {
-            key: &auth.key,
-            sha256: auth.sha256,
-        });
-        let software = self.settings.software.as_deref();
-        Ok(reply::success(out, msg, software, signer, |w| {
+        Ok(self.signed_success(out, msg, auth, |w| {
             for relay in opened.iter().flatten() {
                 w.add_xor_address(attr::XOR_RELAYED_ADDRESS, relay.advertised)?;
             }

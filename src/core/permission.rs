@@ -9,7 +9,7 @@ use super::allocate::Answer;
 use super::allocation::{AllocId, Channel};
 use super::authn::Authenticated;
 use super::relay::RelayProvider;
-use super::reply::{self, Signer};
+use super::reply;
 use super::server::{AllocIdKey, Server, Timer};
 use super::stats::EndReason;
 use super::{FiveTuple, Now, Rejection};
@@ -59,20 +59,10 @@ impl Server {
             self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
             lifetime
         };
-        let signer = Some(Signer {
-            key: &auth.key,
-            sha256: auth.sha256,
-        });
-        Ok(reply::success(
-            out,
-            msg,
-            self.settings.software.as_deref(),
-            signer,
-            |w| {
-                w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
-                Ok(())
-            },
-        ))
+        Ok(self.signed_success(out, msg, auth, |w| {
+            w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
+            Ok(())
+        }))
     }
 
     pub(crate) fn create_permission(
@@ -132,17 +122,7 @@ impl Server {
                 ));
             }
         }
-        let signer = Some(Signer {
-            key: &auth.key,
-            sha256: auth.sha256,
-        });
-        Ok(reply::success(
-            out,
-            msg,
-            self.settings.software.as_deref(),
-            signer,
-            reply::nothing,
-        ))
+        Ok(self.signed_success(out, msg, auth, reply::nothing))
     }
 
     pub(crate) fn channel_bind(
@@ -221,17 +201,7 @@ impl Server {
                 expires,
             }),
         }
-        let signer = Some(Signer {
-            key: &auth.key,
-            sha256: auth.sha256,
-        });
-        Ok(reply::success(
-            out,
-            msg,
-            self.settings.software.as_deref(),
-            signer,
-            reply::nothing,
-        ))
+        Ok(self.signed_success(out, msg, auth, reply::nothing))
     }
 
     /// Policy (403) and family (443) checks for a peer IP; returns the canonical IP.

@@ -281,6 +281,21 @@ impl Server {
         }
     }
 
+    /// A success response signed with the request's key and MAC kind.
+    pub(crate) fn signed_success(
+        &self,
+        out: &mut [u8],
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        body: impl FnOnce(&mut proto::MessageWriter<'_>) -> Result<(), proto::WriteError>,
+    ) -> Result<usize, proto::WriteError> {
+        let signer = Some(Signer {
+            key: &auth.key,
+            sha256: auth.sha256,
+        });
+        reply::success(out, msg, self.settings.software.as_deref(), signer, body)
+    }
+
     pub(crate) fn finish_error(
         &mut self,
         msg: &Message<'_>,

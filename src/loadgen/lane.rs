@@ -32,6 +32,8 @@ pub(super) struct Lane {
     pub refresher: Refresher,
     /// Listed in the closed loop's lanes that may have room.
     pub wanting: bool,
+    /// The channel of its ChannelData (raw lanes each have their own).
+    pub channel: u16,
 }
 
 impl Lane {
@@ -54,6 +56,7 @@ impl Lane {
             tx: SendBatch::new(batch, wire_len),
             refresher: Refresher::default(),
             wanting: false,
+            channel: super::traffic::CHANNEL,
         }
     }
 }

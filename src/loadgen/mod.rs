@@ -7,14 +7,20 @@
 //! ChannelData (RFC 8656 §12) or Send/Data indications (RFC 8656 §11). Each payload carries
 //! a sequence number and its send time, so every round trip is timed and every loss counted.
 //!
+//! Raw mode drives a plain forwarder instead (no TURN setup, see [`Hello`]) and churn mode
+//! ([`Churn`]) measures the control plane: authenticated Allocate + Refresh(0) cycles.
+//!
 //! One thread does all the work with non-blocking sockets and recvmmsg/sendmmsg batches:
 //! it busy-polls and paces by spinning on the clock, never sleeping, so the server's wakeups
 //! are the server's own.
 
+mod churn;
 mod control;
+mod error;
 mod histogram;
 mod lane;
 mod poller;
+mod raw;
 mod refresh;
 mod report;
 mod traffic;
@@ -26,12 +32,14 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+pub use churn::{Churn, ChurnReport};
+pub use error::LoadError;
 pub use histogram::{Histogram, RttSummary};
+pub use raw::{FIRST_RAW_CHANNEL, HELLO_LEN, Hello, HelloKind, MAX_RAW_LANES};
 pub use report::LoadReport;
 
 use crate::auth::{rest_password, rest_username};
 use crate::io::clock;
-use crate::proto::WriteError;
 use control::{Auth, Request, SOCKET_BUFFER_BYTES};
 use lane::Lane;
 use traffic::LIFETIME_SECS;
@@ -113,6 +121,9 @@ pub struct LoadConfig {
     pub max_packets: u64,
     /// Send indications (RFC 8656 §11) instead of ChannelBind + ChannelData.
     pub send_indications: bool,
+    /// Raw mode: the server is a plain forwarder, not TURN; lanes say [`Hello`] instead of
+    /// allocating and use channel `FIRST_RAW_CHANNEL + index`.
+    pub raw: bool,
     /// IPv4 address the echo peers bind to (the server must be allowed to relay to it).
     pub peer_ip: IpAddr,
     /// Echo peer sockets, shared round robin by the allocations (at most one per allocation).
@@ -140,6 +151,7 @@ impl LoadConfig {
             warmup: Duration::ZERO,
             max_packets: 100_000_000,
             send_indications: false,
+            raw: false,
             peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             peers: 4,
             loss_timeout: Duration::from_secs(1),
@@ -170,6 +182,9 @@ impl LoadConfig {
         if self.loss_timeout < Duration::from_millis(1) {
             return fail("loss timeout must be at least 1 ms");
         }
+        if self.raw && (self.send_indications || self.allocations > MAX_RAW_LANES) {
+            return fail("raw mode takes ChannelData only and at most 16384 allocations");
+        }
         if !self.peer_ip.is_ipv4() {
             return fail("the peer IP must be IPv4 (relays are allocated over IPv4)");
         }
@@ -188,67 +203,45 @@ impl LoadConfig {
     }
 }
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// An invalid setting.
-    #[error("invalid load configuration: {0}")]
-    Config(&'static str),
-    /// A socket could not be bound.
-    #[error("cannot bind a UDP socket on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A socket operation failed.
-    #[error("socket error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server never answered a request.
-    #[error("{what}: no answer from {server} after {attempts} transmissions")]
-    Timeout {
-        /// The request.
-        what: &'static str,
-        /// The server.
-        server: SocketAddr,
-        /// Transmissions made.
-        attempts: u32,
-    },
-    /// The server refused a request.
-    #[error("{what} rejected by the server: {code} {reason}")]
-    Rejected {
-        /// The request.
-        what: &'static str,
-        /// The ERROR-CODE.
-        code: u16,
-        /// The reason phrase the server sent.
-        reason: String,
-    },
-    /// A response the generator cannot use.
-    #[error("bad response to {what}: {why}")]
-    BadResponse {
-        /// The request.
-        what: &'static str,
-        /// What is wrong.
-        why: &'static str,
-    },
-    /// A request did not fit its buffer.
-    #[error("cannot write a request: {0}")]
-    Write(#[from] WriteError),
-    /// The OS random number generator failed.
-    #[error("cannot read OS randomness for a transaction id")]
-    Random,
+/// Where a run is, as told to the observer of [`run_with`] (e.g. to read the server's CPU
+/// time and memory at the edges of the measured phase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Every allocation is set up (with its channel or permission) and idle; no data sent.
+    Ready,
+    /// Warmup is over: the measured phase starts.
+    Measuring,
+    /// Measured phase and drain are over; the allocations are not deleted yet.
+    Measured,
 }
 
 /// Runs one load test: set up the allocations, warm up, measure, drain, delete them.
 pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
+    run_with(config, &mut |_| {})
+}
+
+/// [`run`], calling `observer` at each [`Stage`] (on the generator's thread, so time spent
+/// there delays the run).
+pub fn run_with(
+    config: &LoadConfig,
+    observer: &mut dyn FnMut(Stage),
+) -> Result<LoadReport, LoadError> {
     config.validate()?;
     let peers = bind_peers(config)?;
     let mut lanes = Vec::with_capacity(config.allocations);
-    let tally =
-        setup(config, &peers, &mut lanes).and_then(|()| traffic::drive(config, &mut lanes, &peers));
-    let delete_failures = teardown(&mut lanes);
+    let set_up = if config.raw {
+        raw::setup(config, &peers, &mut lanes)
+    } else {
+        setup(config, &peers, &mut lanes)
+    };
+    let tally = set_up.and_then(|()| {
+        observer(Stage::Ready);
+        let tally = traffic::drive(config, &mut lanes, &peers, observer);
+        observer(Stage::Measured);
+        tally
+    });
+    // Raw lanes have nothing to delete.
+    let delete_failures = if config.raw { 0 } else { teardown(&mut lanes) };
     let t = tally?;
     Ok(LoadReport {
         server: config.server,

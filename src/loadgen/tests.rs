@@ -178,3 +178,39 @@ fn a_payload_too_short_for_the_header_is_refused() {
     config.payload = 8;
     assert!(matches!(run(&config), Err(LoadError::Config(_))));
 }
+
+#[test]
+fn observer_sees_ready_then_measuring_then_measured() {
+    let (server, addr) = start_server();
+    let mut config = LoadConfig::new(addr, static_user());
+    config.allocations = 2;
+    config.rate = 1000;
+    config.warmup = Duration::from_millis(50);
+    config.duration = Duration::from_millis(100);
+    let mut stages = Vec::new();
+    let report = run_with(&config, &mut |s| stages.push(s)).unwrap();
+    server.shutdown();
+    assert_eq!(stages, [Stage::Ready, Stage::Measuring, Stage::Measured]);
+    assert_eq!(report.received, report.sent);
+}
+
+#[test]
+fn churn_cycles_allocate_and_delete_with_both_kinds_of_credentials() {
+    let (server, addr) = start_server();
+    let rest = Credentials::Rest {
+        secret: SECRET.to_owned(),
+    };
+    for credentials in [static_user(), rest] {
+        let mut churn = Churn::prepare(addr, &credentials, 4).unwrap();
+        let report = churn.run(40, Duration::from_secs(10)).unwrap();
+        assert_eq!(report.cycles, 40);
+        assert_eq!(report.failures, 0, "{report:?}");
+        assert!(report.cycles_per_sec() > 0.0);
+    }
+    assert_eq!(
+        server.allocations(),
+        0,
+        "every cycle deleted its allocation"
+    );
+    server.shutdown();
+}

@@ -15,7 +15,7 @@ use super::lane::Lane;
 use super::poller::Poller;
 use super::refresh::{RefreshCounts, is_transient};
 use super::wire::{data_of, read_header, send_indication, wire_len, write_header};
-use super::{LoadConfig, LoadError, mono_now};
+use super::{LoadConfig, LoadError, Stage, mono_now};
 use crate::io::mmsg::{RecvBatch, SendBatch};
 use crate::proto::{Message, write_channel_data};
 
@@ -50,6 +50,7 @@ pub(super) fn drive(
     config: &LoadConfig,
     lanes: &mut [Lane],
     peers: &[UdpSocket],
+    observer: &mut dyn FnMut(Stage),
 ) -> Result<Tally, LoadError> {
     let mut run = Run::new(config, lanes.len())?;
     let base = mono_now();
@@ -59,6 +60,7 @@ pub(super) fn drive(
     let mut sending = true;
     let mut drain_until = u64::MAX;
     let mut chores_at = 0;
+    let mut measuring = false;
     let mut poller = Poller::new(lanes.len() + peers.len())?;
     for (token, fd) in lanes
         .iter()
@@ -79,6 +81,10 @@ pub(super) fn drive(
             }
         }
         let now = since(base);
+        if !measuring && now >= measure_ns {
+            measuring = true;
+            observer(Stage::Measuring);
+        }
         if sending && (now >= stop_ns || run.tally.sent >= config.max_packets) {
             sending = false;
             run.tally.elapsed = Duration::from_nanos(now.saturating_sub(measure_ns));
@@ -104,7 +110,7 @@ pub(super) fn drive(
             }
             run.want(lane);
         }
-        if now >= refresh_at {
+        if !config.raw && now >= refresh_at {
             refresh_at = now.saturating_add(nanos(config.refresh_every));
             for lane in lanes.iter_mut() {
                 let refresh = Request::Refresh {
@@ -336,7 +342,7 @@ impl Run {
             send_indication(buf, lane.peer, seq, &self.scratch)
         } else {
             write_header(buf.get_mut(4..).unwrap_or_default(), lane.index, seq, now);
-            write_channel_data(buf, CHANNEL, config.payload, false)
+            write_channel_data(buf, lane.channel, config.payload, false)
         };
         if lane.tx.is_empty() {
             self.dirty.push(lane.index as usize);
