@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod diag;
 pub mod io;
 pub mod loadgen;
 pub mod ops;

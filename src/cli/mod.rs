@@ -3,6 +3,7 @@
 mod bench;
 mod check_config;
 mod credentials;
+mod probe;
 mod serve;
 
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ enum Command {
     /// Load a TURN server (Turnstone, coturn, ...) with relayed traffic and report packets/s,
     /// loss and round-trip times.
     Bench(bench::BenchArgs),
+    /// Diagnose TURN connectivity to a server (Turnstone, coturn, ...): resolve, connect, TLS,
+    /// Binding, Allocate, a relay round trip and cleanup, each failure explained in plain words.
+    Probe(probe::ProbeArgs),
 }
 
 /// Runs the parsed command line.
@@ -54,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Credentials(args) => credentials::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Probe(args) => probe::run(&args),
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-pub use churn::{Churn, ChurnReport};
+pub use churn::{Churn, ChurnReport, REUSE_GAP as CHURN_REUSE_GAP, WAVE as CHURN_WAVE};
 pub use error::LoadError;
 pub use histogram::{Histogram, RttSummary};
 pub use raw::{FIRST_RAW_CHANNEL, HELLO_LEN, Hello, HelloKind, MAX_RAW_LANES};
@@ -306,8 +306,7 @@ fn setup(config: &LoadConfig, peers: &[UdpSocket], lanes: &mut Vec<Lane>) -> Res
     let wire_len = wire::wire_len(config.payload);
     let mut buf = [0u8; 1500];
     for i in 0..config.allocations {
-        let auth = Auth::new(&config.credentials, unix_now, valid_for);
-        let alloc = control::allocate(config.server, auth, LIFETIME_SECS)?;
+        let alloc = allocate_fresh(config, unix_now, valid_for)?;
         let peer = peers[i % peers.len()].local_addr()?;
         let index = u32::try_from(i).map_err(|_| LoadError::Config("too many allocations"))?;
         let ends = (config.server, peer);
@@ -326,6 +325,24 @@ fn setup(config: &LoadConfig, peers: &[UdpSocket], lanes: &mut Vec<Lane>) -> Res
         tune(&lane.socket)?;
     }
     Ok(())
+}
+
+/// Allocates on a new client socket. A 437 (Allocation Mismatch, RFC 8656 §7.2) on a new socket
+/// means the server still holds that 5-tuple from an allocation deleted moments ago (coturn
+/// does for about a second): another source port is tried, up to 3 times.
+fn allocate_fresh(
+    config: &LoadConfig,
+    unix_now: u64,
+    valid_for: Duration,
+) -> Result<control::Allocation, LoadError> {
+    let mut tries = 0;
+    loop {
+        let auth = Auth::new(&config.credentials, unix_now, valid_for);
+        match control::allocate(config.server, auth, LIFETIME_SECS) {
+            Err(LoadError::Rejected { code: 437, .. }) if tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Deletes every allocation (RFC 8656 §8: Refresh with LIFETIME 0); returns the failures.

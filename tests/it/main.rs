@@ -10,5 +10,6 @@ mod interop_turn_crate;
 mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
+mod probe;
 mod turn_stream;
 mod turn_udp;

@@ -1,0 +1,158 @@
+//! The relay round trip: the echo socket's hello through the relay, ChannelBind, then
+//! ChannelData to the echo socket and back (RFC 8656 §11, §12), with round-trip times.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, timeout_at};
+
+use super::conn::ConnError;
+use super::report::{Step, StepReport};
+use super::run::millis;
+use super::turn::{Session, unanswered};
+use super::verdict::Request;
+use super::verdict_net::format_timeout;
+use super::wire::{CHANNEL, Req, channel_data, channel_data_frame, data_indication};
+
+/// What the echo socket sends until the relay delivers something back to it.
+const HELLO: &[u8] = b"turnstone-probe hello";
+/// ChannelData round trips measured.
+const PINGS: u32 = 3;
+
+impl Session<'_> {
+    /// The echo socket's hello through the relay, ChannelBind, then [`PINGS`] round trips.
+    pub(super) async fn round_trips(
+        &mut self,
+        relayed: SocketAddr,
+        peer_ip: IpAddr,
+        echo_local: SocketAddr,
+    ) -> StepReport {
+        let timeout = self.config.timeout;
+        let deadline = Instant::now() + timeout;
+        let peer = loop {
+            let msg = match timeout_at(deadline, self.conn.recv()).await {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) => {
+                    let v = unanswered(Request::CreatePermission, &e, timeout);
+                    return StepReport::fail(Step::Relay, v.what, v.todo);
+                }
+                Err(_) => {
+                    return StepReport::fail(
+                        Step::Relay,
+                        format!(
+                            "the relay did not pass on a datagram from this machine's echo socket ({echo_local}, permitted as {peer_ip}) within {}",
+                            format_timeout(timeout)
+                        ),
+                        format!(
+                            "a firewall blocks UDP to the server's relay ports (Turnstone: [relay] ports; coturn: min-port/max-port), or {relayed} is not reachable from here (a server behind NAT must advertise its public address)"
+                        ),
+                    );
+                }
+            };
+            if let Some((peer, HELLO)) = data_indication(&msg) {
+                break peer;
+            }
+        };
+        let bind = Req::ChannelBind {
+            channel: CHANNEL,
+            peer,
+        };
+        match self
+            .transact(bind, Request::ChannelBind, Some(peer.ip()))
+            .await
+        {
+            Ok(_) => {}
+            // The relay passed the echo socket's hello, but the policy refuses it as a channel
+            // peer (e.g. the server's own address outside its relay ports).
+            Err(v) if v.expected => {
+                return StepReport::skipped(Step::Relay, format!("skipped: {}", v.what));
+            }
+            Err(v) => {
+                return StepReport::fail(
+                    Step::Relay,
+                    format!("ChannelBind to {peer} failed: {}", v.what),
+                    v.todo,
+                );
+            }
+        }
+        let mut rtts = Vec::new();
+        for i in 0..PINGS {
+            match self.ping(i, timeout / PINGS).await {
+                Ok(Some(rtt)) => rtts.push(rtt),
+                Ok(None) => {}
+                Err(e) => {
+                    let v = unanswered(Request::ChannelBind, &e, timeout);
+                    return StepReport::fail(Step::Relay, v.what, v.todo);
+                }
+            }
+        }
+        let Some(&min) = rtts.iter().min() else {
+            return StepReport::fail(
+                Step::Relay,
+                format!(
+                    "data from the echo socket reached you through the relay, but none of {PINGS} ChannelData messages to {peer} came back"
+                ),
+                "the server drops ChannelData from this client or cannot send from its relay to this machine; check its log and egress firewall",
+            );
+        };
+        let max = rtts.iter().max().copied().unwrap_or(min);
+        let avg = rtts.iter().sum::<Duration>() / rtts.len().max(1) as u32;
+        StepReport::pass(
+            Step::Relay,
+            format!(
+                "{}/{PINGS} ChannelData round trips via {relayed} to the echo socket {peer} and back: RTT min {}, avg {}, max {}",
+                rtts.len(),
+                millis(min),
+                millis(avg),
+                millis(max)
+            ),
+        )
+    }
+
+    /// Sends ping `i` on the channel and waits up to `wait` for it to come back.
+    async fn ping(&mut self, i: u32, wait: Duration) -> Result<Option<Duration>, ConnError> {
+        let payload = format!("turnstone-probe ping {i}");
+        let Some(frame) = channel_data_frame(CHANNEL, payload.as_bytes(), self.conn.is_stream())
+        else {
+            return Ok(None);
+        };
+        let sent = Instant::now();
+        self.conn.send(&frame).await?;
+        loop {
+            let Ok(msg) = timeout_at(sent + wait, self.conn.recv()).await else {
+                return Ok(None);
+            };
+            let msg = msg?;
+            let data = channel_data(&msg)
+                .filter(|&(ch, _)| ch == CHANNEL)
+                .map(|(_, d)| d)
+                .or_else(|| data_indication(&msg).map(|(_, d)| d));
+            if data == Some(payload.as_bytes()) {
+                return Ok(Some(sent.elapsed()));
+            }
+        }
+    }
+}
+
+/// Echoes every datagram from the relay back to it; until the first arrives, sends [`HELLO`]
+/// every 250 ms so that the relay learns this socket's address (and a NAT opens for it).
+pub(super) async fn echo_loop(socket: UdpSocket) {
+    let mut buf = vec![0u8; 65_536];
+    let mut hello = tokio::time::interval(Duration::from_millis(250));
+    let mut heard = false;
+    loop {
+        tokio::select! {
+            _ = hello.tick(), if !heard => {
+                let _ = socket.send(HELLO).await;
+            }
+            got = socket.recv(&mut buf) => {
+                // Errors here are ICMP reports for earlier hellos; keep listening.
+                if let Ok(n) = got {
+                    heard = true;
+                    let _ = socket.send(&buf[..n]).await;
+                }
+            }
+        }
+    }
+}

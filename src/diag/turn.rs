@@ -1,0 +1,336 @@
+//! The TURN steps: the 401 challenge, Allocate, CreatePermission toward the probe's own echo
+//! socket, a ChannelData round trip through the relay, and Refresh with LIFETIME 0.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::ProbeConfig;
+use super::conn::{Conn, ConnError};
+use super::relay;
+use super::report::{Step, StepReport};
+use super::run::{bug, udp_socket};
+use super::verdict::{Context, Request, Verdict, error_verdict, is_private};
+use super::verdict_net::{allocate_unanswered, format_timeout, missing_challenge};
+use super::wire::{Auth, Integrity, Reply, Req, random_tid, request};
+use crate::proto::error_code as ec;
+
+/// Times a request is resent with the fresh nonce of a 438 (RFC 8489 §9.2.5).
+const STALE_NONCE_RETRIES: u32 = 2;
+
+/// Steps 4 to 6, after a successful Binding.
+pub(super) async fn run(
+    config: &ProbeConfig,
+    server: SocketAddr,
+    conn: &mut Conn,
+    reflexive: SocketAddr,
+    steps: &mut Vec<StepReport>,
+) {
+    let Some((realm, nonce)) = challenge(config, conn, steps).await else {
+        return;
+    };
+    let Some((username, password, minted)) = config.credentials.resolve(config.unix_now) else {
+        steps.push(StepReport::fail(
+            Step::Allocate,
+            "no credentials given, and the server requires them",
+            "pass --user and --password, or --secret with the server's shared secret",
+        ));
+        return;
+    };
+    let auth = Auth::new(&username, &password, &realm, &nonce);
+    let mut session = Session {
+        conn,
+        auth,
+        config,
+        minted,
+    };
+    let Some(relayed) = session.allocate(server, steps).await else {
+        return;
+    };
+    session
+        .permission_and_relay(relayed, reflexive, steps)
+        .await;
+    let released = match session
+        .transact(Req::Refresh { lifetime: 0 }, Request::Refresh, None)
+        .await
+    {
+        Ok(_) => StepReport::pass(
+            Step::Refresh,
+            "allocation released (Refresh with LIFETIME 0)",
+        ),
+        Err(v) => StepReport::fail(Step::Refresh, v.what, v.todo),
+    };
+    steps.push(released);
+}
+
+/// Allocate without credentials: a TURN server must answer 401 with REALM and NONCE.
+async fn challenge(
+    config: &ProbeConfig,
+    conn: &mut Conn,
+    steps: &mut Vec<StepReport>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let fail = |steps: &mut Vec<StepReport>, v: Verdict| {
+        steps.push(StepReport::fail(Step::Challenge, v.what, v.todo));
+        None
+    };
+    let tid = random_tid();
+    let raw = match request(Req::Allocate, None, tid) {
+        Ok(raw) => raw,
+        Err(e) => return fail(steps, bug(e)),
+    };
+    let reply = match conn.transact(&raw, tid, None, config.timeout).await {
+        Ok(reply) => reply,
+        Err(ConnError::Timeout) => return fail(steps, allocate_unanswered(config.timeout)),
+        Err(e) => return fail(steps, unanswered(Request::Allocate, &e, config.timeout)),
+    };
+    if reply.success {
+        // An open relay: give the allocation back before reporting it.
+        let tid = random_tid();
+        if let Ok(raw) = request(Req::Refresh { lifetime: 0 }, None, tid) {
+            let _ = conn.transact(&raw, tid, None, config.timeout).await;
+        }
+        return fail(steps, missing_challenge(true));
+    }
+    match (reply.code, reply.realm, reply.nonce) {
+        (ec::UNAUTHENTICATED, Some(realm), Some(nonce)) => {
+            steps.push(StepReport::pass(
+                Step::Challenge,
+                format!(
+                    "401 with realm {:?}: the server requires credentials, as it should",
+                    String::from_utf8_lossy(&realm)
+                ),
+            ));
+            Some((realm, nonce))
+        }
+        (ec::UNAUTHENTICATED, _, _) => fail(steps, missing_challenge(false)),
+        (code, _, _) => {
+            let ctx = context(config, Request::Allocate, None, false, reply.alternate);
+            fail(steps, error_verdict(&ctx, code, &reply.reason))
+        }
+    }
+}
+
+/// An authenticated conversation with the server.
+pub(super) struct Session<'a> {
+    pub(super) conn: &'a mut Conn,
+    auth: Auth,
+    pub(super) config: &'a ProbeConfig,
+    minted: bool,
+}
+
+impl Session<'_> {
+    /// Step 4: Allocate with credentials.
+    async fn allocate(
+        &mut self,
+        server: SocketAddr,
+        steps: &mut Vec<StepReport>,
+    ) -> Option<SocketAddr> {
+        let reply = match self.transact(Req::Allocate, Request::Allocate, None).await {
+            Ok(reply) => reply,
+            Err(v) => {
+                steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+                return None;
+            }
+        };
+        let Some(relayed) = reply.relayed else {
+            steps.push(StepReport::fail(
+                Step::Allocate,
+                "the Allocate success response carries no XOR-RELAYED-ADDRESS",
+                "the server is broken; report it to its operator",
+            ));
+            return None;
+        };
+        let lifetime = reply.lifetime.map_or_else(
+            || "no lifetime given".to_owned(),
+            |l| format!("lifetime {l} s"),
+        );
+        let detail = format!(
+            "relayed address {relayed}, {lifetime}, as user {:?}",
+            self.auth.username
+        );
+        steps.push(if reply.integrity == Integrity::Invalid {
+            StepReport::fail(
+                Step::Allocate,
+                format!("{detail}; but the response's MESSAGE-INTEGRITY does not match the credentials"),
+                "a middlebox altered the response, or the server derives keys differently (SASLprep of non-ASCII passwords?)",
+            )
+        } else if is_private(relayed.ip()) && !is_private(server.ip()) {
+            StepReport::fail(
+                Step::Allocate,
+                format!("{detail}; but the relayed address is private while the server is public: peers on the Internet cannot reach it"),
+                "behind a 1:1 NAT the server must advertise its public address (Turnstone: [relay] external_address or --external-address; coturn: external-ip)",
+            )
+        } else {
+            StepReport::pass(Step::Allocate, detail)
+        });
+        Some(relayed)
+    }
+
+    /// Step 5: a permission for the probe's echo socket, then ChannelData through the relay to
+    /// it and back.
+    async fn permission_and_relay(
+        &mut self,
+        relayed: SocketAddr,
+        reflexive: SocketAddr,
+        steps: &mut Vec<StepReport>,
+    ) {
+        // The echo socket is connected to the relayed address: its local IP is the one that
+        // routes there, and it hears only the relay.
+        let echo = match udp_socket(relayed)
+            .await
+            .and_then(|s| Ok((s.local_addr()?, s)))
+        {
+            Ok(pair) => pair,
+            Err(e) => {
+                steps.push(StepReport::fail(
+                    Step::Permission,
+                    format!("could not open the probe's echo socket toward {relayed}: {e}"),
+                    "check this machine's network (an IPv6 relay needs IPv6 here)",
+                ));
+                return;
+            }
+        };
+        let (echo_local, echo) = echo;
+        // RFC 8656 §9: permissions match the peer's IP as the server sees it. When the relay is
+        // reached the way the server is, that is the reflexive IP (the NAT's public one).
+        let same_path =
+            echo_local.ip() == self.conn.local.ip() && reflexive.is_ipv4() == relayed.is_ipv4();
+        let peer_ip = if same_path {
+            reflexive.ip()
+        } else {
+            echo_local.ip()
+        };
+        let peer = SocketAddr::new(peer_ip, echo_local.port());
+        match self
+            .transact(
+                Req::CreatePermission { peer },
+                Request::CreatePermission,
+                Some(peer_ip),
+            )
+            .await
+        {
+            Ok(_) => steps.push(StepReport::pass(
+                Step::Permission,
+                format!(
+                    "permission for {peer_ip} (this machine's echo socket as the relay will see it)"
+                ),
+            )),
+            Err(v) if v.expected => {
+                steps.push(StepReport::pass(Step::Permission, v.what));
+                steps.push(StepReport::skipped(
+                    Step::Relay,
+                    format!("skipped: the server refuses the private address {peer_ip}, so the probe cannot be its own peer"),
+                ));
+                return;
+            }
+            Err(v) => {
+                steps.push(StepReport::fail(Step::Permission, v.what, v.todo));
+                return;
+            }
+        }
+        let echo_task = tokio::spawn(relay::echo_loop(echo));
+        let report = self.round_trips(relayed, peer_ip, echo_local).await;
+        echo_task.abort();
+        steps.push(report);
+    }
+
+    /// An authenticated transaction; a 438 is retried with the fresh nonce. Error responses
+    /// and silence become verdicts.
+    pub(super) async fn transact(
+        &mut self,
+        req: Req,
+        kind: Request,
+        peer: Option<IpAddr>,
+    ) -> Result<Reply, Verdict> {
+        let mut stale = 0;
+        loop {
+            let tid = random_tid();
+            let raw = request(req, Some(&self.auth), tid).map_err(bug)?;
+            let timeout = self.config.timeout;
+            let reply = self
+                .conn
+                .transact(&raw, tid, Some(self.auth.key()), timeout)
+                .await
+                .map_err(|e| unanswered(kind, &e, timeout))?;
+            if reply.success {
+                return Ok(reply);
+            }
+            if let (ec::STALE_NONCE, Some(nonce)) = (reply.code, &reply.nonce) {
+                if stale < STALE_NONCE_RETRIES {
+                    stale += 1;
+                    self.auth.set_nonce(nonce);
+                    continue;
+                }
+            }
+            let ctx = Context {
+                username: Some(&self.auth.username),
+                ..context(self.config, kind, peer, self.minted, reply.alternate)
+            };
+            return Err(error_verdict(&ctx, reply.code, &reply.reason));
+        }
+    }
+}
+
+/// A verdict context without a username.
+fn context(
+    config: &ProbeConfig,
+    request: Request,
+    peer: Option<IpAddr>,
+    minted: bool,
+    alternate: Option<SocketAddr>,
+) -> Context<'static> {
+    Context {
+        request,
+        username: None,
+        minted,
+        unix_now: config.unix_now,
+        peer,
+        alternate,
+    }
+}
+
+/// Silence or a broken connection in the middle of the TURN steps.
+pub(super) fn unanswered(kind: Request, e: &ConnError, timeout: Duration) -> Verdict {
+    let what = match e {
+        ConnError::Timeout => format!(
+            "no answer to {} within {}",
+            kind.name(),
+            format_timeout(timeout)
+        ),
+        other => format!("the connection failed during {}: {other}", kind.name()),
+    };
+    Verdict {
+        expected: false,
+        what,
+        todo: "the server answered earlier requests, so it may be overloaded or rate-limiting this address; retry, and check its log".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_mid_conversation_names_the_request_and_the_wait() {
+        let v = unanswered(
+            Request::CreatePermission,
+            &ConnError::Timeout,
+            Duration::from_secs(2),
+        );
+        assert_eq!(v.what, "no answer to CreatePermission within 2 s");
+        let v = unanswered(Request::Refresh, &ConnError::Closed, Duration::from_secs(2));
+        assert!(
+            v.what.contains("connection failed during Refresh"),
+            "{}",
+            v.what
+        );
+    }
+
+    #[test]
+    fn verdict_context_carries_the_clock_and_the_peer() {
+        let mut config = ProbeConfig::new("turn:x".parse().unwrap(), 42);
+        config.timeout = Duration::from_secs(1);
+        let peer = Some("10.0.0.1".parse().unwrap());
+        let c = context(&config, Request::ChannelBind, peer, true, None);
+        assert_eq!((c.unix_now, c.peer, c.minted), (42, peer, true));
+    }
+}

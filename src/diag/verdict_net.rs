@@ -1,0 +1,382 @@
+//! Plain-language verdicts for network and TLS failures: silence, refused connections and
+//! certificate problems. Pure functions of the error and the context.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::{AlertDescription, CertificateError};
+
+use super::uri::Transport;
+use super::verdict::{Verdict, human_secs};
+
+/// How a request went unanswered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// Nothing came back before the timeout.
+    Timeout,
+    /// The host answered ICMP "port unreachable" (a UDP socket reports it as refused).
+    PortUnreachable,
+    /// The server closed the TCP/TLS connection without answering.
+    Closed,
+}
+
+/// No answer to the first STUN Binding request.
+pub fn binding_unanswered(
+    transport: Transport,
+    server: SocketAddr,
+    timeout: Duration,
+    silence: Silence,
+) -> Verdict {
+    let port = server.port();
+    let secs = format_timeout(timeout);
+    match (transport, silence) {
+        (Transport::Udp, Silence::PortUnreachable) => problem(
+            format!(
+                "no answer: nothing listens on UDP port {port} at {} (the host answered 'port unreachable'): server down or wrong port",
+                server.ip()
+            ),
+            "start the server, or fix the port in the URI (3478 is the usual one)",
+        ),
+        (Transport::Udp, _) => problem(
+            format!("no answer within {secs}: UDP blocked or server down"),
+            format!(
+                "check that the server runs and listens on UDP port {port}, and that firewalls (and the cloud security group) let UDP {port} in and out; if this network blocks UDP, use TURN over TCP or TLS (turn:HOST:PORT?transport=tcp, turns:HOST:443)"
+            ),
+        ),
+        (_, Silence::Closed) => problem(
+            format!(
+                "no answer: the server closed the connection without answering the STUN request on port {port}"
+            ),
+            "this port may belong to another service, or the server refused this client (per-IP limits); check the server's log",
+        ),
+        (_, _) => problem(
+            format!(
+                "no answer within {secs}: the connection is open but nothing answered STUN on port {port}"
+            ),
+            "this port may belong to another service (a web server?); check the port, and for TLS that the server speaks TURN over TLS on it",
+        ),
+    }
+}
+
+/// No answer to Allocate although Binding was answered.
+pub fn allocate_unanswered(timeout: Duration) -> Verdict {
+    problem(
+        format!(
+            "no answer to Allocate within {}, although Binding was answered: not a TURN server, or TURN is disabled on this port",
+            format_timeout(timeout)
+        ),
+        "use a TURN server (this looks like a STUN-only server), or enable TURN on it",
+    )
+}
+
+/// An Allocate without credentials that did not get 401 with REALM and NONCE.
+pub fn missing_challenge(success: bool) -> Verdict {
+    if success {
+        problem(
+            "the server relayed without asking for credentials: it is an open relay anyone can abuse",
+            "enable authentication on the server (Turnstone: [auth]; coturn: lt-cred-mech or use-auth-secret)",
+        )
+    } else {
+        problem(
+            "the server did not challenge with 401 and REALM/NONCE: not a TURN server or an open relay",
+            "check that the URI points at a TURN server with long-term credentials (RFC 8656 §7)",
+        )
+    }
+}
+
+/// A TCP connection that could not be opened.
+pub fn connect_failed(server: SocketAddr, timeout: Duration, err: &io::Error) -> Verdict {
+    let port = server.port();
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => problem(
+            format!(
+                "connection refused: nothing listens on TCP port {port} at {}",
+                server.ip()
+            ),
+            "start the server, fix the port, or enable its TCP/TLS listener",
+        ),
+        io::ErrorKind::TimedOut => problem(
+            format!(
+                "no answer to the TCP connection within {}: a firewall drops the packets, or the host is down",
+                format_timeout(timeout)
+            ),
+            format!(
+                "open TCP port {port} in the firewalls on the way (and the cloud security group)"
+            ),
+        ),
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => problem(
+            format!("no route to {} from this machine", server.ip()),
+            "check this machine's network connection; for an IPv6 address, whether this network has IPv6",
+        ),
+        io::ErrorKind::PermissionDenied => problem(
+            "this machine refused to open the connection (local firewall or policy)",
+            "allow outgoing connections to the server's port on this machine",
+        ),
+        _ => problem(
+            format!("could not connect to {server}: {err}"),
+            "check the address and this machine's network",
+        ),
+    }
+}
+
+/// A failed TLS handshake: certificate problems and protocol mismatches in words.
+pub fn tls_failed(host: &str, err: &rustls::Error) -> Verdict {
+    match err {
+        rustls::Error::InvalidCertificate(cert) => certificate_problem(host, cert),
+        rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure
+            | AlertDescription::ProtocolVersion
+            | AlertDescription::InsufficientSecurity,
+        )
+        | rustls::Error::PeerIncompatible(_) => problem(
+            "TLS handshake failure: the server and the probe share no TLS version or cipher suite",
+            "enable TLS 1.2 or 1.3 with modern cipher suites on the server",
+        ),
+        rustls::Error::AlertReceived(alert) => problem(
+            format!("the server aborted the TLS handshake (alert: {alert:?})"),
+            "check the server's TLS configuration and log",
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => problem(
+            "the server did not answer in TLS: this port seems to speak plain TCP",
+            "use turn:HOST:PORT?transport=tcp for this port, or the server's TLS port with turns:",
+        ),
+        other => problem(
+            format!("TLS handshake failed: {other}"),
+            "check the server's TLS configuration and log",
+        ),
+    }
+}
+
+/// A certificate the verifier refused.
+pub fn certificate_problem(host: &str, err: &CertificateError) -> Verdict {
+    match err {
+        CertificateError::Expired => problem(
+            "the server's certificate has expired",
+            "renew the certificate (e.g. certbot renew) and reload the server (Turnstone: SIGHUP)",
+        ),
+        CertificateError::ExpiredContext { time, not_after } => problem(
+            format!(
+                "the server's certificate expired {} ago",
+                human_secs(time.as_secs().saturating_sub(not_after.as_secs()))
+            ),
+            "renew the certificate (e.g. certbot renew) and reload the server (Turnstone: SIGHUP)",
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => problem(
+            "the server's certificate is not valid yet: this machine's clock or the server's is wrong",
+            "sync clocks with NTP, or wait until the certificate's start date",
+        ),
+        CertificateError::NotValidForName => problem(
+            format!("wrong name: the certificate is not valid for {host:?}"),
+            format!(
+                "connect with a name the certificate lists, or get a certificate that includes {host}"
+            ),
+        ),
+        CertificateError::NotValidForNameContext { presented, .. } => problem(
+            format!(
+                "wrong name: the certificate is not valid for {host:?} (it names: {})",
+                presented.join(", ")
+            ),
+            format!(
+                "connect with a name the certificate lists, or get a certificate that includes {host}"
+            ),
+        ),
+        CertificateError::UnknownIssuer => problem(
+            "unknown issuer: the certificate is signed by an authority this machine does not trust (self-signed, or a private CA)",
+            "use a certificate from a public CA (browsers need one), or pass --ca-file with your CA; --insecure skips the check for testing",
+        ),
+        CertificateError::BadSignature => problem(
+            "the certificate's signature does not verify: a broken chain or a tampered certificate",
+            "serve the full certificate chain (leaf first, then intermediates); a self-signed certificate may share its name with a trusted CA",
+        ),
+        CertificateError::Revoked => problem(
+            "the server's certificate has been revoked",
+            "get a new certificate",
+        ),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            problem(
+                "the certificate is not meant for TLS servers (its extended key usage lacks serverAuth)",
+                "issue a certificate with extendedKeyUsage serverAuth",
+            )
+        }
+        // webpki reports some refusals only as text (its error type is not ours to match).
+        other if format!("{other:?}").contains("CaUsedAsEndEntity") => problem(
+            "the server presents a CA certificate (basicConstraints CA:TRUE) as its own: clients refuse it",
+            "issue a leaf certificate (CA:FALSE); with openssl req -x509 add -addext basicConstraints=critical,CA:FALSE",
+        ),
+        other => problem(
+            format!("the certificate was refused: {other:?}"),
+            "check the certificate chain the server presents",
+        ),
+    }
+}
+
+/// An I/O error during the TLS handshake that carries no rustls error.
+pub fn tls_io_failed(err: &io::Error) -> Verdict {
+    match err.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => problem(
+            "the server closed the connection during the TLS handshake: the port may not speak TLS, or it refused the hello",
+            "check that this port is the server's TLS listener and its certificate loads (server log); for a plain TCP port use turn:HOST:PORT?transport=tcp",
+        ),
+        io::ErrorKind::TimedOut => problem(
+            "the TLS handshake did not finish in time: the port may speak plain TCP and wait for data",
+            "use turn:HOST:PORT?transport=tcp for this port, or the server's TLS port with turns:",
+        ),
+        _ => problem(
+            format!("TLS handshake failed: {err}"),
+            "check the server's TLS configuration and log",
+        ),
+    }
+}
+
+fn problem(what: impl Into<String>, todo: impl Into<String>) -> Verdict {
+    Verdict {
+        expected: false,
+        what: what.into(),
+        todo: todo.into(),
+    }
+}
+
+/// "3 s", "1.5 s", "250 ms".
+pub(crate) fn format_timeout(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::UnixTime;
+
+    use super::*;
+
+    const SERVER: &str = "192.0.2.1:3478";
+
+    #[test]
+    fn udp_silence_blames_udp_blocking_or_a_down_server() {
+        let v = binding_unanswered(
+            Transport::Udp,
+            SERVER.parse().unwrap(),
+            Duration::from_secs(3),
+            Silence::Timeout,
+        );
+        assert_eq!(v.what, "no answer within 3 s: UDP blocked or server down");
+        assert!(v.todo.contains("UDP port 3478") && v.todo.contains("transport=tcp"));
+    }
+
+    #[test]
+    fn port_unreachable_says_nothing_listens() {
+        let v = binding_unanswered(
+            Transport::Udp,
+            SERVER.parse().unwrap(),
+            Duration::from_secs(3),
+            Silence::PortUnreachable,
+        );
+        assert!(
+            v.what
+                .starts_with("no answer: nothing listens on UDP port 3478")
+        );
+    }
+
+    #[test]
+    fn stream_silence_suspects_another_service() {
+        let addr = SERVER.parse().unwrap();
+        let v = binding_unanswered(
+            Transport::Tcp,
+            addr,
+            Duration::from_millis(1500),
+            Silence::Timeout,
+        );
+        assert!(v.what.contains("within 1.5 s") && v.todo.contains("another service"));
+        let v = binding_unanswered(
+            Transport::Tls,
+            addr,
+            Duration::from_secs(1),
+            Silence::Closed,
+        );
+        assert!(v.what.contains("closed the connection"));
+    }
+
+    #[test]
+    fn connect_errors_are_explained() {
+        let addr = SERVER.parse().unwrap();
+        let t = Duration::from_secs(3);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(
+            connect_failed(addr, t, &refused)
+                .what
+                .starts_with("connection refused")
+        );
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        assert!(connect_failed(addr, t, &timeout).what.contains("firewall"));
+        let unreachable = io::Error::from(io::ErrorKind::NetworkUnreachable);
+        assert!(
+            connect_failed(addr, t, &unreachable)
+                .what
+                .contains("no route")
+        );
+    }
+
+    #[test]
+    fn certificate_errors_are_named_in_words() {
+        let expired = CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000 - 3 * 86_400)),
+        };
+        let v = tls_failed(
+            "turn.example.com",
+            &rustls::Error::InvalidCertificate(expired),
+        );
+        assert_eq!(v.what, "the server's certificate expired 3 days ago");
+        let name = CertificateError::NotValidForNameContext {
+            expected: rustls::pki_types::ServerName::try_from("turn.example.com").unwrap(),
+            presented: vec!["DnsName(\"other.example\")".into()],
+        };
+        let v = certificate_problem("turn.example.com", &name);
+        assert!(v.what.starts_with("wrong name") && v.what.contains("other.example"));
+        let v = certificate_problem("x", &CertificateError::UnknownIssuer);
+        assert!(v.what.starts_with("unknown issuer") && v.todo.contains("--insecure"));
+    }
+
+    #[test]
+    fn handshake_failures_and_plain_tcp_ports_are_told_apart() {
+        let v = tls_failed(
+            "x",
+            &rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+        );
+        assert!(v.what.starts_with("TLS handshake failure"));
+        let v = tls_failed(
+            "x",
+            &rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert!(v.what.contains("plain TCP"));
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert!(tls_io_failed(&eof).what.contains("closed the connection"));
+    }
+
+    #[test]
+    fn the_open_relay_and_the_stun_only_server_are_recognised() {
+        assert!(missing_challenge(true).what.contains("open relay"));
+        assert!(
+            missing_challenge(false)
+                .what
+                .contains("not a TURN server or an open relay")
+        );
+        assert!(
+            allocate_unanswered(Duration::from_secs(2))
+                .what
+                .contains("not a TURN server")
+        );
+    }
+
+    #[test]
+    fn timeouts_are_formatted_for_people() {
+        assert_eq!(format_timeout(Duration::from_secs(3)), "3 s");
+        assert_eq!(format_timeout(Duration::from_millis(250)), "250 ms");
+        assert_eq!(format_timeout(Duration::from_millis(2500)), "2.5 s");
+    }
+}
