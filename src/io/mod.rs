@@ -7,6 +7,7 @@ pub mod clock;
 pub mod mmsg;
 mod publish;
 mod relay;
+mod relay_poll;
 mod runtime;
 pub mod socket;
 mod stream;

@@ -1,20 +1,17 @@
-//! Relay sockets of one worker: the [`RelayProvider`] the core asks for sockets, and the task
-//! that reads each socket.
+//! Relay sockets of one worker: the [`RelayProvider`] the core asks for sockets. The sockets
+//! are plain non-blocking std sockets watched by the worker's [`RelayPoll`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::ops::RangeInclusive;
-use std::rc::{Rc, Weak};
-
-use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::core::{
     OpenedRelay, RelayError, RelayId, RelayMap, RelayProvider, RelayRequest, ReservationId,
 };
 
+use super::relay_poll::{PollHandle, RelayPoll};
 use super::socket::{self, RelayBindError};
-use super::worker::Worker;
 
 /// Ports held for a later allocation, shared by all workers: the claiming Allocate may arrive
 /// on another worker than the one that reserved.
@@ -39,19 +36,14 @@ impl HeldPorts {
     }
 }
 
-struct Entry {
-    socket: Rc<UdpSocket>,
-    reader: JoinHandle<()>,
-}
-
 /// The relay sockets a worker owns.
 pub(crate) struct Relays {
     ports: RangeInclusive<u16>,
-    sockets: RelayMap<Entry>,
+    sockets: RelayMap<StdUdpSocket>,
+    poll: RelayPoll,
     held: std::sync::Arc<HeldPorts>,
     next_id: u64,
     cursor: u16,
-    worker: Weak<Worker>,
 }
 
 impl Relays {
@@ -59,30 +51,41 @@ impl Relays {
         ports: RangeInclusive<u16>,
         seed: u16,
         held: std::sync::Arc<HeldPorts>,
-        worker: Weak<Worker>,
+        poll: RelayPoll,
     ) -> Self {
         let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
         let cursor = (u32::from(*ports.start()) + u32::from(seed) % span) as u16;
         Self {
             ports,
             sockets: RelayMap::default(),
+            poll,
             held,
             next_id: 1,
             cursor,
-            worker,
         }
     }
 
     /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
     pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
-        // Straight to the non-blocking socket: tokio's try_send_to refuses until the reactor
-        // has seen the fresh socket writable, which would drop a new allocation's first packets.
         match self.sockets.get(&id) {
-            Some(e) => socket2::SockRef::from(&*e.socket)
-                .send_to(data, &peer.into())
-                .is_ok(),
+            Some(socket) => socket.send_to(data, peer).is_ok(),
             None => false,
         }
+    }
+
+    /// The socket of relay `id`, for reading.
+    pub fn socket(&self, id: RelayId) -> Option<BorrowedFd<'_>> {
+        self.sockets.get(&id).map(|s| s.as_fd())
+    }
+
+    /// The epoll instance watching every relay socket.
+    pub fn poll(&self) -> &RelayPoll {
+        &self.poll
+    }
+
+    /// The epoll fd for registering with tokio.
+    pub fn poll_handle(&self) -> PollHandle {
+        self.poll.handle()
     }
 
     fn bind(&mut self, ip: IpAddr, even: bool) -> Result<StdUdpSocket, RelayError> {
@@ -106,15 +109,13 @@ impl Relays {
 
     fn register(&mut self, sock: StdUdpSocket) -> Result<OpenedRelay, RelayError> {
         let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
-        let socket = Rc::new(UdpSocket::from_std(sock).map_err(|_| RelayError::Failed)?);
         let id = RelayId(self.next_id);
         self.next_id += 1;
-        let reader = tokio::task::spawn_local(super::worker::relay_reader(
-            self.worker.clone(),
-            id,
-            Rc::clone(&socket),
-        ));
-        self.sockets.insert(id, Entry { socket, reader });
+        self.poll.add(sock.as_fd(), id).map_err(|e| {
+            tracing::warn!(target: "turnstone::io", error = %e, "cannot watch relay socket");
+            RelayError::Failed
+        })?;
+        self.sockets.insert(id, sock);
         Ok(OpenedRelay {
             id,
             addr,
@@ -122,10 +123,10 @@ impl Relays {
         })
     }
 
-    /// Closes every socket and reservation (worker shutdown).
+    /// Closes every socket (worker shutdown).
     pub fn clear(&mut self) {
-        for (_, entry) in self.sockets.drain() {
-            entry.reader.abort();
+        for (_, socket) in self.sockets.drain() {
+            self.poll.remove(socket.as_fd());
         }
     }
 }
@@ -172,8 +173,8 @@ impl RelayProvider for Relays {
     }
 
     fn close(&mut self, id: RelayId) {
-        if let Some(entry) = self.sockets.remove(&id) {
-            entry.reader.abort();
+        if let Some(socket) = self.sockets.remove(&id) {
+            self.poll.remove(socket.as_fd());
         }
     }
 
@@ -182,8 +183,8 @@ impl RelayProvider for Relays {
     }
 
     fn set_dont_fragment(&mut self, id: RelayId) {
-        if let Some(entry) = self.sockets.get(&id)
-            && let Err(e) = socket::set_dont_fragment(&*entry.socket, true)
+        if let Some(socket) = self.sockets.get(&id)
+            && let Err(e) = socket::set_dont_fragment(socket, true)
         {
             tracing::debug!(target: "turnstone::io", error = %e, "could not set DF on relay socket");
         }

@@ -18,6 +18,7 @@ use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
 use super::relay::HeldPorts;
+use super::relay_poll::RelayPoll;
 use super::socket;
 use super::worker::{self, UdpOut, Worker};
 
@@ -381,14 +382,21 @@ fn run_worker(ctx: WorkerContext) {
     local.block_on(&runtime, async move {
         let WorkerContext { server, sockets, relay_ports, seed, usage, limits, io_shared, index, control, mut shutdown } =
             ctx;
-        let worker = Worker::new(server, relay_ports, seed, usage, limits, io_shared, index);
+let poll = match RelayPoll::new() {
+            Ok(poll) => poll,
+            Err(e) => {
+                tracing::error!(target: "turnstone::io", error = %e, "cannot create the relay poller");
+                return;
+            }
+        };
+        let worker = Worker::new(server, relay_ports, seed, usage, limits, io_shared, index, poll);
+        tokio::task::spawn_local(worker::relay_poll_loop(Rc::clone(&worker)));
         tokio::task::spawn_local(worker::control_loop(Rc::clone(&worker), control));
         for (address, sock) in sockets.udp {
             match tokio::net::UdpSocket::from_std(sock) {
                 Ok(sock) => {
                     let out = Rc::new(UdpOut::new(Rc::new(sock)));
                     worker.udp.borrow_mut().insert(address, Rc::clone(&out));
-                    tokio::task::spawn_local(Rc::clone(&out).flusher());
                     tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), out, address));
                 }
                 Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register UDP socket"),

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -23,6 +24,7 @@ use super::clock;
 use super::mmsg::{RecvBatch, SendBatch};
 use super::publish::{Publisher, publish_global};
 use super::relay::Relays;
+use super::relay_poll::{ReadyList, RelayPoll};
 use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
 
 /// Datagrams per recvmmsg/sendmmsg batch.
@@ -39,9 +41,6 @@ const ROUNDS_PER_WAKE: usize = 8;
 pub(crate) struct UdpOut {
     pub socket: Rc<UdpSocket>,
     pub batch: RefCell<SendBatch>,
-    /// Wakes the flusher task: relay readers ready in the same scheduler round share one
-    /// sendmmsg instead of one each.
-    pending: tokio::sync::Notify,
 }
 
 impl UdpOut {
@@ -49,20 +48,6 @@ impl UdpOut {
         Self {
             socket,
             batch: RefCell::new(SendBatch::new(BATCH, MAX_DATAGRAM)),
-            pending: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// Asks the flusher to send the batch after the tasks already scheduled have run.
-    pub fn flush_soon(&self) {
-        self.pending.notify_one();
-    }
-
-    /// The flusher task: sends what relay readers queued, once per scheduler round.
-    pub async fn flusher(self: Rc<Self>) {
-        loop {
-            self.pending.notified().await;
-            self.flush();
         }
     }
 
@@ -113,14 +98,15 @@ impl Worker {
         limits: StreamLimits,
         shared: Arc<IoShared>,
         index: usize,
+        poll: RelayPoll,
     ) -> Rc<Self> {
-        Rc::new_cyclic(|me: &Weak<Worker>| Worker {
+        Rc::new(Worker {
             server: RefCell::new(server),
             relays: RefCell::new(Relays::new(
                 relay_ports,
                 seed,
                 Arc::clone(&shared.held),
-                me.clone(),
+                poll,
             )),
             udp: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
@@ -190,8 +176,32 @@ impl Worker {
             }
         }
         drop(server);
-        if let Some(out) = out {
-            out.flush_soon();
+    }
+
+    /// Reads relay socket `id` until it is empty (or for a bounded number of batches).
+    fn drain_relay(&self, id: RelayId) {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let mut rx = self.relay_rx.borrow_mut();
+            let received = {
+                let relays = self.relays.borrow();
+                let Some(fd) = relays.socket(id) else {
+                    return;
+                };
+                rx.recv(fd)
+            };
+            match received {
+                Ok(_) => self.relay_batch(id, &rx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors from earlier sends surface here on Linux; keep reading.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Sends what the relay path queued on every listening UDP socket.
+    fn flush_udp(&self) {
+        for out in self.udp.borrow().values() {
+            out.flush();
         }
     }
 
@@ -276,24 +286,35 @@ impl Worker {
     }
 }
 
-/// Reads one relay socket with recvmmsg until the task is aborted (allocation ended).
-pub(crate) async fn relay_reader(worker: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
-    loop {
-        if socket.readable().await.is_err() {
+/// Serves every relay socket of the worker: one wake-up drains all ready sockets (recvmmsg
+/// each), then one sendmmsg per client socket carries the results.
+pub(crate) async fn relay_poll_loop(worker: Rc<Worker>) {
+    let handle = worker.relays.borrow().poll_handle();
+    // SAFETY: `PollHandle` co-owns the epoll fd, so it stays open while registered.
+    let poll = match unsafe { AsyncFd::register_with_interest(handle, Interest::READABLE) } {
+        Ok(poll) => poll,
+        Err(e) => {
+            tracing::error!(target: "turnstone::io", error = %e, "cannot watch relay sockets");
             return;
         }
-        let Some(worker) = worker.upgrade() else {
+    };
+    let mut ready = ReadyList::new();
+    loop {
+        let Ok(mut guard) = poll.readable().await else {
             return;
         };
-        for _ in 0..ROUNDS_PER_WAKE {
-            let mut rx = worker.relay_rx.borrow_mut();
-            match socket.try_io(Interest::READABLE, || rx.recv(socket.as_fd())) {
-                Ok(_) => worker.relay_batch(id, &rx),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors from earlier sends surface here on Linux; keep reading.
-                Err(_) => {}
-            }
+        let found = worker.relays.borrow().poll().ready(&mut ready).unwrap_or(0);
+        if found == 0 {
+            guard.clear_ready();
+            continue;
         }
+        for id in ready.ids() {
+            worker.drain_relay(id);
+        }
+        worker.flush_udp();
+        drop(guard);
+        // Level-triggered: sockets with data left stay ready; let the listeners run first.
+        tokio::task::yield_now().await;
     }
 }
 
