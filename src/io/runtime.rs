@@ -17,7 +17,7 @@ use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
-use super::relay::HeldPorts;
+use super::relay::{HeldPorts, Relays};
 use super::relay_poll::RelayPoll;
 use super::socket;
 use super::worker::{self, UdpOut, Worker};
@@ -389,7 +389,8 @@ let poll = match RelayPoll::new() {
                 return;
             }
         };
-        let worker = Worker::new(server, relay_ports, seed, usage, limits, io_shared, index, poll);
+        let relays = Relays::new(relay_ports, seed, Arc::clone(&io_shared.held), poll);
+        let worker = Worker::new(server, relays, usage, limits, io_shared, index);
         tokio::task::spawn_local(worker::relay_poll_loop(Rc::clone(&worker)));
         tokio::task::spawn_local(worker::control_loop(Rc::clone(&worker), control));
         for (address, sock) in sockets.udp {

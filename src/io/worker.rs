@@ -24,7 +24,7 @@ use super::clock;
 use super::mmsg::{RecvBatch, SendBatch};
 use super::publish::{Publisher, publish_global};
 use super::relay::Relays;
-use super::relay_poll::{ReadyList, RelayPoll};
+use super::relay_poll::ReadyList;
 use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
 
 /// Datagrams per recvmmsg/sendmmsg batch.
@@ -92,22 +92,15 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(
         server: Server,
-        relay_ports: std::ops::RangeInclusive<u16>,
-        seed: u16,
+        relays: Relays,
         usage: UsageSink,
         limits: StreamLimits,
         shared: Arc<IoShared>,
         index: usize,
-        poll: RelayPoll,
     ) -> Rc<Self> {
         Rc::new(Worker {
             server: RefCell::new(server),
-            relays: RefCell::new(Relays::new(
-                relay_ports,
-                seed,
-                Arc::clone(&shared.held),
-                poll,
-            )),
+            relays: RefCell::new(relays),
             udp: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
             relay_rx: RefCell::new(RecvBatch::new(BATCH, PEER_MAX)),
