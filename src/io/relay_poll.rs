@@ -124,6 +124,11 @@ impl ReadyList {
         }
     }
 
+    /// How many ids one call can return.
+    pub fn capacity(&self) -> usize {
+        EVENTS
+    }
+
     /// The relay ids from the last call to [`RelayPoll::ready`].
     pub fn ids(&self) -> impl Iterator<Item = RelayId> + '_ {
         self.events[..self.len].iter().map(|e| RelayId(e.u64))

@@ -22,14 +22,28 @@ pub(crate) async fn serve(worker: Rc<Worker>, out: Rc<UdpOut>, local: SocketAddr
         if socket.readable().await.is_err() {
             return;
         }
-        let n = match socket.try_io(Interest::READABLE, || rx.recv(socket.as_fd())) {
-            Ok(n) => n,
+        // A short batch means the queue is empty: report WouldBlock to tokio so it clears the
+        // readiness now instead of after one more recvmmsg that would only see EAGAIN. A
+        // datagram arriving later raises a new edge, so no wake-up is lost.
+        let mut received = 0;
+        let result = socket.try_io(Interest::READABLE, || {
+            received = rx.recv(socket.as_fd())?;
+            if received < BATCH {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && received > 0 => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::debug!(target: "turnstone::io", %local, error = %e, "udp receive error");
                 continue;
             }
-        };
+        }
+        let n = received;
         let now = clock::now();
         {
             let mut server = worker.server.borrow_mut();

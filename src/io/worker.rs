@@ -171,24 +171,33 @@ impl Worker {
         drop(server);
     }
 
-    /// Reads relay socket `id` until it is empty (or for a bounded number of batches).
-    fn drain_relay(&self, id: RelayId) {
+    /// Reads relay socket `id` until it is empty (or for a bounded number of batches); true
+    /// when it may still hold data.
+    fn drain_relay(&self, id: RelayId) -> bool {
         for _ in 0..ROUNDS_PER_WAKE {
             let mut rx = self.relay_rx.borrow_mut();
             let received = {
                 let relays = self.relays.borrow();
                 let Some(fd) = relays.socket(id) else {
-                    return;
+                    return false;
                 };
                 rx.recv(fd)
             };
             match received {
-                Ok(_) => self.relay_batch(id, &rx),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    self.relay_batch(id, &rx);
+                    // A short batch emptied the queue; anything newer wakes the poller again,
+                    // so the extra recvmmsg that would only see EAGAIN is skipped.
+                    if n < BATCH {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // ICMP errors from earlier sends surface here on Linux; keep reading.
                 Err(_) => {}
             }
         }
+        true
     }
 
     /// Sends what the relay path queued on every listening UDP socket.
@@ -301,13 +310,20 @@ pub(crate) async fn relay_poll_loop(worker: Rc<Worker>) {
             guard.clear_ready();
             continue;
         }
+        let mut more = found == ready.capacity();
         for id in ready.ids() {
-            worker.drain_relay(id);
+            more |= worker.drain_relay(id);
         }
         worker.flush_udp();
-        drop(guard);
-        // Level-triggered: sockets with data left stay ready; let the listeners run first.
-        tokio::task::yield_now().await;
+        if more {
+            // Data left behind: stay ready, but let the listeners run first.
+            drop(guard);
+            tokio::task::yield_now().await;
+        } else {
+            // Every ready socket was emptied; a datagram arriving from now on raises a new
+            // edge on the epoll fd, so clearing here loses nothing and saves an epoll_wait.
+            guard.clear_ready();
+        }
     }
 }
 
