@@ -1,0 +1,98 @@
+//! Options after `--`: what to run, how long and how often.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cell {
+    pub(crate) payload: usize,
+    pub(crate) allocations: usize,
+    /// Packets per second; 0 = saturation (closed loop).
+    pub(crate) rate: u64,
+}
+
+impl Cell {
+    pub(crate) fn load(&self) -> String {
+        match self.rate {
+            0 => "saturation".into(),
+            r => format!("{}k pps", r / 1000),
+        }
+    }
+}
+
+pub(crate) struct Plan {
+    pub(crate) full: bool,
+    pub(crate) rounds: usize,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) cells: Vec<Cell>,
+    pub(crate) churn_cycles: u64,
+    pub(crate) memory_counts: Vec<usize>,
+}
+
+pub(crate) fn plan(args: &[String]) -> Result<Plan> {
+    let env_full = std::env::var("TURNSTONE_COMPARE").is_ok_and(|v| v == "full");
+    let full =
+        (env_full || args.iter().any(|a| a == "--full")) && !args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| -> Option<&String> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let secs: f64 = match value("--secs") {
+        Some(v) => v.parse().context("--secs takes seconds")?,
+        None if full => 3.0,
+        None => 2.0,
+    };
+    let rounds: usize = match value("--rounds") {
+        Some(v) => v.parse().context("--rounds takes a count")?,
+        None if full => 3,
+        None => 1,
+    };
+    if !(0.1..=60.0).contains(&secs) || !(1..=10).contains(&rounds) {
+        bail!("--secs must be 0.1..=60 and --rounds 1..=10");
+    }
+    let mut cells = Vec::new();
+    let (payloads, allocations): (&[usize], &[usize]) = if full {
+        (&[100, 1200], &[10, 100, 1000])
+    } else {
+        (&[100], &[10])
+    };
+    for &payload in payloads {
+        for &allocations in allocations {
+            for rate in [40_000, 0] {
+                cells.push(Cell {
+                    payload,
+                    allocations,
+                    rate,
+                });
+            }
+        }
+    }
+    let only = value("--only").map(String::as_str);
+    if !matches!(only, None | Some("traffic" | "control" | "memory")) {
+        bail!("--only takes traffic, control or memory");
+    }
+    let keep = |phase: &str| only.is_none_or(|o| o == phase);
+    if !keep("traffic") {
+        cells.clear();
+    }
+    Ok(Plan {
+        full,
+        rounds,
+        duration: Duration::from_secs_f64(secs),
+        warmup: Duration::from_millis(500),
+        cells,
+        churn_cycles: match (keep("control"), full) {
+            (false, _) => 0,
+            (true, true) => 20_000,
+            (true, false) => 8_192,
+        },
+        memory_counts: match (keep("memory"), full) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![1000, 10_000],
+            (true, false) => vec![1000],
+        },
+    })
+}

@@ -1,0 +1,152 @@
+//! Turnstone next to coturn and a raw forwarder (issue "Performance", item 2), from one command:
+//!
+//! ```text
+//! cargo bench --bench compare                 # quick: 1 round, 10 allocations, 100 B (CI)
+//! cargo bench --bench compare -- --full       # every cell, 3 rounds (about 10 minutes)
+//! TURNSTONE_COMPARE=full cargo bench --bench compare
+//! ```
+//!
+//! Options after `--`: `--quick`, `--full`, `--secs S` (measured seconds per run), `--rounds N`,
+//! `--only traffic|control|memory`.
+//! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
+//!
+//! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`
+//! (one worker), Debian's coturn (`turnserver`, one relay thread; skipped when not installed)
+//! and `turnstone-forwarder` (no TURN at all: the floor). The load generator
+//! (`turnstone::loadgen`, raw mode for the forwarder) runs in this process pinned to core 1.
+//! Server CPU time is utime + stime from /proc/PID/stat over the measured phase; RSS is VmRSS
+//! from /proc/PID/status. Results go to stdout and to target/compare/ (results.md, *.svg).
+//! Every process started here is killed by PID when its guard drops, panics included.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark harness reads the wall clock and sleeps while servers start"
+)]
+
+mod cells;
+mod cli;
+mod measure;
+mod plots;
+mod procs;
+mod report;
+
+use anyhow::{Context, Result};
+
+use cells::{run_control, run_memory, run_traffic};
+use cli::plan;
+use measure::{idle_cpu, load_average};
+use plots::plots;
+use procs::{coturn_installed, out_dir, pin_self_to_core, raise_fd_limit, start};
+use report::report;
+
+pub(crate) const USER: &str = "bench";
+pub(crate) const PASSWORD: &str = "bench";
+pub(crate) const SECRET: &str = "bench-secret";
+pub(crate) const REALM: &str = "bench";
+/// Closed-loop packets in flight in saturation cells, spread over the allocations (each at
+/// least 1).
+pub(crate) const SATURATION_IN_FLIGHT: usize = 256;
+/// Client sockets of the control-plane cell (each reused 2 s after its allocation was
+/// deleted, so at most CHURN_POOL / 2 cycles per second).
+pub(crate) const CHURN_POOL: usize = 8192;
+/// A run where other processes took more than this share of core 0 or 1 is run again.
+pub(crate) const NOISY: f64 = 0.10;
+/// Extra runs at most per noisy run (the least noisy is kept).
+pub(crate) const NOISY_RETRIES: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Forwarder,
+    Turnstone,
+    Coturn,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Forwarder => "forwarder",
+            Self::Turnstone => "turnstone",
+            Self::Coturn => "coturn",
+        }
+    }
+    pub(crate) fn color(self) -> &'static str {
+        match self {
+            Self::Forwarder => "#777777",
+            Self::Turnstone => "#1f6feb",
+            Self::Coturn => "#e8702a",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("compare: run with `cargo bench --bench compare [-- --full]`; skipping");
+        return Ok(());
+    }
+    let plan = plan(&args)?;
+    raise_fd_limit();
+    pin_self_to_core(1);
+    let out = out_dir()?;
+    let tmp = out.join("tmp");
+    // Configurations, logs, pid files and coturn databases of the previous run.
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    // Private copies: a concurrent `cargo build` may replace the binaries in target/release
+    // while this runs.
+    for (bin, name) in [
+        (env!("CARGO_BIN_EXE_turnstone"), "turnstone"),
+        (
+            env!("CARGO_BIN_EXE_turnstone-forwarder"),
+            "turnstone-forwarder",
+        ),
+    ] {
+        std::fs::copy(bin, tmp.join(name)).with_context(|| format!("cannot copy {bin}"))?;
+    }
+    let coturn = coturn_installed();
+    let load_start = load_average();
+    println!(
+        "compare: {} mode, {} round(s), {:.1} s per run; load average {load_start}",
+        if plan.full { "full" } else { "quick" },
+        plan.rounds,
+        plan.duration.as_secs_f64()
+    );
+    if !coturn {
+        println!("compare: turnserver not found (apt-get install coturn): coturn skipped");
+    }
+
+    let mut kinds = vec![Kind::Forwarder, Kind::Turnstone];
+    if coturn {
+        kinds.push(Kind::Coturn);
+    }
+    let mut servers = Vec::new();
+    for &kind in &kinds {
+        servers.push(start(kind, &tmp, false)?);
+    }
+    let idle = idle_cpu(&servers);
+    let traffic = run_traffic(&plan, &servers)?;
+    println!("compare: load average after traffic {}", load_average());
+    let control = run_control(&plan, &servers, &tmp, coturn)?;
+    drop(servers);
+    let memory = run_memory(&plan, &tmp, coturn)?;
+    let load_end = load_average();
+
+    let md = report(
+        &plan,
+        &kinds,
+        &traffic,
+        &control,
+        &memory,
+        (&load_start, &load_end),
+        &idle,
+    );
+    println!("\n{md}");
+    std::fs::write(out.join("results.md"), &md)?;
+    for svg in plots(&plan, &kinds, &traffic) {
+        let path = out.join(&svg.0);
+        std::fs::write(&path, svg.1)?;
+        println!("compare: wrote {}", path.display());
+    }
+    println!("compare: wrote {}", out.join("results.md").display());
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Server processes: PID guards, start-up and readiness, pinning and descriptor limits.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use turnstone::loadgen::{Hello, HelloKind};
+use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId};
+
+use crate::{Kind, PASSWORD, REALM, SECRET, USER};
+
+/// A server process, killed (SIGKILL) and reaped by PID when dropped.
+pub(crate) struct Proc {
+    pub(crate) kind: Kind,
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn out_dir() -> Result<PathBuf> {
+    // target/release/turnstone → target/compare
+    let bin = Path::new(env!("CARGO_BIN_EXE_turnstone"));
+    let target = bin
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot find the target directory")?;
+    let out = target.join("compare");
+    std::fs::create_dir_all(&out)?;
+    Ok(out)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub(crate) fn coturn_installed() -> bool {
+    Command::new("turnserver")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Starts a server pinned to core 0 and waits until it answers. `rest`: coturn in REST API
+/// mode (Turnstone always takes both kinds of credentials).
+pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
+    let port = free_port()?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listen = addr.to_string();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]);
+    match kind {
+        Kind::Forwarder => {
+            cmd.arg(tmp.join("turnstone-forwarder"))
+                .args(["--listen", &listen]);
+        }
+        Kind::Turnstone => {
+            let config = tmp.join(format!("turnstone-{port}.toml"));
+            std::fs::write(&config, turnstone_config(&listen))?;
+            cmd.arg(tmp.join("turnstone"))
+                .args(["serve", "--config"])
+                .arg(&config);
+        }
+        Kind::Coturn => {
+            // Both coturn instances share one range: the REST one only runs while the other idles.
+            let (min, max) = (17_000, 32_000);
+            cmd.arg("turnserver").args([
+                "-n".to_owned(),
+                "--listening-ip=127.0.0.1".into(),
+                format!("--listening-port={port}"),
+                "--relay-ip=127.0.0.1".into(),
+                format!("--min-port={min}"),
+                format!("--max-port={max}"),
+                format!("--realm={REALM}"),
+                "--lt-cred-mech".into(),
+                "--allow-loopback-peers".into(),
+                "--no-cli".into(),
+                "--no-tls".into(),
+                "--no-dtls".into(),
+                "--relay-threads=1".into(),
+                "--user-quota=0".into(),
+                "--total-quota=0".into(),
+                "--max-bps=0".into(),
+                "--bps-capacity=0".into(),
+                "--no-stdout-log".into(),
+                "--simple-log".into(),
+                "--log-file=/dev/null".into(),
+            ]);
+            if rest {
+                cmd.args([
+                    "--use-auth-secret".to_owned(),
+                    format!("--static-auth-secret={SECRET}"),
+                ]);
+            } else {
+                cmd.arg(format!("--user={USER}:{PASSWORD}"));
+            }
+            // Keep coturn's pid file and user database out of /var.
+            cmd.arg(format!(
+                "--pidfile={}",
+                tmp.join(format!("coturn-{port}.pid")).display()
+            ));
+            cmd.arg(format!(
+                "--db={}",
+                tmp.join(format!("coturn-{port}.sqlite")).display()
+            ));
+        }
+    }
+    let log = std::fs::File::create(tmp.join(format!("{}-{port}.log", kind.name())))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", kind.name()))?;
+    let proc = Proc { kind, child, addr };
+    wait_ready(&proc).with_context(|| format!("{} never answered on {addr}", kind.name()))?;
+    Ok(proc)
+}
+
+fn turnstone_config(listen: &str) -> String {
+    format!(
+        r#"[server]
+realm = "{REALM}"
+workers = 1
+
+[log]
+level = "warn"
+
+[[listen]]
+protocol = "udp"
+address = "{listen}"
+
+[admin]
+enabled = false
+
+[relay]
+address = "127.0.0.1"
+ports = "2000-16999"
+
+[auth]
+secrets = ["{SECRET}"]
+
+[[auth.users]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[peers]
+allow = ["127.0.0.0/8"]
+
+[limits]
+requests_per_second_per_ip = 0
+"#
+    )
+}
+
+/// A STUN Binding (TURN servers) or a raw hello (the forwarder), retried for up to 10 s.
+fn wait_ready(proc: &Proc) -> Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let probe = match proc.kind {
+        Kind::Forwarder => Hello {
+            kind: HelloKind::Hello,
+            index: 0,
+            addr: "127.0.0.1:9".parse()?,
+        }
+        .encode()
+        .to_vec(),
+        _ => {
+            let mut buf = [0u8; 64];
+            let ty = MessageType::new(Method::BINDING, Class::Request);
+            let w = MessageWriter::new(&mut buf, ty, TransactionId([7; 12]))?;
+            let n = w.finish();
+            buf[..n].to_vec()
+        }
+    };
+    let mut buf = [0u8; 1500];
+    for _ in 0..100 {
+        socket.send_to(&probe, proc.addr)?;
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            let ok = match proc.kind {
+                Kind::Forwarder => Hello::decode(&buf[..n]).is_some(),
+                _ => Message::parse(&buf[..n]).is_ok(),
+            };
+            if ok {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no answer")
+}
+
+/// Pins the calling thread (the generator) to `core`; children inherit it until taskset.
+pub(crate) fn pin_self_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects only this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            println!("compare: cannot pin the generator to core {core}; it floats");
+        }
+    }
+}
+
+/// 10,000 allocations need ~2 descriptors each in coturn and one per socket here.
+pub(crate) fn raise_fd_limit() {
+    let want = libc::rlimit {
+        rlim_cur: 65_536,
+        rlim_max: 65_536,
+    };
+    // SAFETY: plain struct arguments.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            let mut now: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+            now.rlim_cur = now.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &now);
+            println!("compare: open files capped at {}", now.rlim_max);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The markdown report: data plane, ratios, control plane and memory tables.
+
+use std::fmt::Write as _;
+
+use turnstone::loadgen;
+
+use crate::cells::{ControlRow, MemoryRow, Traffic};
+use crate::cli::{Cell, Plan};
+use crate::measure::Sample;
+use crate::{CHURN_POOL, Kind, NOISY, NOISY_RETRIES, SATURATION_IN_FLIGHT};
+
+const CPU_DEFINITION: &str = "CPU µs/pkt = server process CPU time (utime + stime, all threads, \
+    /proc/PID/stat) during the measured phase ÷ relayed packets, where every round trip that came \
+    back counts as 2 relayed packets (client → peer and peer → client). Lost packets are not \
+    counted, so loss makes the figure worse, not better.";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+pub(crate) fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(samples.iter().map(f).collect())
+}
+
+fn range(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
+    let v: Vec<f64> = samples.iter().map(f).filter(|x| x.is_finite()).collect();
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// Cells the generator, not the server, may have limited.
+fn notes(cell: &Cell, s: &[Sample]) -> String {
+    let mut n = Vec::new();
+    let sent = med(s, |x| x.sent_pps);
+    if cell.rate > 0 && sent < 0.95 * cell.rate as f64 {
+        n.push(format!("generator sent only {sent:.0} pps"));
+    }
+    let util = med(s, |x| x.utilisation);
+    if cell.rate == 0 && util < 0.9 {
+        n.push(format!(
+            "server core {:.0}% busy: generator-limited",
+            util * 100.0
+        ));
+    }
+    let noise = med(s, Sample::noise);
+    if noise > 0.05 {
+        n.push(format!(
+            "noisy: other processes took {:.0}% of a core",
+            noise * 100.0
+        ));
+    }
+    if med(s, |x| x.loss_pct) > 1.0 {
+        n.push("loss > 1%".into());
+    }
+    n.join("; ")
+}
+
+pub(crate) fn report(
+    plan: &Plan,
+    kinds: &[Kind],
+    traffic: &Traffic,
+    control: &[ControlRow],
+    memory: &[MemoryRow],
+    (load_start, load_end): (&str, &str),
+    idle: &str,
+) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Turnstone vs coturn vs a raw forwarder\n");
+    let _ = writeln!(
+        w,
+        "{} mode: {} round(s) per cell, {:.1} s measured after {:.1} s warmup; medians over rounds \
+         (CPU column: median (min–max)). Servers pinned to core 0, the generator to core 1. \
+         Load average (1/5/15 min) {load_start} at start, {load_end} at the end.\n",
+        if plan.full { "Full" } else { "Quick" },
+        plan.rounds,
+        plan.duration.as_secs_f64(),
+        plan.warmup.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "Idle CPU of each server (2 s, no allocations): {idle}.\n"
+    );
+    let _ = writeln!(
+        w,
+        "{CPU_DEFINITION} Saturation = closed loop with {SATURATION_IN_FLIGHT} \
+        packets in flight in total (at least 1 per allocation: 1000 at 1000 allocations, so the \
+        RTT of those cells is mostly queueing). RTT is client → server → peer → \
+        server → client. Server CPU % = CPU seconds per wall second of the measured phase. A run in which other \
+         processes took more than {:.0}% of core 0 or 1 (from /proc/stat) is run again, up to {NOISY_RETRIES} \
+         times, keeping the quietest.\n",
+        NOISY * 100.0
+    );
+    let _ = writeln!(w, "## Data plane\n");
+    let _ = writeln!(
+        w,
+        "| payload | allocs | load | server | delivered pps | loss % | RTT p50 µs | RTT p99 µs | CPU µs/pkt | server CPU % | RSS MiB | notes |"
+    );
+    let _ = writeln!(
+        w,
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for (c, cell) in plan.cells.iter().enumerate() {
+        for (k, kind) in kinds.iter().enumerate() {
+            let s = &traffic[c][k];
+            let (lo, hi) = range(s, |x| x.cpu_us_per_packet);
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.0} | {:.1} | {} |",
+                cell.payload,
+                cell.allocations,
+                cell.load(),
+                kind.name(),
+                med(s, |x| x.delivered_pps),
+                med(s, |x| x.loss_pct),
+                med(s, |x| x.p50_us),
+                med(s, |x| x.p99_us),
+                med(s, |x| x.cpu_us_per_packet),
+                lo,
+                hi,
+                med(s, |x| x.utilisation * 100.0),
+                med(s, |x| x.rss_kib as f64) / 1024.0,
+                notes(cell, s)
+            );
+        }
+    }
+    let idx = |k: Kind| kinds.iter().position(|&x| x == k);
+    let (f, t, co) = (
+        idx(Kind::Forwarder),
+        idx(Kind::Turnstone),
+        idx(Kind::Coturn),
+    );
+    let _ = writeln!(w, "\n## Ratios (medians)\n");
+    let _ = writeln!(
+        w,
+        "| payload | allocs | load | CPU/pkt T/F | CPU/pkt T/C | CPU/pkt C/F | p99 T/F | p99 T/C | p99 C/F | pps T/F | pps T/C |"
+    );
+    let _ = writeln!(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (c, cell) in plan.cells.iter().enumerate() {
+        let get = |k: Option<usize>, m: fn(&Sample) -> f64| {
+            k.map_or(f64::NAN, |k| med(&traffic[c][k], m))
+        };
+        let cpu = |k| get(k, |x| x.cpu_us_per_packet);
+        let p99 = |k| get(k, |x| x.p99_us);
+        let pps = |k| get(k, |x| x.delivered_pps);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.payload,
+            cell.allocations,
+            cell.load(),
+            ratio(cpu(t), cpu(f)),
+            ratio(cpu(t), cpu(co)),
+            ratio(cpu(co), cpu(f)),
+            ratio(p99(t), p99(f)),
+            ratio(p99(t), p99(co)),
+            ratio(p99(co), p99(f)),
+            ratio(pps(t), pps(f)),
+            ratio(pps(t), pps(co)),
+        );
+    }
+    let _ = writeln!(w, "\n## Control plane\n");
+    let _ = writeln!(
+        w,
+        "Server CPU per cycle of a new client: Allocate without credentials → 401 (REALM, \
+        NONCE), Allocate with them → success, Refresh(0) → success (3 requests; a 438 adds one). \
+        Waves of {} client sockets pipelined, from a pool of {CHURN_POOL} sockets each reused only \
+        {} s after its delete (coturn refuses a new Allocate on a just-deleted 5-tuple with 437 \
+        for about a second), {} cycles per round.\n",
+        loadgen::CHURN_WAVE,
+        loadgen::CHURN_REUSE_GAP.as_secs_f64(),
+        plan.churn_cycles
+    );
+    let _ = writeln!(
+        w,
+        "| server | credentials | CPU µs/cycle | cycles/s | failures |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|");
+    for r in control {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1} | {:.0} | {} {} |",
+            r.server,
+            r.credentials,
+            median(r.us_per_cycle.clone()),
+            median(r.cycles_per_sec.clone()),
+            r.failures,
+            r.failure_kinds
+        );
+    }
+    let cyc = |s: &str, c: &str| {
+        control
+            .iter()
+            .find(|r| r.server == s && r.credentials == c)
+            .map_or(f64::NAN, |r| median(r.us_per_cycle.clone()))
+    };
+    for c in ["static", "REST"] {
+        let _ = writeln!(
+            w,
+            "\nturnstone/coturn ({c}): {}",
+            ratio(cyc("turnstone", c), cyc("coturn", c))
+        );
+    }
+    let _ = writeln!(w, "\n## Memory\n");
+    let _ = writeln!(
+        w,
+        "Fresh server; RSS idle, then with N allocations each holding one permission \
+        and one channel (idle, after setup). Per allocation = (RSS − baseline) / N. Kernel socket \
+        memory is not in RSS.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| server | allocations | baseline MiB | RSS MiB | bytes/allocation |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+    for r in memory {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1} | {:.1} | {:.0} |",
+            r.server,
+            r.allocations,
+            r.baseline_kib as f64 / 1024.0,
+            r.rss_kib as f64 / 1024.0,
+            (r.rss_kib.saturating_sub(r.baseline_kib) * 1024) as f64 / r.allocations as f64
+        );
+    }
+    md
+}
