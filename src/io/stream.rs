@@ -99,6 +99,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
     let mut out = vec![0u8; 2048];
     // The first message must come within the handshake timeout; after that, the idle timeout.
     let mut deadline = worker.limits.handshake_timeout;
+    // A message, once started, must be complete within the handshake timeout too: otherwise a
+    // client could hold up to a 64 KiB partial frame per connection by trickling bytes.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     'conn: loop {
         tokio::select! {
             read = reader.read(&mut chunk) => {
@@ -142,6 +145,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                 if inbuf.len() > MAX_FRAME {
                     break 'conn;
                 }
+                partial_since = match (inbuf.is_empty(), partial_since) {
+                    (true, _) => None,
+                    (false, None) => Some(tokio::time::Instant::now()),
+                    (false, since) => since,
+                };
                 worker.drain_commands();
             }
             Some(msg) = rx.recv() => {
@@ -149,8 +157,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                     break 'conn;
                 }
             }
-            () = tokio::time::sleep(deadline) => {
-                tracing::debug!(target: "turnstone::io", client = %ft.client, "idle connection closed");
+            () = tokio::time::sleep_until(match partial_since {
+                Some(since) => since + worker.limits.handshake_timeout,
+                None => tokio::time::Instant::now() + deadline,
+            }) => {
+                let why = if partial_since.is_some() { "message not completed in time" } else { "idle" };
+                tracing::debug!(target: "turnstone::io", client = %ft.client, reason = why, "connection closed");
                 break 'conn;
             }
         }

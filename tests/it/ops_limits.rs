@@ -477,3 +477,47 @@ async fn a_tls_connection_without_a_client_hello_is_closed_after_tcp_handshake_t
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_message_trickled_byte_by_byte_is_cut_off_after_tcp_handshake_timeout() {
+    bounded(async {
+        let server = TestServer::start_with(&Options::limits(
+            "tcp_handshake_timeout = \"1s\"\ntcp_idle_timeout = \"1m\"",
+        ));
+        let mut stream = TcpStream::connect(server.tcp()).await.unwrap();
+        // A complete first message, so the idle timeout (1 min) governs from here on.
+        stream.write_all(&binding_request().1).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "no Binding response");
+        // Then a message that never completes, one byte every 200 ms: activity keeps the idle
+        // timer alive, but the partial frame must be finished within 1 s.
+        let start = turnstone::io::clock::now().mono;
+        let partial = binding_request().1;
+        let closed = tokio::time::timeout(Duration::from_secs(4), async {
+            for byte in partial.iter().take(partial.len() - 1).cycle() {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    read = stream.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { return },
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server kept a trickling connection open"
+        );
+        let waited = elapsed(start);
+        assert!(
+            waited >= Duration::from_millis(800),
+            "closed after {waited:?}"
+        );
+    })
+    .await;
+}
