@@ -97,7 +97,6 @@ impl Setup {
             max_channels: 32,
             max_allocations_per_user: 0,
             max_allocations: 0,
-            listeners: vec![LISTENER],
             allocation_bandwidth: None,
             worker_bandwidth: None,
             alternate_server: None,

@@ -146,7 +146,6 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
         max_channels: 8,
         max_allocations_per_user: 0,
         max_allocations: 0,
-        listeners: vec![],
         allocation_bandwidth: None,
         worker_bandwidth: None,
         alternate_server: None,

@@ -64,7 +64,6 @@ pub fn settings() -> Settings {
         max_channels: 8,
         max_allocations_per_user: 2,
         max_allocations: 4,
-        listeners: vec![LISTENER],
         allocation_bandwidth: None,
         worker_bandwidth: None,
         alternate_server: None,

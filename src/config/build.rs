@@ -109,7 +109,6 @@ impl Config {
             max_channels: limits.max_channels_per_allocation,
             max_allocations_per_user: limits.max_allocations_per_user,
             max_allocations: u32::try_from(limits.max_allocations).unwrap_or(u32::MAX),
-            listeners: self.listeners.iter().map(|l| l.address).collect(),
             allocation_bandwidth: bandwidth(
                 limits.max_allocation_bitrate,
                 limits.allocation_burst_bytes,

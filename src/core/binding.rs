@@ -21,7 +21,7 @@ impl Server {
                 ec::UNKNOWN_ATTRIBUTE,
                 "CHANGE-REQUEST needs an alternate address",
             );
-            return self.finish_error(msg, from, rejection, None, out, |w| {
+            return self.finish_error(msg, rejection, None, out, |w| {
                 w.add_unknown_attributes(&[attr::CHANGE_REQUEST])
                     .map(|_| ())
             });

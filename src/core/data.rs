@@ -12,7 +12,7 @@ use crate::proto::{
 use super::allocation::Allocation;
 use super::quota::{Bandwidth, TokenBucket, admit};
 use super::relay::RelayId;
-use super::server::Server;
+use super::server::{Server, next_random};
 use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerHandled};
 
 impl Server {
@@ -115,7 +115,6 @@ impl Server {
             self.counters.dropped_other += 1;
             return PeerHandled::Drop(DropReason::NoAllocation);
         };
-        let txid = self.random_u64();
         let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
             return PeerHandled::Drop(DropReason::NoAllocation);
         };
@@ -141,7 +140,8 @@ impl Server {
             Some(number) => payload.start.checked_sub(4).and_then(|start| {
                 write_channel_data(&mut buf[start..], number, len, stream).map(|n| start..start + n)
             }),
-            None => write_data_indication(buf, payload.clone(), peer, txid),
+            // Only a Data indication needs a transaction id.
+            None => write_data_indication(buf, payload.clone(), peer, next_random(&mut self.rng)),
         };
         let Some(range) = range else {
             self.counters.dropped_other += 1;

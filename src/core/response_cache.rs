@@ -67,8 +67,4 @@ impl ResponseCache {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
 }

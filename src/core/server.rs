@@ -79,7 +79,7 @@ pub struct Server {
     pub(crate) worker_bucket: Option<TokenBucket>,
     /// Refusing new allocations (SIGTERM drain).
     pub(crate) draining: bool,
-    rng: u64,
+    pub(crate) rng: u64,
 }
 
 impl Server {
@@ -174,7 +174,7 @@ impl Server {
                 ec::UNKNOWN_ATTRIBUTE,
                 "unknown comprehension-required attribute",
             );
-            return self.finish_error(msg, from, rejection, None, out, |w| {
+            return self.finish_error(msg, rejection, None, out, |w| {
                 w.add_unknown_attributes(unknown.as_slice()).map(|_| ())
             });
         }
@@ -187,7 +187,7 @@ impl Server {
             Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
         ) {
             let rejection = Rejection::new(ec::BAD_REQUEST, "unsupported method");
-            return self.finish_error(msg, from, rejection, None, out, reply::nothing);
+            return self.finish_error(msg, rejection, None, out, reply::nothing);
         }
         let tid = msg.transaction_id();
         if let Some(previous) = self.cache.get(&from, &tid, now.mono) {
@@ -233,7 +233,7 @@ impl Server {
                     .settings
                     .alternate_server
                     .filter(|_| rejection.code == ec::TRY_ALTERNATE);
-                self.finish_error(msg, from, rejection, signer, out, |w| {
+                self.finish_error(msg, rejection, signer, out, |w| {
                     if let Some(addr) = alternate {
                         w.add_address(attr::ALTERNATE_SERVER, addr)?;
                     }
@@ -260,7 +260,7 @@ impl Server {
                 self.counters.count_auth_failure(rejection.reason);
                 tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
                     reason = rejection.reason, "request rejected (400)");
-                self.finish_error(msg, from, rejection, None, out, reply::nothing)
+                self.finish_error(msg, rejection, None, out, reply::nothing)
             }
             AuthFailure::Challenge(rejection) => {
                 // The first 401 of every exchange is the normal challenge, not a failure.
@@ -271,7 +271,7 @@ impl Server {
                 }
                 let nonce = self.nonces.issue(now.unix_secs, from.client.ip());
                 let realm = self.credentials.realm().to_owned();
-                self.finish_error(msg, from, rejection, None, out, |w| {
+                self.finish_error(msg, rejection, None, out, |w| {
                     w.add(attr::REALM, realm.as_bytes())?;
                     w.add(attr::NONCE, nonce.as_bytes())?;
                     w.add(attr::PASSWORD_ALGORITHMS, &authn::PASSWORD_ALGORITHMS)?;
@@ -299,7 +299,6 @@ impl Server {
     pub(crate) fn finish_error(
         &mut self,
         msg: &Message<'_>,
-        _from: FiveTuple,
         rejection: Rejection,
         signer: Option<Signer<'_>>,
         out: &mut [u8],
@@ -406,11 +405,6 @@ impl Server {
         self.counters.clone()
     }
 
-    /// Live allocations on this worker.
-    pub fn allocation_count(&self) -> usize {
-        self.table.len()
-    }
-
     /// The client 5-tuple a relay socket serves (lets the IO layer pick the output socket
     /// before relaying a batch).
     pub fn relay_client(&self, relay: RelayId) -> Option<FiveTuple> {
@@ -418,14 +412,14 @@ impl Server {
         self.table.get(id).map(|a| a.five_tuple)
     }
 
+    /// Live allocations on this worker.
+    pub fn allocation_count(&self) -> usize {
+        self.table.len()
+    }
+
     /// Live allocations across all workers.
     pub fn shared_allocations(&self) -> u32 {
         self.shared.total()
-    }
-
-    /// Remembered responses (for tests and memory accounting).
-    pub fn cached_responses(&self) -> usize {
-        self.cache.len()
     }
 
     pub(crate) fn end_allocation(
@@ -465,11 +459,7 @@ impl Server {
 
     /// A pseudo-random 64-bit value (splitmix64) for reservation tokens and indication ids.
     pub(crate) fn random_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        next_random(&mut self.rng)
     }
 
     /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).
@@ -494,4 +484,13 @@ impl Server {
         }
         Ok(id)
     }
+}
+
+/// splitmix64: a pseudo-random 64-bit value from `state` (reservation tokens, indication ids).
+pub(crate) fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -65,8 +65,6 @@ pub struct Settings {
     pub max_allocations_per_user: u32,
     /// Total allocation quota (0 = unlimited).
     pub max_allocations: u32,
-    /// The server's listening sockets (for logs; the policy holds the loop rule).
-    pub listeners: Vec<SocketAddr>,
     /// Per-allocation bandwidth cap (both directions together); `None` = unlimited.
     pub allocation_bandwidth: Option<Bandwidth>,
     /// This worker's share of the total relay bandwidth cap; `None` = unlimited.

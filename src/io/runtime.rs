@@ -183,7 +183,6 @@ impl RunningServer {
             &self.bound,
             &self.relay_ports,
         );
-        settings.listeners = self.bound.iter().map(|(_, a)| *a).collect();
         for (slot, listener) in self.tls_slots.iter().zip(&spec.listeners) {
             if let (Some(slot), Some(config)) = (slot, &listener.tls)
                 && let Ok(mut current) = slot.write()
@@ -294,7 +293,6 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
 
     let mut settings = spec.settings;
     settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports);
-    settings.listeners = bound.iter().map(|(_, a)| *a).collect();
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;

@@ -26,11 +26,6 @@ pub(crate) fn fingerprint_of(prefix: &[u8]) -> u32 {
     crc32fast::hash(prefix) ^ FINGERPRINT_XOR
 }
 
-/// The FINGERPRINT value for a message prefix whose length field is final.
-pub fn compute_fingerprint(prefix: &[u8]) -> u32 {
-    fingerprint_of(prefix)
-}
-
 /// A copy of the header with the length field set to end just after an attribute of
 /// `attr_total` bytes placed at `attr_pos` (RFC 8489 §14.5: the length covers the MAC itself).
 fn adjusted_header(raw: &[u8], attr_pos: usize, attr_total: usize) -> [u8; HEADER_LEN] {

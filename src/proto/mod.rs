@@ -18,7 +18,7 @@ pub use attrs::{
 };
 pub use channel::{ChannelData, ChannelDataError, MAX_CHANNEL, MIN_CHANNEL, write_channel_data};
 pub use framing::{Frame, FrameKind, FramingError, MAX_FRAME, next_frame};
-pub use integrity::{IntegrityError, compute_fingerprint};
+pub use integrity::IntegrityError;
 pub use message::{Message, ParseError, UnknownAttributes};
 pub use types::{Class, MAGIC_COOKIE, MessageType, Method, TransactionId};
 pub use writer::{MessageWriter, WriteError};

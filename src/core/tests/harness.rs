@@ -62,7 +62,6 @@ pub(super) fn settings() -> Settings {
         max_channels: 32,
         max_allocations_per_user: 0,
         max_allocations: 0,
-        listeners: vec![LISTENER],
         allocation_bandwidth: None,
         worker_bandwidth: None,
         alternate_server: None,
