@@ -1,13 +1,16 @@
-//! The IO layer (DESIGN.md §4): per-core workers, each a current_thread tokio runtime with its
-//! own SO_REUSEPORT sockets; batched UDP, TCP/TLS connection tasks, relay sockets. Thin by
-//! design: every protocol decision is made by [`crate::core::Server`].
+//! The IO layer (DESIGN.md §4): per-core workers with their own SO_REUSEPORT sockets. Each
+//! worker has a data-plane thread (UDP listeners and relay sockets on one raw epoll loop with
+//! recvmmsg/sendmmsg batches) and a current_thread tokio runtime for TCP/TLS connections and
+//! reloads; both drive the same core under a per-worker lock. Thin by design: every protocol
+//! decision is made by [`crate::core::Server`].
 
 mod admission;
 pub mod clock;
+mod datapath;
 pub mod mmsg;
+mod poller;
 mod publish;
 mod relay;
-mod relay_poll;
 mod runtime;
 pub mod socket;
 mod stream;

@@ -1,5 +1,5 @@
 //! Relay sockets of one worker: the [`RelayProvider`] the core asks for sockets. The sockets
-//! are plain non-blocking std sockets watched by the worker's [`RelayPoll`].
+//! are plain non-blocking std sockets watched by the worker's [`Poller`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -10,7 +10,7 @@ use crate::core::{
     OpenedRelay, RelayError, RelayId, RelayMap, RelayProvider, RelayRequest, ReservationId,
 };
 
-use super::relay_poll::{PollHandle, RelayPoll};
+use super::poller::{Poller, Token};
 use super::socket::{self, RelayBindError};
 
 /// Ports held for a later allocation, shared by all workers: the claiming Allocate may arrive
@@ -40,7 +40,7 @@ impl HeldPorts {
 pub(crate) struct Relays {
     ports: RangeInclusive<u16>,
     sockets: RelayMap<StdUdpSocket>,
-    poll: RelayPoll,
+    poll: Poller,
     held: std::sync::Arc<HeldPorts>,
     next_id: u64,
     cursor: u16,
@@ -51,7 +51,7 @@ impl Relays {
         ports: RangeInclusive<u16>,
         seed: u16,
         held: std::sync::Arc<HeldPorts>,
-        poll: RelayPoll,
+        poll: Poller,
     ) -> Self {
         let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
         let cursor = (u32::from(*ports.start()) + u32::from(seed) % span) as u16;
@@ -78,16 +78,6 @@ impl Relays {
         self.sockets.get(&id).map(|s| s.as_fd())
     }
 
-    /// The epoll instance watching every relay socket.
-    pub fn poll(&self) -> &RelayPoll {
-        &self.poll
-    }
-
-    /// The epoll fd for registering with tokio.
-    pub fn poll_handle(&self) -> PollHandle {
-        self.poll.handle()
-    }
-
     fn bind(&mut self, ip: IpAddr, even: bool) -> Result<StdUdpSocket, RelayError> {
         let sock = socket::bind_udp_in_range(ip, self.ports.clone(), self.cursor, even).map_err(|e| match e {
             RelayBindError::Exhausted => RelayError::Exhausted,
@@ -111,10 +101,12 @@ impl Relays {
         let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
         let id = RelayId(self.next_id);
         self.next_id += 1;
-        self.poll.add(sock.as_fd(), id).map_err(|e| {
-            tracing::warn!(target: "turnstone::io", error = %e, "cannot watch relay socket");
-            RelayError::Failed
-        })?;
+        self.poll
+            .add(sock.as_fd(), Token::Relay(id.0))
+            .map_err(|e| {
+                tracing::warn!(target: "turnstone::io", error = %e, "cannot watch relay socket");
+                RelayError::Failed
+            })?;
         self.sockets.insert(id, sock);
         Ok(OpenedRelay {
             id,

@@ -3,7 +3,6 @@
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::ops::RangeInclusive;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -17,10 +16,11 @@ use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
+use super::datapath::Datapath;
+use super::poller::{Poller, Waker};
 use super::relay::{HeldPorts, Relays};
-use super::relay_poll::RelayPoll;
-use super::socket;
-use super::worker::{self, UdpOut, Worker};
+use super::worker::{self, Worker};
+use super::{socket, stream};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -365,56 +365,71 @@ struct WorkerContext {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Runs one worker: its data-plane thread (UDP listeners and relay sockets) and, on this
+/// thread, a current_thread tokio runtime for TCP/TLS connections and reloads.
 fn run_worker(ctx: WorkerContext) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let WorkerContext {
+        server,
+        sockets,
+        relay_ports,
+        seed,
+        usage,
+        limits,
+        io_shared,
+        index,
+        control,
+        mut shutdown,
+    } = ctx;
+    let fail = |what: &str, e: std::io::Error| {
+        tracing::error!(target: "turnstone::io", error = %e, "worker {index}: {what}");
+    };
+    let (poller, waker) = match (Poller::new(), Waker::new()) {
+        (Ok(p), Ok(w)) => (p, w),
+        (Err(e), _) | (_, Err(e)) => return fail("cannot create the epoll instance", e),
+    };
+    let relays = Relays::new(
+        relay_ports,
+        seed,
+        Arc::clone(&io_shared.held),
+        poller.clone(),
+    );
+    let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker);
+    let udp = sockets.udp.into_iter().map(|(_, sock)| sock).collect();
+    let datapath = match Datapath::new(Arc::clone(&worker), poller, udp) {
+        Ok(d) => d,
+        Err(e) => return fail("cannot watch the UDP sockets", e),
+    };
+    let datapath = match std::thread::Builder::new()
+        .name(format!("turnstone-udp-{index}"))
+        .spawn(move || datapath.run())
+    {
+        Ok(thread) => thread,
+        Err(e) => return fail("cannot start the data-plane thread", e),
+    };
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(target: "turnstone::io", error = %e, "cannot start worker runtime");
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let WorkerContext { server, sockets, relay_ports, seed, usage, limits, io_shared, index, control, mut shutdown } =
-            ctx;
-let poll = match RelayPoll::new() {
-            Ok(poll) => poll,
-            Err(e) => {
-                tracing::error!(target: "turnstone::io", error = %e, "cannot create the relay poller");
-                return;
-            }
-        };
-        let relays = Relays::new(relay_ports, seed, Arc::clone(&io_shared.held), poll);
-        let worker = Worker::new(server, relays, usage, limits, io_shared, index);
-        tokio::task::spawn_local(worker::relay_poll_loop(Rc::clone(&worker)));
-        tokio::task::spawn_local(worker::control_loop(Rc::clone(&worker), control));
-        for (address, sock) in sockets.udp {
-            match tokio::net::UdpSocket::from_std(sock) {
-                Ok(sock) => {
-                    let out = Rc::new(UdpOut::new(Rc::new(sock)));
-                    worker.udp.borrow_mut().insert(address, Rc::clone(&out));
-                    tokio::task::spawn_local(super::udp::serve(Rc::clone(&worker), out, address));
+        Ok(runtime) => runtime.block_on(async {
+            tokio::spawn(worker::control_loop(Arc::clone(&worker), control));
+            for (address, listener, tls) in sockets.tcp {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let accept =
+                            stream::accept_loop(Arc::clone(&worker), listener, address, tls);
+                        tokio::spawn(accept);
+                    }
+                    Err(e) => fail("cannot register a TCP listener", e),
                 }
-                Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register UDP socket"),
             }
-        }
-        for (address, listener, tls) in sockets.tcp {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    tokio::task::spawn_local(super::stream::accept_loop(Rc::clone(&worker), listener, address, tls));
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
                 }
-                Err(e) => tracing::error!(target: "turnstone::io", %address, error = %e, "cannot register TCP listener"),
             }
-        }
-        tokio::task::spawn_local(worker::timer_loop(Rc::clone(&worker)));
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-        worker.close_all();
-    });
+        }),
+        Err(e) => fail("cannot start the stream runtime", e),
+    }
+    worker.stop();
+    let _ = datapath.join();
 }

@@ -2,7 +2,6 @@
 //! (RFC 8656 §12.5), a bounded queue for data from peers, handshake and idle timeouts.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -24,7 +23,7 @@ const QUEUE: usize = 256;
 
 /// Accepts connections on one listener until the task is dropped.
 pub(crate) async fn accept_loop(
-    worker: Rc<Worker>,
+    worker: Arc<Worker>,
     listener: TcpListener,
     local: SocketAddr,
     tls: Option<TlsSlot>,
@@ -40,12 +39,12 @@ pub(crate) async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let worker = Rc::clone(&worker);
+        let worker = Arc::clone(&worker);
         // Read the current certificate per connection, so SIGHUP can swap it.
         let tls = tls
             .as_ref()
             .and_then(|slot| slot.read().ok().map(|c| Arc::clone(&c)));
-        tokio::task::spawn_local(async move {
+        tokio::spawn(async move {
             serve_connection(&worker, stream, client, local, tls).await;
             worker.shared.open_streams.fetch_sub(1, Ordering::Relaxed);
         });
@@ -53,7 +52,7 @@ pub(crate) async fn accept_loop(
 }
 
 async fn serve_connection(
-    worker: &Rc<Worker>,
+    worker: &Arc<Worker>,
     stream: TcpStream,
     client: SocketAddr,
     local: SocketAddr,
@@ -90,9 +89,9 @@ async fn serve_connection(
     }
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, ft: FiveTuple) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Arc<Worker>, stream: S, ft: FiveTuple) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    worker.streams.borrow_mut().insert(ft, tx);
+    worker.lock().streams.insert(ft, tx);
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -127,12 +126,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                         continue;
                     }
                     let handled = {
-                        let mut server = worker.server.borrow_mut();
-                        let mut relays = worker.relays.borrow_mut();
-                        let handled = server.handle_client(clock::now(), ft, pkt, &mut out, &mut *relays);
+                        let mut core = worker.lock();
+                        let core = &mut *core;
+                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out, &mut core.relays);
                         if let Handled::Forward { relay, peer, payload } = &handled {
-                            relays.send(*relay, &pkt[payload.clone()], *peer);
+                            core.relays.send(*relay, &pkt[payload.clone()], *peer);
                         }
+                        core.drain_commands();
                         handled
                     };
                     if let Handled::Reply(len) = handled
@@ -150,7 +150,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
                     (false, None) => Some(tokio::time::Instant::now()),
                     (false, since) => since,
                 };
-                worker.drain_commands();
             }
             Some(msg) = rx.recv() => {
                 if writer.write_all(&msg).await.is_err() {
@@ -167,11 +166,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Rc<Worker>, stream: S, 
             }
         }
     }
-    worker.streams.borrow_mut().remove(&ft);
-    {
-        let mut server = worker.server.borrow_mut();
-        let mut relays = worker.relays.borrow_mut();
-        server.handle_connection_closed(clock::now(), ft, &mut *relays);
-    }
-    worker.drain_commands();
+    let mut core = worker.lock();
+    let core = &mut *core;
+    core.streams.remove(&ft);
+    core.server
+        .handle_connection_closed(clock::now(), ft, &mut core.relays);
+    core.drain_commands();
 }

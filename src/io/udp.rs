@@ -1,86 +1,114 @@
 //! A worker's UDP listening socket: recvmmsg in, the core in the middle, sendmmsg out.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::rc::Rc;
 
-use tokio::io::Interest;
+use crate::core::{FiveTuple, Handled, Now, Transport};
 
-use crate::core::{FiveTuple, Handled, Transport};
+use super::admission::{Admission, is_stun_request};
+use super::mmsg::{RecvBatch, SendBatch};
+use super::worker::Core;
 
-use super::admission::is_stun_request;
-use super::clock;
-use super::mmsg::RecvBatch;
-use super::worker::{BATCH, MAX_DATAGRAM, UdpOut, Worker};
+/// Datagrams per recvmmsg/sendmmsg batch.
+pub(crate) const BATCH: usize = 32;
+/// Largest datagram handled on a UDP socket (client or peer side), headroom included.
+pub(crate) const MAX_DATAGRAM: usize = 4096;
+/// recvmmsg rounds on one socket per wake-up, so one busy socket cannot starve the rest;
+/// epoll is level-triggered, so whatever is left reports again on the next wait.
+pub(crate) const ROUNDS_PER_WAKE: usize = 8;
 
-/// Serves one UDP listening socket until the task is dropped.
-pub(crate) async fn serve(worker: Rc<Worker>, out: Rc<UdpOut>, local: SocketAddr) {
-    let socket = Rc::clone(&out.socket);
-    let mut rx = RecvBatch::new(BATCH, MAX_DATAGRAM);
-    loop {
-        if socket.readable().await.is_err() {
-            return;
+/// One listening UDP socket and its send batch: replies to its clients and peer data relayed
+/// to them, flushed with one sendmmsg.
+pub(crate) struct Listener {
+    socket: UdpSocket,
+    pub local: SocketAddr,
+    out: SendBatch,
+}
+
+impl Listener {
+    pub fn new(socket: UdpSocket, local: SocketAddr) -> Self {
+        Self {
+            socket,
+            local,
+            out: SendBatch::new(BATCH, MAX_DATAGRAM),
         }
-        // A short batch means the queue is empty: report WouldBlock to tokio so it clears the
-        // readiness now instead of after one more recvmmsg that would only see EAGAIN. A
-        // datagram arriving later raises a new edge, so no wake-up is lost.
-        let mut received = 0;
-        let result = socket.try_io(Interest::READABLE, || {
-            received = rx.recv(socket.as_fd())?;
-            if received < BATCH {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
+    }
+
+    /// Reads the socket until it is empty (or for a bounded number of batches), handing each
+    /// datagram to the core: replies are queued here, forwards go out of relay sockets.
+    pub fn drain(&mut self, core: &mut Core, rx: &mut RecvBatch, admission: &Admission, now: Now) {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let n = match rx.recv(self.socket.as_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux; keep reading.
+                    tracing::debug!(target: "turnstone::io", local = %self.local, error = %e, "udp receive error");
+                    continue;
+                }
+            };
+            self.handle_batch(core, rx, admission, now);
+            // A short batch emptied the queue: skip the recvmmsg that would only see EAGAIN.
+            if n < BATCH {
+                return;
             }
-        });
-        match result {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && received > 0 => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                tracing::debug!(target: "turnstone::io", %local, error = %e, "udp receive error");
+        }
+    }
+
+    fn handle_batch(&mut self, core: &mut Core, rx: &RecvBatch, admission: &Admission, now: Now) {
+        let Core { server, relays, .. } = core;
+        for i in 0..rx.len() {
+            let (pkt, from) = rx.datagram(i);
+            if pkt.is_empty() || (is_stun_request(pkt) && !admission.allow(from.ip())) {
                 continue;
             }
-        }
-        let n = received;
-        let now = clock::now();
-        {
-            let mut server = worker.server.borrow_mut();
-            let mut relays = worker.relays.borrow_mut();
-            for i in 0..n {
-                let (pkt, from) = rx.datagram(i);
-                if pkt.is_empty()
-                    || (is_stun_request(pkt) && !worker.shared.admission.allow(from.ip()))
-                {
-                    continue;
+            let five_tuple = FiveTuple {
+                client: from,
+                server: self.local,
+                transport: Transport::Udp,
+            };
+            let Some(buf) = self.next_buf() else {
+                continue;
+            };
+            match server.handle_client(now, five_tuple, pkt, buf, relays) {
+                Handled::Reply(len) => self.out.commit(len, from),
+                Handled::Forward {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    relays.send(relay, &pkt[payload], peer);
                 }
-                let five_tuple = FiveTuple {
-                    client: from,
-                    server: local,
-                    transport: Transport::Udp,
-                };
-                if out.batch.borrow_mut().next_buf().is_none() {
-                    out.flush();
-                }
-                let mut batch = out.batch.borrow_mut();
-                let Some(buf) = batch.next_buf() else {
-                    continue;
-                };
-                match server.handle_client(now, five_tuple, pkt, buf, &mut *relays) {
-                    Handled::Reply(len) => batch.commit(len, from),
-                    Handled::Forward {
-                        relay,
-                        peer,
-                        payload,
-                    } => {
-                        relays.send(relay, &pkt[payload], peer);
-                    }
-                    Handled::Drop(_) => {}
-                }
+                Handled::Drop(_) => {}
             }
         }
-        out.flush();
-        worker.drain_commands();
+        self.flush();
+    }
+
+    /// Room for the next outgoing datagram, flushing the batch first when it is full.
+    pub fn next_buf(&mut self) -> Option<&mut [u8]> {
+        if self.out.next_buf().is_none() {
+            self.flush();
+        }
+        self.out.next_buf()
+    }
+
+    /// Queues the datagram just written into [`Listener::next_buf`] at `start..start + len`.
+    pub fn commit_at(&mut self, start: usize, len: usize, to: SocketAddr) {
+        self.out.commit_at(start, len, to);
+    }
+
+    /// Sends what is queued without waiting; a socket that stays full drops the rest (UDP).
+    pub fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.out.flush(self.socket.as_fd()) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                tracing::debug!(target: "turnstone::io", local = %self.local, error = %e, "udp send error");
+            }
+            self.out.clear();
+        }
     }
 }

@@ -1,0 +1,218 @@
+//! A worker's data-plane thread: its UDP listening sockets and every relay socket on one
+//! epoll instance, served by a plain loop — wait, drain each ready socket with recvmmsg, let
+//! the core decide, send with sendmmsg/sendto — the same shape and syscall count as a bare
+//! forwarder. The same loop runs the core's timers (the wait's timeout) and publishes metrics.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
+
+use super::clock;
+use super::mmsg::RecvBatch;
+use super::poller::{Poller, Ready, Token};
+use super::publish::{Publisher, publish_global};
+use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
+use super::worker::{Core, Worker};
+
+/// Largest peer payload: a datagram buffer minus the room for a ChannelData or Data header.
+const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
+/// The loop wakes at least this often: new allocations may add earlier deadlines, and metrics
+/// are published about once a second.
+const TICK: Duration = Duration::from_secs(1);
+/// How often freed heap pages are handed back to the OS.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// The thread-local half of a worker.
+pub(crate) struct Datapath {
+    worker: Arc<Worker>,
+    poller: Poller,
+    listeners: Vec<Listener>,
+    ready: Ready,
+    /// recvmmsg batch for listening sockets.
+    client_rx: RecvBatch,
+    /// recvmmsg batch for relay sockets.
+    relay_rx: RecvBatch,
+    /// Scratch room for peer data bound to TCP/TLS clients.
+    peer_buf: Vec<u8>,
+    publisher: Publisher,
+    next_tick: Instant,
+    last_trim: Instant,
+}
+
+impl Datapath {
+    /// Watches the listening sockets and the worker's waker on `poller` (which the worker's
+    /// relays already use).
+    pub fn new(
+        worker: Arc<Worker>,
+        poller: Poller,
+        sockets: Vec<UdpSocket>,
+    ) -> std::io::Result<Self> {
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for (n, socket) in sockets.into_iter().enumerate() {
+            use std::os::fd::AsFd;
+            socket.set_nonblocking(true)?;
+            let local = socket.local_addr()?;
+            poller.add(socket.as_fd(), Token::Listener(n))?;
+            listeners.push(Listener::new(socket, local));
+        }
+        poller.add(worker.waker.fd(), Token::Wake)?;
+        let now = clock::now().mono;
+        Ok(Self {
+            worker,
+            poller,
+            listeners,
+            ready: Ready::new(),
+            client_rx: RecvBatch::new(BATCH, MAX_DATAGRAM),
+            relay_rx: RecvBatch::new(BATCH, PEER_MAX),
+            peer_buf: vec![0; MAX_DATAGRAM],
+            publisher: Publisher::default(),
+            next_tick: now,
+            last_trim: now,
+        })
+    }
+
+    /// Serves until [`Worker::stop`], then ends every allocation.
+    pub fn run(mut self) {
+        let mut now = clock::now();
+        while !self.worker.stopping() {
+            // `now` is from the last wake-up, a few microseconds old: waking that much late
+            // for a deadline measured in seconds is harmless, and it saves a clock read.
+            let timeout = self.next_tick.saturating_duration_since(now.mono);
+            if let Err(e) = self.poller.wait(&mut self.ready, timeout) {
+                tracing::error!(target: "turnstone::io", error = %e, "epoll_wait failed; worker stops");
+                break;
+            }
+            now = clock::now();
+            self.serve_ready(now);
+        }
+        self.worker.lock().close_all(clock::now());
+    }
+
+    /// Drains every ready socket, flushes what the relay path queued, runs due timers.
+    fn serve_ready(&mut self, now: Now) {
+        let worker = Arc::clone(&self.worker);
+        let mut core = worker.lock();
+        for i in 0..self.ready.len() {
+            match self.ready.token(i) {
+                Token::Listener(n) => {
+                    if let Some(listener) = self.listeners.get_mut(n) {
+                        let admission = &worker.shared.admission;
+                        listener.drain(&mut core, &mut self.client_rx, admission, now);
+                    }
+                }
+                Token::Relay(id) => self.drain_relay(&mut core, RelayId(id), now),
+                Token::Wake => worker.waker.reset(),
+            }
+        }
+        for listener in &mut self.listeners {
+            listener.flush();
+        }
+        core.drain_commands();
+        if now.mono >= self.next_tick {
+            let next = core.tick(now).map_or(TICK, |d| d.min(TICK));
+            self.next_tick = now.mono + next;
+            self.publish(&core, now.mono);
+        }
+    }
+
+    /// Reads relay socket `id` until it is empty (or for a bounded number of batches).
+    fn drain_relay(&mut self, core: &mut Core, id: RelayId, now: Now) {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let Some(fd) = core.relays.socket(id) else {
+                return;
+            };
+            match self.relay_rx.recv(fd) {
+                Ok(n) => {
+                    self.relay_batch(core, id, now);
+                    if n < BATCH {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP errors from earlier sends surface here on Linux; keep reading.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Relays one recvmmsg batch read from relay socket `id` to its client.
+    fn relay_batch(&mut self, core: &mut Core, id: RelayId, now: Now) {
+        let Some(client) = core.server.relay_client(id) else {
+            return;
+        };
+        let listener = match client.transport {
+            Transport::Udp => self.listeners.iter().position(|l| l.local == client.server),
+            Transport::Tcp | Transport::Tls => None,
+        };
+        for i in 0..self.relay_rx.len() {
+            let (payload, peer) = self.relay_rx.datagram(i);
+            if payload.is_empty() {
+                continue;
+            }
+            let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+            match listener {
+                Some(n) => {
+                    // Copy once into the send slot; the core writes its header in front.
+                    let listener = &mut self.listeners[n];
+                    let Some(buf) = listener.next_buf() else {
+                        continue;
+                    };
+                    buf[range.clone()].copy_from_slice(payload);
+                    if let PeerHandled::ToClient { client, range } =
+                        core.server.handle_peer(now, id, peer, buf, range)
+                    {
+                        listener.commit_at(range.start, range.len(), client.client);
+                    }
+                }
+                None => {
+                    let buf = &mut self.peer_buf;
+                    buf[range.clone()].copy_from_slice(payload);
+                    if let PeerHandled::ToClient { client, range } =
+                        core.server.handle_peer(now, id, peer, buf, range)
+                    {
+                        core.send_to_stream(&client, &buf[range]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// About once a second: counters to the metrics facade; worker 0 also does limiter
+    /// housekeeping and process-wide gauges.
+    fn publish(&mut self, core: &Core, now: Instant) {
+        let counters = core.server.counters();
+        self.publisher.publish(&counters);
+        let worker = &self.worker;
+        if worker.index != 0 {
+            return;
+        }
+        worker.shared.admission.housekeeping();
+        let (rate_limited, tls_failures) = worker.shared.take_global_deltas();
+        let streams = worker
+            .shared
+            .open_streams
+            .load(std::sync::atomic::Ordering::Relaxed);
+        publish_global(
+            core.server.shared_allocations(),
+            streams,
+            rate_limited,
+            tls_failures,
+        );
+        if now.saturating_duration_since(self.last_trim) >= TRIM_EVERY {
+            self.last_trim = now;
+            trim_heap();
+        }
+    }
+}
+
+/// Returns freed heap pages to the OS: after a flood or an allocation churn the allocator
+/// would otherwise keep the high-water mark resident.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

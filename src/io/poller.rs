@@ -1,0 +1,225 @@
+//! One epoll instance per worker for its whole UDP data plane: the listening UDP sockets, every
+//! relay socket and a wake-up eventfd. The worker's data-plane thread waits on it directly, like
+//! a bare forwarder would: one `epoll_wait` per wake-up, no reactor, task or waker in between.
+//! Relay sockets are added and removed from whichever thread holds the core (epoll allows
+//! `epoll_ctl` while another thread waits).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events returned per `epoll_wait` call.
+const EVENTS: usize = 256;
+
+/// What an epoll registration stands for. Relay ids count up from 1 and never reach the
+/// reserved top of the range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// A relay socket, by relay id.
+    Relay(u64),
+    /// Listening UDP socket number `n` of this worker.
+    Listener(usize),
+    /// The wake-up eventfd.
+    Wake,
+}
+
+const WAKE: u64 = u64::MAX;
+const LISTENER_BASE: u64 = 1 << 62;
+
+impl Token {
+    fn encode(self) -> u64 {
+        match self {
+            Token::Relay(id) => id,
+            Token::Listener(n) => LISTENER_BASE + n as u64,
+            Token::Wake => WAKE,
+        }
+    }
+
+    fn decode(raw: u64) -> Self {
+        match raw {
+            WAKE => Token::Wake,
+            n if n >= LISTENER_BASE => Token::Listener((n - LISTENER_BASE) as usize),
+            id => Token::Relay(id),
+        }
+    }
+}
+
+/// The epoll instance; clones share it.
+#[derive(Clone)]
+pub(crate) struct Poller {
+    fd: Arc<OwnedFd>,
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked before being owned.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Self {
+            fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+        })
+    }
+
+    /// Watches `fd` for input (level-triggered).
+    pub fn add(&self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token.encode(),
+        };
+        // SAFETY: both descriptors are open; `event` outlives the call.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stops watching `fd` (closing it would too; this keeps the order explicit).
+    pub fn remove(&self, fd: BorrowedFd<'_>) {
+        // SAFETY: both descriptors are open; a null event is allowed for DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Waits up to `timeout` (rounded up to a millisecond) for ready descriptors.
+    pub fn wait(&self, out: &mut Ready, timeout: Duration) -> io::Result<usize> {
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `out.events` has room for EVENTS entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                out.events.as_mut_ptr(),
+                EVENTS as i32,
+                ms,
+            )
+        };
+        out.len = 0;
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        out.len = n as usize;
+        Ok(out.len)
+    }
+}
+
+/// Reusable room for one `epoll_wait`'s results.
+pub(crate) struct Ready {
+    events: Box<[libc::epoll_event; EVENTS]>,
+    len: usize,
+}
+
+impl Ready {
+    pub fn new() -> Self {
+        Self {
+            events: Box::new([libc::epoll_event { events: 0, u64: 0 }; EVENTS]),
+            len: 0,
+        }
+    }
+
+    /// How many descriptors the last [`Poller::wait`] reported.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Token `i` of the last [`Poller::wait`] (`i < len()`).
+    pub fn token(&self, i: usize) -> Token {
+        Token::decode(self.events[i].u64)
+    }
+}
+
+/// An eventfd that wakes the data-plane thread (shutdown, control updates).
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked before being owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Makes the eventfd readable.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        unsafe {
+            libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Resets the eventfd after a wake-up.
+    pub fn reset(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe {
+            libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for token in [
+            Token::Relay(1),
+            Token::Relay(LISTENER_BASE - 1),
+            Token::Listener(0),
+            Token::Listener(7),
+            Token::Wake,
+        ] {
+            assert_eq!(Token::decode(token.encode()), token);
+        }
+    }
+
+    #[test]
+    fn waker_makes_the_poller_ready_until_reset() {
+        let poller = Poller::new().unwrap();
+        let waker = Waker::new().unwrap();
+        poller.add(waker.fd(), Token::Wake).unwrap();
+        let mut ready = Ready::new();
+        assert_eq!(poller.wait(&mut ready, Duration::ZERO).unwrap(), 0);
+        waker.wake();
+        assert_eq!(poller.wait(&mut ready, Duration::from_secs(1)).unwrap(), 1);
+        assert_eq!(ready.token(0), Token::Wake);
+        waker.reset();
+        assert_eq!(poller.wait(&mut ready, Duration::ZERO).unwrap(), 0);
+    }
+}
