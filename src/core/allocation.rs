@@ -108,7 +108,10 @@ impl Allocation {
 pub(crate) struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_five_tuple: HashMap<FiveTuple, AllocId>,
+    /// Looked up for every client datagram. Keyed by addresses a client chooses, so the hash is
+    /// seeded at random per map (foldhash); and an entry exists only for an authenticated,
+    /// quota-bound allocation, so an attacker cannot fill it with colliding keys at will.
+    by_five_tuple: HashMap<FiveTuple, AllocId, foldhash::fast::RandomState>,
     by_relay: RelayMap<AllocId>,
 }
 

@@ -4,10 +4,9 @@
 //! and `flush` only refresh pointers and lengths, so they never allocate.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::{fmt, io, mem, ptr};
-
-use socket2::SockAddr;
 
 /// Linux caps a `recvmmsg`/`sendmmsg` vector at UIO_MAXIOV (1024) messages.
 const MAX_BATCH: usize = 1024;
@@ -61,7 +60,7 @@ impl RecvBatch {
         slots
             .addr_lens
             .fill(mem::size_of::<libc::sockaddr_storage>() as _);
-        slots.prepare(slots.count());
+        slots.prepare(0..slots.count());
         // SAFETY: `prepare` just pointed every header at this batch's own
         // buffers, iovecs and address slots, with their true capacities.
         let n = retry(|| unsafe { sys::recv_many(fd.as_raw_fd(), &mut slots.hdrs) })?;
@@ -176,7 +175,7 @@ impl SendBatch {
     /// counts carry over to the next `Ok`, which reports all since the last
     /// `Ok`. EBADF/ENOTSOCK (a broken socket) empty the batch and are returned.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<FlushStats> {
-        self.slots.prepare(self.len);
+        self.slots.prepare(0..self.len);
         let mut head = 0;
         while head < self.len {
             let hdrs = &mut self.slots.hdrs[head..self.len];
@@ -200,6 +199,29 @@ impl SendBatch {
         }
         self.len = 0;
         Ok(mem::take(&mut self.stats))
+    }
+
+    /// Sends queued datagrams `range` on `fd`, for batches whose datagrams go out of different
+    /// sockets (see `forward::ForwardBatch`); the queue itself is left as it is. Returns how
+    /// many the kernel took: refused datagrams are skipped, and on a full socket buffer the
+    /// rest of the range is dropped, as a router would.
+    pub fn send_range(&mut self, fd: BorrowedFd<'_>, range: Range<usize>) -> usize {
+        let end = range.end.min(self.len);
+        let mut head = range.start;
+        self.slots.prepare(head..end);
+        let mut sent = 0;
+        while head < end {
+            let hdrs = &mut self.slots.hdrs[head..end];
+            // SAFETY: `prepare` pointed headers head..end at this batch's own buffers and
+            // addresses; nothing has touched them since.
+            match retry(|| unsafe { sys::send_many(fd.as_raw_fd(), hdrs) }) {
+                Ok(n) => (sent, head) = (sent + n, head + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => break,
+                Err(_) => head += 1,
+            }
+        }
+        sent
     }
 
     /// Drops the first `head` datagrams (already sent or refused) and moves the
@@ -261,10 +283,10 @@ impl Slots {
         self.lens.len()
     }
 
-    /// Points headers 0..n at their buffers (`lens` bytes from `starts`) and addresses
+    /// Points headers `range` at their buffers (`lens` bytes from `starts`) and addresses
     /// (`addr_lens` bytes). The fixed links (address slot, iovec, no control data) are set on
     /// the first call only: the boxed slices never move, so they stay valid.
-    fn prepare(&mut self, n: usize) {
+    fn prepare(&mut self, range: Range<usize>) {
         if !self.linked {
             let iov_ptr = self.iovs.as_mut_ptr();
             let addr_ptr = self.addrs.as_mut_ptr();
@@ -279,7 +301,7 @@ impl Slots {
             self.linked = true;
         }
         let base = self.bufs.as_mut_ptr();
-        for i in 0..n {
+        for i in range {
             let iov = &mut self.iovs[i];
             iov.iov_base = base.wrapping_add(i * self.max_len + self.starts[i]).cast();
             iov.iov_len = self.lens[i];
@@ -314,12 +336,31 @@ fn retry(mut call: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
 
 /// Writes `dest` as a C socket address; returns its length.
 fn encode(dest: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    let addr = SockAddr::from(dest);
-    let len = addr.len();
-    let mut raw = addr.as_storage();
-    // SAFETY: `sockaddr_storage` is one of this platform's sockaddr types.
-    *storage = *unsafe { raw.view_as::<libc::sockaddr_storage>() };
-    len
+    // Only the family's own bytes are written (16 or 28, not all 128): this runs per datagram.
+    match dest {
+        SocketAddr::V4(a) => {
+            // SAFETY: `sockaddr_storage` is large and aligned enough for any sockaddr.
+            let sin = unsafe { &mut *ptr::from_mut(storage).cast::<libc::sockaddr_in>() };
+            // SAFETY: all-zero is a valid `sockaddr_in` (it has padding bytes to clear).
+            *sin = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &mut *ptr::from_mut(storage).cast::<libc::sockaddr_in6>() };
+            // SAFETY: all-zero is a valid `sockaddr_in6`.
+            *sin6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
 }
 
 /// Reads a C socket address written by the kernel; `None` for other families.

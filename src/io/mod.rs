@@ -7,6 +7,7 @@
 mod admission;
 pub mod clock;
 mod datapath;
+mod forward;
 pub mod mmsg;
 mod poller;
 mod publish;

@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use crate::core::{FiveTuple, Handled, Now, Transport};
 
 use super::admission::{Admission, is_stun_request};
+use super::forward::ForwardBatch;
 use super::mmsg::{RecvBatch, SendBatch};
 use super::worker::Core;
 
@@ -24,6 +25,7 @@ pub(crate) struct Listener {
     socket: UdpSocket,
     pub local: SocketAddr,
     out: SendBatch,
+    forwards: ForwardBatch,
 }
 
 impl Listener {
@@ -32,6 +34,7 @@ impl Listener {
             socket,
             local,
             out: SendBatch::new(BATCH, MAX_DATAGRAM),
+            forwards: ForwardBatch::new(BATCH, MAX_DATAGRAM),
         }
     }
 
@@ -77,12 +80,11 @@ impl Listener {
                     relay,
                     peer,
                     payload,
-                } => {
-                    relays.send(relay, &pkt[payload], peer);
-                }
+                } => self.forwards.push(relays, relay, &pkt[payload], peer),
                 Handled::Drop(_) => {}
             }
         }
+        self.forwards.flush(relays);
         self.flush();
     }
 
