@@ -76,12 +76,13 @@ fn traffic_run(server: &Proc, cell: &Cell, plan: &Plan) -> Result<Sample> {
 /// samples[cell][kind] = one sample per round.
 pub(crate) type Traffic = Vec<Vec<Vec<Sample>>>;
 
-pub(crate) fn run_traffic(plan: &Plan, servers: &[Proc]) -> Result<Traffic> {
-    let mut all: Traffic = vec![vec![Vec::new(); servers.len()]; plan.cells.len()];
+/// Runs `cells` against every server, `plan.rounds` times, alternating the servers' order.
+pub(crate) fn run_traffic(plan: &Plan, cells: &[Cell], servers: &[Proc]) -> Result<Traffic> {
+    let mut all: Traffic = vec![vec![Vec::new(); servers.len()]; cells.len()];
     // Reruns of noisy runs, at most a quarter of the planned runs (bounds the total time).
-    let mut reruns_left = (plan.rounds * plan.cells.len() * servers.len()).div_ceil(4);
+    let mut reruns_left = (plan.rounds * cells.len() * servers.len()).div_ceil(4);
     for round in 0..plan.rounds {
-        for (c, cell) in plan.cells.iter().enumerate() {
+        for (c, cell) in cells.iter().enumerate() {
             // Alternate the order so no server always runs first (or right after another).
             for k in 0..servers.len() {
                 let k = (k + round + c) % servers.len();
@@ -123,6 +124,32 @@ pub(crate) fn run_traffic(plan: &Plan, servers: &[Proc]) -> Result<Traffic> {
         }
     }
     Ok(all)
+}
+
+/// The cell of the p99 target: 100-byte payloads over 10 allocations at half the rate coturn
+/// delivered at saturation in `traffic` (None without coturn or that saturation cell).
+pub(crate) fn half_coturn_max_cell(
+    cells: &[Cell],
+    servers: &[Proc],
+    traffic: &Traffic,
+) -> Option<Cell> {
+    let coturn = servers.iter().position(|s| s.kind == Kind::Coturn)?;
+    let base = cells
+        .iter()
+        .position(|c| c.payload == 100 && c.allocations == 10 && c.rate == 0)?;
+    let mut pps: Vec<f64> = traffic[base][coturn]
+        .iter()
+        .map(|s| s.delivered_pps)
+        .collect();
+    pps.sort_by(f64::total_cmp);
+    let median = *pps.get(pps.len() / 2)?;
+    let rate = ((median / 2.0 / 1000.0).round() as u64).max(1) * 1000;
+    Some(Cell {
+        payload: 100,
+        allocations: 10,
+        rate,
+        half_coturn_max: true,
+    })
 }
 
 pub(crate) struct ControlRow {

@@ -10,13 +10,17 @@ pub(crate) struct Cell {
     pub(crate) allocations: usize,
     /// Packets per second; 0 = saturation (closed loop).
     pub(crate) rate: u64,
+    /// The rate is half of coturn's measured saturation rate (the p99 target's load), not a
+    /// planned one.
+    pub(crate) half_coturn_max: bool,
 }
 
 impl Cell {
     pub(crate) fn load(&self) -> String {
-        match self.rate {
-            0 => "saturation".into(),
-            r => format!("{}k pps", r / 1000),
+        match (self.rate, self.half_coturn_max) {
+            (0, _) => "saturation".into(),
+            (r, false) => format!("{}k pps", r / 1000),
+            (r, true) => format!("{}k pps (½ coturn max)", r / 1000),
         }
     }
 }
@@ -66,8 +70,20 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
                     payload,
                     allocations,
                     rate,
+                    half_coturn_max: false,
                 });
             }
+        }
+    }
+    if full {
+        // Flat per-packet cost at 10,000 concurrent allocations (one payload size suffices).
+        for rate in [40_000, 0] {
+            cells.push(Cell {
+                payload: 100,
+                allocations: 10_000,
+                rate,
+                half_coturn_max: false,
+            });
         }
     }
     let only = value("--only").map(String::as_str);

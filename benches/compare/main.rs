@@ -32,7 +32,7 @@ mod report;
 
 use anyhow::{Context, Result};
 
-use cells::{run_control, run_memory, run_traffic};
+use cells::{half_coturn_max_cell, run_control, run_memory, run_traffic};
 use cli::plan;
 use measure::{idle_cpu, load_average};
 use plots::plots;
@@ -84,7 +84,7 @@ fn main() -> Result<()> {
         println!("compare: run with `cargo bench --bench compare [-- --full]`; skipping");
         return Ok(());
     }
-    let plan = plan(&args)?;
+    let mut plan = plan(&args)?;
     raise_fd_limit();
     pin_self_to_core(1);
     let out = out_dir()?;
@@ -124,7 +124,12 @@ fn main() -> Result<()> {
         servers.push(start(kind, &tmp, false)?);
     }
     let idle = idle_cpu(&servers);
-    let traffic = run_traffic(&plan, &servers)?;
+    let mut traffic = run_traffic(&plan, &plan.cells, &servers)?;
+    // The p99 target's load depends on what coturn just reached: measured last, same servers.
+    if let Some(cell) = half_coturn_max_cell(&plan.cells, &servers, &traffic) {
+        traffic.extend(run_traffic(&plan, &[cell], &servers)?);
+        plan.cells.push(cell);
+    }
     println!("compare: load average after traffic {}", load_average());
     let control = run_control(&plan, &servers, &tmp, coturn)?;
     drop(servers);

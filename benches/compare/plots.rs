@@ -47,6 +47,7 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
                                     c.allocations == x
                                         && c.payload == payload
                                         && (c.rate > 0) == fixed
+                                        && !c.half_coturn_max
                                 })
                                 .map_or(f64::NAN, |c| med(&traffic[c][k], metric))
                         })

@@ -162,8 +162,15 @@ password = "{PASSWORD}"
 [peers]
 allow = ["127.0.0.0/8"]
 
+# Limits on, as in production, but above what one generator on loopback sends: the request
+# limiter (every request of the churn phase comes from 127.0.0.1), a per-allocation and a
+# total bandwidth cap (token buckets on every relayed packet) and a per-user quota.
 [limits]
-requests_per_second_per_ip = 0
+requests_per_second_per_ip = 200000
+request_burst_per_ip = 200000
+max_allocation_bitrate = "1Gbps"
+max_total_bitrate = "40Gbps"
+max_allocations_per_user = 20000
 "#
     )
 }

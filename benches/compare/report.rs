@@ -105,7 +105,8 @@ pub(crate) fn report(
         "{CPU_DEFINITION} Saturation = closed loop with {SATURATION_IN_FLIGHT} \
         packets in flight in total (at least 1 per allocation: 1000 at 1000 allocations, so the \
         RTT of those cells is mostly queueing). RTT is client → server → peer → \
-        server → client. Server CPU % = CPU seconds per wall second of the measured phase. A run in which other \
+        server → client. The \"½ coturn max\" row runs at half the rate coturn delivered at saturation \
+        (100 B, 10 allocations) in this run: the load of the p99 target. Server CPU % = CPU seconds per wall second of the measured phase. A run in which other \
          processes took more than {:.0}% of core 0 or 1 (from /proc/stat) is run again, up to {NOISY_RETRIES} \
          times, keeping the quietest.\n",
         NOISY * 100.0

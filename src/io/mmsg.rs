@@ -21,6 +21,9 @@ pub struct RecvBatch {
     slots: Slots,
     peers: Box<[SocketAddr]>,
     len: usize,
+    /// Leading slots whose lengths the last call changed (all of them before the first call):
+    /// only those need resetting, which keeps a wake-up for one datagram cheap.
+    stale: usize,
 }
 
 /// Preallocated buffers for queueing up to `count` datagrams to send at once.
@@ -46,8 +49,13 @@ impl RecvBatch {
     pub fn new(count: usize, max_len: usize) -> Self {
         let slots = Slots::new(count, max_len);
         let peers = vec![UNKNOWN_PEER; slots.count()].into();
-        let len = 0;
-        Self { slots, peers, len }
+        let stale = slots.count();
+        Self {
+            slots,
+            peers,
+            len: 0,
+            stale,
+        }
     }
 
     /// Receives up to `count` datagrams without blocking; `Ok(n)` with `n >= 1`,
@@ -56,14 +64,15 @@ impl RecvBatch {
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.len = 0;
         let slots = &mut self.slots;
-        slots.lens.fill(slots.max_len);
-        slots
-            .addr_lens
-            .fill(mem::size_of::<libc::sockaddr_storage>() as _);
-        slots.prepare(0..slots.count());
-        // SAFETY: `prepare` just pointed every header at this batch's own
-        // buffers, iovecs and address slots, with their true capacities.
+        let stale = mem::take(&mut self.stale);
+        slots.lens[..stale].fill(slots.max_len);
+        slots.addr_lens[..stale].fill(mem::size_of::<libc::sockaddr_storage>() as _);
+        slots.prepare(0..stale);
+        // SAFETY: every header points at this batch's own buffers, iovecs and address slots
+        // with their true capacities: `prepare` just reset the ones the last call used, and
+        // the kernel wrote no others.
         let n = retry(|| unsafe { sys::recv_many(fd.as_raw_fd(), &mut slots.hdrs) })?;
+        self.stale = n;
         for i in 0..n {
             let hdr = &slots.hdrs[i];
             let peer = decode(&slots.addrs[i], hdr.msg_hdr.msg_namelen);
@@ -579,6 +588,29 @@ mod tests {
         assert_eq!(rx.datagram(3).0, &[3]);
         assert_eq!(rx.recv(server.as_fd()).unwrap(), 2);
         assert_eq!(rx.datagram(1).0, &[5]);
+    }
+
+    #[test]
+    fn slots_used_by_short_datagrams_take_full_sized_ones_next_time() {
+        let server = bound("127.0.0.1");
+        let c = client("127.0.0.1");
+        let to = server.local_addr().unwrap();
+        let mut rx = RecvBatch::new(4, 1000);
+        for round in 0..3u8 {
+            let n = usize::from(round) + 1;
+            for i in 0..n {
+                c.send_to(&[round; 3][..1 + i % 3], to).unwrap();
+            }
+            assert_eq!(rx.recv(server.as_fd()).unwrap(), n);
+        }
+        let big = [9u8; 1000];
+        for _ in 0..4 {
+            c.send_to(&big, to).unwrap();
+        }
+        assert_eq!(rx.recv(server.as_fd()).unwrap(), 4);
+        for i in 0..4 {
+            assert_eq!(rx.datagram(i), (&big[..], c.local_addr().unwrap()));
+        }
     }
 
     #[test]
