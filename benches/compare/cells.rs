@@ -18,7 +18,16 @@ fn static_user() -> Credentials {
     }
 }
 
+/// Runs with at least this many allocations wait [`REUSE_PAUSE`] first: their thousands of
+/// client ports are likely to be reused by the next run, and coturn answers an Allocate on a
+/// 5-tuple it deleted moments ago with 437 for about a second.
+const REUSE_PAUSE_FROM: usize = 1000;
+const REUSE_PAUSE: Duration = Duration::from_secs(3);
+
 fn traffic_run(server: &Proc, cell: &Cell, plan: &Plan) -> Result<Sample> {
+    if cell.allocations >= REUSE_PAUSE_FROM {
+        std::thread::sleep(REUSE_PAUSE);
+    }
     let mut config = LoadConfig::new(server.addr, static_user());
     config.raw = server.kind == Kind::Forwarder;
     config.allocations = cell.allocations;
