@@ -156,7 +156,7 @@ impl Churn {
                     send(&self.pool[*i].0, &out[..len])?;
                 }
                 for (i, auth, tid) in &mut wave {
-                    let socket = &self.pool[*i].0;
+                    let socket = &mut self.pool[*i].0;
                     let mut answer = answered(socket, auth, req, *tid, &mut buf)?;
                     if step > 0 && matches!(answer, Answer::Challenged) {
                         // 438 Stale Nonce: the same request again with the new nonce.

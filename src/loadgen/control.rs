@@ -1,13 +1,13 @@
 //! The TURN control client of the load generator: Allocate with the long-term credential
 //! mechanism, ChannelBind or CreatePermission, Refresh. Setup and teardown run blocking
-//! transactions; refreshes during the run are written here and sent by the traffic loop.
+//! transactions over any [`Exchange`] (a UDP socket, a lane's link); refreshes during the run
+//! are written here and sent by the traffic loop.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use socket2::SockRef;
-
+use super::link::{Connector, Link};
 use super::{Credentials, LoadError, mono_now};
 use crate::auth::{Key, PasswordAlgorithm, long_term_key};
 use crate::proto::{
@@ -23,7 +23,8 @@ const MAX_RTO: Duration = Duration::from_secs(2);
 const ATTEMPTS: u32 = 6;
 /// Socket buffers asked for on every generator socket (the kernel caps them at rmem_max).
 pub(super) const SOCKET_BUFFER_BYTES: usize = 4 << 20;
-/// REQUESTED-TRANSPORT for UDP: protocol 17 (RFC 8656 §7.1).
+/// REQUESTED-TRANSPORT for UDP: protocol 17 (RFC 8656 §7.1), over TCP and TLS too: the relay
+/// to the peers is UDP whatever carries the client's side.
 const UDP: [u8; 4] = [17, 0, 0, 0];
 
 /// One TURN request of the generator.
@@ -195,51 +196,42 @@ impl Auth {
     }
 }
 
-/// One allocation after setup.
-#[derive(Debug)]
-pub(super) struct Allocation {
-    /// The client socket, connected to the server.
-    pub socket: UdpSocket,
-    /// Credentials and nonce.
-    pub auth: Auth,
-}
-
-/// Opens a fresh client socket (no SO_REUSEADDR: one distinct 5-tuple per allocation),
-/// connected to `server`, and allocates a relay on it.
-pub(super) fn allocate(
-    server: SocketAddr,
+/// Opens a new link to the server and allocates a relay on it.
+pub(super) fn allocate<L: Link>(
+    connector: &Connector,
     mut auth: Auth,
     lifetime: u32,
-) -> Result<Allocation, LoadError> {
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).map_err(|source| LoadError::Bind {
-        addr: local,
-        source,
-    })?;
-    socket.connect(server)?;
-    let sock = SockRef::from(&socket);
-    // Best effort: a smaller buffer only means earlier drops under overload.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+) -> Result<(L, Auth), LoadError> {
+    let mut link = L::open(connector)?;
     let mut buf = [0u8; 1500];
     let req = Request::Allocate { lifetime };
-    let n = transact(&socket, &mut auth, req, &mut buf)?;
+    let n = transact(&mut link, &mut auth, req, &mut buf)?;
     let msg = Message::parse(&buf[..n]).map_err(|_| bad(req, "unparsable response"))?;
     // RFC 8656 §7.3: a success response carries the relayed address.
     if !matches!(msg.xor_address(attr::XOR_RELAYED_ADDRESS), Some(Ok(_))) {
         return Err(bad(req, "no XOR-RELAYED-ADDRESS"));
     }
-    Ok(Allocation { socket, auth })
+    Ok((link, auth))
 }
 
-/// Runs one request to completion on a blocking socket: challenge rounds, retransmissions
-/// (RFC 8489 §6.2.1), data packets still in flight skipped. Returns the success response's
+/// A transport that carries one request and brings back its response.
+pub(super) trait Exchange {
+    /// Sends `out` (transaction `tid`) and waits for the response, skipping anything else
+    /// (data packets still in flight); returns the response's length in `buf`.
+    fn exchange(
+        &mut self,
+        out: &[u8],
+        tid: TransactionId,
+        buf: &mut [u8],
+        req: Request,
+    ) -> Result<usize, LoadError>;
+}
+
+/// Runs one request to completion on a blocking link: challenge rounds (and, over UDP,
+/// retransmissions), data packets still in flight skipped. Returns the success response's
 /// length in `buf`.
 pub(super) fn transact(
-    socket: &UdpSocket,
+    link: &mut impl Exchange,
     auth: &mut Auth,
     req: Request,
     buf: &mut [u8],
@@ -249,7 +241,7 @@ pub(super) fn transact(
         let tid = random_tid()?;
         let mut out = [0u8; 512];
         let len = auth.write(&mut out, req, tid)?;
-        let n = exchange(socket, &out[..len], tid, buf, req)?;
+        let n = link.exchange(&out[..len], tid, buf, req)?;
         let msg = Message::parse(&buf[..n]).map_err(|_| bad(req, "unparsable response"))?;
         match auth.judge(&msg, req.name())? {
             Outcome::Done => return Ok(n),
@@ -273,49 +265,51 @@ pub(super) fn transact(
     ))
 }
 
-/// Sends `out` and waits for the response with `tid`, retransmitting with a doubling timeout.
-fn exchange(
-    socket: &UdpSocket,
-    out: &[u8],
-    tid: TransactionId,
-    buf: &mut [u8],
-    req: Request,
-) -> Result<usize, LoadError> {
-    let mut rto = RTO;
-    for _ in 0..ATTEMPTS {
-        socket.send(out)?;
-        let deadline = mono_now() + rto;
-        loop {
-            let left = deadline.saturating_duration_since(mono_now());
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left))?;
-            let n = match socket.recv(buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+impl Exchange for UdpSocket {
+    /// Retransmits with a doubling timeout (RFC 8489 §6.2.1) on a blocking, connected socket.
+    fn exchange(
+        &mut self,
+        out: &[u8],
+        tid: TransactionId,
+        buf: &mut [u8],
+        req: Request,
+    ) -> Result<usize, LoadError> {
+        let mut rto = RTO;
+        for _ in 0..ATTEMPTS {
+            self.send(out)?;
+            let deadline = mono_now() + rto;
+            loop {
+                let left = deadline.saturating_duration_since(mono_now());
+                if left.is_zero() {
                     break;
                 }
-                Err(e) => return Err(LoadError::Io(e)),
-            };
-            let matches = Message::parse(&buf[..n])
-                .is_ok_and(|m| m.transaction_id() == tid && m.class() != Class::Indication);
-            if matches {
-                return Ok(n);
+                self.set_read_timeout(Some(left))?;
+                let n = match self.recv(buf) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(LoadError::Io(e)),
+                };
+                let matches = Message::parse(&buf[..n])
+                    .is_ok_and(|m| m.transaction_id() == tid && m.class() != Class::Indication);
+                if matches {
+                    return Ok(n);
+                }
             }
+            rto = (rto * 2).min(MAX_RTO);
         }
-        rto = (rto * 2).min(MAX_RTO);
+        Err(LoadError::Timeout {
+            what: req.name(),
+            server: self.peer_addr()?,
+            attempts: ATTEMPTS,
+        })
     }
-    Err(LoadError::Timeout {
-        what: req.name(),
-        server: socket.peer_addr()?,
-        attempts: ATTEMPTS,
-    })
 }
 
 /// A random transaction id (RFC 8489 §6: uniformly random, 96 bits).

@@ -1,8 +1,9 @@
 //! Why a load run failed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use crate::proto::WriteError;
+use crate::proto::{FramingError, WriteError};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,53 @@ pub enum LoadError {
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A TCP connection to the server could not be opened.
+    #[error("cannot connect to {addr} over TCP: {error}")]
+    Connect {
+        /// The server.
+        addr: SocketAddr,
+        /// The OS error (only in the message: not a chained source, so printed once).
+        error: std::io::Error,
+    },
+    /// The server closed an allocation's TCP or TLS connection during the run.
+    #[error("{server} closed the connection")]
+    Closed {
+        /// The server.
+        server: SocketAddr,
+    },
+    /// The server sent stream data that is neither STUN nor ChannelData (RFC 8656 §12.5).
+    #[error("cannot frame the stream from {server}: {error}")]
+    Framing {
+        /// The server.
+        server: SocketAddr,
+        /// What is wrong.
+        error: FramingError,
+    },
+    /// The TLS client configuration could not be built.
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(#[from] rustls::Error),
+    /// A TLS handshake or record failed.
+    #[error("TLS with {server} failed: {error}")]
+    Tls {
+        /// The server.
+        server: SocketAddr,
+        /// The error (rustls errors come wrapped in an I/O error).
+        error: std::io::Error,
+    },
+    /// The CA file could not be read.
+    #[error("cannot read the CA file {path}: {error}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: rustls::pki_types::pem::Error,
+    },
+    /// The CA file holds no usable certificate.
+    #[error("the CA file {path} holds no usable certificate")]
+    NoCa {
+        /// The file.
+        path: PathBuf,
     },
     /// A socket operation failed.
     #[error("socket error: {0}")]

@@ -5,57 +5,46 @@
 //! is counted once, when its slot still holds its sequence; a slot is freed by the reply, by
 //! the loss timeout, or (open loop only) by being reused `capacity` packets later.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 
 use super::control::Auth;
 use super::refresh::Refresher;
-use crate::io::mmsg::SendBatch;
 
-/// One allocation during the run.
+/// One allocation during the run, reaching the server over its link `L`.
 #[derive(Debug)]
-pub(super) struct Lane {
-    /// The client socket, connected to the server.
-    pub socket: UdpSocket,
+pub(super) struct Lane<L> {
+    /// The connection to the server.
+    pub link: L,
     /// Credentials and nonce.
     pub auth: Auth,
     /// The echo peer this allocation sends to.
     pub peer: SocketAddr,
-    /// The TURN server.
-    pub server: SocketAddr,
     /// Position among the lanes; carried in every payload.
     pub index: u32,
     /// Packets in flight.
     pub window: Window,
-    /// Datagrams queued to send.
-    pub tx: SendBatch,
     /// Refreshes during long runs.
     pub refresher: Refresher,
     /// Listed in the closed loop's lanes that may have room.
     pub wanting: bool,
+    /// Listed in the lanes with output to flush.
+    pub flushing: bool,
     /// The channel of its ChannelData (raw lanes each have their own).
     pub channel: u16,
 }
 
-impl Lane {
-    /// A lane for allocation `index`, sending to `peer`.
-    pub(super) fn new(
-        socket: UdpSocket,
-        auth: Auth,
-        (server, peer): (SocketAddr, SocketAddr),
-        index: u32,
-        window: usize,
-        (batch, wire_len): (usize, usize),
-    ) -> Self {
+impl<L> Lane<L> {
+    /// A lane for allocation `index` over `link`, sending to `peer`.
+    pub(super) fn new(link: L, auth: Auth, peer: SocketAddr, index: u32, window: usize) -> Self {
         Self {
-            socket,
+            link,
             auth,
             peer,
-            server,
             index,
             window: Window::new(window),
-            tx: SendBatch::new(batch, wire_len),
             refresher: Refresher::default(),
             wanting: false,
+            flushing: false,
             channel: super::traffic::CHANNEL,
         }
     }

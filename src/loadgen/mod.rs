@@ -1,7 +1,8 @@
 //! A TURN load generator (`turnstone bench`, DESIGN.md §7 level 7), server-agnostic so that it
 //! drives coturn exactly like Turnstone.
 //!
-//! Each allocation gets its own client UDP socket, authenticates with long-term credentials
+//! Each allocation gets its own client UDP socket (or TCP/TLS connection, RFC 8656 §3.1, with
+//! STUN and ChannelData framed on the stream, §12.5), authenticates with long-term credentials
 //! (RFC 8489 §9.2), binds a channel (or installs a permission) to an echo peer the generator
 //! runs itself, then data goes client → server → peer → echo → server → client as
 //! ChannelData (RFC 8656 §12) or Send/Data indications (RFC 8656 §11). Each payload carries
@@ -19,18 +20,21 @@ mod control;
 mod error;
 mod histogram;
 mod lane;
+mod link;
 mod poller;
 mod raw;
 mod refresh;
 mod report;
+mod setup;
+mod stream;
+mod tls;
 mod traffic;
 mod wire;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use socket2::SockRef;
 
 pub use churn::{Churn, ChurnReport, REUSE_GAP as CHURN_REUSE_GAP, WAVE as CHURN_WAVE};
 pub use error::LoadError;
@@ -39,17 +43,20 @@ pub use raw::{FIRST_RAW_CHANNEL, HELLO_LEN, Hello, HelloKind, MAX_RAW_LANES};
 pub use report::LoadReport;
 
 use crate::auth::{rest_password, rest_username};
-use crate::io::clock;
-use control::{Auth, Request, SOCKET_BUFFER_BYTES};
 use lane::Lane;
-use traffic::LIFETIME_SECS;
+use link::{Connector, Link, UdpLink};
+use stream::StreamLink;
 
-/// How the generator reaches the server.
+/// How the generator reaches the server. The relay to the peers is UDP in every case.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadTransport {
     /// TURN over UDP.
     #[default]
     Udp,
+    /// TURN over TCP: one connection per allocation (RFC 8656 §3.1).
+    Tcp,
+    /// TURN over TLS over TCP: one connection per allocation (RFC 8656 §3.1).
+    Tls,
 }
 
 /// The credentials every allocation uses.
@@ -102,9 +109,17 @@ pub struct LoadConfig {
     pub server: SocketAddr,
     /// Transport to the server.
     pub transport: LoadTransport,
+    /// TLS: accept any server certificate (benchmark servers use self-signed ones).
+    pub tls_insecure: bool,
+    /// TLS: PEM file of the CA certificate(s) the server's certificate must chain to (needed
+    /// unless `tls_insecure`).
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: the name the certificate must carry, sent as SNI when it is a DNS name; `None`
+    /// checks the server's IP address instead (an IP SAN) and sends no SNI.
+    pub tls_name: Option<String>,
     /// Credentials for every allocation.
     pub credentials: Credentials,
-    /// Allocations, each with its own client socket.
+    /// Allocations, each with its own client socket (UDP) or connection (TCP, TLS).
     pub allocations: usize,
     /// Application payload bytes per packet (at least 24: the sequence and time header).
     pub payload: usize,
@@ -142,6 +157,9 @@ impl LoadConfig {
         Self {
             server,
             transport: LoadTransport::Udp,
+            tls_insecure: false,
+            tls_ca: None,
+            tls_name: None,
             credentials,
             allocations: 10,
             payload: 100,
@@ -185,6 +203,12 @@ impl LoadConfig {
         if self.raw && (self.send_indications || self.allocations > MAX_RAW_LANES) {
             return fail("raw mode takes ChannelData only and at most 16384 allocations");
         }
+        if self.raw && self.transport != LoadTransport::Udp {
+            return fail("raw mode (the forwarder) is UDP only");
+        }
+        if self.transport == LoadTransport::Tls && !self.tls_insecure && self.tls_ca.is_none() {
+            return fail("TLS needs a CA file to verify the server, or tls_insecure");
+        }
         if !self.peer_ip.is_ipv4() {
             return fail("the peer IP must be IPv4 (relays are allocated over IPv4)");
         }
@@ -227,21 +251,53 @@ pub fn run_with(
     observer: &mut dyn FnMut(Stage),
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
-    let peers = bind_peers(config)?;
-    let mut lanes = Vec::with_capacity(config.allocations);
-    let set_up = if config.raw {
-        raw::setup(config, &peers, &mut lanes)
-    } else {
-        setup(config, &peers, &mut lanes)
-    };
+    let peers = setup::bind_peers(config)?;
+    if config.raw {
+        let mut lanes = Vec::with_capacity(config.allocations);
+        let set_up = raw::setup(config, &peers, &mut lanes);
+        return measure(config, set_up, &mut lanes, &peers, observer);
+    }
+    let connector = Connector::new(config)?;
+    match config.transport {
+        LoadTransport::Udp => turn::<UdpLink>(config, &connector, &peers, observer),
+        LoadTransport::Tcp | LoadTransport::Tls => {
+            turn::<StreamLink>(config, &connector, &peers, observer)
+        }
+    }
+}
+
+/// A run through a TURN server, each lane over a link of type `L`.
+fn turn<L: Link>(
+    config: &LoadConfig,
+    connector: &Connector,
+    peers: &[UdpSocket],
+    observer: &mut dyn FnMut(Stage),
+) -> Result<LoadReport, LoadError> {
+    let mut lanes: Vec<Lane<L>> = Vec::with_capacity(config.allocations);
+    let set_up = setup::setup(config, connector, peers, &mut lanes);
+    measure(config, set_up, &mut lanes, peers, observer)
+}
+
+/// The data loop over lanes set up (or partly, when `set_up` failed), then their deletion.
+fn measure<L: Link>(
+    config: &LoadConfig,
+    set_up: Result<(), LoadError>,
+    lanes: &mut [Lane<L>],
+    peers: &[UdpSocket],
+    observer: &mut dyn FnMut(Stage),
+) -> Result<LoadReport, LoadError> {
     let tally = set_up.and_then(|()| {
         observer(Stage::Ready);
-        let tally = traffic::drive(config, &mut lanes, &peers, observer);
+        let tally = traffic::drive(config, lanes, peers, observer);
         observer(Stage::Measured);
         tally
     });
     // Raw lanes have nothing to delete.
-    let delete_failures = if config.raw { 0 } else { teardown(&mut lanes) };
+    let delete_failures = if config.raw {
+        0
+    } else {
+        setup::teardown(lanes)
+    };
     let t = tally?;
     Ok(LoadReport {
         server: config.server,
@@ -258,6 +314,7 @@ pub fn run_with(
         stray: t.stray,
         overruns: t.overruns,
         send_errors: t.send_errors,
+        queue_drops: t.queue_drops,
         echo_drops: t.echo_drops,
         refreshes: t.refreshes.done,
         refresh_failures: t.refreshes.failed,
@@ -272,105 +329,6 @@ pub fn run_with(
 )]
 fn mono_now() -> Instant {
     Instant::now()
-}
-
-/// Echo peer sockets: non-blocking, large buffers.
-fn bind_peers(config: &LoadConfig) -> Result<Vec<UdpSocket>, LoadError> {
-    let count = config.peers.min(config.allocations);
-    (0..count)
-        .map(|_| {
-            let addr = SocketAddr::new(config.peer_ip, 0);
-            let socket =
-                UdpSocket::bind(addr).map_err(|source| LoadError::Bind { addr, source })?;
-            tune(&socket)?;
-            Ok(socket)
-        })
-        .collect()
-}
-
-/// Non-blocking with large buffers (best effort: the kernel caps them at rmem_max/wmem_max).
-fn tune(socket: &UdpSocket) -> Result<(), LoadError> {
-    let sock = SockRef::from(socket);
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.set_nonblocking(true)?;
-    Ok(())
-}
-
-/// Allocates and binds each lane in turn; a lane is kept as soon as its allocation exists, so
-/// teardown deletes it even when a later step fails.
-fn setup(config: &LoadConfig, peers: &[UdpSocket], lanes: &mut Vec<Lane>) -> Result<(), LoadError> {
-    let unix_now = clock::now().unix_secs;
-    let valid_for =
-        config.warmup + config.duration + config.loss_timeout + Duration::from_secs(3600);
-    let wire_len = wire::wire_len(config.payload);
-    let mut buf = [0u8; 1500];
-    for i in 0..config.allocations {
-        let alloc = allocate_fresh(config, unix_now, valid_for)?;
-        let peer = peers[i % peers.len()].local_addr()?;
-        let index = u32::try_from(i).map_err(|_| LoadError::Config("too many allocations"))?;
-        let ends = (config.server, peer);
-        let lane = Lane::new(
-            alloc.socket,
-            alloc.auth,
-            ends,
-            index,
-            config.ring(),
-            (traffic::batch_len(wire_len), wire_len),
-        );
-        lanes.push(lane);
-        let lane = lanes.last_mut().ok_or(LoadError::Config("no lane"))?;
-        let req = traffic::bind_request(config, peer);
-        control::transact(&lane.socket, &mut lane.auth, req, &mut buf)?;
-        tune(&lane.socket)?;
-    }
-    Ok(())
-}
-
-/// Allocates on a new client socket. A 437 (Allocation Mismatch, RFC 8656 §7.2) on a new socket
-/// means the server still holds that 5-tuple from an allocation deleted moments ago (coturn
-/// does for about a second): another source port is tried, up to 3 times.
-fn allocate_fresh(
-    config: &LoadConfig,
-    unix_now: u64,
-    valid_for: Duration,
-) -> Result<control::Allocation, LoadError> {
-    let mut tries = 0;
-    loop {
-        let auth = Auth::new(&config.credentials, unix_now, valid_for);
-        match control::allocate(config.server, auth, LIFETIME_SECS) {
-            Err(LoadError::Rejected { code: 437, .. }) if tries < 3 => tries += 1,
-            other => return other,
-        }
-    }
-}
-
-/// Deletes every allocation (RFC 8656 §8: Refresh with LIFETIME 0); returns the failures.
-/// After one timeout the server is taken for gone and the rest are not tried.
-fn teardown(lanes: &mut [Lane]) -> u64 {
-    let mut failures = 0;
-    let mut server_gone = false;
-    let mut buf = [0u8; 1500];
-    for lane in lanes.iter_mut() {
-        if server_gone || lane.socket.set_nonblocking(false).is_err() {
-            failures += 1;
-            continue;
-        }
-        match control::transact(
-            &lane.socket,
-            &mut lane.auth,
-            Request::Refresh { lifetime: 0 },
-            &mut buf,
-        ) {
-            Ok(_) => {}
-            Err(LoadError::Timeout { .. }) => {
-                server_gone = true;
-                failures += 1;
-            }
-            Err(_) => failures += 1,
-        }
-    }
-    failures
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use super::control::Auth;
 use super::lane::Lane;
-use super::{LoadConfig, LoadError, mono_now, traffic, tune, wire};
+use super::link::UdpLink;
+use super::setup::tune;
+use super::{LoadConfig, LoadError, mono_now, wire};
 use crate::io::clock;
 
 /// Bytes of a hello or welcome datagram.
@@ -90,7 +92,7 @@ impl Hello {
 pub(super) fn setup(
     config: &LoadConfig,
     peers: &[UdpSocket],
-    lanes: &mut Vec<Lane>,
+    lanes: &mut Vec<Lane<UdpLink>>,
 ) -> Result<(), LoadError> {
     let wire_len = wire::wire_len(config.payload);
     let unix_now = clock::now().unix_secs;
@@ -108,14 +110,8 @@ pub(super) fn setup(
         tune(&socket)?;
         // Never used: raw lanes neither refresh nor delete anything.
         let auth = Auth::new(&config.credentials, unix_now, Duration::from_secs(3600));
-        let mut lane = Lane::new(
-            socket,
-            auth,
-            (config.server, peer),
-            index,
-            config.ring(),
-            (traffic::batch_len(wire_len), wire_len),
-        );
+        let link = UdpLink::new(socket, config.server, wire_len);
+        let mut lane = Lane::new(link, auth, peer, index, config.ring());
         lane.channel = channel;
         lanes.push(lane);
     }
@@ -151,13 +147,14 @@ fn hello(server: SocketAddr, index: u32, peer: SocketAddrV4) -> Result<UdpSocket
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::ConnectionRefused
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
                     break;
                 }
+                // Nothing bound there yet: the forwarder may still be starting, so this attempt
+                // waits out its timer rather than burning the next one at once.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(LoadError::Io(e)),
             };
             let welcomed = Hello::decode(&buf[..n])

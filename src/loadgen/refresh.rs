@@ -1,13 +1,14 @@
 //! Keeping allocations alive during long runs without blocking the data loop: Refresh
 //! (RFC 8656 §8) and ChannelBind or CreatePermission again (permissions last 300 s, RFC 8656
 //! §9), one transaction at a time per allocation, answered through the data loop's receive
-//! path and retransmitted on the loop's clock (RFC 8489 §6.2.1).
+//! path and retransmitted on the loop's clock (RFC 8489 §6.2.1; over TCP/TLS the same timer
+//! only bounds the wait, RFC 8489 §6.2.2).
 
 use std::io;
-use std::net::UdpSocket;
 
 use super::LoadError;
 use super::control::{Auth, Outcome, Request, random_tid};
+use super::link::Link;
 use crate::proto::{Message, TransactionId};
 
 /// Control retransmission timeout (RFC 8489 §6.2.1: 500 ms, doubled; capped at 2 s here).
@@ -46,9 +47,9 @@ impl Refresher {
     }
 
     /// Sends the next queued request, or retransmits the one in flight when its timer ran out.
-    pub(super) fn poll(
+    pub(super) fn poll<L: Link>(
         &mut self,
-        socket: &UdpSocket,
+        link: &mut L,
         auth: &Auth,
         now_ns: u64,
         counts: &mut RefreshCounts,
@@ -60,7 +61,10 @@ impl Refresher {
                 counts.failed += 1;
             }
             Some(p) => {
-                transmit(socket, auth, p.req, p.tid)?;
+                // RFC 8489 §6.2.2: no retransmission over a reliable transport.
+                if !L::RELIABLE {
+                    transmit(link, auth, p.req, p.tid)?;
+                }
                 self.pending = Some(Pending {
                     sent_ns: now_ns,
                     attempts: p.attempts + 1,
@@ -69,44 +73,42 @@ impl Refresher {
             }
             None if !self.queued.is_empty() => {
                 let req = self.queued.remove(0);
-                self.start(socket, auth, req, now_ns)?;
+                self.start(link, auth, req, now_ns)?;
             }
             None => {}
         }
         Ok(())
     }
 
-    /// A STUN message that arrived on the allocation's socket during the run.
+    /// A STUN message that arrived on the allocation's link during the run.
     pub(super) fn handle_response(
         &mut self,
-        socket: &UdpSocket,
         auth: &mut Auth,
         msg: &Message<'_>,
-        now_ns: u64,
         counts: &mut RefreshCounts,
-    ) -> Result<(), LoadError> {
+    ) {
         let Some(p) = self.pending.filter(|p| p.tid == msg.transaction_id()) else {
-            return Ok(()); // the answer to a retransmission already answered
+            return; // the answer to a retransmission already answered
         };
         self.pending = None;
         match auth.judge(msg, p.req.name()) {
             Ok(Outcome::Done) => counts.done += 1,
-            // A new nonce (438): the same request again at once, in a new transaction.
-            Ok(Outcome::Retry) => self.start(socket, auth, p.req, now_ns)?,
+            // A new nonce (438): the same request again at the next poll, in a new transaction
+            // (sent from there because the link is busy receiving now).
+            Ok(Outcome::Retry) => self.queued.insert(0, p.req),
             Ok(Outcome::Rejected(_)) | Err(_) => counts.failed += 1,
         }
-        Ok(())
     }
 
-    fn start(
+    fn start<L: Link>(
         &mut self,
-        socket: &UdpSocket,
+        link: &mut L,
         auth: &Auth,
         req: Request,
         now_ns: u64,
     ) -> Result<(), LoadError> {
         let tid = random_tid()?;
-        transmit(socket, auth, req, tid)?;
+        transmit(link, auth, req, tid)?;
         self.pending = Some(Pending {
             req,
             tid,
@@ -117,20 +119,15 @@ impl Refresher {
     }
 }
 
-fn transmit(
-    socket: &UdpSocket,
+fn transmit<L: Link>(
+    link: &mut L,
     auth: &Auth,
     req: Request,
     tid: TransactionId,
 ) -> Result<(), LoadError> {
     let mut buf = [0u8; 512];
     let len = auth.write(&mut buf, req, tid)?;
-    match socket.send(&buf[..len]) {
-        Ok(_) => Ok(()),
-        // Lost like any datagram: the retransmission timer covers it.
-        Err(e) if is_transient(&e) => Ok(()),
-        Err(e) => Err(LoadError::Io(e)),
-    }
+    link.send_control(&buf[..len])
 }
 
 /// Errors a UDP socket reports for one datagram (a full buffer, an ICMP error for an earlier

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{LoadTransport, RttSummary};
+use super::{ChurnReport, LoadTransport, RttSummary};
 
 /// The results of one run (measured phase only).
 #[derive(Clone, Debug)]
@@ -38,6 +38,9 @@ pub struct LoadReport {
     pub overruns: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
+    /// TCP/TLS: packets dropped because their connection's output buffer was full (the
+    /// server was not reading fast enough); counted as sent, so also as lost.
+    pub queue_drops: u64,
     /// Echoes the peers could not send back.
     pub echo_drops: u64,
     /// Refresh, ChannelBind or CreatePermission transactions that succeeded during the run.
@@ -124,7 +127,8 @@ impl LoadReport {
         let _ = write!(
             out,
             "sent {} received {} lost {}; RTT min {} mean {} max {}; stray {} overruns {} \
-             send errors {} echo drops {} refreshes {} refresh failures {} delete failures {}",
+             send errors {} queue drops {} echo drops {} refreshes {} refresh failures {} \
+             delete failures {}",
             self.sent,
             self.received,
             self.lost(),
@@ -134,6 +138,7 @@ impl LoadReport {
             self.stray,
             self.overruns,
             self.send_errors,
+            self.queue_drops,
             self.echo_drops,
             self.refreshes,
             self.refresh_failures,
@@ -152,7 +157,7 @@ impl LoadReport {
                 r#""sent":{},"received":{},"lost":{},"sent_pps":{:.1},"delivered_pps":{:.1},"#,
                 r#""mbit_per_s":{:.3},"loss_pct":{:.4},"rtt_p50_us":{:.1},"rtt_p99_us":{:.1},"#,
                 r#""rtt_p999_us":{:.1},"rtt_min_us":{:.1},"rtt_mean_us":{:.1},"rtt_max_us":{:.1},"#,
-                r#""stray":{},"overruns":{},"send_errors":{},"echo_drops":{},"#,
+                r#""stray":{},"overruns":{},"send_errors":{},"queue_drops":{},"echo_drops":{},"#,
                 r#""refreshes":{},"refresh_failures":{},"delete_failures":{}}}"#
             ),
             self.server,
@@ -179,6 +184,7 @@ impl LoadReport {
             self.stray,
             self.overruns,
             self.send_errors,
+            self.queue_drops,
             self.echo_drops,
             self.refreshes,
             self.refresh_failures,
@@ -187,9 +193,58 @@ impl LoadReport {
     }
 }
 
+impl ChurnReport {
+    /// The human-readable result: cycles per second and the failures by step.
+    pub fn to_table(&self) -> String {
+        let last_error = self
+            .last_error
+            .map_or_else(|| "none".to_owned(), |code| code.to_string());
+        format!(
+            "{} cycles (Allocate/401, Allocate, Refresh 0) in {:.2} s: {:.1} cycles/s\n\
+             failures {}: {} challenge, {} Allocate, {} Refresh(0); {} timeouts, \
+             {} stale nonces, last error {last_error}",
+            self.cycles,
+            self.elapsed.as_secs_f64(),
+            self.cycles_per_sec(),
+            self.failures(),
+            self.challenge_failures,
+            self.allocate_failures,
+            self.delete_failures,
+            self.timeouts,
+            self.stale_nonces,
+        )
+    }
+
+    /// The result as one JSON line.
+    pub fn to_json(&self) -> String {
+        let last_error = self
+            .last_error
+            .map_or_else(|| "null".to_owned(), |code| code.to_string());
+        format!(
+            concat!(
+                r#"{{"cycles":{},"duration_s":{:.3},"cycles_per_s":{:.1},"failures":{},"#,
+                r#""challenge_failures":{},"allocate_failures":{},"delete_failures":{},"#,
+                r#""timeouts":{},"stale_nonces":{},"last_error":{}}}"#
+            ),
+            self.cycles,
+            self.elapsed.as_secs_f64(),
+            self.cycles_per_sec(),
+            self.failures(),
+            self.challenge_failures,
+            self.allocate_failures,
+            self.delete_failures,
+            self.timeouts,
+            self.stale_nonces,
+            last_error,
+        )
+    }
+}
+
 fn transport(t: LoadTransport) -> &'static str {
     match t {
         LoadTransport::Udp => "udp",
+        LoadTransport::Tcp => "tcp",
+        LoadTransport::Tls => "tls",
     }
 }
 
@@ -227,6 +282,7 @@ mod tests {
             stray: 0,
             overruns: 0,
             send_errors: 0,
+            queue_drops: 0,
             echo_drops: 0,
             refreshes: 0,
             refresh_failures: 0,
@@ -256,6 +312,35 @@ mod tests {
         ] {
             assert!(json.contains(field), "{field} missing in {json}");
         }
+    }
+
+    #[test]
+    fn churn_reports_rate_and_failures_as_table_and_json() {
+        let r = ChurnReport {
+            cycles: 128,
+            allocate_failures: 2,
+            timeouts: 1,
+            last_error: Some(437),
+            elapsed: Duration::from_secs(2),
+            ..ChurnReport::default()
+        };
+        let table = r.to_table();
+        assert!(table.contains("64.0 cycles/s"), "{table}");
+        assert!(
+            table.contains("failures 2: 0 challenge, 2 Allocate"),
+            "{table}"
+        );
+        let json = r.to_json();
+        assert!(!json.contains('\n'));
+        for field in [
+            r#""cycles_per_s":64.0"#,
+            r#""failures":2"#,
+            r#""last_error":437"#,
+        ] {
+            assert!(json.contains(field), "{field} missing in {json}");
+        }
+        let clean = ChurnReport::default().to_json();
+        assert!(clean.contains(r#""last_error":null"#) && !clean.contains("NaN"));
     }
 
     #[test]

@@ -1,19 +1,22 @@
-//! The data loop: one thread busy-polls the client and peer sockets without blocking (epoll
-//! with a zero timeout says which are ready; recvmmsg/sendmmsg batches move the datagrams), sends paced by spinning on the clock (open loop) or as
-//! replies free the window (closed loop), echoes at the peers, and refreshes allocations,
-//! permissions and channels in the background on long runs. Nothing sleeps, so the server
-//! never waits on the generator; an idle turn only yields the CPU.
+//! The data loop: one thread busy-polls the client links and peer sockets without blocking
+//! (epoll with a zero timeout says which are ready; recvmmsg/sendmmsg batches move the
+//! datagrams, or a lane's stream is read and framed), sends paced by spinning on the clock
+//! (open loop) or as replies free the window (closed loop), echoes at the peers, and refreshes
+//! allocations, permissions and channels in the background on long runs. Nothing sleeps, so
+//! the server never waits on the generator; an idle turn only yields the CPU.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::control::Request;
 use super::histogram::Histogram;
 use super::lane::Lane;
+use super::link::Link;
 use super::poller::Poller;
 use super::refresh::{RefreshCounts, is_transient};
+use super::setup::bind_request;
 use super::wire::{data_of, read_header, send_indication, wire_len, write_header};
 use super::{LoadConfig, LoadError, Stage, mono_now};
 use crate::io::mmsg::{RecvBatch, SendBatch};
@@ -38,6 +41,7 @@ pub(super) struct Tally {
     pub stray: u64,
     pub overruns: u64,
     pub send_errors: u64,
+    pub queue_drops: u64,
     pub echo_drops: u64,
     pub refreshes: RefreshCounts,
     pub rtt: Histogram,
@@ -46,9 +50,9 @@ pub(super) struct Tally {
 }
 
 /// Runs warmup, the measured phase and the drain; returns the tally.
-pub(super) fn drive(
+pub(super) fn drive<L: Link>(
     config: &LoadConfig,
-    lanes: &mut [Lane],
+    lanes: &mut [Lane<L>],
     peers: &[UdpSocket],
     observer: &mut dyn FnMut(Stage),
 ) -> Result<Tally, LoadError> {
@@ -64,7 +68,7 @@ pub(super) fn drive(
     let mut poller = Poller::new(lanes.len() + peers.len())?;
     for (token, fd) in lanes
         .iter()
-        .map(|l| l.socket.as_fd())
+        .map(|l| l.link.fd())
         .chain(peers.iter().map(|p| p.as_fd()))
         .enumerate()
     {
@@ -79,6 +83,10 @@ pub(super) fn drive(
                 None => busy |= run.receive(&mut lanes[i], base, measure_ns)?,
                 Some(j) => busy |= run.echo(&peers[j])?,
             }
+        }
+        // Input a link holds already (TLS records decrypted past what one turn takes).
+        for i in std::mem::take(&mut run.again) {
+            busy |= run.receive(&mut lanes[i], base, measure_ns)?;
         }
         let now = since(base);
         if !measuring && now >= measure_ns {
@@ -122,25 +130,19 @@ pub(super) fn drive(
         }
         for lane in lanes.iter_mut() {
             let counts = &mut run.tally.refreshes;
-            lane.refresher.poll(&lane.socket, &lane.auth, now, counts)?;
+            lane.refresher
+                .poll(&mut lane.link, &lane.auth, now, counts)?;
+            // A stream link may keep part of a request to send later.
+            if !lane.flushing && !lane.link.is_idle() {
+                lane.flushing = true;
+                run.dirty.push(lane.index as usize);
+            }
         }
         if !sending {
             let settled = lanes.iter().all(|l| l.window.in_flight() == 0);
             if settled || now >= drain_until {
                 return Ok(run.tally);
             }
-        }
-    }
-}
-
-/// The request that installs the permission for `peer`.
-pub(super) fn bind_request(config: &LoadConfig, peer: SocketAddr) -> Request {
-    if config.send_indications {
-        Request::CreatePermission { peer }
-    } else {
-        Request::ChannelBind {
-            channel: CHANNEL,
-            peer,
         }
     }
 }
@@ -158,6 +160,8 @@ struct Run {
     dirty: Vec<usize>,
     /// Closed loop: lanes that may have room in their window.
     wants: Vec<usize>,
+    /// Lanes whose link holds input the poller cannot see.
+    again: Vec<usize>,
     tally: Tally,
     /// Packets generated, warmup included (the pacing clock).
     generated: u64,
@@ -176,32 +180,31 @@ impl Run {
             scratch: vec![0; config.payload],
             dirty: Vec::with_capacity(lanes),
             wants: Vec::with_capacity(lanes),
+            again: Vec::new(),
             tally: Tally::default(),
             generated: 0,
             next_lane: 0,
         })
     }
 
-    /// Drains what the server sent to one client socket.
-    fn receive(
+    /// Drains what the server sent to one client link.
+    fn receive<L: Link>(
         &mut self,
-        lane: &mut Lane,
+        lane: &mut Lane<L>,
         base: Instant,
         measure_ns: u64,
     ) -> Result<bool, LoadError> {
         let mut busy = false;
         for _ in 0..ROUNDS {
-            let n = match self.rx.recv(lane.socket.as_fd()) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors from an earlier send surface here; UDP carries on.
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(LoadError::Io(e)),
+            let n = match lane.link.recv(&mut self.rx)? {
+                Some(0) => continue,
+                Some(n) => n,
+                None => break,
             };
             busy = true;
             let now = since(base);
             for i in 0..n {
-                let (datagram, _) = self.rx.datagram(i);
+                let datagram = lane.link.frame(&self.rx, i);
                 match data_of(datagram) {
                     Some(data) => {
                         let Some((index, seq, stamp)) = read_header(data) else {
@@ -220,16 +223,17 @@ impl Run {
                     }
                     None => match Message::parse(datagram) {
                         Ok(msg) => lane.refresher.handle_response(
-                            &lane.socket,
                             &mut lane.auth,
                             &msg,
-                            now,
                             &mut self.tally.refreshes,
-                        )?,
+                        ),
                         Err(_) => self.tally.stray += 1,
                     },
                 }
             }
+        }
+        if lane.link.pending() {
+            self.again.push(lane.index as usize);
         }
         if busy {
             self.want(lane);
@@ -264,10 +268,10 @@ impl Run {
     }
 
     /// Queues the packets due now: paced round robin (open loop) or up to the window.
-    fn generate(
+    fn generate<L: Link>(
         &mut self,
         config: &LoadConfig,
-        lanes: &mut [Lane],
+        lanes: &mut [Lane<L>],
         now: u64,
         measure_ns: u64,
     ) -> bool {
@@ -318,7 +322,7 @@ impl Run {
     }
 
     /// Marks a lane as possibly having room in its window (closed loop).
-    fn want(&mut self, lane: &mut Lane) {
+    fn want<L>(&mut self, lane: &mut Lane<L>) {
         if !lane.wanting {
             lane.wanting = true;
             self.wants.push(lane.index as usize);
@@ -326,14 +330,14 @@ impl Run {
     }
 
     /// Writes one packet into the lane's batch; `false` when the batch is full.
-    fn send_one(
+    fn send_one<L: Link>(
         &mut self,
         config: &LoadConfig,
-        lane: &mut Lane,
+        lane: &mut Lane<L>,
         now: u64,
         measuring: bool,
     ) -> bool {
-        let Some(buf) = lane.tx.next_buf() else {
+        let Some(buf) = lane.link.next_buf() else {
             return false;
         };
         let (seq, overrun) = lane.window.send(now);
@@ -342,13 +346,19 @@ impl Run {
             send_indication(buf, lane.peer, seq, &self.scratch)
         } else {
             write_header(buf.get_mut(4..).unwrap_or_default(), lane.index, seq, now);
-            write_channel_data(buf, lane.channel, config.payload, false)
+            // RFC 8656 §12.5: padded to a multiple of 4 over TCP/TLS.
+            write_channel_data(buf, lane.channel, config.payload, L::PAD)
         };
-        if lane.tx.is_empty() {
+        if !lane.flushing {
+            lane.flushing = true;
             self.dirty.push(lane.index as usize);
         }
         match len {
-            Some(len) => lane.tx.commit(len, lane.server),
+            Some(len) => {
+                if !lane.link.commit(len) {
+                    self.tally.queue_drops += 1;
+                }
+            }
             None => self.tally.send_errors += 1,
         }
         self.generated += 1;
@@ -359,20 +369,17 @@ impl Run {
         true
     }
 
-    /// Flushes the lanes with datagrams queued; a full socket buffer keeps the rest queued.
-    fn flush(&mut self, lanes: &mut [Lane]) -> Result<(), LoadError> {
+    /// Flushes the lanes with packets queued; a full socket buffer keeps the rest queued.
+    fn flush<L: Link>(&mut self, lanes: &mut [Lane<L>]) -> Result<(), LoadError> {
         let mut i = 0;
         while i < self.dirty.len() {
             let Some(lane) = lanes.get_mut(self.dirty[i]) else {
                 self.dirty.swap_remove(i);
                 continue;
             };
-            match lane.tx.flush(lane.socket.as_fd()) {
-                Ok(stats) => self.tally.send_errors += stats.dropped as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(LoadError::Io(e)),
-            }
-            if lane.tx.is_empty() {
+            self.tally.send_errors += lane.link.flush()?;
+            if lane.link.is_idle() {
+                lane.flushing = false;
                 self.dirty.swap_remove(i);
             } else {
                 i += 1;
