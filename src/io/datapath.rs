@@ -4,8 +4,11 @@
 //! forwarder. The same loop runs the core's timers (the wait's timeout) and publishes metrics.
 
 use std::net::UdpSocket;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
 
 use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
 
@@ -37,7 +40,10 @@ pub(crate) struct Datapath {
     /// Scratch room for peer data bound to TCP/TLS clients.
     peer_buf: Vec<u8>,
     publisher: Publisher,
+    /// The core's next deadline (at most a second away).
     next_tick: Instant,
+    /// When counters go to the metrics facade next (once a second).
+    next_publish: Instant,
     last_trim: Instant,
 }
 
@@ -69,6 +75,7 @@ impl Datapath {
             peer_buf: vec![0; MAX_DATAGRAM],
             publisher: Publisher::default(),
             next_tick: now,
+            next_publish: now,
             last_trim: now,
         })
     }
@@ -79,13 +86,20 @@ impl Datapath {
         while !self.worker.stopping() {
             // `now` is from the last wake-up, a few microseconds old: waking that much late
             // for a deadline measured in seconds is harmless, and it saves a clock read.
-            let timeout = self.next_tick.saturating_duration_since(now.mono);
+            let next = self.next_tick.min(self.next_publish);
+            let timeout = next.saturating_duration_since(now.mono);
             if let Err(e) = self.poller.wait(&mut self.ready, timeout) {
                 tracing::error!(target: "turnstone::io", error = %e, "epoll_wait failed; worker stops");
                 break;
             }
             now = clock::now();
-            self.serve_ready(now);
+            // A panic in the core is a bug, but it must cost one batch, not the worker's whole
+            // data plane (as a panicking task did under tokio): the batches hold only bytes and
+            // addresses, and the lock is released while unwinding.
+            let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve_ready(now)));
+            if served.is_err() {
+                tracing::error!(target: "turnstone::io", "bug: a datagram batch panicked; carrying on");
+            }
         }
         self.worker.lock().close_all(clock::now());
     }
@@ -105,6 +119,9 @@ impl Datapath {
                 Token::Relay(id) => self.drain_relay(&mut core, RelayId(id), now),
                 Token::Wake => worker.waker.reset(),
             }
+            // Lets a waiting TCP/TLS client or reload in between sockets (nothing is pending
+            // across this point but queued replies, which are plain bytes).
+            MutexGuard::bump(&mut core);
         }
         for listener in &mut self.listeners {
             listener.flush();
@@ -113,6 +130,9 @@ impl Datapath {
         if now.mono >= self.next_tick {
             let next = core.tick(now).map_or(TICK, |d| d.min(TICK));
             self.next_tick = now.mono + next;
+        }
+        if now.mono >= self.next_publish {
+            self.next_publish = now.mono + TICK;
             self.publish(&core, now.mono);
         }
     }

@@ -150,7 +150,7 @@ impl Ready {
     }
 }
 
-/// An eventfd that wakes the data-plane thread (shutdown, control updates).
+/// An eventfd that wakes the data-plane thread (shutdown).
 pub(crate) struct Waker {
     fd: OwnedFd,
 }

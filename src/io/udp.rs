@@ -63,8 +63,14 @@ impl Listener {
         let Core { server, relays, .. } = core;
         for i in 0..rx.len() {
             let (pkt, from) = rx.datagram(i);
-            if pkt.is_empty() || (is_stun_request(pkt) && !admission.allow(from.ip())) {
+            let request = is_stun_request(pkt);
+            if pkt.is_empty() || (request && !admission.allow(from.ip())) {
                 continue;
+            }
+            if request {
+                // A request may end the allocation whose data is queued ahead of it (Refresh
+                // with lifetime 0): that data leaves first, as it would have unbatched.
+                self.forwards.flush(relays);
             }
             let five_tuple = FiveTuple {
                 client: from,

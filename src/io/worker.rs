@@ -3,11 +3,14 @@
 //! listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread (a
 //! current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per worker,
 //! never global, and the stream thread only takes it for TCP/TLS messages and reloads, so on a
-//! UDP-only load the data-plane thread always finds it free.
+//! UDP-only load the data-plane thread always finds it free (an uncontended lock is two atomic
+//! operations per wake-up).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -99,11 +102,11 @@ impl Worker {
         })
     }
 
-    /// The core, for one batch of work. A panic while it was held cannot leave it half
-    /// updated in a way later requests could exploit (every handler validates its input
-    /// afresh), so a poisoned lock is taken over rather than propagated.
+    /// The core, for one batch of work. parking_lot's mutex: the data-plane thread hands it
+    /// over fairly between sockets (`MutexGuard::bump`), so a saturated UDP load cannot starve
+    /// TCP/TLS clients and reloads.
     pub fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        self.core.lock()
     }
 
     /// Asks the data-plane thread to end every allocation and exit.

@@ -109,3 +109,54 @@ async fn malformed_datagrams_get_no_answer_and_do_not_disturb_a_following_bindin
     })
     .await;
 }
+
+/// The UDP data plane and the TCP/TLS side of a worker share its core: a saturated UDP
+/// socket must not starve a TCP client (the data-plane thread hands the core over between
+/// sockets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_binding_is_answered_promptly_while_udp_floods_the_same_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::common::Options;
+
+    let options = Options {
+        workers: 1,
+        ..Options::limits("requests_per_second_per_ip = 0\ntcp_handshake_timeout = \"5s\"")
+    };
+    let server = TestServer::start_with(&options);
+    let target = server.udp();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let (_, request) = binding_request();
+            // Bounded: at most 2 million datagrams, stopped as soon as the TCP side is done.
+            for _ in 0..2_000_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = sock.send_to(&request, target);
+            }
+        })
+    };
+    let mut conn = Conn::connect(&server, Transport::Tcp).await;
+    let local = conn.local_addr();
+    // Let the flood fill the worker's queue first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        #[allow(clippy::disallowed_methods, reason = "the test measures a round trip")]
+        let start = std::time::Instant::now();
+        assert_eq!(bounded(mapped_address(&mut conn)).await, local);
+        slowest = slowest.max(start.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a TCP Binding took {slowest:?} during the UDP flood"
+    );
+}
