@@ -239,13 +239,14 @@ fn policy_for(
         .flatten()
         .flat_map(|f| [f.bind, f.advertised])
         .collect();
-    PeerPolicy::new(
-        allow,
-        deny,
-        own_ips,
-        bound.iter().map(|(_, a)| *a).collect(),
-    )
-    .with_relay_ports(relay_ports.clone())
+    // Relays send UDP, so only UDP listeners are reachable through them; a TCP listener on
+    // the same port number is a different socket (and a peer's UDP port may equal it).
+    let udp_listeners = bound
+        .iter()
+        .filter(|(transport, _)| *transport == Transport::Udp)
+        .map(|(_, a)| *a)
+        .collect();
+    PeerPolicy::new(allow, deny, own_ips, udp_listeners).with_relay_ports(relay_ports.clone())
 }
 
 /// Binds every listener for every worker and starts the workers.
