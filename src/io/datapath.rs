@@ -1,6 +1,6 @@
 //! A worker's data-plane thread: its UDP listening sockets and every relay socket on one
 //! epoll instance, served by a plain loop — wait, drain each ready socket with recvmmsg, let
-//! the core decide, send with sendmmsg/sendto — the same shape and syscall count as a bare
+//! the core decide, send with sendmmsg — the same shape and syscall count as a bare
 //! forwarder. The same loop runs the core's timers (the wait's timeout) and publishes metrics.
 
 use std::net::UdpSocket;
@@ -102,6 +102,7 @@ impl Datapath {
             }
         }
         self.worker.lock().close_all(clock::now());
+        self.worker.data_plane_ended.notify_one();
     }
 
     /// Drains every ready socket, flushes what the relay path queued, runs due timers.

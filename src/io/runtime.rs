@@ -423,10 +423,19 @@ fn run_worker(ctx: WorkerContext) {
                     Err(e) => fail("cannot register a TCP listener", e),
                 }
             }
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
+            let shutdown_requested = async {
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
                 }
+            };
+            tokio::select! {
+                () = shutdown_requested => {}
+                () = worker.data_plane_ended.notified() => tracing::error!(
+                    target: "turnstone::io",
+                    "worker {index}: its UDP data plane stopped; closing its TCP/TLS side too"
+                ),
             }
         }),
         Err(e) => fail("cannot start the stream runtime", e),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::{Command, FiveTuple, Now, Server};
 
@@ -75,6 +75,9 @@ pub(crate) struct Worker {
     /// Wakes the data-plane thread (shutdown).
     pub waker: Waker,
     stop: AtomicBool,
+    /// Signalled when the data-plane thread ends, so the stream side does not outlive it
+    /// (its allocations' timers run there).
+    pub data_plane_ended: Notify,
 }
 
 impl Worker {
@@ -99,6 +102,7 @@ impl Worker {
             index,
             waker,
             stop: AtomicBool::new(false),
+            data_plane_ended: Notify::new(),
         })
     }
 
