@@ -102,13 +102,19 @@ impl Poller {
     /// Waits up to `timeout` (rounded up to a millisecond) for ready descriptors.
     pub fn wait(&self, out: &mut Ready, timeout: Duration) -> io::Result<usize> {
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: `out.events` has room for EVENTS entries.
+        // Through syscall(2), not glibc's cancellable wrapper (see `mmsg`); epoll_pwait with no
+        // signal mask is epoll_wait on every architecture.
+        let sigmask = std::ptr::null::<libc::sigset_t>();
+        // SAFETY: `out.events` has room for EVENTS entries; a null mask is allowed.
         let n = unsafe {
-            libc::epoll_wait(
+            libc::syscall(
+                libc::SYS_epoll_pwait,
                 self.fd.as_raw_fd(),
                 out.events.as_mut_ptr(),
-                EVENTS as i32,
+                EVENTS as libc::c_int,
                 ms,
+                sigmask,
+                8, // the kernel's sigset size (unused with a null mask)
             )
         };
         out.len = 0;
