@@ -50,7 +50,8 @@ pub struct BenchArgs {
     raw: bool,
     /// Control-plane churn instead of traffic: CYCLES cycles (rounded up to waves of 64) of an
     /// Allocate answered 401, the Allocate again with credentials and a Refresh with lifetime 0,
-    /// then the cycles per second and failures. No wave starts after --duration. UDP only.
+    /// then the cycles per second and failures. No wave starts after --duration. UDP only;
+    /// the traffic options (--allocations, --rate, --payload, --window, ...) do not apply.
     #[arg(long, value_name = "CYCLES", conflicts_with = "raw")]
     churn: Option<u64>,
     /// Churn: client sockets to cycle through (64 to 16384). Each is reused only 2 s after its
@@ -164,6 +165,10 @@ fn load_config(args: &BenchArgs) -> anyhow::Result<LoadConfig> {
         TransportArg::Tcp => LoadTransport::Tcp,
         TransportArg::Tls => LoadTransport::Tls,
     };
+    let tls_options = args.tls_insecure || args.ca.is_some() || args.tls_name.is_some();
+    if config.transport != LoadTransport::Tls && tls_options {
+        bail!("--ca, --tls-insecure and --tls-name apply to --transport tls only");
+    }
     if config.transport == LoadTransport::Tls && !args.tls_insecure && args.ca.is_none() {
         bail!("--transport tls needs --ca FILE to verify the server, or --tls-insecure");
     }
@@ -352,6 +357,25 @@ mod tests {
         assert_eq!(c.tls_ca, Some(PathBuf::from("/tmp/ca.pem")));
         assert_eq!(c.tls_name.as_deref(), Some("turn.test"));
         assert!(parse(&[&base[..], &["--ca", "x", "--tls-insecure"]].concat()).is_err());
+    }
+
+    #[test]
+    fn tls_options_without_tls_are_refused_rather_than_ignored() {
+        for (transport, option) in [("udp", "--tls-insecure"), ("tcp", "--tls-insecure")] {
+            let args = ["--server", "127.0.0.1:3478", "--secret", "s"];
+            let argv = [&args[..], &["--transport", transport, option]].concat();
+            let err = load_config(&parse(&argv).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("--transport tls only"), "{err}");
+        }
+        let argv = [
+            "--server",
+            "127.0.0.1:3478",
+            "--secret",
+            "s",
+            "--ca",
+            "ca.pem",
+        ];
+        assert!(load_config(&parse(&argv).unwrap()).is_err());
     }
 
     #[test]

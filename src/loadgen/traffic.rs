@@ -355,7 +355,8 @@ impl Run {
         }
         match len {
             Some(len) => {
-                if !lane.link.commit(len) {
+                // Counted like `sent`, in the measured phase only: a drop is a lost packet.
+                if !lane.link.commit(len) && measuring {
                     self.tally.queue_drops += 1;
                 }
             }
