@@ -215,6 +215,13 @@ impl StreamLink {
     }
 
     fn failed(&self, e: io::Error) -> LoadError {
+        // rustls errors (a bad record, an alert) arrive wrapped in an I/O error: say TLS.
+        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            return LoadError::Tls {
+                server: self.server,
+                error: e,
+            };
+        }
         match e.kind() {
             io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionReset
