@@ -39,7 +39,7 @@ pub struct ServerConfig {
     pub realm: String,
     /// SOFTWARE attribute text; `None` omits the attribute (configured as `""`).
     pub software: Option<String>,
-    /// Worker threads; 0 means one per available core.
+    /// Workers (each a UDP data-plane thread plus a TCP/TLS thread); 0 means one per core.
     pub workers: usize,
     /// After SIGTERM, how long existing allocations keep relaying before exit; default 30 s.
     pub drain_grace: Duration,

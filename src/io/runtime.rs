@@ -96,7 +96,7 @@ pub struct StreamLimits {
 
 /// Everything needed to run the server.
 pub struct ServerSpec {
-    /// Worker threads (at least 1).
+    /// Workers (at least 1), each a UDP data-plane thread plus a TCP/TLS thread.
     pub workers: usize,
     /// Listening sockets.
     pub listeners: Vec<ListenerSpec>,
