@@ -411,6 +411,17 @@ mod tests {
     }
 
     #[test]
+    fn rustls_errors_are_tls_errors_and_a_reset_is_a_closed_connection() {
+        let (link, _server) = pair();
+        let tls = io::Error::other(rustls::Error::DecryptError);
+        assert!(matches!(link.failed(tls), LoadError::Tls { .. }));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(link.failed(reset), LoadError::Closed { .. }));
+        let other = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(link.failed(other), LoadError::Io(_)));
+    }
+
+    #[test]
     fn frames_split_across_reads_come_out_whole_and_in_order() {
         let (mut link, mut server) = pair();
         let stun = binding_success(TransactionId([7; 12]));
