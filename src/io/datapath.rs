@@ -82,8 +82,11 @@ impl Datapath {
 
     /// Serves until [`Worker::stop`], then ends every allocation.
     pub fn run(mut self) {
+        // One handle for the whole loop: `serve_ready` borrows `self` mutably while it holds
+        // the worker's lock.
+        let worker = Arc::clone(&self.worker);
         let mut now = clock::now();
-        while !self.worker.stopping() {
+        while !worker.stopping() {
             // `now` is from the last wake-up, a few microseconds old: waking that much late
             // for a deadline measured in seconds is harmless, and it saves a clock read.
             let next = self.next_tick.min(self.next_publish);
@@ -96,18 +99,17 @@ impl Datapath {
             // A panic in the core is a bug, but it must cost one batch, not the worker's whole
             // data plane (as a panicking task did under tokio): the batches hold only bytes and
             // addresses, and the lock is released while unwinding.
-            let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve_ready(now)));
+            let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve_ready(&worker, now)));
             if served.is_err() {
                 tracing::error!(target: "turnstone::io", "bug: a datagram batch panicked; carrying on");
             }
         }
-        self.worker.lock().close_all(clock::now());
-        self.worker.data_plane_ended.notify_one();
+        worker.lock().close_all(clock::now());
+        worker.data_plane_ended.notify_one();
     }
 
     /// Drains every ready socket, flushes what the relay path queued, runs due timers.
-    fn serve_ready(&mut self, now: Now) {
-        let worker = Arc::clone(&self.worker);
+    fn serve_ready(&mut self, worker: &Worker, now: Now) {
         let mut core = worker.lock();
         for i in 0..self.ready.len() {
             match self.ready.token(i) {

@@ -9,7 +9,7 @@ pub mod clock;
 mod datapath;
 mod forward;
 pub mod mmsg;
-mod poller;
+pub(crate) mod poller;
 mod publish;
 mod relay;
 mod runtime;

@@ -45,13 +45,14 @@ impl Token {
     }
 }
 
-/// The epoll instance; clones share it.
-#[derive(Clone)]
-pub(crate) struct Poller {
-    fd: Arc<OwnedFd>,
+/// An epoll instance with raw `u64` tokens, level-triggered input only: the one epoll
+/// wrapper of the crate (the worker's [`Poller`] and the load generator's build on it).
+#[derive(Debug)]
+pub(crate) struct Epoll {
+    fd: OwnedFd,
 }
 
-impl Poller {
+impl Epoll {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before being owned.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -60,15 +61,15 @@ impl Poller {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         Ok(Self {
-            fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
 
-    /// Watches `fd` for input (level-triggered).
-    pub fn add(&self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+    /// Watches `fd` for input (level-triggered), reported as `token`.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: token.encode(),
+            u64: token,
         };
         // SAFETY: both descriptors are open; `event` outlives the call.
         let rc = unsafe {
@@ -99,25 +100,26 @@ impl Poller {
         }
     }
 
-    /// Waits up to `timeout` (rounded up to a millisecond) for ready descriptors.
-    pub fn wait(&self, out: &mut Ready, timeout: Duration) -> io::Result<usize> {
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    /// Waits up to `timeout` (rounded up to a millisecond; zero polls) and fills the front of
+    /// `events`; returns how many (0 when interrupted by a signal).
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> io::Result<usize> {
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        let max = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
         // Through syscall(2), not glibc's cancellable wrapper (see `mmsg`); epoll_pwait with no
         // signal mask is epoll_wait on every architecture.
         let sigmask = std::ptr::null::<libc::sigset_t>();
-        // SAFETY: `out.events` has room for EVENTS entries; a null mask is allowed.
+        // SAFETY: `events` has room for `max` entries; a null mask is allowed.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_epoll_pwait,
                 self.fd.as_raw_fd(),
-                out.events.as_mut_ptr(),
-                EVENTS as libc::c_int,
+                events.as_mut_ptr(),
+                max,
                 ms,
                 sigmask,
                 8, // the kernel's sigset size (unused with a null mask)
             )
         };
-        out.len = 0;
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -126,7 +128,37 @@ impl Poller {
                 Err(e)
             };
         }
-        out.len = n as usize;
+        Ok(n as usize)
+    }
+}
+
+/// The worker's epoll instance, with [`Token`]s; clones share it.
+#[derive(Clone)]
+pub(crate) struct Poller {
+    epoll: Arc<Epoll>,
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            epoll: Arc::new(Epoll::new()?),
+        })
+    }
+
+    /// Watches `fd` for input (level-triggered).
+    pub fn add(&self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        self.epoll.add(fd, token.encode())
+    }
+
+    /// Stops watching `fd`.
+    pub fn remove(&self, fd: BorrowedFd<'_>) {
+        self.epoll.remove(fd);
+    }
+
+    /// Waits up to `timeout` (rounded up to a millisecond) for ready descriptors.
+    pub fn wait(&self, out: &mut Ready, timeout: Duration) -> io::Result<usize> {
+        out.len = 0;
+        out.len = self.epoll.wait(&mut out.events[..], timeout)?;
         Ok(out.len)
     }
 }
