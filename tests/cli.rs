@@ -261,10 +261,19 @@ fn credentials_help_does_not_print_the_secret_from_the_environment() {
 
 #[test]
 fn credentials_refuses_a_ttl_past_the_end_of_unix_time() {
-    let out = run(&["credentials", "--secret", "s", "--ttl", "18446744073709551615s"]);
+    let out = run(&[
+        "credentials",
+        "--secret",
+        "s",
+        "--ttl",
+        "18446744073709551615s",
+    ]);
     assert_eq!(out.status.code(), Some(1), "an error, not a panic");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--ttl 18446744073709551615s is too long"), "{stderr}");
+    assert!(
+        stderr.contains("--ttl 18446744073709551615s is too long"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
 }
 

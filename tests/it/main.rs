@@ -11,6 +11,7 @@ mod interop_turn_crate;
 mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
+mod ops_tls;
 mod probe;
 mod turn_stream;
 mod turn_udp;
