@@ -122,6 +122,8 @@ fn rss_returns_to_baseline_after_allocation_churn_and_a_binding_flood() {
         # High enough for the churn from one IP; the flood's 20,000 sources are tracked.
         requests_per_second_per_ip = 1000000
         request_burst_per_ip = 1000000
+        # 256 concurrent allocations of one user.
+        max_allocations_per_user = 0
         "#
     );
     let dir = std::env::temp_dir();

@@ -245,6 +245,38 @@ fn credentials_prints_a_rest_credential_and_ice_servers() {
     assert!(stdout.lines().any(|l| l == ice), "{stdout}");
 }
 
+#[test]
+fn credentials_help_does_not_print_the_secret_from_the_environment() {
+    let secret = "do-not-print-this-secret-4f1c";
+    let out = bin()
+        .args(["credentials", "--help"])
+        .env("TURNSTONE_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("TURNSTONE_SECRET"), "{help}");
+    assert!(!help.contains(secret), "{help}");
+}
+
+#[test]
+fn credentials_refuses_a_ttl_past_the_end_of_unix_time() {
+    let out = run(&[
+        "credentials",
+        "--secret",
+        "s",
+        "--ttl",
+        "18446744073709551615s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "an error, not a panic");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--ttl 18446744073709551615s is too long"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 // ---- serve ----
 
 /// A loopback port that was free a moment ago (the binary cannot report port 0 back).

@@ -105,6 +105,11 @@ impl Nonces {
         }
     }
 
+    /// Nonces issued from now on live `lifetime_secs`; issued ones keep their expiry.
+    pub fn set_lifetime(&mut self, lifetime_secs: u64) {
+        self.lifetime_secs = lifetime_secs;
+    }
+
     /// A fresh random server key from the OS. The only place in this module
     /// that touches OS randomness.
     pub fn random_key() -> Result<[u8; 32], AuthError> {

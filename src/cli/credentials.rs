@@ -12,7 +12,7 @@ use crate::io::clock;
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
     /// The shared secret (the first of [auth] secrets).
-    #[arg(long, env = "TURNSTONE_SECRET")]
+    #[arg(long, env = "TURNSTONE_SECRET", hide_env_values = true)]
     secret: String,
     /// The user name embedded in the credential (shown in usage records).
     #[arg(long)]
@@ -36,7 +36,8 @@ pub(super) fn run(args: &CredentialsArgs) -> anyhow::Result<()> {
         args.user.as_deref(),
         ttl.as_secs(),
         clock::now().unix_secs,
-    );
+    )
+    .with_context(|| format!("--ttl {} is too long", args.ttl))?;
     let uris = if args.uris.is_empty() {
         vec!["turn:YOUR-SERVER:3478".to_owned()]
     } else {
@@ -52,16 +53,22 @@ pub(super) fn run(args: &CredentialsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The expiry would not fit in a Unix time.
+#[derive(Debug, thiserror::Error)]
+#[error("the expiry does not fit in 64-bit Unix seconds")]
+pub(crate) struct TtlOverflow;
+
 /// A REST credential valid for `ttl_secs` from `unix_now`.
 pub(crate) fn mint(
     secret: &str,
     user: Option<&str>,
     ttl_secs: u64,
     unix_now: u64,
-) -> (String, String) {
-    let username = rest_username(unix_now + ttl_secs, user);
+) -> Result<(String, String), TtlOverflow> {
+    let expiry = unix_now.checked_add(ttl_secs).ok_or(TtlOverflow)?;
+    let username = rest_username(expiry, user);
     let password = rest_password(secret.as_bytes(), &username);
-    (username, password)
+    Ok((username, password))
 }
 
 /// The `iceServers` array for `RTCPeerConnection`.
@@ -88,9 +95,15 @@ mod tests {
 
     #[test]
     fn minted_credential_has_expiry_user_and_hmac_password() {
-        let (u, p) = mint("secret", Some("alice"), 100, 1_700_000_000 - 100);
+        let (u, p) = mint("secret", Some("alice"), 100, 1_700_000_000 - 100).unwrap();
         assert_eq!(u, "1700000000:alice");
         assert_eq!(p, "d8soP47RbdIKLDUOpnJPVQyq5Ts=");
+    }
+
+    #[test]
+    fn a_ttl_past_the_end_of_unix_time_is_refused_not_wrapped() {
+        assert!(mint("secret", None, u64::MAX, 1_700_000_000).is_err());
+        assert!(mint("secret", None, u64::MAX - 1_700_000_000, 1_700_000_000).is_ok());
     }
 
     #[test]

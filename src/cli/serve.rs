@@ -167,7 +167,8 @@ fn credentials_or_generated(config: &Config) -> anyhow::Result<CredentialStore> 
         vec![secret.as_bytes().to_vec()],
     );
     let (username, password) =
-        super::credentials::mint(&secret, Some("demo"), 24 * 3600, clock::now().unix_secs);
+        super::credentials::mint(&secret, Some("demo"), 24 * 3600, clock::now().unix_secs)
+            .context("cannot mint a demo credential")?;
     eprintln!(
         "No credentials configured: generated a TURN REST secret for this run.\n\
          A credential valid for 24 hours:\n  username: {username}\n  password: {password}\n\

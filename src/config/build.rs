@@ -142,6 +142,7 @@ impl Config {
                 per_second: self.limits.requests_per_second_per_ip,
                 burst: self.limits.request_burst_per_ip,
                 max_tracked_ips: self.limits.max_tracked_ips,
+                ipv6_prefix_length: self.limits.ipv6_prefix_length,
             },
             usage,
         })

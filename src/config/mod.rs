@@ -148,6 +148,7 @@ max_total_bitrate = "1Gbps"     # "0" = unlimited
 requests_per_second_per_ip = 20 # 0 = unlimited
 request_burst_per_ip = 40       # >= 1 when the rate is set
 max_tracked_ips = 5000          # >= 1
+ipv6_prefix_length = 56         # 32..=128
 [usage]
 output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the config file)
 "#;
@@ -205,7 +206,7 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(l.max_total_bitrate, 1_000_000_000);
         assert_eq!(l.requests_per_second_per_ip, 20);
         assert_eq!(l.request_burst_per_ip, 40);
-        assert_eq!(l.max_tracked_ips, 5000);
+        assert_eq!((l.max_tracked_ips, l.ipv6_prefix_length), (5000, 56));
         assert_eq!(
             c.usage.output,
             UsageOutput::File(PathBuf::from("/etc/turnstone/usage.jsonl"))
@@ -253,7 +254,7 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
             (l.requests_per_second_per_ip, l.request_burst_per_ip),
             (50, 100)
         );
-        assert_eq!(l.max_tracked_ips, 100_000);
+        assert_eq!((l.max_tracked_ips, l.ipv6_prefix_length), (100_000, 64));
         assert_eq!(c.usage.output, UsageOutput::Log);
     }
 
@@ -667,6 +668,24 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
             "limits.max_tracked_ips: must be at least 1; set limits.requests_per_second_per_ip \
              = 0 to turn the limiter off"
         );
+    }
+
+    #[test]
+    fn ipv6_prefix_shorter_than_32_or_longer_than_128_is_refused() {
+        for bad in [0, 31, 129] {
+            assert_eq!(
+                only_error(&format!("[limits]\nipv6_prefix_length = {bad}\n")),
+                "limits.ipv6_prefix_length: must be 32 to 128; 64 counts each IPv6 subnet \
+                 (usually one host or home) as one source, 128 each address"
+            );
+        }
+    }
+
+    #[test]
+    fn allocations_per_user_are_bounded_by_default_and_zero_still_means_unlimited() {
+        assert_eq!(parse("").unwrap().limits.max_allocations_per_user, 100);
+        let zero = "[limits]\nmax_allocations_per_user = 0\n";
+        assert_eq!(parse(zero).unwrap().limits.max_allocations_per_user, 0);
     }
 
     #[test]

@@ -173,6 +173,7 @@ pub(super) struct RawLimits {
     pub requests_per_second_per_ip: u32,
     pub request_burst_per_ip: u32,
     pub max_tracked_ips: usize,
+    pub ipv6_prefix_length: u8,
 }
 
 impl Default for RawLimits {
@@ -182,7 +183,8 @@ impl Default for RawLimits {
             max_allocation_lifetime: Dur::secs(3600),
             permission_lifetime: Dur::secs(300), // RFC 8656 §9
             channel_lifetime: Dur::secs(600),    // RFC 8656 §12
-            max_allocations_per_user: 0,
+            // Finite by default: a leaked credential cannot take every relay port.
+            max_allocations_per_user: 100,
             max_allocations: 0,
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
@@ -195,6 +197,7 @@ impl Default for RawLimits {
             requests_per_second_per_ip: 50,
             request_burst_per_ip: 100,
             max_tracked_ips: 100_000,
+            ipv6_prefix_length: 64, // RFC 4291 §2.5.4: one subnet, usually one host or home
         }
     }
 }

@@ -297,7 +297,7 @@ pub struct LimitsConfig {
     pub permission_lifetime: Duration,
     /// Channel binding lifetime (RFC 8656 §12 fixes 600 s).
     pub channel_lifetime: Duration,
-    /// Allocations one user may hold at once; 0 means unlimited.
+    /// Allocations one user may hold at once; 0 means unlimited; default 100.
     pub max_allocations_per_user: u32,
     /// Allocations the server holds at once; 0 means unlimited.
     pub max_allocations: usize,
@@ -321,8 +321,10 @@ pub struct LimitsConfig {
     pub requests_per_second_per_ip: u32,
     /// Requests a source IP may send at once above the rate; at least 1 when it is set.
     pub request_burst_per_ip: u32,
-    /// Source IPs tracked by the request limiter; beyond it new IPs share one bucket.
+    /// Sources tracked by the request limiter; beyond it the least recently seen is forgotten.
     pub max_tracked_ips: usize,
+    /// The request limiter counts IPv6 sources per prefix of this length (32 to 128).
+    pub ipv6_prefix_length: u8,
 }
 
 /// `[usage]`: where usage records go.

@@ -150,6 +150,7 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
         requests_per_second_per_ip: raw.requests_per_second_per_ip,
         request_burst_per_ip: raw.request_burst_per_ip,
         max_tracked_ips: raw.max_tracked_ips,
+        ipv6_prefix_length: raw.ipv6_prefix_length,
     }
 }
 
@@ -202,6 +203,13 @@ fn check_rates(raw: &RawLimits, ctx: &mut Ctx) {
             "limits.max_tracked_ips",
             "must be at least 1; set limits.requests_per_second_per_ip = 0 to turn the \
              limiter off",
+        );
+    }
+    if !(32..=128).contains(&raw.ipv6_prefix_length) {
+        ctx.push(
+            "limits.ipv6_prefix_length",
+            "must be 32 to 128; 64 counts each IPv6 subnet (usually one host or home) as one \
+             source, 128 each address",
         );
     }
 }

@@ -117,6 +117,7 @@ impl Server {
     /// Replaces limits, lifetimes and peer policy (SIGHUP reload). Existing allocations keep
     /// their relays, permissions and channels; new requests see the new settings.
     pub fn set_settings(&mut self, settings: Settings) {
+        self.nonces.set_lifetime(settings.lifetimes.nonce.as_secs());
         self.settings = settings;
         self.worker_bucket = None;
     }

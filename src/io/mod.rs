@@ -8,6 +8,7 @@ mod admission;
 pub mod clock;
 mod datapath;
 mod forward;
+mod lru;
 pub mod mmsg;
 pub(crate) mod poller;
 mod publish;

@@ -79,8 +79,10 @@ pub struct RequestLimits {
     pub per_second: u32,
     /// Burst per source IP.
     pub burst: u32,
-    /// IPs tracked at most.
+    /// Sources tracked at most; the least recently seen is evicted beyond it.
     pub max_tracked_ips: usize,
+    /// IPv6 sources are counted per prefix of this length.
+    pub ipv6_prefix_length: u8,
 }
 
 /// TCP/TLS connection limits.
@@ -299,7 +301,12 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     let nonce_key = Nonces::random_key()?;
     let limits = spec.request_limits;
     let io_shared = Arc::new(IoShared {
-        admission: Admission::new(limits.per_second, limits.burst, limits.max_tracked_ips),
+        admission: Admission::new(
+            limits.per_second,
+            limits.burst,
+            limits.max_tracked_ips,
+            limits.ipv6_prefix_length,
+        ),
         open_streams: AtomicUsize::new(0),
         tls_failures: AtomicU64::new(0),
         held: Arc::new(HeldPorts::default()),

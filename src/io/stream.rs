@@ -79,9 +79,11 @@ async fn serve_connection(
                     run(worker, tls_stream, ft).await;
                 }
                 Ok(Err(e)) => {
+                    worker.shared.tls_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "turnstone::io", %client, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
+                    worker.shared.tls_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "turnstone::io", %client, "TLS handshake timed out")
                 }
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::core::{EndReason, Transport};
 use crate::proto::{Class, Method, attr};
 
-use super::harness::{Harness, family, lifetime, sa};
+use super::harness::{Harness, family, lifetime, sa, settings, udp};
 
 #[test]
 fn refresh_grants_the_requested_lifetime_within_the_limits() {
@@ -126,4 +126,28 @@ fn closing_a_tcp_connection_ends_its_allocation() {
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
     assert_eq!(h.relays.closed, vec![id]);
     assert_eq!(h.usage()[0].reason, EndReason::ConnectionClosed);
+}
+
+/// The expiry (Unix seconds) a nonce carries: hex after the cookie and feature set, up to '.'.
+fn nonce_expiry(nonce: &[u8]) -> u64 {
+    let text = std::str::from_utf8(&nonce[13..]).unwrap();
+    u64::from_str_radix(text.split('.').next().unwrap(), 16).unwrap()
+}
+
+#[test]
+fn a_reloaded_nonce_lifetime_applies_to_the_next_nonce_issued() {
+    let mut h = Harness::new();
+    let mut before = h.client("alice");
+    h.challenge(&mut before);
+    let now = h.now().unix_secs;
+    assert_eq!(nonce_expiry(before.nonce.as_ref().unwrap()) - now, 600);
+
+    let mut reloaded = settings();
+    reloaded.lifetimes.nonce = Duration::from_secs(60);
+    h.server.set_settings(reloaded);
+    let mut after = h.client("alice");
+    h.challenge(&mut after);
+    assert_eq!(nonce_expiry(after.nonce.as_ref().unwrap()) - now, 60);
+    h.advance(Duration::from_secs(61));
+    h.send(&mut after, Method::ALLOCATE, &[udp()]).err(438);
 }
