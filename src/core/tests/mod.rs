@@ -11,3 +11,5 @@ mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
+mod rfc8489_order;
+mod rfc_client;
