@@ -102,3 +102,21 @@ fn nonce_issued_to_another_port_of_the_same_ip_is_answered_438() {
     assert!(other.learn(&resp));
     h.send(&mut other, Method::ALLOCATE, &[udp()]).ok();
 }
+
+#[test]
+fn nonce_advertising_username_anonymity_is_stale_once_rest_secrets_are_added() {
+    // A reload that adds REST secrets withdraws username anonymity: a client holding the old
+    // nonce gets 438 and a fresh nonce without the bit (RFC 8489 §9.2.4, §9.2.5).
+    use super::harness::{REALM, settings};
+    let mut h = Harness::with_store(settings(), Harness::store(REALM, false));
+    let mut c = h.client("alice");
+    h.challenge(&mut c);
+    assert_eq!(&c.nonce.as_deref().unwrap()[9..13], b"AAAD");
+    h.server
+        .set_credentials(std::sync::Arc::new(Harness::store(REALM, true)));
+    let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(438);
+    assert!(c.learn(&resp));
+    assert_eq!(&c.nonce.as_deref().unwrap()[9..13], b"AAAB");
+    h.send(&mut c, Method::ALLOCATE, &[udp()]).ok();
+}
