@@ -100,17 +100,23 @@ pub(crate) fn authenticate<'m>(
             )));
         }
     }
+    // An unknown user still costs one MAC check, so the answer's timing tells it from a wrong
+    // password less readily than it would without (the phrase already does not).
+    let refuse = |detail| {
+        let _ = msg.verify_integrity(&[0; 16]);
+        Err(unauthorized(detail))
+    };
     let username: &'m [u8] = match user {
         User::Name(name) => name,
         User::Hash(hash) => match store.username_for_hash(hash) {
             Some(name) => name.as_bytes(),
-            None => return Err(unauthorized("unknown USERHASH")),
+            None => return refuse("unknown USERHASH"),
         },
     };
     let keys = match store.lookup(username, alg, unix_now) {
         Lookup::Keys(keys) => keys,
-        Lookup::Expired => return Err(unauthorized("time-limited credential expired")),
-        Lookup::Unknown => return Err(unauthorized("unknown username")),
+        Lookup::Expired => return refuse("time-limited credential expired"),
+        Lookup::Unknown => return refuse("unknown username"),
     };
     for key in keys.iter() {
         if msg.verify_integrity(key.as_bytes()).is_ok() {
