@@ -139,7 +139,7 @@ impl Server {
                 let rejection = Rejection::new(detail.code, authn::wire_reason(detail.code));
                 let features = self.credentials.security_features();
                 let nonce = self.nonces.issue(now.unix_secs, from.client, features);
-                let realm = Arc::clone(&self.credentials);
+                let credentials = Arc::clone(&self.credentials);
                 // RFC 8489 §9.2.4: REALM and NONCE always; PASSWORD-ALGORITHMS is optional in
                 // the first 401 and goes first among the extras (it enables SHA-256).
                 let extras = [
@@ -148,7 +148,7 @@ impl Server {
                     Extra::Reason,
                 ];
                 self.respond_unsigned(msg, Some(rejection), &extras, out, |w| {
-                    w.add(attr::REALM, realm.realm().as_bytes())?;
+                    w.add(attr::REALM, credentials.realm().as_bytes())?;
                     w.add(attr::NONCE, nonce.as_bytes())?;
                     Ok(())
                 })
