@@ -28,7 +28,9 @@ fn rss_bytes() -> u64 {
 struct Client {
     sockets: Vec<UdpSocket>,
     server: SocketAddr,
-    nonce: Vec<u8>,
+    /// One nonce per socket: a nonce is bound to the client's IP address and port
+    /// (RFC 8489 §9.2.4).
+    nonces: Vec<Vec<u8>>,
     next_tid: u64,
 }
 
@@ -40,7 +42,7 @@ impl Client {
         TransactionId(id)
     }
 
-    fn request(&mut self, method: Method, lifetime: Option<u32>) -> Vec<u8> {
+    fn request(&mut self, socket: usize, method: Method, lifetime: Option<u32>) -> Vec<u8> {
         let mut buf = vec![0u8; 256];
         let tid = self.tid();
         let mut w =
@@ -51,10 +53,10 @@ impl Client {
         if let Some(l) = lifetime {
             w.add_u32(attr::LIFETIME, l).unwrap();
         }
-        if !self.nonce.is_empty() {
+        if let Some(nonce) = self.nonces.get(socket).filter(|n| !n.is_empty()) {
             w.add(attr::USERNAME, b"churn").unwrap();
             w.add(attr::REALM, REALM.as_bytes()).unwrap();
-            w.add(attr::NONCE, &self.nonce).unwrap();
+            w.add(attr::NONCE, nonce).unwrap();
             let key = long_term_key(PasswordAlgorithm::Md5, b"churn", REALM.as_bytes(), b"churn");
             w.add_integrity(key.as_bytes()).unwrap();
         }
@@ -68,7 +70,7 @@ impl Client {
     fn round(&mut self, method: Method, lifetime: Option<u32>) -> usize {
         let mut pending = HashMap::new();
         for i in 0..self.sockets.len() {
-            let req = self.request(method, lifetime);
+            let req = self.request(i, method, lifetime);
             self.sockets[i].send_to(&req, self.server).unwrap();
             pending.insert(i, req);
         }
@@ -144,20 +146,22 @@ fn rss_returns_to_baseline_after_allocation_churn_and_a_binding_flood() {
     let mut client = Client {
         sockets,
         server: address,
-        nonce: Vec::new(),
+        nonces: vec![Vec::new(); SOCKETS],
         next_tid: 0,
     };
-    // The 401 challenge's nonce is bound to the client IP, so every socket can use it.
-    let challenge = client.request(Method::ALLOCATE, None);
-    client.sockets[0].send_to(&challenge, address).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = client.sockets[0].recv(&mut buf).unwrap();
-    client.nonce = Message::parse(&buf[..n])
-        .unwrap()
-        .nonce()
-        .unwrap()
-        .unwrap()
-        .to_vec();
+    // The 401 challenge's nonce is bound to the client's IP and port: one per socket.
+    for i in 0..SOCKETS {
+        let challenge = client.request(i, Method::ALLOCATE, None);
+        client.sockets[i].send_to(&challenge, address).unwrap();
+        let mut buf = [0u8; 1500];
+        let n = client.sockets[i].recv(&mut buf).unwrap();
+        client.nonces[i] = Message::parse(&buf[..n])
+            .unwrap()
+            .nonce()
+            .unwrap()
+            .unwrap()
+            .to_vec();
+    }
 
     assert_eq!(client.cycles(WARMUP), 0, "warm-up cycles failed");
     let baseline = rss_bytes();

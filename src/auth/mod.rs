@@ -15,7 +15,7 @@ mod rest;
 mod store;
 
 pub use key::{Key, PasswordAlgorithm, long_term_key, userhash};
-pub use nonce::{NONCE_COOKIE, NonceBuf, NonceCheck, Nonces};
+pub use nonce::{NONCE_COOKIE, NonceBuf, NonceCheck, Nonces, SecurityFeatures};
 pub use rest::{rest_expiry, rest_password, rest_username};
 pub use store::{CredentialStore, KeyList, Lookup, MAX_SECRETS};
 

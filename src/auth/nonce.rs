@@ -1,17 +1,23 @@
 //! Stateless nonces (RFC 8489 §9.2): the server keeps no nonce table; a nonce
-//! carries its expiry and a MAC binding it to the client's IP.
+//! carries its expiry and a MAC binding it to the client's transport address and
+//! to the security features it advertises.
 //!
-//! Format (ASCII, at most [`NonceBuf::CAPACITY`] bytes, well under the 128
-//! characters of RFC 8489 §14.10):
-//! `"obMatJos2"` + `"AAAD"` + expiry (lowercase hex Unix seconds, no leading
-//! zeros) + `"."` + hex of the first 16 bytes of
-//! HMAC-SHA256(server key, features ‖ expiry (u64 BE) ‖ client IP octets).
+//! Format (32 ASCII characters, well under the 128 of RFC 8489 §14.10, all of
+//! them quoted-string characters): `"obMatJos2"` + the 24-bit feature set in
+//! base64 (4 characters, RFC 8489 §9.2) + unpadded base64 of 14 bytes:
+//! expiry (u32 BE, Unix seconds modulo 2^32) ‖ the first 10 bytes of
+//! HMAC-SHA256(server key, features ‖ expiry ‖ client IP octets ‖ client port).
+//!
+//! The nonce is short on purpose: it goes into every 401 an unauthenticated (and
+//! possibly spoofed) request gets, and that answer must stay small (no reflection
+//! amplifier). 80 bits of MAC are plenty: a forged nonce would only skip a round
+//! trip, never the MESSAGE-INTEGRITY check.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -21,52 +27,76 @@ use super::AuthError;
 /// feature set.
 pub const NONCE_COOKIE: &[u8; 9] = b"obMatJos2";
 
-/// RFC 8489 §18.1 security feature set, 24 bits: bit 0 "password algorithms",
-/// bit 1 "username anonymity". Bit 0 is the least significant bit (verified
-/// erratum 6290; the §18.1 prose says otherwise). We support both.
-const FEATURES: [u8; 3] = [0x00, 0x00, 0b11];
-/// `FEATURES` in base64 (checked by a test).
-const FEATURES_B64: &[u8; 4] = b"AAAD";
-/// "Password algorithms" in the last byte of the feature set.
-const PASSWORD_ALGORITHMS_BIT: u8 = 0b01;
-
-/// Truncated MAC length; 128 bits are plenty against forgery.
-const MAC_LEN: usize = 16;
+/// Truncated MAC length.
+const MAC_LEN: usize = 10;
+/// Expiry (4) and MAC: 14 bytes, 19 base64 characters without padding.
+const PAYLOAD_LEN: usize = 4 + MAC_LEN;
+const PAYLOAD_B64_LEN: usize = 19;
+/// Cookie 9 + features 4 + payload 19.
+const NONCE_LEN: usize = 9 + 4 + PAYLOAD_B64_LEN;
 /// SHA-256 block size; the 32-byte key is zero-padded to it (RFC 2104 §2).
 const SHA256_BLOCK: usize = 64;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+const _: () = assert!(matches!(
+    base64::encoded_len(PAYLOAD_LEN, false),
+    Some(PAYLOAD_B64_LEN)
+));
+
+/// The RFC 8489 §18.1 STUN Security Features a nonce advertises. Bit 0 (the least
+/// significant bit of the 24, per verified erratum 6290; the §18.1 prose says
+/// otherwise) is "password algorithms", bit 1 "username anonymity".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecurityFeatures {
+    /// The server sends PASSWORD-ALGORITHMS and checks its echo (§9.2.4).
+    pub password_algorithms: bool,
+    /// The client must send USERHASH instead of USERNAME (§9.2.5).
+    pub username_anonymity: bool,
+}
+
+impl SecurityFeatures {
+    const PASSWORD_ALGORITHMS_BIT: u8 = 0b01;
+    const USERNAME_ANONYMITY_BIT: u8 = 0b10;
+
+    /// The 24-bit feature set, most significant byte first.
+    pub fn bits(self) -> [u8; 3] {
+        let mut last = 0;
+        if self.password_algorithms {
+            last |= Self::PASSWORD_ALGORITHMS_BIT;
+        }
+        if self.username_anonymity {
+            last |= Self::USERNAME_ANONYMITY_BIT;
+        }
+        [0, 0, last]
+    }
+
+    /// The features a nonce advertises, if it starts with the nonce cookie and a
+    /// well-formed feature set (RFC 8489 §9.2). Unknown bits are ignored.
+    pub fn of_nonce(nonce: &[u8]) -> Option<Self> {
+        let encoded = nonce.strip_prefix(NONCE_COOKIE.as_slice())?.get(..4)?;
+        let mut bits = [0u8; 3];
+        if !matches!(STANDARD.decode_slice(encoded, &mut bits), Ok(3)) {
+            return None;
+        }
+        Some(Self {
+            password_algorithms: bits[2] & Self::PASSWORD_ALGORITHMS_BIT != 0,
+            username_anonymity: bits[2] & Self::USERNAME_ANONYMITY_BIT != 0,
+        })
+    }
+}
 
 /// A nonce in a fixed-size inline buffer.
 #[derive(Clone, Copy)]
 pub struct NonceBuf {
-    bytes: [u8; NonceBuf::CAPACITY],
-    len: u8,
+    bytes: [u8; NonceBuf::LEN],
 }
 
 impl NonceBuf {
-    /// Longest nonce: cookie 9 + features 4 + expiry 16 + "." 1 + MAC 32.
-    pub const CAPACITY: usize = 62;
-
-    fn new() -> Self {
-        Self {
-            bytes: [0; Self::CAPACITY],
-            len: 0,
-        }
-    }
-
-    /// Appends `data`; the format never exceeds the capacity.
-    fn push(&mut self, data: &[u8]) {
-        let start = usize::from(self.len);
-        let end = (start + data.len()).min(Self::CAPACITY);
-        self.bytes[start..end].copy_from_slice(&data[..end - start]);
-        // end <= 62, so the cast is lossless.
-        self.len = end as u8;
-    }
+    /// Every nonce has this length.
+    pub const LEN: usize = NONCE_LEN;
 
     /// The nonce as sent in the NONCE attribute.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes
     }
 }
 
@@ -79,11 +109,13 @@ impl fmt::Debug for NonceBuf {
 /// Result of checking a nonce a client echoed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// Ours, for this client IP, not expired.
+    /// Ours, for this client, with the current features, not expired.
     Valid,
-    /// Ours and for this client IP, but expired: answer 438 (RFC 8489 §9.2.4).
+    /// Ours and for this client, but expired or advertising features the server
+    /// no longer offers (a reload changed the credentials): answer 438 with a
+    /// fresh nonce (RFC 8489 §9.2.4 lets a server revoke nonces).
     Stale,
-    /// Not a nonce we issued to this client IP (garbage, other IP, other key).
+    /// Not a nonce we issued to this client (garbage, other address, other key).
     Invalid,
 }
 
@@ -91,17 +123,19 @@ pub enum NonceCheck {
 #[derive(Clone)]
 pub struct Nonces {
     mac: Hmac<Sha256>,
-    lifetime_secs: u64,
+    lifetime_secs: u32,
 }
 
 impl Nonces {
-    /// Nonces keyed with `server_key`, each valid for `lifetime_secs`.
+    /// Nonces keyed with `server_key`, each valid for `lifetime_secs` (at most
+    /// 2^31 - 1 s, so that expiries compare modulo 2^32, RFC 1982 style).
     pub fn new(server_key: [u8; 32], lifetime_secs: u64) -> Self {
         let mut block = [0u8; SHA256_BLOCK];
         block[..server_key.len()].copy_from_slice(&server_key);
         Self {
             mac: <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into()),
-            lifetime_secs,
+            // Clamped below 2^31, so the cast is lossless.
+            lifetime_secs: lifetime_secs.min(i32::MAX as u64) as u32,
         }
     }
 
@@ -118,39 +152,56 @@ impl Nonces {
         Ok(key)
     }
 
-    /// A nonce for `client_ip`, expiring `lifetime_secs` after `unix_now`.
-    pub fn issue(&self, unix_now: u64, client_ip: IpAddr) -> NonceBuf {
-        let expiry = unix_now.saturating_add(self.lifetime_secs);
-        let tag = self.mac_for(expiry, client_ip).finalize().into_bytes();
-        let mut buf = NonceBuf::new();
-        buf.push(NONCE_COOKIE);
-        buf.push(FEATURES_B64);
-        push_hex_u64(&mut buf, expiry);
-        buf.push(b".");
-        for byte in &tag[..MAC_LEN] {
-            buf.push(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0x0f)]]);
-        }
-        buf
+    /// A nonce for `client` advertising `features`, expiring `lifetime_secs`
+    /// after `unix_now`.
+    ///
+    /// RFC 8489 §9.2.4: the same nonce is never chosen for two requests unless
+    /// they come from the same source IP address and port, so the MAC covers
+    /// both (two clients behind one NAT get different nonces).
+    pub fn issue(&self, unix_now: u64, client: SocketAddr, features: SecurityFeatures) -> NonceBuf {
+        // Modulo 2^32 on purpose: expiries compare by serial-number arithmetic.
+        let expiry = (unix_now as u32).wrapping_add(self.lifetime_secs);
+        let bits = features.bits();
+        let tag = self.mac_for(bits, expiry, client).finalize().into_bytes();
+        let mut payload = [0u8; PAYLOAD_LEN];
+        payload[..4].copy_from_slice(&expiry.to_be_bytes());
+        payload[4..].copy_from_slice(&tag[..MAC_LEN]);
+        let mut bytes = [0u8; NONCE_LEN];
+        bytes[..9].copy_from_slice(NONCE_COOKIE);
+        // The lengths are fixed and checked at compile time, so encoding cannot fail;
+        // a failure would leave zero bytes, which no verification accepts.
+        let _ = STANDARD.encode_slice(bits, &mut bytes[9..13]);
+        let _ = STANDARD_NO_PAD.encode_slice(payload, &mut bytes[13..]);
+        NonceBuf { bytes }
     }
 
-    /// `Valid` when the MAC matches for this client IP and expiry >= now;
-    /// `Stale` when the MAC matches but it expired; `Invalid` otherwise.
-    /// Constant-time MAC compare; does not allocate.
-    pub fn verify(&self, nonce: &[u8], unix_now: u64, client_ip: IpAddr) -> NonceCheck {
-        let Some((expiry, tag)) = parse(nonce) else {
+    /// `Valid` when the MAC matches for this client, the features are `current`
+    /// and the expiry has not passed; `Stale` when the MAC matches but it expired
+    /// or its features differ; `Invalid` otherwise. Constant-time MAC compare; does
+    /// not allocate.
+    pub fn verify(
+        &self,
+        nonce: &[u8],
+        unix_now: u64,
+        client: SocketAddr,
+        current: SecurityFeatures,
+    ) -> NonceCheck {
+        let Some((bits, expiry, tag)) = parse(nonce) else {
             return NonceCheck::Invalid;
         };
         if self
-            .mac_for(expiry, client_ip)
+            .mac_for(bits, expiry, client)
             .verify_truncated_left(&tag)
             .is_err()
         {
             return NonceCheck::Invalid;
         }
-        if expiry >= unix_now {
-            NonceCheck::Valid
-        } else {
+        // Seconds left, modulo 2^32 (RFC 1982 serial-number arithmetic).
+        let left = expiry.wrapping_sub(unix_now as u32);
+        if bits != current.bits() || left > self.lifetime_secs {
             NonceCheck::Stale
+        } else {
+            NonceCheck::Valid
         }
     }
 
@@ -158,28 +209,21 @@ impl Nonces {
     /// with the "password algorithms" bit: then PASSWORD-ALGORITHMS must be
     /// echoed, which protects against bid-down (RFC 8489 §9.2.4, §9.2.5).
     pub fn has_security_features(nonce: &[u8]) -> bool {
-        let Some(rest) = nonce.strip_prefix(NONCE_COOKIE.as_slice()) else {
-            return false;
-        };
-        let Some(encoded) = rest.get(..4) else {
-            return false;
-        };
-        let mut features = [0u8; 3];
-        matches!(STANDARD.decode_slice(encoded, &mut features), Ok(3))
-            && features[2] & PASSWORD_ALGORITHMS_BIT != 0
+        SecurityFeatures::of_nonce(nonce).is_some_and(|f| f.password_algorithms)
     }
 
-    /// The MAC state over features ‖ expiry ‖ client IP.
-    fn mac_for(&self, expiry: u64, client_ip: IpAddr) -> Hmac<Sha256> {
+    /// The MAC state over features ‖ expiry ‖ client IP ‖ client port.
+    fn mac_for(&self, bits: [u8; 3], expiry: u32, client: SocketAddr) -> Hmac<Sha256> {
         let mut mac = self.mac.clone();
-        mac.update(&FEATURES);
+        mac.update(&bits);
         mac.update(&expiry.to_be_bytes());
         // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; treat
         // both spellings as the same client.
-        match client_ip.to_canonical() {
+        match client.ip().to_canonical() {
             IpAddr::V4(ip) => mac.update(&ip.octets()),
             IpAddr::V6(ip) => mac.update(&ip.octets()),
         }
+        mac.update(&client.port().to_be_bytes());
         mac
     }
 }
@@ -193,50 +237,29 @@ impl fmt::Debug for Nonces {
     }
 }
 
-/// Appends `value` as lowercase hex without leading zeros ("0" for zero).
-fn push_hex_u64(buf: &mut NonceBuf, value: u64) {
-    let digits = (16 - value.leading_zeros() as usize / 4).max(1);
-    for i in (0..digits).rev() {
-        // The mask keeps the index below 16.
-        let nibble = ((value >> (i * 4)) & 0x0f) as usize;
-        buf.push(&[HEX[nibble]]);
-    }
-}
-
-/// Splits a nonce into its expiry and MAC, accepting only the exact form
-/// `issue` writes (so each (expiry, MAC) has one spelling).
-fn parse(nonce: &[u8]) -> Option<(u64, [u8; MAC_LEN])> {
-    let rest = nonce
-        .strip_prefix(NONCE_COOKIE.as_slice())?
-        .strip_prefix(FEATURES_B64.as_slice())?;
-    let dot = rest.iter().position(|&b| b == b'.')?;
-    let (expiry_hex, tag_hex) = (&rest[..dot], &rest[dot + 1..]);
-    if expiry_hex.is_empty()
-        || expiry_hex.len() > 16
-        || (expiry_hex.len() > 1 && expiry_hex[0] == b'0')
-    {
+/// Splits a nonce into its feature bits, expiry and MAC, accepting only the exact
+/// form `issue` writes (base64 with canonical trailing bits, so one spelling each).
+fn parse(nonce: &[u8]) -> Option<([u8; 3], u32, [u8; MAC_LEN])> {
+    if nonce.len() != NONCE_LEN {
         return None;
     }
-    let expiry = expiry_hex
-        .iter()
-        .try_fold(0u64, |acc, &c| Some(acc << 4 | u64::from(hex_value(c)?)))?;
-    if tag_hex.len() != 2 * MAC_LEN {
+    let rest = nonce.strip_prefix(NONCE_COOKIE.as_slice())?;
+    let mut bits = [0u8; 3];
+    if !matches!(STANDARD.decode_slice(&rest[..4], &mut bits), Ok(3)) {
         return None;
     }
+    // One spare byte: the decoder may want room for its length estimate.
+    let mut payload = [0u8; PAYLOAD_LEN + 1];
+    if !matches!(
+        STANDARD_NO_PAD.decode_slice(&rest[4..], &mut payload),
+        Ok(PAYLOAD_LEN)
+    ) {
+        return None;
+    }
+    let expiry = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
     let mut tag = [0u8; MAC_LEN];
-    for (byte, pair) in tag.iter_mut().zip(tag_hex.chunks_exact(2)) {
-        *byte = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
-    }
-    Some((expiry, tag))
-}
-
-/// Value of a lowercase hex digit.
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    tag.copy_from_slice(&payload[4..PAYLOAD_LEN]);
+    Some((bits, expiry, tag))
 }
 
 #[cfg(test)]
@@ -245,134 +268,194 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const NOW: u64 = 1_700_000_000;
-    const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    const V4: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+    const V6: SocketAddr = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 40000);
+    const BOTH: SecurityFeatures = SecurityFeatures {
+        password_algorithms: true,
+        username_anonymity: true,
+    };
+    const NO_ANONYMITY: SecurityFeatures = SecurityFeatures {
+        password_algorithms: true,
+        username_anonymity: false,
+    };
 
     fn nonces() -> Nonces {
         Nonces::new([7; 32], 600)
     }
 
-    #[test]
-    fn features_encode_to_aaad() {
-        assert_eq!(STANDARD.encode(FEATURES).as_bytes(), FEATURES_B64);
+    fn b64(features: SecurityFeatures) -> String {
+        STANDARD.encode(features.bits())
     }
 
     #[test]
-    fn nonce_starts_with_cookie_and_features_and_is_short() {
-        let n = nonces().issue(NOW, V4);
-        let bytes = n.as_bytes();
-        assert!(bytes.starts_with(b"obMatJos2AAAD"));
-        assert!(bytes.len() < 128 && bytes.len() <= 763);
-        assert!(bytes.iter().all(u8::is_ascii_graphic));
-        // 1700000600 = 0x6553f358
-        assert_eq!(&bytes[13..22], b"6553f358.");
-        assert_eq!(bytes.len(), 9 + 4 + 8 + 1 + 32);
-        let max = nonces().issue(u64::MAX, V6);
-        assert_eq!(max.as_bytes().len(), NonceBuf::CAPACITY);
+    fn feature_bits_follow_erratum_6290() {
+        assert_eq!(b64(BOTH), "AAAD");
+        assert_eq!(b64(NO_ANONYMITY), "AAAB");
+        let anonymity_only = SecurityFeatures {
+            password_algorithms: false,
+            username_anonymity: true,
+        };
+        // RFC 8489 B.1's nonce "obMatJos2AAAC..." advertises username anonymity only.
+        assert_eq!(b64(anonymity_only), "AAAC");
         assert_eq!(
-            nonces().verify(max.as_bytes(), u64::MAX, V6),
-            NonceCheck::Valid
+            SecurityFeatures::of_nonce(b"obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"),
+            Some(anonymity_only)
         );
+    }
+
+    #[test]
+    fn nonce_is_32_quoted_string_characters_after_cookie_and_features() {
+        for features in [BOTH, NO_ANONYMITY] {
+            let n = nonces().issue(NOW, V6, features);
+            let bytes = n.as_bytes();
+            assert!(bytes.starts_with(b"obMatJos2"));
+            assert_eq!(&bytes[9..13], b64(features).as_bytes());
+            assert_eq!(bytes.len(), 32);
+            // RFC 8489 §14.10: qdtext, no quote or backslash; base64 has neither.
+            assert!(
+                bytes
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\')
+            );
+            assert_eq!(SecurityFeatures::of_nonce(bytes), Some(features));
+        }
     }
 
     #[test]
     fn fresh_nonce_is_valid_until_expiry() {
-        let n = nonces().issue(NOW, V4);
-        assert_eq!(nonces().verify(n.as_bytes(), NOW, V4), NonceCheck::Valid);
-        assert_eq!(
-            nonces().verify(n.as_bytes(), NOW + 600, V4),
-            NonceCheck::Valid
-        );
+        let n = nonces().issue(NOW, V4, BOTH);
+        for t in [NOW, NOW + 600] {
+            assert_eq!(
+                nonces().verify(n.as_bytes(), t, V4, BOTH),
+                NonceCheck::Valid
+            );
+        }
     }
 
     #[test]
     fn expired_nonce_is_stale() {
-        let n = nonces().issue(NOW, V6);
+        let n = nonces().issue(NOW, V6, BOTH);
+        for t in [NOW + 601, NOW + 100_000, NOW + (1 << 31)] {
+            assert_eq!(
+                nonces().verify(n.as_bytes(), t, V6, BOTH),
+                NonceCheck::Stale
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_compares_modulo_2_32() {
+        let near_wrap = u64::from(u32::MAX) - 10;
+        let n = nonces().issue(near_wrap, V4, BOTH);
         assert_eq!(
-            nonces().verify(n.as_bytes(), NOW + 601, V6),
+            nonces().verify(n.as_bytes(), near_wrap + 500, V4, BOTH),
+            NonceCheck::Valid
+        );
+        assert_eq!(
+            nonces().verify(n.as_bytes(), near_wrap + 601, V4, BOTH),
             NonceCheck::Stale
         );
     }
 
     #[test]
-    fn nonce_from_other_ip_is_invalid() {
-        let n = nonces().issue(NOW, V4);
-        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-        assert_eq!(
-            nonces().verify(n.as_bytes(), NOW, other),
-            NonceCheck::Invalid
+    fn nonce_from_other_ip_or_port_is_invalid() {
+        let n = nonces().issue(NOW, V4, BOTH);
+        let other_ip = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 40000);
+        let other_port = SocketAddr::new(V4.ip(), 40001);
+        for client in [other_ip, other_port, V6] {
+            assert_eq!(
+                nonces().verify(n.as_bytes(), NOW, client, BOTH),
+                NonceCheck::Invalid,
+                "{client}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_clients_behind_one_nat_never_get_the_same_nonce() {
+        // RFC 8489 §9.2.4: not the same nonce unless same source IP and port.
+        let other_port = SocketAddr::new(V4.ip(), 40001);
+        assert_ne!(
+            nonces().issue(NOW, V4, BOTH).as_bytes(),
+            nonces().issue(NOW, other_port, BOTH).as_bytes()
         );
-        assert_eq!(nonces().verify(n.as_bytes(), NOW, V6), NonceCheck::Invalid);
     }
 
     #[test]
     fn ipv4_mapped_address_is_the_same_client() {
-        let n = nonces().issue(NOW, V4);
-        let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        let n = nonces().issue(NOW, V4, BOTH);
+        let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), 40000);
         assert_eq!(
-            nonces().verify(n.as_bytes(), NOW, mapped),
+            nonces().verify(n.as_bytes(), NOW, mapped, BOTH),
             NonceCheck::Valid
         );
     }
 
     #[test]
     fn nonce_from_other_key_is_invalid() {
-        let n = Nonces::new([8; 32], 600).issue(NOW, V4);
-        assert_eq!(nonces().verify(n.as_bytes(), NOW, V4), NonceCheck::Invalid);
+        let n = Nonces::new([8; 32], 600).issue(NOW, V4, BOTH);
+        assert_eq!(
+            nonces().verify(n.as_bytes(), NOW, V4, BOTH),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn nonce_advertising_features_no_longer_offered_is_stale() {
+        let n = nonces().issue(NOW, V4, BOTH);
+        assert_eq!(
+            nonces().verify(n.as_bytes(), NOW, V4, NO_ANONYMITY),
+            NonceCheck::Stale
+        );
     }
 
     #[test]
     fn tampered_nonce_is_invalid() {
-        let n = nonces().issue(NOW, V4);
+        let n = nonces().issue(NOW, V4, BOTH);
         for i in 0..n.as_bytes().len() {
             let mut bytes = n.as_bytes().to_vec();
-            bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
-            assert_eq!(
-                nonces().verify(&bytes, NOW, V4),
-                NonceCheck::Invalid,
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            assert_ne!(
+                nonces().verify(&bytes, NOW, V4, BOTH),
+                NonceCheck::Valid,
                 "byte {i}"
             );
         }
-        // A later expiry with the old MAC does not extend the nonce.
-        let text = String::from_utf8(n.as_bytes().to_vec()).unwrap();
-        let extended = text.replace("6553f358.", "7553f358.");
+        // Claiming fewer features does not keep the MAC valid.
+        let mut fewer = n.as_bytes().to_vec();
+        fewer[9..13].copy_from_slice(b"AAAB");
         assert_eq!(
-            nonces().verify(extended.as_bytes(), NOW, V4),
-            NonceCheck::Invalid
-        );
-        let upper = text.to_uppercase().replace("OBMATJOS2", "obMatJos2");
-        assert_eq!(
-            nonces().verify(upper.as_bytes(), NOW, V4),
+            nonces().verify(&fewer, NOW, V4, NO_ANONYMITY),
             NonceCheck::Invalid
         );
     }
 
     #[test]
     fn garbage_is_invalid() {
-        let ours = nonces().issue(NOW, V4);
-        let truncated = &ours.as_bytes()[..ours.as_bytes().len() - 1];
+        let ours = nonces().issue(NOW, V4, BOTH);
+        let truncated = &ours.as_bytes()[..31];
+        let mut longer = ours.as_bytes().to_vec();
+        longer.push(b'A');
         for garbage in [
             b"".as_slice(),
             b"obMatJos2",
             b"obMatJos2AAAD",
-            b"obMatJos2AAAD.",
-            b"obMatJos2AAAD6553f358",
-            b"obMatJos2AAAD06553f358.00000000000000000000000000000000",
-            b"obMatJos2AAAD11111111111111111.00000000000000000000000000000000",
+            b"obMatJos2AAAD===================",
+            b"xbMatJos2AAADAAAAAAAAAAAAAAAAAAA",
             truncated,
-            &[0xff; 62],
+            &longer,
+            &[0xff; 32],
         ] {
-            assert_eq!(nonces().verify(garbage, NOW, V4), NonceCheck::Invalid);
+            assert_eq!(nonces().verify(garbage, NOW, V4, BOTH), NonceCheck::Invalid);
         }
     }
 
     #[test]
     fn security_features_need_cookie_and_password_algorithms_bit() {
         assert!(Nonces::has_security_features(
-            nonces().issue(NOW, V4).as_bytes()
+            nonces().issue(NOW, V4, BOTH).as_bytes()
         ));
         assert!(Nonces::has_security_features(b"obMatJos2AAABxyz"));
-        // RFC 8489 B.1's nonce sets only bit 1 (username anonymity).
         assert!(!Nonces::has_security_features(
             b"obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"
         ));
@@ -380,9 +463,6 @@ mod tests {
         assert!(!Nonces::has_security_features(b"obMatJos2AA"));
         assert!(!Nonces::has_security_features(b"obMatJos2AA=="));
         assert!(!Nonces::has_security_features(b"xbMatJos2AAAD"));
-        assert!(!Nonces::has_security_features(
-            b"f//499k954d6OL34oL9FSTvy64sA"
-        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::key::{Key, PasswordAlgorithm, long_term_key, userhash};
+use super::nonce::SecurityFeatures;
 use super::rest::{
     HmacSha1, hmac_sha1, parse_rest_expiry, rest_password_buf, rest_password_with, rest_username,
 };
@@ -119,6 +120,21 @@ impl CredentialStore {
     pub fn username_for_hash(&self, hash: &[u8]) -> Option<&str> {
         let hash: &[u8; 32] = hash.try_into().ok()?;
         self.by_hash.get(hash).map(String::as_str)
+    }
+
+    /// The RFC 8489 §9.2 security features to advertise in nonces: only those that
+    /// every credential this store accepts can use, since an RFC-following client
+    /// uses whatever is advertised (§9.2.5).
+    ///
+    /// Password algorithms: always, as both keys can be derived for static and REST
+    /// users. Username anonymity: only without REST secrets, because a USERHASH can
+    /// be resolved only for names known in advance (§14.4); with anonymity
+    /// advertised every REST client would send USERHASH and fail.
+    pub fn security_features(&self) -> SecurityFeatures {
+        SecurityFeatures {
+            password_algorithms: true,
+            username_anonymity: self.secrets.is_empty(),
+        }
     }
 
     /// The realm all keys were derived with.
@@ -348,6 +364,16 @@ mod tests {
         let rest = userhash(b"1700000000:alice", REALM.as_bytes());
         assert_eq!(s.username_for_hash(&rest), None);
         assert_eq!(s.username_for_hash(&hash[..31]), None);
+    }
+
+    #[test]
+    fn username_anonymity_is_advertised_only_without_rest_secrets() {
+        let static_only = store(&[("alice", "pw")], &[]).security_features();
+        assert!(static_only.username_anonymity && static_only.password_algorithms);
+        for s in [store(&[("alice", "pw")], &[b"s"]), store(&[], &[b"s"])] {
+            let features = s.security_features();
+            assert!(!features.username_anonymity && features.password_algorithms);
+        }
     }
 
     #[test]

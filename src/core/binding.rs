@@ -2,11 +2,15 @@
 
 use crate::proto::{Message, attr, error_code as ec};
 
-use super::reply;
+use super::reply::{self, Extra};
 use super::server::Server;
 use super::{DropReason, FiveTuple, Handled, Now, Rejection};
 
 impl Server {
+    /// Binding is never authenticated, so its answer is unsigned and kept within the
+    /// amplification limit: XOR-MAPPED-ADDRESS always, then FINGERPRINT, then SOFTWARE when
+    /// they fit (a 20-byte request leaves room for both with SOFTWARE up to 20 characters,
+    /// even with an IPv6 address). Decision: SOFTWARE is shed rather than the ratio exceeded.
     pub(crate) fn binding(
         &mut self,
         _now: Now,
@@ -26,8 +30,18 @@ impl Server {
                     .map(|_| ())
             });
         }
-        let software = self.settings.software.as_deref();
-        match reply::success(out, msg, software, None, |w| {
+        let software = self.settings.software.as_deref().unwrap_or("");
+        let extras = [
+            Extra::Fingerprint,
+            Extra::Attr(attr::SOFTWARE, software.as_bytes()),
+        ];
+        // An empty SOFTWARE setting means no attribute.
+        let extras = if software.is_empty() {
+            &extras[..1]
+        } else {
+            &extras[..]
+        };
+        match reply::unsigned(out, msg, None, extras, |w| {
             w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client)?;
             Ok(())
         }) {

@@ -12,6 +12,7 @@ pub mod policy;
 mod quota;
 mod relay;
 mod reply;
+mod request;
 mod response_cache;
 mod server;
 mod settings;

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{CredentialStore, Nonces};
-use crate::proto::{self, Class, Message, Method, attr, error_code as ec};
+use crate::proto::{self, Class, Message, Method, error_code as ec};
 
 use super::allocation::{AllocId, Table};
-use super::authn::{self, AuthFailure, Authenticated};
+use super::authn::Authenticated;
 use super::quota::TokenBucket;
 use super::relay::{RelayId, RelayProvider};
-use super::reply::{self, Signer};
 use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
@@ -153,163 +152,18 @@ impl Server {
                 }
                 handled
             }
+            // RFC 8489 §6.3.2: an indication with unknown comprehension-required
+            // attributes is discarded.
+            Class::Indication
+                if msg.method() == Method::SEND && !msg.unknown_required().is_empty() =>
+            {
+                self.counters.dropped_malformed += 1;
+                Handled::Drop(DropReason::Malformed)
+            }
             Class::Indication if msg.method() == Method::SEND => {
                 self.send_indication(now, from, &msg, pkt)
             }
             _ => Handled::Drop(DropReason::Ignored),
-        }
-    }
-
-    fn handle_request(
-        &mut self,
-        now: Now,
-        from: FiveTuple,
-        msg: &Message<'_>,
-        out: &mut [u8],
-        relays: &mut impl RelayProvider,
-    ) -> Handled {
-        // RFC 8489 §7.3.1: unknown comprehension-required attributes are answered 420 first.
-        if !msg.unknown_required().is_empty() {
-            let unknown = *msg.unknown_required();
-            let rejection = Rejection::new(
-                ec::UNKNOWN_ATTRIBUTE,
-                "unknown comprehension-required attribute",
-            );
-            return self.finish_error(msg, rejection, None, out, |w| {
-                w.add_unknown_attributes(unknown.as_slice()).map(|_| ())
-            });
-        }
-        let method = msg.method();
-        if method == Method::BINDING {
-            return self.binding(now, from, msg, out);
-        }
-        if !matches!(
-            method,
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
-        ) {
-            let rejection = Rejection::new(ec::BAD_REQUEST, "unsupported method");
-            return self.finish_error(msg, rejection, None, out, reply::nothing);
-        }
-        let tid = msg.transaction_id();
-        if let Some(previous) = self.cache.get(&from, &tid, now.mono) {
-            let n = previous.len().min(out.len());
-            out[..n].copy_from_slice(&previous[..n]);
-            return Handled::Reply(n);
-        }
-        let credentials = Arc::clone(&self.credentials);
-        let auth = match authn::authenticate(
-            msg,
-            &credentials,
-            &self.nonces,
-            from.client.ip(),
-            now.unix_secs,
-        ) {
-            Ok(auth) => auth,
-            Err(failure) => return self.auth_failed(now, from, msg, failure, out),
-        };
-        let result = match method {
-            Method::ALLOCATE => self.allocate(now, from, msg, &auth, out, relays),
-            Method::REFRESH => self.refresh(now, from, msg, &auth, out, relays),
-            Method::CREATE_PERMISSION => self.create_permission(now, from, msg, &auth, out),
-            _ => self.channel_bind(now, from, msg, &auth, out),
-        };
-        let handled = match result {
-            Ok(Ok(n)) => {
-                self.counters.requests_ok += 1;
-                Handled::Reply(n)
-            }
-            Ok(Err(_)) => Handled::Drop(DropReason::Internal),
-            Err(rejection) => {
-                if rejection.code == ec::WRONG_CREDENTIALS {
-                    self.counters.count_auth_failure(rejection.reason);
-                }
-                let signer = Some(Signer {
-                    key: &auth.key,
-                    sha256: auth.sha256,
-                });
-                let user = String::from_utf8_lossy(auth.username);
-                tracing::info!(target: "turnstone::relay", client = %from.client, user = %user,
-                    method = method.name(), code = rejection.code, reason = rejection.reason, "request rejected");
-                let alternate = self
-                    .settings
-                    .alternate_server
-                    .filter(|_| rejection.code == ec::TRY_ALTERNATE);
-                self.finish_error(msg, rejection, signer, out, |w| {
-                    if let Some(addr) = alternate {
-                        w.add_address(attr::ALTERNATE_SERVER, addr)?;
-                    }
-                    Ok(())
-                })
-            }
-        };
-        if let Handled::Reply(n) = handled {
-            self.cache.insert(from, tid, &out[..n], now.mono);
-        }
-        handled
-    }
-
-    fn auth_failed(
-        &mut self,
-        now: Now,
-        from: FiveTuple,
-        msg: &Message<'_>,
-        failure: AuthFailure,
-        out: &mut [u8],
-    ) -> Handled {
-        match failure {
-            AuthFailure::BadRequest(rejection) => {
-                self.counters.count_auth_failure(rejection.reason);
-                tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
-                    reason = rejection.reason, "request rejected (400)");
-                self.finish_error(msg, rejection, None, out, reply::nothing)
-            }
-            AuthFailure::Challenge(rejection) => {
-                // The first 401 of every exchange is the normal challenge, not a failure.
-                if msg.has_integrity() {
-                    self.counters.count_auth_failure(rejection.reason);
-                    tracing::info!(target: "turnstone::auth", client = %from.client, method = msg.method().name(),
-                        code = rejection.code, reason = rejection.reason, "authentication failed");
-                }
-                let nonce = self.nonces.issue(now.unix_secs, from.client.ip());
-                let realm = self.credentials.realm().to_owned();
-                self.finish_error(msg, rejection, None, out, |w| {
-                    w.add(attr::REALM, realm.as_bytes())?;
-                    w.add(attr::NONCE, nonce.as_bytes())?;
-                    w.add(attr::PASSWORD_ALGORITHMS, &authn::PASSWORD_ALGORITHMS)?;
-                    Ok(())
-                })
-            }
-        }
-    }
-
-    /// A success response signed with the request's key and MAC kind.
-    pub(crate) fn signed_success(
-        &self,
-        out: &mut [u8],
-        msg: &Message<'_>,
-        auth: &Authenticated<'_>,
-        body: impl FnOnce(&mut proto::MessageWriter<'_>) -> Result<(), proto::WriteError>,
-    ) -> Result<usize, proto::WriteError> {
-        let signer = Some(Signer {
-            key: &auth.key,
-            sha256: auth.sha256,
-        });
-        reply::success(out, msg, self.settings.software.as_deref(), signer, body)
-    }
-
-    pub(crate) fn finish_error(
-        &mut self,
-        msg: &Message<'_>,
-        rejection: Rejection,
-        signer: Option<Signer<'_>>,
-        out: &mut [u8],
-        body: impl FnOnce(&mut proto::MessageWriter<'_>) -> Result<(), proto::WriteError>,
-    ) -> Handled {
-        self.counters.requests_rejected += 1;
-        let software = self.settings.software.as_deref();
-        match reply::error(out, msg, rejection, software, signer, body) {
-            Ok(n) => Handled::Reply(n),
-            Err(_) => Handled::Drop(DropReason::Internal),
         }
     }
 

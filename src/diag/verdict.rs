@@ -234,6 +234,9 @@ fn unauthenticated(ctx: &Context<'_>, reason: &str, said: &str) -> Verdict {
             todo,
         );
     }
+    // Servers that follow RFC 8489 advice (Turnstone among them) give the same 401 for an
+    // unknown user, a wrong password and a credential they consider expired, so the advice
+    // covers each cause the client side cannot rule out.
     let mut what = format!(
         "the server refused the credentials (401){said}: wrong user name or wrong password"
     );
@@ -241,9 +244,9 @@ fn unauthenticated(ctx: &Context<'_>, reason: &str, said: &str) -> Verdict {
         Some(note) => {
             let _ = write!(what, "; {note}");
             if ctx.minted {
-                "the shared secret differs from the server's (Turnstone: [auth] secrets; coturn: static-auth-secret); if it is right, the server's clock may be far off: sync it with NTP"
+                "the shared secret differs from the server's (Turnstone: [auth] secrets; coturn: static-auth-secret), or the server has no shared secret and does not accept REST credentials at all; if the secret is right, the server's clock may be far off: sync it with NTP"
             } else {
-                "the password must be base64(HMAC-SHA1(secret, username)) with the server's shared secret; check the secret your web service uses"
+                "the password must be base64(HMAC-SHA1(secret, username)) with the server's shared secret: check the secret your web service uses and that the server has one configured; if the server's clock is ahead of the issuer's, it may consider the credential expired: sync clocks with NTP"
             }
         }
         None => {
@@ -286,7 +289,9 @@ fn forbidden(ctx: &Context<'_>, said: &str) -> Verdict {
 /// ` (server says "…")` unless the reason is empty or the RFC's stock phrase.
 fn server_said(code: u16, reason: &str) -> String {
     let reason = reason.trim();
-    if reason.is_empty() || reason.eq_ignore_ascii_case(ec::reason_phrase(code)) {
+    // RFC 5389 called 401 "Unauthorized" (coturn and Turnstone still send it).
+    let legacy = code == ec::UNAUTHENTICATED && reason.eq_ignore_ascii_case("Unauthorized");
+    if reason.is_empty() || legacy || reason.eq_ignore_ascii_case(ec::reason_phrase(code)) {
         String::new()
     } else {
         format!(" (server says {reason:?})")
@@ -343,6 +348,30 @@ mod tests {
         assert!(v.what.contains("wrong password"));
         assert!(v.what.contains("valid for 60 min more"), "{}", v.what);
         assert!(v.todo.contains("shared secret") && v.todo.contains("NTP"));
+    }
+
+    #[test]
+    fn a_uniform_401_to_a_rest_credential_names_the_secret_rest_support_and_the_clock() {
+        // Turnstone answers every 401 with "Unauthorized", whatever the cause.
+        for minted in [true, false] {
+            let c = Context {
+                username: Some("1700003600:probe"),
+                minted,
+                ..ctx(Request::Allocate)
+            };
+            let v = error_verdict(&c, 401, "Unauthorized");
+            assert!(v.what.contains("wrong password"), "{}", v.what);
+            assert!(!v.what.contains("server says"), "{}", v.what);
+            assert!(v.todo.contains("shared secret"), "{}", v.todo);
+            assert!(v.todo.contains("NTP"), "{}", v.todo);
+        }
+        let c = Context {
+            username: Some("1700003600:probe"),
+            minted: true,
+            ..ctx(Request::Allocate)
+        };
+        let v = error_verdict(&c, 401, "Unauthorized");
+        assert!(v.todo.contains("does not accept REST"), "{}", v.todo);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests: an in-process Turnstone on loopback, driven by a hand-rolled client,
 //! the webrtc-rs `turn`/`stun` crates and coturn's `turnutils_*` tools.
 
+mod amplification;
 mod bench_transports;
 mod binding;
 mod client;

@@ -377,9 +377,21 @@ impl Harness {
     }
 
     pub fn with_settings(settings: Settings) -> Self {
+        Self::with_store(settings, Self::store(REALM, true))
+    }
+
+    /// The test users, with the two REST secrets when `rest`.
+    pub fn store(realm: &str, rest: bool) -> CredentialStore {
         let users = USERS.iter().map(|(u, p)| (u.to_string(), p.to_string()));
-        let store =
-            CredentialStore::new(REALM, users, vec![SECRET_NEW.to_vec(), SECRET_OLD.to_vec()]);
+        let secrets = if rest {
+            vec![SECRET_NEW.to_vec(), SECRET_OLD.to_vec()]
+        } else {
+            Vec::new()
+        };
+        CredentialStore::new(realm, users, secrets)
+    }
+
+    pub fn with_store(settings: Settings, store: CredentialStore) -> Self {
         let shared = Arc::new(SharedState::default());
         let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
         Self {

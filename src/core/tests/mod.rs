@@ -2,6 +2,7 @@
 //! virtual clock drive the server through the behaviours of RFC 8489, RFC 8656 and RFC 6156.
 
 mod allocate;
+mod amplification;
 mod auth;
 mod binding;
 mod channels;
@@ -10,3 +11,5 @@ mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
+mod rfc8489_order;
+mod rfc_client;
