@@ -37,6 +37,12 @@ const NONCE_LEN: usize = 9 + 4 + PAYLOAD_B64_LEN;
 /// SHA-256 block size; the 32-byte key is zero-padded to it (RFC 2104 §2).
 const SHA256_BLOCK: usize = 64;
 
+/// Lifetimes stay below 2^31 s, so expiries compare modulo 2^32 (RFC 1982 style).
+fn clamp_lifetime(secs: u64) -> u32 {
+    // Clamped below 2^31, so the cast is lossless.
+    secs.min(i32::MAX as u64) as u32
+}
+
 const _: () = assert!(matches!(
     base64::encoded_len(PAYLOAD_LEN, false),
     Some(PAYLOAD_B64_LEN)
@@ -134,14 +140,13 @@ impl Nonces {
         block[..server_key.len()].copy_from_slice(&server_key);
         Self {
             mac: <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into()),
-            // Clamped below 2^31, so the cast is lossless.
-            lifetime_secs: lifetime_secs.min(i32::MAX as u64) as u32,
+            lifetime_secs: clamp_lifetime(lifetime_secs),
         }
     }
 
     /// Nonces issued from now on live `lifetime_secs`; issued ones keep their expiry.
     pub fn set_lifetime(&mut self, lifetime_secs: u64) {
-        self.lifetime_secs = lifetime_secs;
+        self.lifetime_secs = clamp_lifetime(lifetime_secs);
     }
 
     /// A fresh random server key from the OS. The only place in this module
