@@ -129,9 +129,14 @@ fn closing_a_tcp_connection_ends_its_allocation() {
 }
 
 /// The expiry (Unix seconds) a nonce carries: hex after the cookie and feature set, up to '.'.
+/// The expiry a compact nonce carries: after cookie and features, unpadded base64 of a
+/// 4-byte big-endian Unix time (then the MAC).
 fn nonce_expiry(nonce: &[u8]) -> u64 {
-    let text = std::str::from_utf8(&nonce[13..]).unwrap();
-    u64::from_str_radix(text.split('.').next().unwrap(), 16).unwrap()
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&nonce[13..])
+        .unwrap();
+    u64::from(u32::from_be_bytes(payload[..4].try_into().unwrap()))
 }
 
 #[test]
