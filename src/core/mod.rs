@@ -7,6 +7,8 @@ mod authn;
 mod binding;
 pub mod cidr;
 mod data;
+pub mod live_ports;
+mod own_addrs;
 mod permission;
 pub mod policy;
 mod quota;
