@@ -15,6 +15,7 @@ mod quota;
 mod relay;
 mod reply;
 mod response_cache;
+mod revoke;
 mod server;
 mod settings;
 mod shared;

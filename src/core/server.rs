@@ -115,10 +115,11 @@ impl Server {
     }
 
     /// Replaces limits, lifetimes and peer policy (SIGHUP reload). Existing allocations keep
-    /// their relays, permissions and channels; new requests see the new settings.
+    /// their relays; permissions and channels the new policy refuses are revoked at once.
     pub fn set_settings(&mut self, settings: Settings) {
         self.settings = settings;
         self.worker_bucket = None;
+        self.revoke_refused();
     }
 
     /// Starts or stops draining: new Allocates are refused (300 to the alternate server when
