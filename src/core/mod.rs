@@ -20,6 +20,7 @@ mod server;
 mod settings;
 mod shared;
 mod stats;
+mod tokens;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
+use super::tokens::TokenSource;
 use super::{DropReason, FiveTuple, Handled, Now, PeerHandled, Rejection};
 
 /// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
@@ -79,7 +80,10 @@ pub struct Server {
     pub(crate) worker_bucket: Option<TokenBucket>,
     /// Refusing new allocations (SIGTERM drain).
     pub(crate) draining: bool,
+    /// Data indication transaction ids (not secret: they only need to differ).
     pub(crate) rng: u64,
+    /// Reservation tokens (secret: a token is the right to a reserved port).
+    pub(crate) tokens: TokenSource,
 }
 
 impl Server {
@@ -106,6 +110,7 @@ impl Server {
             worker_bucket: None,
             draining: false,
             rng: seed,
+            tokens: TokenSource::new(&nonce_key, seed),
         }
     }
 
@@ -353,8 +358,9 @@ impl Server {
                 }
                 Timer::Reservation(token) => {
                     self.reservations.retain(|t| *t != token);
-                    if let Some(rid) = self.shared.expire_reservation(&token, now.mono) {
+                    if let Some((rid, owner)) = self.shared.expire_reservation(&token, now.mono) {
                         relays.release(rid);
+                        self.shared.release(&owner);
                     }
                 }
             }
@@ -367,8 +373,9 @@ impl Server {
             self.end_allocation(now, id, EndReason::Shutdown, relays);
         }
         for token in std::mem::take(&mut self.reservations) {
-            if let Some(rid) = self.shared.take_reservation(&token) {
+            if let Some((rid, owner)) = self.shared.take_reservation(&token) {
                 relays.release(rid);
+                self.shared.release(&owner);
             }
         }
     }
@@ -458,11 +465,6 @@ impl Server {
         }));
     }
 
-    /// A pseudo-random 64-bit value (splitmix64) for reservation tokens and indication ids.
-    pub(crate) fn random_u64(&mut self) -> u64 {
-        next_random(&mut self.rng)
-    }
-
     /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).
     pub(crate) fn owned_allocation(
         &self,
@@ -487,7 +489,7 @@ impl Server {
     }
 }
 
-/// splitmix64: a pseudo-random 64-bit value from `state` (reservation tokens, indication ids).
+/// splitmix64: a pseudo-random 64-bit value from `state` (Data indication transaction ids).
 pub(crate) fn next_random(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
