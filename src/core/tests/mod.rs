@@ -10,3 +10,4 @@ mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
+mod revocation;
