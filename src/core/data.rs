@@ -42,6 +42,11 @@ impl Server {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
+        // A channel to another allocation's relay outlives that relay socket.
+        if !self.settings.policy.still_allows(peer) {
+            self.counters.dropped_policy += 1;
+            return Handled::Drop(DropReason::Policy);
+        }
         let caps = Caps {
             worker: &mut self.worker_bucket,
             limit: self.settings.worker_bandwidth,

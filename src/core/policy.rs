@@ -142,6 +142,16 @@ impl PeerPolicy {
         self.decide(peer, ip, None).map(|()| ip)
     }
 
+    /// The per-packet part of [`Self::check`] for a peer that passed it earlier (a channel):
+    /// false when it is our own relay address at a port whose relay socket has closed since
+    /// (the kernel may hand that port to any local process). Two short binary searches.
+    pub fn still_allows(&self, peer: SocketAddr) -> bool {
+        match self.own.verdict(peer.ip(), Some(peer.port())) {
+            OwnVerdict::Refused(_) => self.allow.iter().any(|c| c.contains(peer.ip())),
+            OwnVerdict::NotOwn | OwnVerdict::LiveRelay => true,
+        }
+    }
+
     /// The decision after the listener rule. `raw` is the address as given,
     /// `ip` its canonical form. Allocation-free: a few short slice scans.
     fn decide(&self, raw: IpAddr, ip: IpAddr, port: Option<u16>) -> Result<(), PolicyRejection> {

@@ -131,3 +131,30 @@ fn hairpin_with_a_wildcard_relay_bind_never_sends_to_the_unspecified_address() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn a_channel_to_another_relay_stops_when_that_relay_socket_closes() {
+    let live = std::sync::Arc::new(crate::core::live_ports::LivePorts::default());
+    let mut h = Harness::with_settings(Settings {
+        policy: super::harness::policy(&[]).with_live_ports(std::sync::Arc::clone(&live)),
+        ..settings()
+    });
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    // The fake relays do not mark ports; do what the IO layer does.
+    live.open(false, a.port());
+    live.open(false, b.port());
+    h.bind(&mut alice, 0x4000, b).ok();
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
+    // Bob's allocation ends and its port may go to any local process.
+    h.refresh(&mut bob, 0).ok();
+    live.close(false, b.port());
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        Handled::Drop(DropReason::Policy)
+    );
+}
