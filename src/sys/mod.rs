@@ -2,3 +2,4 @@
 //! and the standard library does not offer. The only place meant for `unsafe`.
 
 pub mod ifaddrs;
+pub mod netns;

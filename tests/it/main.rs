@@ -8,6 +8,7 @@ mod common;
 mod interop_coturn;
 mod interop_stun_crate;
 mod interop_turn_crate;
+mod netns;
 mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
