@@ -12,6 +12,7 @@ mod netns;
 mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
+mod policy_reload;
 mod probe;
 mod turn_stream;
 mod turn_udp;

@@ -164,12 +164,19 @@ fn host_addresses_and_loopback_services_are_refused_while_relay_to_relay_works()
             let mut alice = client(listener).await;
             let (relay_a, _, _) = alice.allocate().await;
             assert_eq!(relay_a.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
-            assert_ne!(relay_a.port(), SERVICE.port(), "the service holds that port");
+            assert_ne!(
+                relay_a.port(),
+                SERVICE.port(),
+                "the service holds that port"
+            );
 
             // Item 3: the second interface address reaches the wildcard listener.
             let second: IpAddr = SECOND_ADDRESS.parse().unwrap();
             let nested = channel_bind(&mut alice, 0x4000, SocketAddr::new(second, 3478)).await;
-            assert_forbidden(&nested, "the wildcard listener via a second interface address");
+            assert_forbidden(
+                &nested,
+                "the wildcard listener via a second interface address",
+            );
             let other_port = channel_bind(&mut alice, 0x4000, SocketAddr::new(second, 53)).await;
             assert_forbidden(&other_port, "a host address at any port");
             let by_ip = permit(&mut alice, SocketAddr::new(second, 0)).await;
@@ -191,10 +198,16 @@ fn host_addresses_and_loopback_services_are_refused_while_relay_to_relay_works()
             assert_eq!(parse(&bound).class(), Class::Success, "relay-to-relay bind");
             let permitted = permit(&mut bob, relay_a).await;
             assert_eq!(parse(&permitted).class(), Class::Success);
-            alice.conn.send(&channel_data(0x4002, b"hi bob", false)).await;
+            alice
+                .conn
+                .send(&channel_data(0x4002, b"hi bob", false))
+                .await;
             let got = bob.conn.recv().await;
             let data = parse(&got);
-            assert_eq!((data.method(), data.class()), (Method::DATA, Class::Indication));
+            assert_eq!(
+                (data.method(), data.class()),
+                (Method::DATA, Class::Indication)
+            );
             assert_eq!(data.get(attr::DATA).unwrap(), b"hi bob");
             // Bob answers through his permission; alice gets ChannelData.
             let (_, back) = build(Method::SEND, Class::Indication, None, |w| {
@@ -219,7 +232,13 @@ fn host_addresses_and_loopback_services_are_refused_while_relay_to_relay_works()
 fn without_a_default_route_or_relay_address_the_server_refuses_to_start() {
     let ns = Netns::new("noroute");
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_turnstone"), "serve"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_turnstone"),
+            "serve",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -242,7 +261,12 @@ fn without_a_default_route_or_relay_address_the_server_refuses_to_start() {
     }
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(!status.unwrap().success());
     assert!(stderr.contains("relay.address"), "{stderr}");
 }
