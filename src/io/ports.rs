@@ -268,11 +268,21 @@ mod tests {
 
     const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    /// A free loopback range of `n` ports (probed; another process may race, rarely).
+    /// A loopback range of `n` ports, each seen free just now (another process may race,
+    /// rarely). Starts even, for the pair test.
     fn free_range(n: u16) -> RangeInclusive<u16> {
-        let probe = socket::bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
-        let p = probe.local_addr().unwrap().port().clamp(20000, 60000) & !1;
-        p..=p + n - 1
+        for _ in 0..100 {
+            let probe = socket::bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
+            let p = probe.local_addr().unwrap().port().clamp(20000, 60000) & !1;
+            drop(probe);
+            let held: Vec<_> = (p..p + n)
+                .map_while(|q| socket::bind_udp_exact(SocketAddr::new(LOOPBACK, q)).ok())
+                .collect();
+            if held.len() == usize::from(n) {
+                return p..=p + n - 1;
+            }
+        }
+        panic!("no {n} free consecutive loopback ports");
     }
 
     #[test]
@@ -324,6 +334,26 @@ mod tests {
             assert!(matches!(b, Err(RelayError::Exhausted)));
             assert!(ports.refused() >= 1);
         }
+    }
+
+    #[test]
+    fn a_full_range_is_exhausted_at_once_and_a_closed_port_comes_back() {
+        let range = free_range(4);
+        let ports = RelayPorts::new(range.clone(), Arc::default(), 5);
+        let socks: Vec<UdpSocket> = (0..4)
+            .map(|_| ports.bind(LOOPBACK, false).unwrap())
+            .collect();
+        // No bind is tried on a port we hold: the pool knows it is taken.
+        assert!(matches!(
+            ports.bind(LOOPBACK, false),
+            Err(RelayError::Exhausted)
+        ));
+        assert_eq!(ports.refused(), 0);
+        let freed = socks[2].local_addr().unwrap().port();
+        drop(socks);
+        ports.give_back(false, freed);
+        let again = ports.bind(LOOPBACK, false).unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), freed);
     }
 
     #[test]
