@@ -16,3 +16,4 @@ pub mod io;
 pub mod loadgen;
 pub mod ops;
 pub mod proto;
+pub mod sys;

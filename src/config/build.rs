@@ -22,6 +22,13 @@ pub enum BuildError {
         /// What went wrong.
         source: TlsConfigError,
     },
+    /// `relay.address` is not set and the host has no route to find its address. There is no
+    /// fallback to loopback: a relay on 127.0.0.1 is a way into the host's local services.
+    #[error(
+        "relay.address: not set, and this host has no default route to find its address; \
+         set relay.address to the IPv4 address relay sockets should use"
+    )]
+    NoRelayAddress,
 }
 
 impl Config {
@@ -78,10 +85,13 @@ impl Config {
 
     /// Core settings of each of `workers` workers (see [`Config::worker_count`]); each
     /// gets an equal share of `limits.max_total_bitrate`. The relay IPv4 address defaults
-    /// to the host's primary address.
-    pub fn core_settings(&self, workers: usize) -> Settings {
+    /// to the host's primary address; without one, [`BuildError::NoRelayAddress`].
+    pub fn core_settings(&self, workers: usize) -> Result<Settings, BuildError> {
         let relay = &self.relay;
-        let v4_bind = relay.address.unwrap_or_else(primary_ipv4);
+        let v4_bind = match relay.address {
+            Some(ip) => ip,
+            None => primary_ipv4().ok_or(BuildError::NoRelayAddress)?,
+        };
         let relay_v4 = Some(RelayFamily {
             bind: v4_bind,
             advertised: relay.external_address.unwrap_or(v4_bind),
@@ -91,7 +101,7 @@ impl Config {
             advertised: relay.external_address_v6.unwrap_or(bind),
         });
         let limits = &self.limits;
-        Settings {
+        Ok(Settings {
             realm: self.server.realm.clone(),
             software: self.server.software.clone(),
             relay_v4,
@@ -115,7 +125,7 @@ impl Config {
             ),
             worker_bandwidth: worker_share(limits.max_total_bitrate, workers),
             alternate_server: self.server.alternate_server,
-        }
+        })
     }
 
     /// Everything `io::start` needs.
@@ -129,7 +139,7 @@ impl Config {
             workers,
             listeners: self.listener_specs()?,
             relay_ports: self.relay.ports.clone(),
-            settings: self.core_settings(workers),
+            settings: self.core_settings(workers)?,
             allow: self.peers.allow.clone(),
             deny: self.peers.deny.clone(),
             credentials,
@@ -185,20 +195,16 @@ fn worker_share(total_bits_per_sec: u64, workers: usize) -> Option<Bandwidth> {
 }
 
 /// The source address the host would use to reach the Internet. A connected UDP socket sends
-/// nothing; the kernel only picks a route. Falls back to loopback on a host without one.
-fn primary_ipv4() -> IpAddr {
+/// nothing; the kernel only picks a route. `None` on a host without one (never loopback).
+fn primary_ipv4() -> Option<IpAddr> {
     let probe = || -> std::io::Result<IpAddr> {
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         sock.connect(SocketAddr::from(([192, 0, 2, 1], 3478)))?;
         Ok(sock.local_addr()?.ip())
     };
-    match probe() {
-        Ok(ip) if !ip.is_unspecified() => ip,
-        _ => {
-            tracing::warn!(target: "turnstone::io", "no default route: relaying on 127.0.0.1; set relay.address");
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-    }
+    probe()
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -215,7 +221,7 @@ mod tests {
 
     #[test]
     fn no_caps_by_default() {
-        let s = config("").core_settings(2);
+        let s = config("").core_settings(2).unwrap();
         assert_eq!(s.allocation_bandwidth, None);
         assert_eq!(s.worker_bandwidth, None);
         assert_eq!(s.alternate_server, None);
@@ -226,7 +232,7 @@ mod tests {
         let c =
             config("[limits]\nmax_allocation_bitrate = \"2Mbps\"\nallocation_burst = \"64KiB\"\n");
         assert_eq!(
-            c.core_settings(1).allocation_bandwidth,
+            c.core_settings(1).unwrap().allocation_bandwidth,
             Some(Bandwidth {
                 bytes_per_sec: 250_000,
                 burst_bytes: 65_536
@@ -237,10 +243,10 @@ mod tests {
     #[test]
     fn automatic_burst_is_one_second_but_at_least_one_packet() {
         let fast = config("[limits]\nmax_allocation_bitrate = \"2Mbps\"\n");
-        let b = fast.core_settings(1).allocation_bandwidth.unwrap();
+        let b = fast.core_settings(1).unwrap().allocation_bandwidth.unwrap();
         assert_eq!((b.bytes_per_sec, b.burst_bytes), (250_000, 250_000));
         let slow = config("[limits]\nmax_allocation_bitrate = \"8000bps\"\n");
-        let b = slow.core_settings(1).allocation_bandwidth.unwrap();
+        let b = slow.core_settings(1).unwrap().allocation_bandwidth.unwrap();
         assert_eq!((b.bytes_per_sec, b.burst_bytes), (1000, 1500));
     }
 
@@ -248,23 +254,23 @@ mod tests {
     fn each_worker_gets_an_equal_share_of_the_total_cap() {
         let c = config("[limits]\nmax_total_bitrate = \"1Gbps\"\n");
         assert_eq!(
-            c.core_settings(4).worker_bandwidth,
+            c.core_settings(4).unwrap().worker_bandwidth,
             Some(Bandwidth {
                 bytes_per_sec: 31_250_000,
                 burst_bytes: 31_250_000
             })
         );
         let tiny = config("[limits]\nmax_total_bitrate = \"8bps\"\n");
-        let b = tiny.core_settings(16).worker_bandwidth.unwrap();
+        let b = tiny.core_settings(16).unwrap().worker_bandwidth.unwrap();
         assert_eq!((b.bytes_per_sec, b.burst_bytes), (1, 1500));
-        assert!(c.core_settings(0).worker_bandwidth.is_some());
+        assert!(c.core_settings(0).unwrap().worker_bandwidth.is_some());
     }
 
     #[test]
     fn alternate_server_reaches_the_core() {
         let c = config("[server]\nalternate_server = \"203.0.113.8:3478\"\n");
         assert_eq!(
-            c.core_settings(1).alternate_server,
+            c.core_settings(1).unwrap().alternate_server,
             Some("203.0.113.8:3478".parse().unwrap())
         );
     }

@@ -533,8 +533,23 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
             "relay.external_address_v6: needs relay.address_v6: IPv6 relays are off without it"
         );
         assert!(only_error("[relay]\naddress = \"0.0.0.0\"\n").starts_with("relay.address: "));
-        let c = parse("[relay]\naddress = \"0.0.0.0\"\nexternal_address = \"203.0.113.7\"\n");
-        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn wildcard_relay_bind_is_refused_even_with_an_external_address() {
+        // It used to be accepted, and hairpinning to the external address then sent to
+        // 0.0.0.0:port, which Linux delivers to 127.0.0.1.
+        assert!(
+            only_error("[relay]\naddress = \"0.0.0.0\"\nexternal_address = \"203.0.113.7\"\n")
+                .starts_with("relay.address: 0.0.0.0 is not allowed")
+        );
+        assert!(
+            only_error(
+                "[relay]\naddress = \"192.0.2.1\"\naddress_v6 = \"::\"\n\
+                 external_address_v6 = \"2001:db8::7\"\n"
+            )
+            .starts_with("relay.address_v6: :: is not allowed")
+        );
     }
 
     #[test]

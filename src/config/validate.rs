@@ -219,20 +219,21 @@ fn relay(raw: RawRelay, ctx: &mut Ctx) -> RelayConfig {
         true,
         ctx,
     );
-    // An unspecified bind address is fine only when another address is advertised:
-    // clients are sent the relayed address in XOR-RELAYED-ADDRESS and must reach it.
-    if address.is_some_and(|a| a.is_unspecified()) && external_address.is_none() {
+    // A wildcard relay bind is refused: hairpinning to our own external address would send
+    // to 0.0.0.0:port, which Linux delivers to loopback, and the relay's own address would
+    // not be one concrete address the peer policy can recognise.
+    if address.is_some_and(|a| a.is_unspecified()) {
         ctx.push(
             "relay.address",
-            "0.0.0.0 cannot be advertised to clients; leave relay.address out to let the \
-             server choose, or set relay.external_address",
+            "0.0.0.0 is not allowed: relay sockets bind one concrete address; give this \
+             host's address (relay.external_address is what clients are told behind 1:1 NAT)",
         );
     }
-    if address_v6.is_some_and(|a| a.is_unspecified()) && external_address_v6.is_none() {
+    if address_v6.is_some_and(|a| a.is_unspecified()) {
         ctx.push(
             "relay.address_v6",
-            ":: cannot be advertised to clients; give a concrete address or set \
-             relay.external_address_v6",
+            ":: is not allowed: relay sockets bind one concrete address; give this host's \
+             address (relay.external_address_v6 is what clients are told behind 1:1 NAT)",
         );
     }
     for (key, ip) in [

@@ -109,33 +109,33 @@ impl Server {
         let lifetime = self.granted_lifetime(msg)?;
         let username: std::sync::Arc<str> =
             std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
-        self.shared
-            .try_acquire(
-                &username,
-                self.settings.max_allocations_per_user,
-                self.settings.max_allocations,
-            )
-            .map_err(|full| match full {
-                QuotaFull::User => Rejection::new(
-                    ec::ALLOCATION_QUOTA_REACHED,
-                    "per-user allocation quota reached",
-                ),
-                QuotaFull::Total => {
-                    Rejection::new(ec::INSUFFICIENT_CAPACITY, "server allocation quota reached")
+        // A claimed reservation brings the quota slot it held (RFC 8656 §7.2); otherwise
+        // this allocation takes one, and a new reservation takes another.
+        let claimed =
+            match token {
+                Some(t) => Some(self.shared.claim_reservation(&t, &username).ok_or(
+                    Rejection::new(
+                        ec::INSUFFICIENT_CAPACITY,
+                        "unknown or expired RESERVATION-TOKEN",
+                    ),
+                )?),
+                None => {
+                    self.acquire_slot(&username)?;
+                    None
                 }
-            })?;
+            };
+        let reserving = even == Some(true);
+        if reserving && let Err(rejection) = self.acquire_slot(&username) {
+            self.shared.release(&username);
+            return Err(rejection);
+        }
+        let slots = 1 + usize::from(reserving);
 
         let mut opened: [Option<Relay>; 2] = [None, None];
         let mut v6_error = None;
         let primary_v6 = families.v6 && !families.v4;
-        let primary = match token {
-            Some(t) => match self.shared.take_reservation(&t) {
-                Some(rid) => self.open_relay(RelayRequest::Reserved(rid), relays),
-                None => Err(Rejection::new(
-                    ec::INSUFFICIENT_CAPACITY,
-                    "unknown or expired RESERVATION-TOKEN",
-                )),
-            },
+        let primary = match claimed {
+            Some(rid) => self.open_relay(RelayRequest::Reserved(rid), relays),
             None => self.family_ip(primary_v6).and_then(|ip| {
                 let request = match even {
                     Some(reserve_next) => RelayRequest::Even { ip, reserve_next },
@@ -147,10 +147,15 @@ impl Server {
         let reservation = match primary {
             Ok((relay, reserved)) => {
                 opened[usize::from(relay.bound.is_ipv6())] = Some(relay);
+                if reserving && reserved.is_none() {
+                    self.shared.release(&username);
+                }
                 reserved
             }
             Err(rejection) => {
-                self.shared.release(&username);
+                for _ in 0..slots {
+                    self.shared.release(&username);
+                }
                 return Err(rejection);
             }
         };
@@ -169,9 +174,9 @@ impl Server {
             }
         }
         let reservation_token = reservation.map(|rid| {
-            let token = self.random_u64().to_be_bytes();
+            let token = self.tokens.next_token();
             let expires = now.mono + RESERVATION_LIFETIME;
-            self.shared.add_reservation(token, rid, expires);
+            self.shared.add_reservation(token, rid, expires, &username);
             self.reservations.push(token);
             self.schedule(expires, Timer::Reservation(token));
             token
@@ -268,6 +273,25 @@ impl Server {
                 .min(l.allocation_max)
                 .max(l.allocation_default)),
         }
+    }
+
+    /// Takes one allocation slot of `user` (a reserved port counts as one too).
+    fn acquire_slot(&self, user: &str) -> Result<(), Rejection> {
+        self.shared
+            .try_acquire(
+                user,
+                self.settings.max_allocations_per_user,
+                self.settings.max_allocations,
+            )
+            .map_err(|full| match full {
+                QuotaFull::User => Rejection::new(
+                    ec::ALLOCATION_QUOTA_REACHED,
+                    "per-user allocation quota reached",
+                ),
+                QuotaFull::Total => {
+                    Rejection::new(ec::INSUFFICIENT_CAPACITY, "server allocation quota reached")
+                }
+            })
     }
 
     fn family_ip(&self, v6: bool) -> Result<std::net::IpAddr, Rejection> {

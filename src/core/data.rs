@@ -42,6 +42,11 @@ impl Server {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
+        // A channel to another allocation's relay outlives that relay socket.
+        if !self.settings.policy.still_allows(peer) {
+            self.counters.dropped_policy += 1;
+            return Handled::Drop(DropReason::Policy);
+        }
         let caps = Caps {
             worker: &mut self.worker_bucket,
             limit: self.settings.worker_bandwidth,
@@ -190,6 +195,10 @@ fn forward(
     };
     let relay_id = relay.id;
     let peer = hairpin_out(relay, peer);
+    // Defence in depth: the policy refuses unspecified peers, and nothing may turn one up.
+    if peer.ip().is_unspecified() {
+        return Handled::Drop(DropReason::Policy);
+    }
     let len = payload.len() as u64;
     allocation.traffic.packets_to_peer += 1;
     allocation.traffic.bytes_to_peer += len;
@@ -203,9 +212,13 @@ fn forward(
 }
 
 /// A peer at our own advertised (external) address is really our own relay socket: send to
-/// the bound address, since 1:1 NAT often does not hairpin.
+/// the bound address, since 1:1 NAT often does not hairpin. Never to an unspecified bound
+/// address: Linux delivers a datagram sent to 0.0.0.0 to loopback.
 fn hairpin_out(relay: &super::allocation::Relay, peer: SocketAddr) -> SocketAddr {
-    if peer.ip() == relay.advertised.ip() && relay.advertised.ip() != relay.bound.ip() {
+    if peer.ip() == relay.advertised.ip()
+        && relay.advertised.ip() != relay.bound.ip()
+        && !relay.bound.ip().is_unspecified()
+    {
         SocketAddr::new(relay.bound.ip(), peer.port())
     } else {
         peer

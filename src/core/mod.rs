@@ -7,6 +7,8 @@ mod authn;
 mod binding;
 pub mod cidr;
 mod data;
+pub mod live_ports;
+mod own_addrs;
 mod permission;
 pub mod policy;
 mod quota;
@@ -14,10 +16,12 @@ mod relay;
 mod reply;
 mod request;
 mod response_cache;
+mod revoke;
 mod server;
 mod settings;
 mod shared;
 mod stats;
+mod tokens;
 
 #[cfg(test)]
 mod tests;

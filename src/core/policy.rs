@@ -13,8 +13,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use crate::core::cidr::Cidr;
+use crate::core::live_ports::LivePorts;
+use crate::core::own_addrs::{OwnAddrs, OwnVerdict};
 
 /// Why a peer address was refused (code is always 403; the reason is a static
 /// plain-words sentence for logs and clients).
@@ -40,17 +43,17 @@ impl PolicyRejection {
 pub struct PeerPolicy {
     allow: Vec<Cidr>,
     deny: Vec<Cidr>,
-    own_relay_ips: Vec<IpAddr>,
+    own: OwnAddrs,
     listeners: Vec<SocketAddr>,
-    relay_ports: RangeInclusive<u16>,
 }
 
 impl PeerPolicy {
     /// `allow`/`deny` come from config (`[peers]`). `own_relay_ips`: the
     /// server's relay bind IPs and external (advertised) IPs — valid peers
     /// (two relay-only WebRTC clients on one server reach each other
-    /// relay-to-relay). `listeners`: the server's own listening sockets (may
-    /// have unspecified IPs) — never valid peers, port-aware.
+    /// relay-to-relay) at relay ports only. `listeners`: the server's own
+    /// listening sockets (may have unspecified IPs) — never valid peers,
+    /// port-aware.
     ///
     /// All addresses are canonicalised; unspecified relay IPs (a wildcard
     /// relay bind) are dropped, since they would otherwise bless `0.0.0.0`.
@@ -60,22 +63,19 @@ impl PeerPolicy {
         own_relay_ips: Vec<IpAddr>,
         listeners: Vec<SocketAddr>,
     ) -> Self {
-        let mut own: Vec<IpAddr> = own_relay_ips
-            .into_iter()
-            .map(canonical)
-            .filter(|ip| !ip.is_unspecified())
-            .collect();
-        own.sort_unstable();
-        own.dedup();
         Self {
             allow: allow.into_iter().map(canonical_cidr).collect(),
             deny: deny.into_iter().map(canonical_cidr).collect(),
-            own_relay_ips: own,
+            own: OwnAddrs {
+                relay_ips: OwnAddrs::normalise(own_relay_ips),
+                host_ips: Vec::new(),
+                relay_ports: 0..=u16::MAX,
+                live: None,
+            },
             listeners: listeners
                 .into_iter()
                 .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
                 .collect(),
-            relay_ports: 0..=u16::MAX,
         }
     }
 
@@ -84,8 +84,39 @@ impl PeerPolicy {
     /// which would let a client reach other services on the same host.
     #[must_use]
     pub fn with_relay_ports(mut self, ports: RangeInclusive<u16>) -> Self {
-        self.relay_ports = ports;
+        self.own.relay_ports = ports;
         self
+    }
+
+    /// Accept the server's own relay IPs only at ports where a relay socket
+    /// is open now (the IO layer keeps `live` up to date). The relay range
+    /// overlaps the kernel's ephemeral ports, so the range alone is not enough.
+    #[must_use]
+    pub fn with_live_ports(mut self, live: Arc<LivePorts>) -> Self {
+        self.own.live = Some(live);
+        self
+    }
+
+    /// Every address of the host's interfaces (read by the IO layer at start,
+    /// on reload and periodically): refused as peers unless allowed by config,
+    /// and at listener ports always.
+    #[must_use]
+    pub fn with_host_ips(mut self, ips: Vec<IpAddr>) -> Self {
+        self.set_host_ips(ips);
+        self
+    }
+
+    /// Replaces the host's addresses; true if the set changed.
+    pub fn set_host_ips(&mut self, ips: Vec<IpAddr>) -> bool {
+        let ips = OwnAddrs::normalise(ips);
+        let changed = ips != self.own.host_ips;
+        self.own.host_ips = ips;
+        changed
+    }
+
+    /// The host addresses in use (canonical, sorted).
+    pub fn host_ips(&self) -> &[IpAddr] {
+        &self.own.host_ips
     }
 
     /// Ok(canonical peer address) or the rejection. The returned address is
@@ -98,7 +129,7 @@ impl PeerPolicy {
             SocketAddr::new(ip, peer.port())
         };
         if self.is_own_listener(peer_canon) {
-            return Err(reject(LISTENER));
+            return Err(masked(ip, LISTENER));
         }
         self.decide(peer.ip(), ip, Some(peer.port()))
             .map(|()| peer_canon)
@@ -111,6 +142,16 @@ impl PeerPolicy {
         self.decide(peer, ip, None).map(|()| ip)
     }
 
+    /// The per-packet part of [`Self::check`] for a peer that passed it earlier (a channel):
+    /// false when it is our own relay address at a port whose relay socket has closed since
+    /// (the kernel may hand that port to any local process). Two short binary searches.
+    pub fn still_allows(&self, peer: SocketAddr) -> bool {
+        match self.own.verdict(peer.ip(), Some(peer.port())) {
+            OwnVerdict::Refused(_) => self.allow.iter().any(|c| c.contains(peer.ip())),
+            OwnVerdict::NotOwn | OwnVerdict::LiveRelay => true,
+        }
+    }
+
     /// The decision after the listener rule. `raw` is the address as given,
     /// `ip` its canonical form. Allocation-free: a few short slice scans.
     fn decide(&self, raw: IpAddr, ip: IpAddr, port: Option<u16>) -> Result<(), PolicyRejection> {
@@ -121,14 +162,16 @@ impl PeerPolicy {
         }
         // The allow list sees only the canonical form: allowing an outer
         // IPv6 prefix must not bless a private IPv4 address embedded in it.
-        if self.allow.iter().any(|c| c.contains(ip)) {
-            return Ok(());
+        let allowed = self.allow.iter().any(|c| c.contains(ip));
+        match self.own.verdict(ip, port) {
+            OwnVerdict::LiveRelay => return Ok(()),
+            // An explicit allow entry is the operator's choice (loopback trials).
+            OwnVerdict::Refused(_) if allowed => return Ok(()),
+            OwnVerdict::Refused(reason) => return Err(masked(ip, reason)),
+            OwnVerdict::NotOwn => {}
         }
-        if self.own_relay_ips.contains(&ip) {
-            return match port {
-                Some(p) if !self.relay_ports.contains(&p) => Err(reject(OWN_NON_RELAY_PORT)),
-                _ => Ok(()),
-            };
+        if allowed {
+            return Ok(());
         }
         match builtin_reason(ip) {
             Some(reason) => Err(reject(reason)),
@@ -153,10 +196,17 @@ impl PeerPolicy {
 
     /// Addresses known to belong to this host.
     fn is_local_ip(&self, ip: IpAddr) -> bool {
-        ip.is_loopback()
-            || self.own_relay_ips.contains(&ip)
-            || self.listeners.iter().any(|l| l.ip() == ip)
+        self.own.is_local(ip) || self.listeners.iter().any(|l| l.ip() == ip)
     }
+}
+
+/// The reason a client is told when one of our own addresses is refused: the
+/// category the address would fall in anyway (private, loopback…) when it has
+/// one, so a 403 never tells a client which private address is the server's
+/// (10.0.0.5 and 10.0.0.6 get the same answer). Public own addresses are no
+/// secret and get the internal reason.
+fn masked(ip: IpAddr, internal: &'static str) -> PolicyRejection {
+    reject(builtin_reason(ip).unwrap_or(internal))
 }
 
 /// Canonicalises an address before any check: IPv4-mapped (`::ffff:a.b.c.d`),
@@ -218,9 +268,8 @@ fn builtin_reason(ip: IpAddr) -> Option<&'static str> {
         .map(|&(_, reason)| reason)
 }
 
-const LISTENER: &str = "peer is one of this server's own listening sockets";
+pub(crate) const LISTENER: &str = "peer is one of this server's own listening sockets";
 const CONFIG_DENY: &str = "peer address is in the configured deny list";
-const OWN_NON_RELAY_PORT: &str = "peer is this server's own address outside the relay port range";
 
 const THIS_NETWORK: &str = "peer address is unspecified/this network (0.0.0.0/8)";
 const PRIVATE: &str = "peer address is private (RFC 1918)";
@@ -294,6 +343,7 @@ static BUILTIN: [(Cidr, &str); 35] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::own_addrs::{OWN_HOST, OWN_NOT_LIVE};
 
     /// The top 96 bits of `64:ff9b::/96` (RFC 6052 §2.1).
     const NAT64_WKP: u128 = 0x0064_ff9b_0000_0000_0000_0000;
@@ -449,10 +499,10 @@ mod tests {
     #[test]
     fn reasons_are_distinct_for_distinct_categories() {
         let mut reasons: Vec<&str> = BUILTIN.iter().map(|&(_, r)| r).collect();
-        reasons.extend([LISTENER, CONFIG_DENY, OWN_NON_RELAY_PORT]);
+        reasons.extend([LISTENER, CONFIG_DENY, OWN_NOT_LIVE, OWN_HOST]);
         reasons.sort_unstable();
         reasons.dedup();
-        assert_eq!(reasons.len(), 26);
+        assert_eq!(reasons.len(), 27);
     }
 
     #[test]
@@ -590,8 +640,9 @@ mod tests {
     fn own_relay_ip_outside_the_relay_port_range_is_refused() {
         let own = vec![ip("10.0.0.5"), ip("8.8.4.4")];
         let p = PeerPolicy::new(vec![], vec![], own, vec![]).with_relay_ports(49152..=65535);
-        assert_eq!(p.check(sa("10.0.0.5:22")), Err(reject(OWN_NON_RELAY_PORT)));
-        assert_eq!(p.check(sa("8.8.4.4:9090")), Err(reject(OWN_NON_RELAY_PORT)));
+        // A private own address is refused with its category: no oracle.
+        assert_eq!(p.check(sa("10.0.0.5:22")), Err(reject(PRIVATE)));
+        assert_eq!(p.check(sa("8.8.4.4:9090")), Err(reject(OWN_NOT_LIVE)));
         assert_eq!(p.check(sa("10.0.0.5:50000")), Ok(sa("10.0.0.5:50000")));
         assert_eq!(p.check_ip(ip("10.0.0.5")), Ok(ip("10.0.0.5")));
         assert_eq!(p.check(sa("8.8.8.8:22")), Ok(sa("8.8.8.8:22")));
@@ -601,11 +652,11 @@ mod tests {
     fn listener_rule_is_port_aware() {
         let listeners = vec![sa("127.0.0.1:3478")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LISTENER)));
+        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
         assert_eq!(p.check(sa("127.0.0.1:3479")), Ok(sa("127.0.0.1:3479")));
         assert_eq!(
             p.check(sa("[::ffff:127.0.0.1]:3478")),
-            Err(reject(LISTENER))
+            Err(reject(LOOPBACK))
         );
         assert_eq!(p.check(sa("127.0.0.2:3478")), Ok(sa("127.0.0.2:3478")));
     }
@@ -614,8 +665,8 @@ mod tests {
     fn unspecified_peer_on_a_listener_port_is_refused() {
         let listeners = vec![sa("127.0.0.1:3478")];
         let p = PeerPolicy::new(cidrs(&["0.0.0.0/0"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("0.0.0.0:3478")), Err(reject(LISTENER)));
-        assert_eq!(p.check(sa("[::]:3478")), Err(reject(LISTENER)));
+        assert_eq!(p.check(sa("0.0.0.0:3478")), Err(reject(THIS_NETWORK)));
+        assert_eq!(p.check(sa("[::]:3478")), Err(reject(UNSPECIFIED_V6)));
     }
 
     #[test]
@@ -623,9 +674,9 @@ mod tests {
         let listeners = vec![sa("0.0.0.0:3478"), sa("8.8.4.4:5349")];
         let own = vec![ip("10.0.0.5")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], own, listeners);
-        assert_eq!(p.check(sa("10.0.0.5:3478")), Err(reject(LISTENER)));
-        assert_eq!(p.check(sa("127.0.0.2:3478")), Err(reject(LISTENER)));
-        assert_eq!(p.check(sa("[::1]:3478")), Err(reject(LISTENER)));
+        assert_eq!(p.check(sa("10.0.0.5:3478")), Err(reject(PRIVATE)));
+        assert_eq!(p.check(sa("127.0.0.2:3478")), Err(reject(LOOPBACK)));
+        assert_eq!(p.check(sa("[::1]:3478")), Err(reject(LOOPBACK)));
         assert_eq!(p.check(sa("8.8.4.4:3478")), Err(reject(LISTENER)));
         assert_eq!(p.check(sa("8.8.4.4:5349")), Err(reject(LISTENER)));
         assert_eq!(p.check(sa("10.0.0.5:3479")), Ok(sa("10.0.0.5:3479")));
@@ -640,14 +691,14 @@ mod tests {
             vec![],
             vec![sa("[::]:3478")],
         );
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LISTENER)));
+        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
     }
 
     #[test]
     fn listener_given_in_mapped_form_matches_plain_v4() {
         let listeners = vec![sa("[::ffff:127.0.0.1]:3478")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LISTENER)));
+        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
+use super::tokens::TokenSource;
 use super::{DropReason, FiveTuple, Handled, Now, PeerHandled, Rejection};
 
 /// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
@@ -78,7 +79,10 @@ pub struct Server {
     pub(crate) worker_bucket: Option<TokenBucket>,
     /// Refusing new allocations (SIGTERM drain).
     pub(crate) draining: bool,
+    /// Data indication transaction ids (not secret: they only need to differ).
     pub(crate) rng: u64,
+    /// Reservation tokens (secret: a token is the right to a reserved port).
+    pub(crate) tokens: TokenSource,
 }
 
 impl Server {
@@ -105,6 +109,7 @@ impl Server {
             worker_bucket: None,
             draining: false,
             rng: seed,
+            tokens: TokenSource::new(&nonce_key, seed),
         }
     }
 
@@ -114,11 +119,12 @@ impl Server {
     }
 
     /// Replaces limits, lifetimes and peer policy (SIGHUP reload). Existing allocations keep
-    /// their relays, permissions and channels; new requests see the new settings.
+    /// their relays; permissions and channels the new policy refuses are revoked at once.
     pub fn set_settings(&mut self, settings: Settings) {
         self.nonces.set_lifetime(settings.lifetimes.nonce.as_secs());
         self.settings = settings;
         self.worker_bucket = None;
+        self.revoke_refused();
     }
 
     /// Starts or stops draining: new Allocates are refused (300 to the alternate server when
@@ -207,8 +213,9 @@ impl Server {
                 }
                 Timer::Reservation(token) => {
                     self.reservations.retain(|t| *t != token);
-                    if let Some(rid) = self.shared.expire_reservation(&token, now.mono) {
+                    if let Some((rid, owner)) = self.shared.expire_reservation(&token, now.mono) {
                         relays.release(rid);
+                        self.shared.release(&owner);
                     }
                 }
             }
@@ -221,8 +228,9 @@ impl Server {
             self.end_allocation(now, id, EndReason::Shutdown, relays);
         }
         for token in std::mem::take(&mut self.reservations) {
-            if let Some(rid) = self.shared.take_reservation(&token) {
+            if let Some((rid, owner)) = self.shared.take_reservation(&token) {
                 relays.release(rid);
+                self.shared.release(&owner);
             }
         }
     }
@@ -312,11 +320,6 @@ impl Server {
         }));
     }
 
-    /// A pseudo-random 64-bit value (splitmix64) for reservation tokens and indication ids.
-    pub(crate) fn random_u64(&mut self) -> u64 {
-        next_random(&mut self.rng)
-    }
-
     /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).
     pub(crate) fn owned_allocation(
         &self,
@@ -341,7 +344,7 @@ impl Server {
     }
 }
 
-/// splitmix64: a pseudo-random 64-bit value from `state` (reservation tokens, indication ids).
+/// splitmix64: a pseudo-random 64-bit value from `state` (Data indication transaction ids).
 pub(crate) fn next_random(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;

@@ -31,7 +31,8 @@ pub enum QuotaFull {
 pub struct SharedState {
     total: AtomicU32,
     per_user: Mutex<HashMap<String, u32>>,
-    reservations: Mutex<HashMap<[u8; 8], (ReservationId, Instant)>>,
+    /// Token → (held port, expiry, the username that reserved it).
+    reservations: Mutex<HashMap<[u8; 8], (ReservationId, Instant, String)>>,
 }
 
 impl SharedState {
@@ -72,34 +73,54 @@ impl SharedState {
         }
     }
 
-    /// Records a reservation token (RFC 8656 §7.2).
-    pub(crate) fn add_reservation(&self, token: [u8; 8], id: ReservationId, expires: Instant) {
+    /// Records a reservation token (RFC 8656 §7.2) made by `user`, whose quota slot it holds.
+    pub(crate) fn add_reservation(
+        &self,
+        token: [u8; 8],
+        id: ReservationId,
+        expires: Instant,
+        user: &str,
+    ) {
         if let Ok(mut r) = self.reservations.lock() {
-            r.insert(token, (id, expires));
+            r.insert(token, (id, expires, user.to_owned()));
         }
     }
 
-    /// Claims a reservation by its token.
-    pub(crate) fn take_reservation(&self, token: &[u8; 8]) -> Option<ReservationId> {
+    /// Claims a reservation by its token, for the user who made it only: another user's
+    /// Allocate finds nothing (and the reservation stays for its owner). The quota slot the
+    /// reservation held passes to the claiming allocation.
+    pub(crate) fn claim_reservation(&self, token: &[u8; 8], user: &str) -> Option<ReservationId> {
+        let mut r = self.reservations.lock().ok()?;
+        match r.get(token) {
+            Some((id, _, owner)) if quota_key(owner) == quota_key(user) => {
+                let id = *id;
+                r.remove(token);
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes a reservation whatever its owner (shutdown); returns the port and the owner,
+    /// whose quota slot the caller releases.
+    pub(crate) fn take_reservation(&self, token: &[u8; 8]) -> Option<(ReservationId, String)> {
         self.reservations
             .lock()
             .ok()?
             .remove(token)
-            .map(|(id, _)| id)
+            .map(|(id, _, owner)| (id, owner))
     }
 
-    /// Removes a reservation whose time has come.
+    /// Removes a reservation whose time has come; returns the port and the owner.
     pub(crate) fn expire_reservation(
         &self,
         token: &[u8; 8],
         now: Instant,
-    ) -> Option<ReservationId> {
+    ) -> Option<(ReservationId, String)> {
         let mut r = self.reservations.lock().ok()?;
         match r.get(token) {
-            Some((id, expires)) if *expires <= now => {
-                let id = *id;
-                r.remove(token);
-                Some(id)
+            Some((_, expires, _)) if *expires <= now => {
+                r.remove(token).map(|(id, _, owner)| (id, owner))
             }
             _ => None,
         }

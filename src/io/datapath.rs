@@ -12,12 +12,12 @@ use parking_lot::MutexGuard;
 
 use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
 
-use super::clock;
 use super::mmsg::RecvBatch;
 use super::poller::{Poller, Ready, Token};
 use super::publish::{Publisher, publish_global};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
 use super::worker::{Core, Worker};
+use super::{clock, host_ips};
 
 /// Largest peer payload: a datagram buffer minus the room for a ChannelData or Data header.
 const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
@@ -45,6 +45,8 @@ pub(crate) struct Datapath {
     /// When counters go to the metrics facade next (once a second).
     next_publish: Instant,
     last_trim: Instant,
+    /// When the host's interface addresses are read next (the peer policy refuses them).
+    next_hosts: Instant,
 }
 
 impl Datapath {
@@ -77,6 +79,7 @@ impl Datapath {
             next_tick: now,
             next_publish: now,
             last_trim: now,
+            next_hosts: now + host_ips::REFRESH,
         })
     }
 
@@ -102,6 +105,12 @@ impl Datapath {
             let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve_ready(&worker, now)));
             if served.is_err() {
                 tracing::error!(target: "turnstone::io", "bug: a datagram batch panicked; carrying on");
+            }
+            if now.mono >= self.next_hosts {
+                // Read outside the worker lock; the policy revokes what new addresses refuse.
+                self.next_hosts = now.mono + host_ips::REFRESH;
+                let ips = host_ips::read();
+                worker.lock().server.set_host_addresses(ips);
             }
         }
         worker.lock().close_all(clock::now());

@@ -68,15 +68,11 @@ mod tests {
     use super::*;
     use crate::core::{RelayProvider, RelayRequest};
     use crate::io::poller::Poller;
-    use crate::io::relay::HeldPorts;
+    use crate::io::ports::RelayPorts;
 
     fn relays() -> Relays {
-        Relays::new(
-            40000..=49999,
-            7,
-            Arc::new(HeldPorts::default()),
-            Poller::new().unwrap(),
-        )
+        let ports = RelayPorts::new(40000..=49999, Arc::default(), 7);
+        Relays::new(Arc::new(ports), Poller::new().unwrap())
     }
 
     fn recv_all(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {

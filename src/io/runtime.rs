@@ -12,15 +12,17 @@ use tokio::sync::watch;
 
 use crate::auth::{CredentialStore, Nonces};
 use crate::core::cidr::Cidr;
+use crate::core::live_ports::LivePorts;
 use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
-use super::relay::{HeldPorts, Relays};
+use super::ports::RelayPorts;
+use super::relay::Relays;
 use super::worker::{self, Worker};
-use super::{socket, stream};
+use super::{host_ips, socket, stream};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -44,7 +46,7 @@ pub(crate) struct IoShared {
     pub admission: Admission,
     pub open_streams: AtomicUsize,
     pub tls_failures: AtomicU64,
-    pub held: Arc<HeldPorts>,
+    pub ports: Arc<RelayPorts>,
     published: std::sync::Mutex<(u64, u64)>,
 }
 
@@ -151,6 +153,7 @@ pub struct RunningServer {
     control: watch::Sender<Control>,
     tls_slots: Vec<Option<TlsSlot>>,
     relay_ports: RangeInclusive<u16>,
+    live: Arc<LivePorts>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<SharedState>,
 }
@@ -184,7 +187,9 @@ impl RunningServer {
             spec.deny,
             &self.bound,
             &self.relay_ports,
-        );
+        )
+        .with_live_ports(Arc::clone(&self.live))
+        .with_host_ips(host_ips::read());
         for (slot, listener) in self.tls_slots.iter().zip(&spec.listeners) {
             if let (Some(slot), Some(config)) = (slot, &listener.tls)
                 && let Ok(mut current) = slot.write()
@@ -221,6 +226,14 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// 64 bits of OS randomness.
+fn random_u64() -> Result<u64, StartError> {
+    let key = Nonces::random_key()?;
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&key[..8]);
+    Ok(u64::from_le_bytes(seed))
 }
 
 struct WorkerSockets {
@@ -294,8 +307,11 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         bound.push((listener.transport, address));
     }
 
+    let live = Arc::new(LivePorts::default());
     let mut settings = spec.settings;
-    settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports);
+    settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports)
+        .with_live_ports(Arc::clone(&live))
+        .with_host_ips(host_ips::read());
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;
@@ -309,7 +325,11 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         ),
         open_streams: AtomicUsize::new(0),
         tls_failures: AtomicU64::new(0),
-        held: Arc::new(HeldPorts::default()),
+        ports: Arc::new(RelayPorts::new(
+            spec.relay_ports.clone(),
+            Arc::clone(&live),
+            random_u64()?,
+        )),
         published: std::sync::Mutex::new((0, 0)),
     });
     let (shutdown, _) = watch::channel(false);
@@ -320,10 +340,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     });
     let mut threads = Vec::new();
     for (index, sockets) in per_worker.into_iter().enumerate() {
-        let seed_bytes = Nonces::random_key()?;
-        let mut seed = [0u8; 8];
-        seed.copy_from_slice(&seed_bytes[..8]);
-        let seed = u64::from_le_bytes(seed);
+        let seed = random_u64()?;
         let server = Server::new(
             settings.clone(),
             Arc::clone(&spec.credentials),
@@ -334,8 +351,6 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         let ctx = WorkerContext {
             server,
             sockets,
-            relay_ports: spec.relay_ports.clone(),
-            seed: seed as u16,
             usage: Arc::clone(&spec.usage),
             limits: spec.stream_limits,
             io_shared: Arc::clone(&io_shared),
@@ -355,6 +370,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         control,
         tls_slots,
         relay_ports: spec.relay_ports,
+        live,
         threads,
         shared,
     })
@@ -363,8 +379,6 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
 struct WorkerContext {
     server: Server,
     sockets: WorkerSockets,
-    relay_ports: RangeInclusive<u16>,
-    seed: u16,
     usage: UsageSink,
     limits: StreamLimits,
     io_shared: Arc<IoShared>,
@@ -379,8 +393,6 @@ fn run_worker(ctx: WorkerContext) {
     let WorkerContext {
         server,
         sockets,
-        relay_ports,
-        seed,
         usage,
         limits,
         io_shared,
@@ -395,12 +407,7 @@ fn run_worker(ctx: WorkerContext) {
         (Ok(p), Ok(w)) => (p, w),
         (Err(e), _) | (_, Err(e)) => return fail("cannot create the epoll instance", e),
     };
-    let relays = Relays::new(
-        relay_ports,
-        seed,
-        Arc::clone(&io_shared.held),
-        poller.clone(),
-    );
+    let relays = Relays::new(Arc::clone(&io_shared.ports), poller.clone());
     let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker);
     let udp = sockets.udp.into_iter().map(|(_, sock)| sock).collect();
     let datapath = match Datapath::new(Arc::clone(&worker), poller, udp) {

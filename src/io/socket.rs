@@ -4,8 +4,7 @@
 //! that a v6 socket never claims the same port on IPv4 as well.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::ops::RangeInclusive;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -13,17 +12,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 const LISTENER_BUFFER_BYTES: usize = 4 << 20;
 /// Pending-connection queue for TCP/TLS listeners.
 const TCP_BACKLOG: i32 = 1024;
-
-/// Why no relay socket could be bound in the configured port range.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayBindError {
-    /// Every candidate port in the range is in use.
-    #[error("every relay port in the configured range is in use")]
-    Exhausted,
-    /// Creating or binding the socket failed for another reason.
-    #[error("cannot bind a relay socket: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// Non-blocking UDP socket bound to `addr`; SO_REUSEPORT when `reuse_port`
 /// (one socket per worker on the same address, the kernel spreads clients by
@@ -53,48 +41,6 @@ pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListene
     sock.bind(&addr.into())?;
     sock.listen(TCP_BACKLOG)?;
     Ok(sock.into())
-}
-
-/// Binds a non-blocking UDP relay socket on `ip` at a port in `ports`, trying
-/// ports in order from `start` (wrapping within the range; a `start` outside
-/// the range means the range's first port). With `even`, only even ports are
-/// candidates (RFC 8656 §18.7 EVEN-PORT). Port 0 is never a candidate.
-///
-/// `RelayBindError::Exhausted` when every candidate is in use (EADDRINUSE);
-/// any other failure is `RelayBindError::Io` at once. Tries each port of the
-/// range at most once.
-pub fn bind_udp_in_range(
-    ip: IpAddr,
-    ports: RangeInclusive<u16>,
-    start: u16,
-    even: bool,
-) -> Result<UdpSocket, RelayBindError> {
-    let (first, last) = (u32::from(*ports.start()), u32::from(*ports.end()));
-    if first > last {
-        return Err(RelayBindError::Exhausted);
-    }
-    let size = last - first + 1;
-    let offset = if ports.contains(&start) {
-        u32::from(start) - first
-    } else {
-        0
-    };
-    // One socket for all attempts: a failed bind leaves it unbound and reusable.
-    let sock = new_socket(SocketAddr::new(ip, 0), Type::DGRAM, Protocol::UDP)?;
-    for k in 0..size {
-        let Ok(port) = u16::try_from(first + (offset + k) % size) else {
-            continue;
-        };
-        if port == 0 || (even && port % 2 != 0) {
-            continue;
-        }
-        match sock.bind(&SocketAddr::new(ip, port).into()) {
-            Ok(()) => return Ok(sock.into()),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RelayBindError::Exhausted)
 }
 
 /// Binds a non-blocking UDP socket to exactly `addr`, without SO_REUSEADDR or
@@ -190,40 +136,6 @@ fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
 mod tests {
     use super::*;
     use socket2::SockRef;
-    use std::net::Ipv4Addr;
-
-    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-    /// Two held sockets on adjacent loopback ports `p` and `p + 1`.
-    fn adjacent_pair() -> (UdpSocket, UdpSocket) {
-        for _ in 0..100 {
-            let a = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
-            let p = a.local_addr().unwrap().port();
-            if p == u16::MAX {
-                continue;
-            }
-            if let Ok(b) = bind_udp_exact(SocketAddr::new(LOOPBACK, p + 1)) {
-                return (a, b);
-            }
-        }
-        panic!("no two adjacent free loopback ports");
-    }
-
-    /// A held socket on an even loopback port.
-    fn even_port() -> UdpSocket {
-        for _ in 0..100 {
-            let a = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
-            let p = a.local_addr().unwrap().port();
-            if p % 2 == 0 && p < u16::MAX {
-                return a;
-            }
-        }
-        panic!("no even free loopback port");
-    }
-
-    fn port(sock: &UdpSocket) -> u16 {
-        sock.local_addr().unwrap().port()
-    }
 
     #[test]
     fn two_reuse_port_udp_sockets_share_an_address() {
@@ -259,52 +171,6 @@ mod tests {
     fn tcp_listener_is_v6_only_on_ipv6() {
         let l = tcp_listener("[::1]:0".parse().unwrap(), false).unwrap();
         assert!(SockRef::from(&l).only_v6().unwrap());
-    }
-
-    #[test]
-    fn range_with_every_port_taken_is_exhausted() {
-        let (a, b) = adjacent_pair();
-        let (p, q) = (port(&a), port(&b));
-        let err = bind_udp_in_range(LOOPBACK, p..=q, p, false).unwrap_err();
-        assert!(matches!(err, RelayBindError::Exhausted), "{err:?}");
-    }
-
-    #[test]
-    fn range_search_wraps_from_start_to_the_range_beginning() {
-        let (a, b) = adjacent_pair();
-        let (p, q) = (port(&a), port(&b));
-        drop(a);
-        let sock = bind_udp_in_range(LOOPBACK, p..=q, q, false).unwrap();
-        assert_eq!(port(&sock), p);
-    }
-
-    #[test]
-    fn even_port_search_skips_odd_ports() {
-        let held = even_port();
-        let p = port(&held);
-        // p is taken and p + 1 is odd: nothing is left, free or not.
-        let err = bind_udp_in_range(LOOPBACK, p..=p + 1, p, true).unwrap_err();
-        assert!(matches!(err, RelayBindError::Exhausted), "{err:?}");
-    }
-
-    #[test]
-    fn even_port_search_yields_an_even_port_in_range() {
-        let probe = bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
-        let first = port(&probe).saturating_sub(32) & !1;
-        drop(probe);
-        let last = first + 63;
-        let sock = bind_udp_in_range(LOOPBACK, first..=last, first + 1, true).unwrap();
-        let got = port(&sock);
-        assert_eq!(got % 2, 0);
-        assert!((first..=last).contains(&got));
-    }
-
-    #[test]
-    fn bind_error_other_than_in_use_is_io() {
-        // A v4-mapped address cannot be bound on a v6-only socket (EINVAL).
-        let ip: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        let err = bind_udp_in_range(ip, 40000..=40001, 40000, false).unwrap_err();
-        assert!(matches!(err, RelayBindError::Io(_)), "{err:?}");
     }
 
     #[test]

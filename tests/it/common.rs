@@ -81,6 +81,8 @@ pub struct Options {
     pub limits: String,
     /// The TURN REST API secrets.
     pub secrets: Vec<String>,
+    /// Extra lines of the `[peers]` table (after `allow = ["127.0.0.0/8"]`).
+    pub peers: String,
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             server: String::new(),
             limits: "tcp_handshake_timeout = \"5s\"".to_string(),
             secrets: vec![SECRET.to_string()],
+            peers: String::new(),
         }
     }
 }
@@ -110,6 +113,7 @@ impl Options {
             server,
             limits,
             secrets,
+            peers,
         } = self;
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
@@ -154,6 +158,7 @@ password = "{PASSWORD}"
 
 [peers]
 allow = ["127.0.0.0/8"]
+{peers}
 
 [limits]
 {limits}

@@ -169,9 +169,12 @@ fn reserve(h: &mut Harness) -> Vec<u8> {
 fn even_port_reservation_token_gives_a_later_allocation_the_reserved_relay() {
     let mut h = Harness::new();
     let token = reserve(&mut h);
-    let mut other = h.client("bob");
-    let relayed = h.allocate(&mut other, &[Attr::Raw(attr::RESERVATION_TOKEN, token)]);
+    // The RTCP allocation of the same user, from another 5-tuple.
+    let mut rtcp = h.client("alice");
+    let relayed = h.allocate(&mut rtcp, &[Attr::Raw(attr::RESERVATION_TOKEN, token)]);
     assert_eq!(relayed, SocketAddr::new(RELAY_V4, 50001));
+    // The reservation's quota slot passed to the allocation: two slots, not three.
+    assert_eq!(h.shared.total(), 2);
     // The fake numbers reservations like relays: the Even open above was number 1.
     assert_eq!(
         h.relays.requests[1],
@@ -183,6 +186,69 @@ fn even_port_reservation_token_gives_a_later_allocation_the_reserved_relay() {
         h.relays.released.is_empty(),
         "a claimed reservation is not released"
     );
+}
+
+#[test]
+fn another_users_reservation_token_is_refused_and_stays_for_its_owner() {
+    let mut h = Harness::new();
+    let token = reserve(&mut h);
+    let mut bob = h.client("bob");
+    let attrs = [udp(), Attr::Raw(attr::RESERVATION_TOKEN, token.clone())];
+    let resp = h.request(&mut bob, Method::ALLOCATE, &attrs);
+    resp.err(508);
+    // Same answer as an unknown token: nothing tells bob the token exists.
+    assert_eq!(resp.reason(), "unknown or expired RESERVATION-TOKEN");
+    assert_eq!(h.shared.total(), 2, "bob holds no slot");
+    let mut rtcp = h.client("alice");
+    let relayed = h.allocate(&mut rtcp, &[Attr::Raw(attr::RESERVATION_TOKEN, token)]);
+    assert_eq!(relayed, SocketAddr::new(RELAY_V4, 50001));
+}
+
+#[test]
+fn a_reserved_port_counts_against_the_users_allocation_quota() {
+    let mut h = Harness::with_settings(Settings {
+        max_allocations_per_user: 2,
+        ..settings()
+    });
+    reserve(&mut h);
+    let mut third = h.client("alice");
+    h.request(&mut third, Method::ALLOCATE, &[udp()]).err(486);
+    // The unclaimed reservation lapses and gives its slot back.
+    h.advance(Duration::from_secs(30));
+    h.tick();
+    assert_eq!(h.shared.total(), 1);
+    h.allocate(&mut third, &[]);
+}
+
+#[test]
+fn reserving_with_one_slot_left_is_answered_486_and_takes_nothing() {
+    let mut h = Harness::with_settings(Settings {
+        max_allocations_per_user: 1,
+        ..settings()
+    });
+    let mut c = h.client("alice");
+    h.request(&mut c, Method::ALLOCATE, &[udp(), even_port(true)])
+        .err(486);
+    assert_eq!(h.shared.total(), 0);
+    assert!(h.relays.requests.is_empty());
+}
+
+#[test]
+fn reservation_tokens_are_not_the_generator_that_data_indication_ids_come_from() {
+    // The harness seeds the worker with 42. Data indication transaction ids are outputs of
+    // splitmix64 from that seed and are seen by every client; the old tokens were the very
+    // next outputs, so one observed id predicted them.
+    let mut h = Harness::new();
+    let mut state = 42;
+    let stream: Vec<Vec<u8>> = (0..16)
+        .map(|_| {
+            crate::core::server::next_random(&mut state)
+                .to_be_bytes()
+                .to_vec()
+        })
+        .collect();
+    let token = reserve(&mut h);
+    assert!(!stream.contains(&token));
 }
 
 #[test]

@@ -11,5 +11,6 @@ mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
+mod revocation;
 mod rfc8489_order;
 mod rfc_client;

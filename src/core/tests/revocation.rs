@@ -1,0 +1,160 @@
+//! A tightened peer policy applies to what already exists (DESIGN.md §4): a reload or a new
+//! host address revokes the permissions and channels it now refuses.
+
+use std::net::IpAddr;
+
+use crate::core::cidr::Cidr;
+use crate::core::policy::PeerPolicy;
+use crate::core::{DropReason, Handled, PeerHandled, Settings};
+
+use super::harness::{Harness, LISTENER, RELAY_V4, RELAY_V6, sa, settings};
+
+fn denying(deny: &[&str]) -> Settings {
+    let deny: Vec<Cidr> = deny.iter().map(|c| c.parse().unwrap()).collect();
+    Settings {
+        policy: PeerPolicy::new(vec![], deny, vec![RELAY_V4, RELAY_V6], vec![LISTENER])
+            .with_relay_ports(49152..=65535),
+        ..settings()
+    }
+}
+
+#[test]
+fn reload_that_denies_a_peer_revokes_its_permission_and_channel_both_ways() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let (x, y) = (sa("8.8.8.8:53"), sa("1.1.1.1:53"));
+    h.bind(&mut c, 0x4000, x).ok();
+    h.permit(&mut c, &[y]).ok();
+    assert!(matches!(
+        h.channel_data(c.ft, 0x4000, b"a").0,
+        Handled::Forward { .. }
+    ));
+
+    h.server.set_settings(denying(&["8.8.8.0/24"]));
+
+    // Client → X: the channel is gone, and a Send indication is refused.
+    assert_eq!(
+        h.channel_data(c.ft, 0x4000, b"a").0,
+        Handled::Drop(DropReason::NoChannel)
+    );
+    assert_eq!(
+        h.send_indication(c.ft, x, b"a").0,
+        Handled::Drop(DropReason::Policy)
+    );
+    // X → client: no permission any more.
+    assert_eq!(
+        h.peer_sends(relayed, x, b"b").0,
+        PeerHandled::Drop(DropReason::NoPermission)
+    );
+    // Y was not touched.
+    assert!(matches!(
+        h.peer_sends(relayed, y, b"c").0,
+        PeerHandled::ToClient { .. }
+    ));
+    // The channel number is free again; binding it to X is refused by the new policy.
+    h.bind(&mut c, 0x4000, x).err(403);
+    h.bind(&mut c, 0x4000, y).ok();
+}
+
+#[test]
+fn a_new_host_address_revokes_permissions_to_it() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let x = sa("9.9.9.9:53");
+    h.bind(&mut c, 0x4000, x).ok();
+    let host: IpAddr = "9.9.9.9".parse().unwrap();
+    assert_eq!(h.server.set_host_addresses(vec![host]), 2);
+    assert_eq!(
+        h.peer_sends(relayed, x, b"b").0,
+        PeerHandled::Drop(DropReason::NoPermission)
+    );
+    assert_eq!(
+        h.channel_data(c.ft, 0x4000, b"a").0,
+        Handled::Drop(DropReason::NoChannel)
+    );
+    // The same set again changes nothing.
+    assert_eq!(h.server.set_host_addresses(vec![host]), 0);
+}
+
+#[test]
+fn a_403_for_the_servers_private_bind_address_reads_like_any_private_address() {
+    let mut h = Harness::with_settings(Settings {
+        policy: PeerPolicy::new(vec![], vec![], vec![RELAY_V4], vec![LISTENER])
+            .with_relay_ports(49152..=65535)
+            .with_host_ips(vec!["10.1.2.3".parse().unwrap()]),
+        ..settings()
+    });
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    let ours = h.request(
+        &mut c,
+        crate::proto::Method::CHANNEL_BIND,
+        &[
+            super::harness::channel(0x4000),
+            super::harness::peer(sa("10.1.2.3:22")),
+        ],
+    );
+    ours.err(403);
+    let theirs = h.request(
+        &mut c,
+        crate::proto::Method::CHANNEL_BIND,
+        &[
+            super::harness::channel(0x4000),
+            super::harness::peer(sa("10.1.2.4:22")),
+        ],
+    );
+    theirs.err(403);
+    assert_eq!(ours.reason(), theirs.reason());
+}
+
+#[test]
+fn hairpin_with_a_wildcard_relay_bind_never_sends_to_the_unspecified_address() {
+    // Validation refuses this configuration now; the core must be safe with it anyway.
+    let wildcard = IpAddr::from([0, 0, 0, 0]);
+    let mut h = Harness::with_settings(Settings {
+        relay_v4: Some(crate::core::RelayFamily {
+            bind: wildcard,
+            advertised: RELAY_V4,
+        }),
+        ..settings()
+    });
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    assert_eq!((a.ip(), b.ip()), (RELAY_V4, RELAY_V4));
+    h.bind(&mut alice, 0x4000, b).ok();
+    match h.channel_data(alice.ft, 0x4000, b"hi").0 {
+        Handled::Forward { peer, .. } => assert!(!peer.ip().is_unspecified(), "{peer}"),
+        Handled::Drop(_) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_channel_to_another_relay_stops_when_that_relay_socket_closes() {
+    let live = std::sync::Arc::new(crate::core::live_ports::LivePorts::default());
+    let mut h = Harness::with_settings(Settings {
+        policy: super::harness::policy(&[]).with_live_ports(std::sync::Arc::clone(&live)),
+        ..settings()
+    });
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    // The fake relays do not mark ports; do what the IO layer does.
+    live.open(false, a.port());
+    live.open(false, b.port());
+    h.bind(&mut alice, 0x4000, b).ok();
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
+    // Bob's allocation ends and its port may go to any local process.
+    h.refresh(&mut bob, 0).ok();
+    live.close(false, b.port());
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        Handled::Drop(DropReason::Policy)
+    );
+}
