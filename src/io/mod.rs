@@ -5,6 +5,7 @@
 //! decision is made by [`crate::core::Server`].
 
 mod admission;
+mod bind;
 pub mod clock;
 mod datapath;
 mod forward;

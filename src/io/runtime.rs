@@ -1,7 +1,7 @@
 //! Starting and stopping the server: bind every socket up front (so errors surface before
 //! anything runs and port 0 resolves), then run one worker thread per core.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -16,11 +16,12 @@ use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
+use super::bind::{Bound, WorkerSockets, bind_all};
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
 use super::relay::{HeldPorts, Relays};
+use super::stream;
 use super::worker::{self, Worker};
-use super::{socket, stream};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -137,6 +138,17 @@ pub enum StartError {
     /// A worker thread could not be spawned.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    /// Another process (a second Turnstone?) already listens on this address.
+    #[error(
+        "{transport} {address} is already in use by another process (is another turnstone \
+         running?); stop it or choose another address"
+    )]
+    InUse {
+        /// The transport.
+        transport: &'static str,
+        /// The address.
+        address: SocketAddr,
+    },
     /// No listener was configured.
     #[error("no listener configured")]
     NoListener,
@@ -221,11 +233,6 @@ impl Drop for RunningServer {
     }
 }
 
-struct WorkerSockets {
-    udp: Vec<(SocketAddr, StdUdpSocket)>,
-    tcp: Vec<(SocketAddr, StdTcpListener, Option<TlsSlot>)>,
-}
-
 /// The peer policy for the bound listeners and the configured relay addresses.
 fn policy_for(
     settings: &Settings,
@@ -255,42 +262,11 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         return Err(StartError::NoListener);
     }
     let workers = spec.workers.max(1);
-    let mut per_worker: Vec<WorkerSockets> = (0..workers)
-        .map(|_| WorkerSockets {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-        })
-        .collect();
-    let mut bound = Vec::new();
-    let mut tls_slots = Vec::new();
-    for listener in &spec.listeners {
-        let mut address = listener.address;
-        let slot: Option<TlsSlot> = listener
-            .tls
-            .as_ref()
-            .map(|c| Arc::new(RwLock::new(Arc::clone(c))));
-        for sockets in per_worker.iter_mut() {
-            let err = |source| StartError::Bind {
-                transport: listener.transport.name(),
-                address,
-                source,
-            };
-            match listener.transport {
-                Transport::Udp => {
-                    let sock = socket::udp_socket(address, workers > 1).map_err(err)?;
-                    address = sock.local_addr().map_err(err)?;
-                    sockets.udp.push((address, sock));
-                }
-                Transport::Tcp | Transport::Tls => {
-                    let sock = socket::tcp_listener(address, workers > 1).map_err(err)?;
-                    address = sock.local_addr().map_err(err)?;
-                    sockets.tcp.push((address, sock, slot.clone()));
-                }
-            }
-        }
-        tls_slots.push(slot);
-        bound.push((listener.transport, address));
-    }
+    let Bound {
+        per_worker,
+        addresses: bound,
+        tls_slots,
+    } = bind_all(&spec.listeners, workers)?;
 
     let mut settings = spec.settings;
     settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports);

@@ -12,5 +12,6 @@ mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
 mod probe;
+mod second_instance;
 mod turn_stream;
 mod turn_udp;
