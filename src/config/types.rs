@@ -311,6 +311,10 @@ pub struct LimitsConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP/TLS client connections open at once.
     pub max_tcp_connections: usize,
+    /// TCP/TLS client connections open at once from one IPv4 address or IPv6 /64.
+    pub max_tcp_connections_per_ip: u32,
+    /// Time a new TCP/TLS client has to get an allocation (an authenticated Allocate).
+    pub tcp_auth_timeout: Duration,
     /// Relayed bits per second per allocation, both directions together; 0 = unlimited.
     pub max_allocation_bitrate: u64,
     /// Depth of an allocation's token bucket in bytes; 0 = one second at the bitrate.

@@ -4,9 +4,11 @@
 //! reloads; both drive the same core under a per-worker lock. Thin by design: every protocol
 //! decision is made by [`crate::core::Server`].
 
+pub mod accept;
 mod admission;
 mod bind;
 pub mod clock;
+mod conn_slots;
 mod datapath;
 mod forward;
 pub mod mmsg;
@@ -16,6 +18,7 @@ mod relay;
 mod runtime;
 pub mod socket;
 mod stream;
+mod stream_buf;
 pub mod tls;
 mod udp;
 mod worker;

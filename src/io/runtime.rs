@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
 use super::bind::{Bound, WorkerSockets, bind_all};
+use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
 use super::relay::{HeldPorts, Relays};
@@ -43,7 +44,7 @@ pub type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 /// IO state shared by every worker.
 pub(crate) struct IoShared {
     pub admission: Admission,
-    pub open_streams: AtomicUsize,
+    pub streams: Arc<ConnectionSlots>,
     pub tls_failures: AtomicU64,
     pub held: Arc<HeldPorts>,
     published: std::sync::Mutex<(u64, u64)>,
@@ -93,6 +94,10 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     /// Concurrent TCP/TLS connections across all workers.
     pub max_connections: usize,
+    /// Concurrent TCP/TLS connections from one IPv4 address or IPv6 /64, across all workers.
+    pub max_connections_per_ip: u32,
+    /// Time from connect to an allocation; a connection without one by then is closed.
+    pub auth_timeout: Duration,
 }
 
 /// Everything needed to run the server.
@@ -276,7 +281,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     let limits = spec.request_limits;
     let io_shared = Arc::new(IoShared {
         admission: Admission::new(limits.per_second, limits.burst, limits.max_tracked_ips),
-        open_streams: AtomicUsize::new(0),
+        streams: Arc::new(ConnectionSlots::default()),
         tls_failures: AtomicU64::new(0),
         held: Arc::new(HeldPorts::default()),
         published: std::sync::Mutex::new((0, 0)),

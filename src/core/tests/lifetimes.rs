@@ -127,3 +127,22 @@ fn closing_a_tcp_connection_ends_its_allocation() {
     assert_eq!(h.relays.closed, vec![id]);
     assert_eq!(h.usage()[0].reason, EndReason::ConnectionClosed);
 }
+
+#[test]
+fn a_connection_has_an_allocation_only_after_an_authenticated_allocate_and_until_it_ends() {
+    let mut h = Harness::new();
+    let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    let mut c = Harness::user_on(ft, "alice");
+    h.send(&mut c, Method::BINDING, &[]).ok();
+    h.challenge(&mut c);
+    assert!(
+        !h.server.has_allocation(&ft),
+        "Binding and a 401 do not count"
+    );
+    h.allocate(&mut c, &[]);
+    assert!(h.server.has_allocation(&ft));
+    let other = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    assert!(!h.server.has_allocation(&other));
+    h.refresh(&mut c, 0).ok();
+    assert!(!h.server.has_allocation(&ft));
+}
