@@ -374,6 +374,19 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
     }
 
     #[test]
+    fn a_zero_per_ip_connection_cap_or_auth_timeout_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_tcp_connections_per_ip = 0\n"),
+            "limits.max_tcp_connections_per_ip: must be at least 1; remove the tcp and tls \
+             listeners to turn TCP off"
+        );
+        assert!(
+            only_error("[limits]\ntcp_auth_timeout = \"0s\"\n")
+                .starts_with("limits.tcp_auth_timeout:")
+        );
+    }
+
+    #[test]
     fn bad_duration_is_refused() {
         assert_eq!(
             only_error("[auth]\nnonce_lifetime = \"10\"\n"),
