@@ -10,6 +10,7 @@ mod bind;
 pub mod clock;
 mod conn_slots;
 mod datapath;
+mod fd_limit;
 mod forward;
 pub mod mmsg;
 pub(crate) mod poller;

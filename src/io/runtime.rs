@@ -21,8 +21,8 @@ use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
 use super::relay::{HeldPorts, Relays};
-use super::stream;
 use super::worker::{self, Worker};
+use super::{fd_limit, stream};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -266,6 +266,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     if spec.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
+    fd_limit::check(&spec);
     let workers = spec.workers.max(1);
     let Bound {
         per_worker,
