@@ -5,6 +5,7 @@ mod bench_transports;
 mod binding;
 mod client;
 mod common;
+mod hostile_admin;
 mod hostile_streams;
 mod interop_coturn;
 mod interop_stun_crate;
