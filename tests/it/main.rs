@@ -5,6 +5,7 @@ mod bench_transports;
 mod binding;
 mod client;
 mod common;
+mod deploy;
 mod hostile_admin;
 mod hostile_streams;
 mod interop_coturn;
