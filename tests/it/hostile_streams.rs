@@ -201,3 +201,119 @@ async fn an_allocated_tcp_connection_sending_data_for_an_unbound_channel_is_clos
     })
     .await;
 }
+
+/// Set in the environment of the child process that runs [`isolated_emfile_session`].
+const ISOLATED: &str = "TURNSTONE_IT_EMFILE";
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills in the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Runs [`isolated_emfile_session`] in a child process: it lowers the open-file limit and
+/// uses every descriptor, which no other test may see.
+#[tokio::test]
+async fn an_accept_loop_out_of_file_descriptors_backs_off_instead_of_spinning() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "hostile_streams::isolated_emfile_session",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ISOLATED, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waited = Duration::ZERO;
+    while child.try_wait().unwrap().is_none() {
+        if waited > crate::common::TEST_TIMEOUT {
+            let _ = child.kill();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the EMFILE session failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run in a process of its own by an_accept_loop_out_of_file_descriptors_backs_off_instead_of_spinning"]
+async fn isolated_emfile_session() {
+    if std::env::var_os(ISOLATED).is_none() {
+        return;
+    }
+    bounded(async {
+        let server = TestServer::start_with(&Options {
+            workers: 1,
+            ..Options::default()
+        });
+        // The worker's accept loop runs once a connection is served.
+        let mut first = TcpStream::connect(server.tcp()).await.unwrap();
+        assert!(binding_answered(&mut first).await);
+        let limit = libc::rlimit {
+            rlim_cur: 512,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        let mut current = limit;
+        // SAFETY: plain rlimit structs.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) },
+            0
+        );
+        let lowered = libc::rlimit {
+            rlim_cur: limit.rlim_cur,
+            rlim_max: current.rlim_max,
+        };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        // Use every descriptor, then free one for the client's socket: the server's accept
+        // then fails with EMFILE while the connection waits in the backlog.
+        let mut files = Vec::new();
+        for _ in 0..512 {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => files.push(f),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    break;
+                }
+            }
+        }
+        files.pop();
+        let mut client = std::net::TcpStream::connect(server.tcp()).unwrap();
+
+        let before = cpu_time();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = cpu_time() - before;
+        assert!(
+            used < Duration::from_millis(300),
+            "{used:?} of CPU in 1 s while accept fails"
+        );
+
+        // Descriptors back: the waiting connection is accepted and served.
+        drop(files);
+        use std::io::{Read, Write};
+        client.write_all(&binding_request().1).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        assert!(
+            client.read(&mut buf).unwrap() > 0,
+            "no answer after recovery"
+        );
+    })
+    .await;
+}
