@@ -305,7 +305,8 @@ pub struct LimitsConfig {
     pub max_permissions_per_allocation: usize,
     /// Channels one allocation may bind (at most 4096, RFC 8656 §12).
     pub max_channels_per_allocation: usize,
-    /// Time a new TCP/TLS client has to finish the TLS handshake or send a first message.
+    /// Time a new TCP/TLS client has to finish the TLS handshake or send a first message;
+    /// also bounds a partial message and a stalled write.
     pub tcp_handshake_timeout: Duration,
     /// A TCP/TLS client connection silent for this long is closed.
     pub tcp_idle_timeout: Duration,

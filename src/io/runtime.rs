@@ -88,7 +88,7 @@ pub struct RequestLimits {
 /// TCP/TLS connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamLimits {
-    /// TLS handshake deadline.
+    /// TLS handshake deadline; also for the first message, a partial message and a write.
     pub handshake_timeout: Duration,
     /// Close connections silent this long.
     pub idle_timeout: Duration,

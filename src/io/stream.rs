@@ -120,6 +120,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut input = InputBuffer::new();
     let mut out = vec![0u8; 2048];
     let mut timers = Deadlines::new(&worker.limits, accepted, Instant::now());
+    let write_timeout = worker.limits.handshake_timeout;
     'conn: loop {
         let (deadline, why) = timers.next();
         tokio::select! {
@@ -167,7 +168,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         timers.allocation_traffic(Instant::now());
                     }
                     if let Handled::Reply(len) = handled
-                        && writer.write_all(&out[..len]).await.is_err()
+                        && !write_within(&mut writer, &out[..len], write_timeout).await
                     {
                         break 'conn;
                     }
@@ -182,7 +183,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 rx.sent(&msg);
                 // The core only queues data from the allocation's permitted peers.
                 timers.allocation_traffic(Instant::now());
-                if writer.write_all(&msg).await.is_err() {
+                if !write_within(&mut writer, &msg, write_timeout).await {
                     break 'conn;
                 }
             }
@@ -198,6 +199,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     core.server
         .handle_connection_closed(clock::now(), ft, &mut core.relays);
     core.drain_commands();
+}
+
+/// Writes `bytes`; false when the write fails or cannot finish within `within`. A client
+/// that stops reading fills the socket's send buffer: without the bound the task would wait
+/// in the write forever, past every deadline, holding its slot and its allocation.
+async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    within: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(within, writer.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// When a connection is closed, whichever comes first.

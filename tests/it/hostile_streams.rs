@@ -202,6 +202,61 @@ async fn an_allocated_tcp_connection_sending_data_for_an_unbound_channel_is_clos
     .await;
 }
 
+#[tokio::test]
+async fn a_relaying_tcp_client_that_stops_reading_is_closed_after_tcp_handshake_timeout() {
+    bounded(async {
+        let server = TestServer::start_with(&Options::limits(
+            "tcp_handshake_timeout = \"1s\"\ntcp_idle_timeout = \"1m\"",
+        ));
+        let peer = EchoPeer::start();
+        // A small receive window, so the server's send buffer fills sooner.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(server.tcp()).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let conn = Conn::Stream {
+            io: Box::new(tcp),
+            buf: Vec::new(),
+            local,
+        };
+        let (user, password) = rest_credentials("slow-reader");
+        let mut client = TurnClient::new(conn, &user, &password);
+        client.allocate().await;
+        client
+            .request_ok(Method::CHANNEL_BIND, |w| {
+                w.add_u32(attr::CHANNEL_NUMBER, u32::from(CHANNEL) << 16)
+                    .unwrap();
+                w.add_xor_address(attr::XOR_PEER_ADDRESS, peer.addr)
+                    .unwrap();
+            })
+            .await;
+        // The peer echoes everything back and the client never reads: the server's writes
+        // stall. Keep sending (up to 40 MB) until the server stops reading too.
+        let Conn::Stream { io, .. } = &mut client.conn else {
+            panic!("TCP");
+        };
+        let frame = channel_data(CHANNEL, &[0x5a; 4000], true);
+        for i in 0..10_000 {
+            let send = tokio::time::timeout(Duration::from_millis(500), io.write_all(&frame));
+            if !matches!(send.await, Ok(Ok(()))) || server.allocations() == 0 {
+                break;
+            }
+            if i % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // A stalled write ends the connection, and with it the allocation (RFC 8656 §3.1).
+        for _ in 0..150 {
+            if server.allocations() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("a client that never reads kept its connection and allocation");
+    })
+    .await;
+}
+
 /// Set in the environment of the child process that runs [`isolated_emfile_session`].
 const ISOLATED: &str = "TURNSTONE_IT_EMFILE";
 
