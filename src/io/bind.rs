@@ -10,8 +10,43 @@ use std::sync::{Arc, RwLock};
 
 use crate::core::Transport;
 
-use super::runtime::{ListenerSpec, StartError, TlsSlot};
+use super::runtime::{ListenerSpec, TlsSlot};
 use super::socket;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {transport} {address}: {source}")]
+    Bind {
+        /// The transport.
+        transport: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// OS randomness was unavailable.
+    #[error("cannot read OS randomness: {0}")]
+    Random(#[from] crate::auth::AuthError),
+    /// A worker thread could not be spawned.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+    /// Another process (a second Turnstone?) already listens on this address.
+    #[error(
+        "{transport} {address} is already in use by another process (is another turnstone \
+         running?); stop it or choose another address"
+    )]
+    InUse {
+        /// The transport.
+        transport: &'static str,
+        /// The address.
+        address: SocketAddr,
+    },
+    /// No listener was configured.
+    #[error("no listener configured")]
+    NoListener,
+}
 
 /// The sockets of one worker.
 pub(crate) struct WorkerSockets {

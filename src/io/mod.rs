@@ -25,7 +25,7 @@ mod udp;
 mod worker;
 
 pub use admission::{Admission, is_stun_request};
+pub use bind::StartError;
 pub use runtime::{
-    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StartError, StreamLimits, TlsSlot,
-    UsageSink, start,
+    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StreamLimits, TlsSlot, UsageSink, start,
 };

@@ -16,7 +16,7 @@ use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
-use super::bind::{Bound, WorkerSockets, bind_all};
+use super::bind::{Bound, StartError, WorkerSockets, bind_all};
 use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
@@ -122,41 +122,6 @@ pub struct ServerSpec {
     pub request_limits: RequestLimits,
     /// Usage record sink.
     pub usage: UsageSink,
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listening socket could not be bound.
-    #[error("cannot listen on {transport} {address}: {source}")]
-    Bind {
-        /// The transport.
-        transport: &'static str,
-        /// The address.
-        address: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-    /// OS randomness was unavailable.
-    #[error("cannot read OS randomness: {0}")]
-    Random(#[from] crate::auth::AuthError),
-    /// A worker thread could not be spawned.
-    #[error("cannot start worker thread: {0}")]
-    Thread(std::io::Error),
-    /// Another process (a second Turnstone?) already listens on this address.
-    #[error(
-        "{transport} {address} is already in use by another process (is another turnstone \
-         running?); stop it or choose another address"
-    )]
-    InUse {
-        /// The transport.
-        transport: &'static str,
-        /// The address.
-        address: SocketAddr,
-    },
-    /// No listener was configured.
-    #[error("no listener configured")]
-    NoListener,
 }
 
 /// A running server.
