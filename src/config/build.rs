@@ -147,6 +147,8 @@ impl Config {
                 handshake_timeout: self.limits.tcp_handshake_timeout,
                 idle_timeout: self.limits.tcp_idle_timeout,
                 max_connections: self.limits.max_tcp_connections,
+                max_connections_per_ip: self.limits.max_tcp_connections_per_ip,
+                auth_timeout: self.limits.tcp_auth_timeout,
             },
             request_limits: RequestLimits {
                 per_second: self.limits.requests_per_second_per_ip,

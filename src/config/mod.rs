@@ -142,6 +142,8 @@ max_channels_per_allocation = 64
 tcp_handshake_timeout = "10s"
 tcp_idle_timeout = "5m"
 max_tcp_connections = 10000
+max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 /64
+tcp_auth_timeout = "20s"        # to get an allocation, from connect
 max_allocation_bitrate = "2Mbps"   # bps|kbps|Mbps|Gbps; "0" = unlimited
 allocation_burst = "64KiB"      # B|KB|MB|GB|KiB|MiB|GiB; "0" = one second at the bitrate
 max_total_bitrate = "1Gbps"     # "0" = unlimited
@@ -201,6 +203,8 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(l.tcp_handshake_timeout, Duration::from_secs(10));
         assert_eq!(l.tcp_idle_timeout, Duration::from_secs(300));
         assert_eq!(l.max_tcp_connections, 10_000);
+        assert_eq!(l.max_tcp_connections_per_ip, 500);
+        assert_eq!(l.tcp_auth_timeout, Duration::from_secs(20));
         assert_eq!(l.max_allocation_bitrate, 2_000_000);
         assert_eq!(l.allocation_burst_bytes, 65_536);
         assert_eq!(l.max_total_bitrate, 1_000_000_000);
@@ -368,6 +372,19 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
             ]
         );
         assert_eq!(errs.to_string().lines().count(), 4);
+    }
+
+    #[test]
+    fn a_zero_per_ip_connection_cap_or_auth_timeout_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_tcp_connections_per_ip = 0\n"),
+            "limits.max_tcp_connections_per_ip: must be at least 1; remove the tcp and tls \
+             listeners to turn TCP off"
+        );
+        assert!(
+            only_error("[limits]\ntcp_auth_timeout = \"0s\"\n")
+                .starts_with("limits.tcp_auth_timeout:")
+        );
     }
 
     #[test]

@@ -167,6 +167,8 @@ pub(super) struct RawLimits {
     pub tcp_handshake_timeout: Dur,
     pub tcp_idle_timeout: Dur,
     pub max_tcp_connections: usize,
+    pub max_tcp_connections_per_ip: u32,
+    pub tcp_auth_timeout: Dur,
     pub max_allocation_bitrate: Bitrate,
     pub allocation_burst: ByteSize,
     pub max_total_bitrate: Bitrate,
@@ -191,6 +193,9 @@ impl Default for RawLimits {
             tcp_handshake_timeout: Dur::secs(10),
             tcp_idle_timeout: Dur::secs(300),
             max_tcp_connections: 10_000,
+            // A big office behind one NAT address stays under it; one host cannot hoard.
+            max_tcp_connections_per_ip: 500,
+            tcp_auth_timeout: Dur::secs(20),
             max_allocation_bitrate: Bitrate(0),
             allocation_burst: ByteSize(0),
             max_total_bitrate: Bitrate(0),

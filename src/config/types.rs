@@ -305,12 +305,17 @@ pub struct LimitsConfig {
     pub max_permissions_per_allocation: usize,
     /// Channels one allocation may bind (at most 4096, RFC 8656 §12).
     pub max_channels_per_allocation: usize,
-    /// Time a new TCP/TLS client has to finish the TLS handshake or send a first message.
+    /// Time a new TCP/TLS client has to finish the TLS handshake or send a first message;
+    /// also bounds a partial message and a stalled write.
     pub tcp_handshake_timeout: Duration,
     /// A TCP/TLS client connection silent for this long is closed.
     pub tcp_idle_timeout: Duration,
     /// TCP/TLS client connections open at once.
     pub max_tcp_connections: usize,
+    /// TCP/TLS client connections open at once from one IPv4 address or IPv6 /64.
+    pub max_tcp_connections_per_ip: u32,
+    /// Time a new TCP/TLS client has to get an allocation (an authenticated Allocate).
+    pub tcp_auth_timeout: Duration,
     /// Relayed bits per second per allocation, both directions together; 0 = unlimited.
     pub max_allocation_bitrate: u64,
     /// Depth of an allocation's token bucket in bytes; 0 = one second at the bitrate.

@@ -127,6 +127,12 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
             "must be at least 1; remove the tcp and tls listeners to turn TCP off",
         );
     }
+    if raw.max_tcp_connections_per_ip == 0 {
+        ctx.push(
+            "limits.max_tcp_connections_per_ip",
+            "must be at least 1; remove the tcp and tls listeners to turn TCP off",
+        );
+    }
     check_rates(&raw, ctx);
     LimitsConfig {
         allocation_lifetime,
@@ -144,6 +150,8 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
         ),
         tcp_idle_timeout: positive(raw.tcp_idle_timeout, "limits.tcp_idle_timeout", ctx),
         max_tcp_connections: raw.max_tcp_connections,
+        max_tcp_connections_per_ip: raw.max_tcp_connections_per_ip,
+        tcp_auth_timeout: positive(raw.tcp_auth_timeout, "limits.tcp_auth_timeout", ctx),
         max_allocation_bitrate: raw.max_allocation_bitrate.0,
         allocation_burst_bytes: raw.allocation_burst.0,
         max_total_bitrate: raw.max_total_bitrate.0,

@@ -275,6 +275,13 @@ impl Server {
         self.table.get(id).map(|a| a.five_tuple)
     }
 
+    /// Whether `five_tuple` holds a live allocation. Only an authenticated, successful
+    /// Allocate creates one (RFC 8656 §7.2), so for a TCP/TLS connection this means "has
+    /// authenticated, and what it sends now can belong to its allocation".
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.table.id_by_five_tuple(five_tuple).is_some()
+    }
+
     /// Live allocations on this worker.
     pub fn allocation_count(&self) -> usize {
         self.table.len()

@@ -222,10 +222,7 @@ impl Datapath {
         }
         worker.shared.admission.housekeeping();
         let (rate_limited, tls_failures) = worker.shared.take_global_deltas();
-        let streams = worker
-            .shared
-            .open_streams
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let streams = worker.shared.streams.open();
         publish_global(
             core.server.shared_allocations(),
             streams,

@@ -4,9 +4,13 @@
 //! reloads; both drive the same core under a per-worker lock. Thin by design: every protocol
 //! decision is made by [`crate::core::Server`].
 
+pub mod accept;
 mod admission;
+mod bind;
 pub mod clock;
+mod conn_slots;
 mod datapath;
+mod fd_limit;
 mod forward;
 mod host_ips;
 mod lru;
@@ -18,12 +22,13 @@ mod relay;
 mod runtime;
 pub mod socket;
 mod stream;
+mod stream_buf;
 pub mod tls;
 mod udp;
 mod worker;
 
 pub use admission::{Admission, is_stun_request};
+pub use bind::StartError;
 pub use runtime::{
-    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StartError, StreamLimits, TlsSlot,
-    UsageSink, start,
+    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StreamLimits, TlsSlot, UsageSink, start,
 };

@@ -1,9 +1,9 @@
 //! Starting and stopping the server: bind every socket up front (so errors surface before
 //! anything runs and port 0 resolves), then run one worker thread per core.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,12 +17,14 @@ use crate::core::policy::PeerPolicy;
 use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
 
 use super::admission::Admission;
+use super::bind::{Bound, StartError, WorkerSockets, bind_all};
+use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
 use super::ports::RelayPorts;
 use super::relay::Relays;
 use super::worker::{self, Worker};
-use super::{host_ips, socket, stream};
+use super::{fd_limit, host_ips, stream};
 
 /// Where finished-allocation records go.
 pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
@@ -44,7 +46,7 @@ pub type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 /// IO state shared by every worker.
 pub(crate) struct IoShared {
     pub admission: Admission,
-    pub open_streams: AtomicUsize,
+    pub streams: Arc<ConnectionSlots>,
     pub tls_failures: AtomicU64,
     pub ports: Arc<RelayPorts>,
     published: std::sync::Mutex<(u64, u64)>,
@@ -90,12 +92,16 @@ pub struct RequestLimits {
 /// TCP/TLS connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamLimits {
-    /// TLS handshake deadline.
+    /// TLS handshake deadline; also for the first message, a partial message and a write.
     pub handshake_timeout: Duration,
     /// Close connections silent this long.
     pub idle_timeout: Duration,
     /// Concurrent TCP/TLS connections across all workers.
     pub max_connections: usize,
+    /// Concurrent TCP/TLS connections from one IPv4 address or IPv6 /64, across all workers.
+    pub max_connections_per_ip: u32,
+    /// Time from connect to an allocation; a connection without one by then is closed.
+    pub auth_timeout: Duration,
 }
 
 /// Everything needed to run the server.
@@ -120,30 +126,6 @@ pub struct ServerSpec {
     pub request_limits: RequestLimits,
     /// Usage record sink.
     pub usage: UsageSink,
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listening socket could not be bound.
-    #[error("cannot listen on {transport} {address}: {source}")]
-    Bind {
-        /// The transport.
-        transport: &'static str,
-        /// The address.
-        address: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-    /// OS randomness was unavailable.
-    #[error("cannot read OS randomness: {0}")]
-    Random(#[from] crate::auth::AuthError),
-    /// A worker thread could not be spawned.
-    #[error("cannot start worker thread: {0}")]
-    Thread(std::io::Error),
-    /// No listener was configured.
-    #[error("no listener configured")]
-    NoListener,
 }
 
 /// A running server.
@@ -236,11 +218,6 @@ fn random_u64() -> Result<u64, StartError> {
     Ok(u64::from_le_bytes(seed))
 }
 
-struct WorkerSockets {
-    udp: Vec<(SocketAddr, StdUdpSocket)>,
-    tcp: Vec<(SocketAddr, StdTcpListener, Option<TlsSlot>)>,
-}
-
 /// The peer policy for the bound listeners and the configured relay addresses.
 fn policy_for(
     settings: &Settings,
@@ -269,43 +246,13 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     if spec.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
+    fd_limit::check(&spec);
     let workers = spec.workers.max(1);
-    let mut per_worker: Vec<WorkerSockets> = (0..workers)
-        .map(|_| WorkerSockets {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-        })
-        .collect();
-    let mut bound = Vec::new();
-    let mut tls_slots = Vec::new();
-    for listener in &spec.listeners {
-        let mut address = listener.address;
-        let slot: Option<TlsSlot> = listener
-            .tls
-            .as_ref()
-            .map(|c| Arc::new(RwLock::new(Arc::clone(c))));
-        for sockets in per_worker.iter_mut() {
-            let err = |source| StartError::Bind {
-                transport: listener.transport.name(),
-                address,
-                source,
-            };
-            match listener.transport {
-                Transport::Udp => {
-                    let sock = socket::udp_socket(address, workers > 1).map_err(err)?;
-                    address = sock.local_addr().map_err(err)?;
-                    sockets.udp.push((address, sock));
-                }
-                Transport::Tcp | Transport::Tls => {
-                    let sock = socket::tcp_listener(address, workers > 1).map_err(err)?;
-                    address = sock.local_addr().map_err(err)?;
-                    sockets.tcp.push((address, sock, slot.clone()));
-                }
-            }
-        }
-        tls_slots.push(slot);
-        bound.push((listener.transport, address));
-    }
+    let Bound {
+        per_worker,
+        addresses: bound,
+        tls_slots,
+    } = bind_all(&spec.listeners, workers)?;
 
     let live = Arc::new(LivePorts::default());
     let mut settings = spec.settings;
@@ -323,7 +270,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             limits.max_tracked_ips,
             limits.ipv6_prefix_length,
         ),
-        open_streams: AtomicUsize::new(0),
+        streams: Arc::new(ConnectionSlots::default()),
         tls_failures: AtomicU64::new(0),
         ports: Arc::new(RelayPorts::new(
             spec.relay_ports.clone(),

@@ -43,6 +43,26 @@ pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListene
     Ok(sock.into())
 }
 
+/// Binds `addr` once without SO_REUSEPORT and closes the socket again, returning the bound
+/// address (port 0 resolved to a port free for everyone). Fails with `AddrInUse` while any
+/// other socket holds the address, including another process's SO_REUSEPORT group, which
+/// the workers' own SO_REUSEPORT binds would silently join. TCP sets SO_REUSEADDR, so
+/// TIME_WAIT connections of a previous run do not count, and never listens, so closing the
+/// probe leaves nothing behind.
+pub fn probe_exclusive(addr: SocketAddr, udp: bool) -> io::Result<SocketAddr> {
+    let sock = if udp {
+        new_socket(addr, Type::DGRAM, Protocol::UDP)?
+    } else {
+        let sock = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+        sock.set_reuse_address(true)?;
+        sock
+    };
+    sock.bind(&addr.into())?;
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))
+}
+
 /// Binds a non-blocking UDP socket to exactly `addr`, without SO_REUSEADDR or
 /// SO_REUSEPORT, so that it fails if anyone holds the port: used to claim a
 /// port reserved by RESERVATION-TOKEN (RFC 8656 §18.10).
@@ -171,6 +191,23 @@ mod tests {
     fn tcp_listener_is_v6_only_on_ipv6() {
         let l = tcp_listener("[::1]:0".parse().unwrap(), false).unwrap();
         assert!(SockRef::from(&l).only_v6().unwrap());
+    }
+
+    #[test]
+    fn exclusive_probe_fails_beside_a_reuse_port_group_and_frees_the_port_after() {
+        let udp = udp_socket("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let err = probe_exclusive(udp.local_addr().unwrap(), true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let tcp = tcp_listener("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let err = probe_exclusive(tcp.local_addr().unwrap(), false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+
+        // A free port 0 resolves, and the probe does not keep it: SO_REUSEPORT sockets bind.
+        let addr = probe_exclusive("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert_ne!(addr.port(), 0);
+        tcp_listener(addr, true).unwrap();
+        let addr = probe_exclusive("[::1]:0".parse().unwrap(), true).unwrap();
+        udp_socket(addr, true).unwrap();
     }
 
     #[test]

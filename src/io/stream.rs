@@ -1,25 +1,29 @@
 //! TCP and TLS client connections: one task each, STUN and ChannelData framed on the stream
 //! (RFC 8656 §12.5), a bounded queue for data from peers, handshake and idle timeouts.
+//!
+//! Connections cannot be hoarded: a server-wide and a per-source cap (shared by the
+//! workers), a deadline to get an allocation, an idle timer that only the connection's
+//! allocation traffic resets, and buffers that shrink back after a large frame.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::core::{FiveTuple, Handled, Transport};
 use crate::proto::{FramingError, MAX_FRAME, next_frame};
 
+use super::accept::AcceptBackoff;
 use super::admission::is_stun_request;
 use super::clock;
-use super::runtime::TlsSlot;
-use super::worker::Worker;
-
-/// Messages queued toward one client before further ones are dropped.
-const QUEUE: usize = 256;
+use super::runtime::{StreamLimits, TlsSlot};
+use super::stream_buf::InputBuffer;
+use super::worker::{Worker, stream_queue};
 
 /// Accepts connections on one listener until the task is dropped.
 pub(crate) async fn accept_loop(
@@ -28,16 +32,31 @@ pub(crate) async fn accept_loop(
     local: SocketAddr,
     tls: Option<TlsSlot>,
 ) {
+    let name = format!("{} {local}", if tls.is_some() { "tls" } else { "tcp" });
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((stream, client)) = listener.accept().await else {
-            continue;
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                backoff.after_error(&e, &name).await;
+                continue;
+            }
         };
-        let open = &worker.shared.open_streams;
-        if open.fetch_add(1, Ordering::Relaxed) >= worker.limits.max_connections {
-            open.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(target: "turnstone::io", %client, "connection refused: connection limit reached");
-            continue;
-        }
+        backoff.after_success(&name);
+        let accepted = Instant::now();
+        let limits = &worker.limits;
+        let slot = match worker.shared.streams.acquire(
+            client.ip(),
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        ) {
+            Ok(slot) => slot,
+            Err(why) => {
+                // Debug only: a flood of refused connections must not flood the log too.
+                tracing::debug!(target: "turnstone::io", %client, "connection refused: {why}");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let worker = Arc::clone(&worker);
         // Read the current certificate per connection, so SIGHUP can swap it.
@@ -45,8 +64,8 @@ pub(crate) async fn accept_loop(
             .as_ref()
             .and_then(|slot| slot.read().ok().map(|c| Arc::clone(&c)));
         tokio::spawn(async move {
-            serve_connection(&worker, stream, client, local, tls).await;
-            worker.shared.open_streams.fetch_sub(1, Ordering::Relaxed);
+            serve_connection(&worker, stream, client, local, tls, accepted).await;
+            drop(slot);
         });
     }
 }
@@ -57,6 +76,7 @@ async fn serve_connection(
     client: SocketAddr,
     local: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+    accepted: Instant,
 ) {
     match tls {
         None => {
@@ -65,7 +85,7 @@ async fn serve_connection(
                 server: local,
                 transport: Transport::Tcp,
             };
-            run(worker, stream, ft).await;
+            run(worker, stream, ft, accepted).await;
         }
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(stream);
@@ -76,7 +96,7 @@ async fn serve_connection(
                         server: local,
                         transport: Transport::Tls,
                     };
-                    run(worker, tls_stream, ft).await;
+                    run(worker, tls_stream, ft, accepted).await;
                 }
                 Ok(Err(e)) => {
                     worker.shared.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -91,29 +111,30 @@ async fn serve_connection(
     }
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Arc<Worker>, stream: S, ft: FiveTuple) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    worker: &Arc<Worker>,
+    stream: S,
+    ft: FiveTuple,
+    accepted: Instant,
+) {
+    let (tx, mut rx) = stream_queue();
     worker.lock().streams.insert(ft, tx);
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut input = InputBuffer::new();
     let mut out = vec![0u8; 2048];
-    // The first message must come within the handshake timeout; after that, the idle timeout.
-    let mut deadline = worker.limits.handshake_timeout;
-    // A message, once started, must be complete within the handshake timeout too: otherwise a
-    // client could hold up to a 64 KiB partial frame per connection by trickling bytes.
-    let mut partial_since: Option<tokio::time::Instant> = None;
+    let mut timers = Deadlines::new(&worker.limits, accepted, Instant::now());
+    let write_timeout = worker.limits.handshake_timeout;
     'conn: loop {
+        let (deadline, why) = timers.next();
         tokio::select! {
-            read = reader.read(&mut chunk) => {
-                let n = match read {
+            read = reader.read_buf(input.for_read()) => {
+                match read {
                     Ok(0) | Err(_) => break 'conn,
-                    Ok(n) => n,
-                };
-                inbuf.extend_from_slice(&chunk[..n]);
+                    Ok(_) => {}
+                }
                 let mut consumed = 0;
                 loop {
-                    let frame = match next_frame(&inbuf[consumed..]) {
+                    let frame = match next_frame(&input.data()[consumed..]) {
                         Ok(Some(frame)) => frame,
                         Ok(None) => break,
                         Err(FramingError::UnknownKind | FramingError::BadStunHeader) => {
@@ -121,13 +142,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Arc<Worker>, stream: S,
                             break 'conn;
                         }
                     };
-                    let pkt = &inbuf[consumed..consumed + frame.len];
+                    let pkt = &input.data()[consumed..consumed + frame.len];
                     consumed += frame.len;
-                    deadline = worker.limits.idle_timeout;
+                    timers.first_frame = None;
+                    // A refused request is not activity: it never reaches the core.
                     if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
                         continue;
                     }
-                    let handled = {
+                    let (handled, own_traffic) = {
                         let mut core = worker.lock();
                         let core = &mut *core;
                         let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out, &mut core.relays);
@@ -135,34 +157,40 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Arc<Worker>, stream: S,
                             core.relays.send(*relay, &pkt[payload.clone()], *peer);
                         }
                         core.drain_commands();
-                        handled
+                        // Traffic of this connection's allocation: data the core relayed, or a
+                        // request answered while the allocation lives. Binding requests and
+                        // dropped data on a connection without one keep nothing alive.
+                        let own = match handled {
+                            Handled::Forward { .. } => true,
+                            Handled::Reply(_) => core.server.has_allocation(&ft),
+                            Handled::Drop(_) => false,
+                        };
+                        (handled, own)
                     };
+                    if own_traffic {
+                        timers.allocation_traffic(Instant::now());
+                    }
                     if let Handled::Reply(len) = handled
-                        && writer.write_all(&out[..len]).await.is_err()
+                        && !write_within(&mut writer, &out[..len], write_timeout).await
                     {
                         break 'conn;
                     }
                 }
-                inbuf.drain(..consumed);
-                if inbuf.len() > MAX_FRAME {
+                input.consume(consumed);
+                if input.len() > MAX_FRAME {
                     break 'conn;
                 }
-                partial_since = match (inbuf.is_empty(), partial_since) {
-                    (true, _) => None,
-                    (false, None) => Some(tokio::time::Instant::now()),
-                    (false, since) => since,
-                };
+                timers.partial_frame(!input.is_empty(), Instant::now());
             }
             Some(msg) = rx.recv() => {
-                if writer.write_all(&msg).await.is_err() {
+                rx.sent(&msg);
+                // The core only queues data from the allocation's permitted peers.
+                timers.allocation_traffic(Instant::now());
+                if !write_within(&mut writer, &msg, write_timeout).await {
                     break 'conn;
                 }
             }
-            () = tokio::time::sleep_until(match partial_since {
-                Some(since) => since + worker.limits.handshake_timeout,
-                None => tokio::time::Instant::now() + deadline,
-            }) => {
-                let why = if partial_since.is_some() { "message not completed in time" } else { "idle" };
+            () = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(target: "turnstone::io", client = %ft.client, reason = why, "connection closed");
                 break 'conn;
             }
@@ -174,4 +202,73 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(worker: &Arc<Worker>, stream: S,
     core.server
         .handle_connection_closed(clock::now(), ft, &mut core.relays);
     core.drain_commands();
+}
+
+/// Writes `bytes`; false when the write fails or cannot finish within `within`. A client
+/// that stops reading fills the socket's send buffer: without the bound the task would wait
+/// in the write forever, past every deadline, holding its slot and its allocation.
+async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    within: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(within, writer.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// When a connection is closed, whichever comes first.
+struct Deadlines {
+    /// The first complete message (the handshake timeout after the connection is set up).
+    first_frame: Option<Instant>,
+    /// An allocation, counted from the TCP accept; cleared by the allocation's first traffic.
+    auth: Option<Instant>,
+    /// The idle timeout after the last traffic of the connection's allocation.
+    idle: Instant,
+    /// The rest of a started message: otherwise a client could pin up to a 64 KiB partial
+    /// frame by trickling bytes (handshake timeout).
+    partial: Option<Instant>,
+    idle_timeout: Duration,
+    partial_timeout: Duration,
+}
+
+impl Deadlines {
+    fn new(limits: &StreamLimits, accepted: Instant, now: Instant) -> Self {
+        Self {
+            first_frame: Some(now + limits.handshake_timeout),
+            auth: Some(accepted + limits.auth_timeout),
+            idle: now + limits.idle_timeout,
+            partial: None,
+            idle_timeout: limits.idle_timeout,
+            partial_timeout: limits.handshake_timeout,
+        }
+    }
+
+    /// The earliest deadline and why it closes the connection.
+    fn next(&self) -> (Instant, &'static str) {
+        [
+            (self.first_frame, "no message in time"),
+            (self.auth, "no allocation in time"),
+            (Some(self.idle), "idle"),
+            (self.partial, "message not completed in time"),
+        ]
+        .into_iter()
+        .filter_map(|(at, why)| at.map(|at| (at, why)))
+        .min_by_key(|(at, _)| *at)
+        .unwrap_or((self.idle, "idle"))
+    }
+
+    fn allocation_traffic(&mut self, now: Instant) {
+        self.auth = None;
+        self.idle = now + self.idle_timeout;
+    }
+
+    fn partial_frame(&mut self, pending: bool, now: Instant) {
+        self.partial = match (pending, self.partial) {
+            (false, _) => None,
+            (true, None) => Some(now + self.partial_timeout),
+            (true, since) => since,
+        };
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub(crate) struct Core {
     pub server: Server,
     pub relays: Relays,
     /// Outgoing queues of TCP/TLS client connections.
-    pub streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    pub streams: HashMap<FiveTuple, StreamTx>,
     usage: UsageSink,
 }
 
@@ -35,7 +35,7 @@ impl Core {
     /// message is dropped rather than buffered without bound.
     pub fn send_to_stream(&self, client: &FiveTuple, data: &[u8]) {
         if let Some(tx) = self.streams.get(client) {
-            let _ = tx.try_send(data.to_vec());
+            tx.try_send(data);
         }
     }
 
@@ -62,6 +62,59 @@ impl Core {
         self.server.close_all(now, &mut self.relays);
         self.relays.clear();
         self.drain_commands();
+    }
+}
+
+/// Bytes queued toward one TCP/TLS client at most (the kernel's send buffer holds more).
+pub(crate) const QUEUE_BYTES: usize = 64 * 1024;
+/// Messages queued toward one TCP/TLS client at most.
+const QUEUE_MESSAGES: usize = 256;
+
+/// The sending side of a TCP/TLS client's outgoing queue, bounded in messages and bytes.
+pub(crate) struct StreamTx {
+    tx: mpsc::Sender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving side: the connection task writes what it takes, then calls [`StreamRx::sent`].
+pub(crate) struct StreamRx {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new outgoing queue.
+pub(crate) fn stream_queue() -> (StreamTx, StreamRx) {
+    let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let rx = StreamRx {
+        rx,
+        queued: Arc::clone(&queued),
+    };
+    (StreamTx { tx, queued }, rx)
+}
+
+impl StreamTx {
+    /// Queues a copy of `data` unless the queue is full; returns whether it was queued.
+    pub fn try_send(&self, data: &[u8]) -> bool {
+        // Counted before sending, so the receiver never subtracts first.
+        let before = self.queued.fetch_add(data.len(), Ordering::Relaxed);
+        if before + data.len() > QUEUE_BYTES || self.tx.try_send(data.to_vec()).is_err() {
+            self.queued.fetch_sub(data.len(), Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl StreamRx {
+    /// The next message (`None` once every sender is gone).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// `msg` left the queue.
+    pub fn sent(&self, msg: &[u8]) {
+        self.queued.fetch_sub(msg.len(), Ordering::Relaxed);
     }
 }
 
@@ -133,5 +186,28 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_queue_holds_at_most_its_byte_budget_and_frees_what_is_sent() {
+        let (tx, mut rx) = stream_queue();
+        let datagram = vec![0u8; 60_000];
+        assert!(tx.try_send(&datagram));
+        assert!(!tx.try_send(&datagram), "two 60 kB datagrams exceed 64 KiB");
+        assert!(tx.try_send(&datagram[..4000]));
+        let first = rx.recv().await.unwrap();
+        rx.sent(&first);
+        assert!(tx.try_send(&datagram), "room again once the first left");
+        let small = [0u8; 4];
+        let queued = (0..QUEUE_MESSAGES).filter(|_| tx.try_send(&small)).count();
+        assert!(
+            queued < QUEUE_MESSAGES - 1,
+            "the message count is bounded too"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The admin HTTP listener on its own thread: health and readiness for probes and load balancers.
+//! Bounded against slow and hostile clients: header-read timeout (which also ends idle
+//! keep-alive connections), a connection lifetime, a connection cap and a request size cap.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,11 +14,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 use crate::auth::CredentialStore;
+use crate::io::accept::AcceptBackoff;
 
 /// What `/credentials` needs: the API key and how to mint.
 pub struct CredentialIssuer {
@@ -89,8 +92,45 @@ impl Drop for AdminHandle {
     }
 }
 
-/// Binds `address` and serves the admin endpoints on a thread of its own.
+/// Limits that keep slow or hostile clients from tying up the admin listener.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// Time to send a request's head; also how long a kept-alive connection may sit idle
+    /// before its next request (hyper runs the timer while it waits for a head).
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection, whatever it does (a client that never reads its
+    /// response holds it no longer).
+    pub connection_lifetime: Duration,
+    /// Connections served at once; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// Largest request head in bytes (at least 8 KiB, hyper's floor); bodies are refused
+    /// with 413, as no endpoint takes one.
+    pub max_request_bytes: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(60),
+            max_connections: 64,
+            max_request_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Binds `address` and serves the admin endpoints on a thread of its own, with the default
+/// [`AdminLimits`].
 pub fn spawn_admin(address: SocketAddr, state: Arc<AdminState>) -> std::io::Result<AdminHandle> {
+    spawn_admin_with(address, state, AdminLimits::default())
+}
+
+/// [`spawn_admin`] with explicit limits.
+pub fn spawn_admin_with(
+    address: SocketAddr,
+    state: Arc<AdminState>,
+    limits: AdminLimits,
+) -> std::io::Result<AdminHandle> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
@@ -98,26 +138,29 @@ pub fn spawn_admin(address: SocketAddr, state: Arc<AdminState>) -> std::io::Resu
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let thread = std::thread::Builder::new().name("turnstone-admin".into()).spawn(move || {
-        runtime.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let state = Arc::clone(&state);
-                        tokio::spawn(async move {
-                            let service = service_fn(move |req| route(Arc::clone(&state), req));
-                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                        });
+    let thread = std::thread::Builder::new()
+        .name("turnstone-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let open = Arc::new(AtomicUsize::new(0));
+                let mut backoff = AcceptBackoff::default();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => {
+                                backoff.after_success("admin");
+                                serve(stream, &state, &open, limits);
+                            }
+                            Err(e) => backoff.after_error(&e, "admin").await,
+                        },
+                        _ = stopped.changed() => return,
                     }
-                    _ = stopped.changed() => return,
                 }
-            }
-        });
-    })?;
+            });
+        })?;
     Ok(AdminHandle {
         address,
         stop,
@@ -125,12 +168,48 @@ pub fn spawn_admin(address: SocketAddr, state: Arc<AdminState>) -> std::io::Resu
     })
 }
 
+/// Serves one connection on its own task, unless `max_connections` are open already.
+fn serve(
+    stream: tokio::net::TcpStream,
+    state: &Arc<AdminState>,
+    open: &Arc<AtomicUsize>,
+    limits: AdminLimits,
+) {
+    if open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
+        open.fetch_sub(1, Ordering::Relaxed);
+        return; // dropping the stream closes it
+    }
+    let (state, open) = (Arc::clone(state), Arc::clone(open));
+    tokio::spawn(async move {
+        let service = service_fn(move |req| route(Arc::clone(&state), req));
+        let mut builder = http1::Builder::new();
+        // Without a timer hyper has no header-read timeout at all (slowloris).
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_request_bytes.max(MIN_BUF))
+            .max_headers(64);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
+        open.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// hyper's smallest read buffer.
+const MIN_BUF: usize = 8192;
+
 async fn route(
     state: Arc<AdminState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body): (StatusCode, &str, String) =
         match (req.method(), req.uri().path()) {
+            // No endpoint takes a body: refuse one unread rather than buffer it.
+            _ if has_body(&req) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                TEXT,
+                "request bodies are not accepted\n".into(),
+            ),
             (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".into()),
             (&Method::GET, "/readyz") if state.is_ready() => {
                 (StatusCode::OK, TEXT, "ready\n".into())
@@ -157,6 +236,16 @@ async fn route(
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     Ok(response)
+}
+
+/// Whether the request announces a body (RFC 9112 §6.3: Transfer-Encoding or a non-zero
+/// Content-Length).
+fn has_body(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";

@@ -4,5 +4,7 @@
 mod http;
 mod metrics;
 
-pub use http::{AdminHandle, AdminState, CredentialIssuer, spawn_admin};
+pub use http::{
+    AdminHandle, AdminLimits, AdminState, CredentialIssuer, spawn_admin, spawn_admin_with,
+};
 pub use metrics::install_recorder;

@@ -128,7 +128,6 @@ fn closing_a_tcp_connection_ends_its_allocation() {
     assert_eq!(h.usage()[0].reason, EndReason::ConnectionClosed);
 }
 
-/// The expiry (Unix seconds) a nonce carries: hex after the cookie and feature set, up to '.'.
 /// The expiry a compact nonce carries: after cookie and features, unpadded base64 of a
 /// 4-byte big-endian Unix time (then the MAC).
 fn nonce_expiry(nonce: &[u8]) -> u64 {
@@ -155,4 +154,23 @@ fn a_reloaded_nonce_lifetime_applies_to_the_next_nonce_issued() {
     assert_eq!(nonce_expiry(after.nonce.as_ref().unwrap()) - now, 60);
     h.advance(Duration::from_secs(61));
     h.send(&mut after, Method::ALLOCATE, &[udp()]).err(438);
+}
+
+#[test]
+fn a_connection_has_an_allocation_only_after_an_authenticated_allocate_and_until_it_ends() {
+    let mut h = Harness::new();
+    let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    let mut c = Harness::user_on(ft, "alice");
+    h.send(&mut c, Method::BINDING, &[]).ok();
+    h.challenge(&mut c);
+    assert!(
+        !h.server.has_allocation(&ft),
+        "Binding and a 401 do not count"
+    );
+    h.allocate(&mut c, &[]);
+    assert!(h.server.has_allocation(&ft));
+    let other = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    assert!(!h.server.has_allocation(&other));
+    h.refresh(&mut c, 0).ok();
+    assert!(!h.server.has_allocation(&ft));
 }
