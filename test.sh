@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
+# iproute2 (the hostile-network tests build private network namespaces, which needs root),
 # and the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +11,7 @@ command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
