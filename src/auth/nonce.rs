@@ -115,7 +115,7 @@ impl fmt::Debug for NonceBuf {
 /// Result of checking a nonce a client echoed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// Ours, for this client, with the current features, not expired.
+    /// Ours, for this client, advertising no feature the server has withdrawn, not expired.
     Valid,
     /// Ours and for this client, but expired or advertising features the server
     /// no longer offers (a reload changed the credentials): answer 438 with a
@@ -180,9 +180,9 @@ impl Nonces {
         NonceBuf { bytes }
     }
 
-    /// `Valid` when the MAC matches for this client, the features are `current`
-    /// and the expiry has not passed; `Stale` when the MAC matches but it expired
-    /// or its features differ; `Invalid` otherwise. Constant-time MAC compare; does
+    /// `Valid` when the MAC matches for this client, the features are `current` or a
+    /// subset of them, and the expiry has not passed; `Stale` when the MAC matches but it
+    /// expired or advertises a feature not in `current`; `Invalid` otherwise. Constant-time MAC compare; does
     /// not allocate.
     pub fn verify(
         &self,
@@ -203,7 +203,12 @@ impl Nonces {
         }
         // Seconds left, modulo 2^32 (RFC 1982 serial-number arithmetic).
         let left = expiry.wrapping_sub(unix_now as u32);
-        if bits != current.bits() || left > self.lifetime_secs {
+        // Fewer features than the server offers is fine: a challenge with no room for
+        // PASSWORD-ALGORITHMS issues a nonce without that bit (so an RFC 8489 §9.2.5 client
+        // does not give up), and the bits are under the MAC, so no one else can clear them.
+        // A feature the server no longer offers (a reload) makes the nonce stale.
+        let withdrawn = bits.iter().zip(current.bits()).any(|(n, c)| n & !c != 0);
+        if withdrawn || left > self.lifetime_secs {
             NonceCheck::Stale
         } else {
             NonceCheck::Valid
@@ -408,6 +413,31 @@ mod tests {
     #[test]
     fn nonce_advertising_features_no_longer_offered_is_stale() {
         let n = nonces().issue(NOW, V4, BOTH);
+        assert_eq!(
+            nonces().verify(n.as_bytes(), NOW, V4, NO_ANONYMITY),
+            NonceCheck::Stale
+        );
+    }
+
+    #[test]
+    fn nonce_advertising_a_subset_of_the_current_features_is_valid() {
+        let without_algorithms = SecurityFeatures {
+            password_algorithms: false,
+            username_anonymity: true,
+        };
+        let none = SecurityFeatures {
+            password_algorithms: false,
+            username_anonymity: false,
+        };
+        for issued in [without_algorithms, none, NO_ANONYMITY] {
+            let n = nonces().issue(NOW, V4, issued);
+            assert_eq!(
+                nonces().verify(n.as_bytes(), NOW, V4, BOTH),
+                NonceCheck::Valid,
+                "{issued:?}"
+            );
+        }
+        let n = nonces().issue(NOW, V4, without_algorithms);
         assert_eq!(
             nonces().verify(n.as_bytes(), NOW, V4, NO_ANONYMITY),
             NonceCheck::Stale

@@ -7,9 +7,17 @@
 //!   With a fresh nonce an unknown user and a wrong password get the same 401 and the
 //!   same reason phrase ([`UNAUTHORIZED`]); logs and metrics keep the detail.
 //! - Which MAC signs the response (§9.2.4, last paragraph): MESSAGE-INTEGRITY-SHA256
-//!   when the request negotiated a password algorithm (PASSWORD-ALGORITHM present),
-//!   MESSAGE-INTEGRITY when it was processed as though PASSWORD-ALGORITHM were MD5
-//!   (neither attribute: an RFC 5389 client, which may not know the SHA-256 MAC).
+//!   when the request negotiated a password algorithm (PASSWORD-ALGORITHM present, MD5
+//!   or SHA-256: the key is the negotiated one either way); MESSAGE-INTEGRITY when it was
+//!   processed as though PASSWORD-ALGORITHM were MD5 (neither attribute: an RFC 5389
+//!   client, which may not know the SHA-256 MAC). A negotiating request signed with
+//!   MESSAGE-INTEGRITY gets MESSAGE-INTEGRITY as well, before MESSAGE-INTEGRITY-SHA256
+//!   (§14.5 allows both): the §9.2.4 MUST is met and the client can check the MAC it
+//!   used itself, whether or not it knows the other (a client choosing MD5 may well not).
+//! - Nonce features (§9.2.5): a nonce advertises "password algorithms" only when its
+//!   challenge carried PASSWORD-ALGORITHMS (a challenge kept small may not have room, see
+//!   `request`); [`password_algorithm`] reads the bit from the nonce, so a request must
+//!   echo PASSWORD-ALGORITHMS exactly when it is set (bid-down protection).
 //! - Nonce scope (§9.2.4): one nonce per client source IP address and port; see
 //!   [`crate::auth::Nonces::issue`].
 //! - Advertised features (§9.2.5): only those every accepted credential can use; see
@@ -21,6 +29,7 @@ use crate::auth::{CredentialStore, Key, Lookup, NonceCheck, Nonces, PasswordAlgo
 use crate::proto::{Message, error_code as ec};
 
 use super::Rejection;
+use super::reply::Macs;
 
 /// Our PASSWORD-ALGORITHMS value (RFC 8489 §14.11): SHA-256 preferred, MD5 for older clients.
 pub(crate) const PASSWORD_ALGORITHMS: [u8; 8] = [0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00];
@@ -37,8 +46,8 @@ pub(crate) struct Authenticated<'m> {
     /// The USERNAME, or the static user a USERHASH resolved to.
     pub username: &'m [u8],
     pub key: Key,
-    /// Sign responses with MESSAGE-INTEGRITY-SHA256 rather than MESSAGE-INTEGRITY.
-    pub sha256: bool,
+    /// The integrity attributes responses carry (see the module note).
+    pub macs: Macs,
 }
 
 /// How the check failed. A challenge's `reason` is the detail for logs and the
@@ -123,13 +132,23 @@ pub(crate) fn authenticate<'m>(
             return Ok(Authenticated {
                 username,
                 key: *key,
-                sha256: negotiated,
+                macs: response_macs(msg, negotiated),
             });
         }
     }
     Err(unauthorized(
         "message integrity check failed (wrong password)",
     ))
+}
+
+/// RFC 8489 §9.2.4: MESSAGE-INTEGRITY-SHA256 when an algorithm was negotiated, else
+/// MESSAGE-INTEGRITY; plus MESSAGE-INTEGRITY when the request was signed with it, so the
+/// client can check the attribute it used (see the module note).
+fn response_macs(msg: &Message<'_>, negotiated: bool) -> Macs {
+    Macs {
+        sha1: !negotiated || msg.has_message_integrity(),
+        sha256: negotiated,
+    }
 }
 
 /// Who the request claims to be.

@@ -13,10 +13,21 @@ use super::Rejection;
 /// up to 12 characters; REALM and NONCE of a challenge are always sent, RFC 8489 §9.2.4).
 pub const AMPLIFICATION_LIMIT: usize = 4;
 
-/// The key and MAC kind to sign a response with (RFC 8489 §9.2.4, see `authn`).
+/// The key and MAC kinds to sign a response with (RFC 8489 §9.2.4, see `authn`).
 #[derive(Clone, Copy)]
 pub(crate) struct Signer<'k> {
     pub key: &'k Key,
+    pub macs: Macs,
+}
+
+/// Which integrity attributes a signed response carries (RFC 8489 §14.5, §14.6). When both,
+/// MESSAGE-INTEGRITY comes first and MESSAGE-INTEGRITY-SHA256 covers it; a receiver checks
+/// the one it knows (§14.5 lets MESSAGE-INTEGRITY-SHA256 follow MESSAGE-INTEGRITY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Macs {
+    /// MESSAGE-INTEGRITY (HMAC-SHA1).
+    pub sha1: bool,
+    /// MESSAGE-INTEGRITY-SHA256.
     pub sha256: bool,
 }
 
@@ -71,9 +82,23 @@ pub(crate) fn unsigned(
     extras: &[Extra<'_>],
     body: impl Fn(&mut MessageWriter<'_>) -> Result<(), WriteError>,
 ) -> Result<usize, WriteError> {
+    let picked = plan_unsigned(out, req, error, extras, &body)?;
+    write_unsigned(out, req, error, extras, picked, &body)
+}
+
+/// Which of `extras` an [`unsigned`] response would carry: bit `i` is set when `extras[i]`
+/// fits. Uses `out` as scratch. The choice depends only on lengths, so a caller may plan
+/// with a placeholder of the right length and write the real value with [`write_unsigned`].
+pub(crate) fn plan_unsigned(
+    out: &mut [u8],
+    req: &Message<'_>,
+    error: Option<Rejection>,
+    extras: &[Extra<'_>],
+    body: &impl Fn(&mut MessageWriter<'_>) -> Result<(), WriteError>,
+) -> Result<u8, WriteError> {
     let budget = AMPLIFICATION_LIMIT.saturating_mul(req.raw().len());
     // First pass: the mandatory part alone, to learn what room is left.
-    let mut used = write_unsigned(out, req, error, extras, 0, &body)?;
+    let mut used = write_unsigned(out, req, error, extras, 0, body)?;
     // Bit i: extras[i] goes in (at most 8 extras are considered).
     let mut mask = 0u8;
     for (i, extra) in extras.iter().take(8).enumerate() {
@@ -87,10 +112,11 @@ pub(crate) fn unsigned(
             mask |= 1 << i;
         }
     }
-    write_unsigned(out, req, error, extras, mask, &body)
+    Ok(mask)
 }
 
-fn write_unsigned(
+/// Writes an unsigned response with the extras `picked` (see [`plan_unsigned`]).
+pub(crate) fn write_unsigned(
     out: &mut [u8],
     req: &Message<'_>,
     error: Option<Rejection>,
@@ -137,10 +163,13 @@ fn seal(
     if let Some(s) = software {
         w.add(attr::SOFTWARE, s.as_bytes())?;
     }
-    if signer.sha256 {
-        w.add_integrity_sha256(signer.key.as_bytes())?;
-    } else {
+    // Never neither: `authn` always picks at least one; MESSAGE-INTEGRITY then stands in.
+    let Macs { sha1, sha256 } = signer.macs;
+    if sha1 || !sha256 {
         w.add_integrity(signer.key.as_bytes())?;
+    }
+    if sha256 {
+        w.add_integrity_sha256(signer.key.as_bytes())?;
     }
     w.add_fingerprint()?;
     Ok(w.finish())

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::{NonceBuf, SecurityFeatures};
 use crate::proto::{self, Message, Method, attr, error_code as ec};
 
 use super::authn::{self, AuthFailure, Authenticated};
@@ -86,7 +87,7 @@ impl Server {
                 }
                 let signer = Some(Signer {
                     key: &auth.key,
-                    sha256: auth.sha256,
+                    macs: auth.macs,
                 });
                 let user = String::from_utf8_lossy(auth.username);
                 tracing::info!(target: "turnstone::relay", client = %from.client, user = %user,
@@ -137,22 +138,65 @@ impl Server {
                 }
                 // The wire does not tell an unknown user from a wrong password (see `authn`).
                 let rejection = Rejection::new(detail.code, authn::wire_reason(detail.code));
-                let features = self.credentials.security_features();
-                let nonce = self.nonces.issue(now.unix_secs, from.client, features);
-                let credentials = Arc::clone(&self.credentials);
-                // RFC 8489 §9.2.4: REALM and NONCE always; PASSWORD-ALGORITHMS is optional in
-                // the first 401 and goes first among the extras (it enables SHA-256).
-                let extras = [
-                    Extra::Attr(attr::PASSWORD_ALGORITHMS, &authn::PASSWORD_ALGORITHMS),
-                    Extra::Fingerprint,
-                    Extra::Reason,
-                ];
-                self.respond_unsigned(msg, Some(rejection), &extras, out, |w| {
-                    w.add(attr::REALM, credentials.realm().as_bytes())?;
-                    w.add(attr::NONCE, nonce.as_bytes())?;
-                    Ok(())
-                })
+                self.challenge(now, from, msg, rejection, out)
             }
+        }
+    }
+
+    /// A 401 or 438 with REALM and NONCE, and PASSWORD-ALGORITHMS when it fits within the
+    /// amplification limit. RFC 8489 §9.2.5: a client that sees the "password algorithms"
+    /// bit in the nonce but no PASSWORD-ALGORITHMS gives up, so when the attribute does not
+    /// fit the nonce goes without the bit; the client then uses MD5 and MESSAGE-INTEGRITY,
+    /// legitimately, as the bits are under the nonce's MAC (no one else can clear them).
+    fn challenge(
+        &mut self,
+        now: Now,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        rejection: Rejection,
+        out: &mut [u8],
+    ) -> Handled {
+        // Its bit in the `plan_unsigned` mask: PASSWORD-ALGORITHMS is `extras[0]`.
+        const PASSWORD_ALGORITHMS_EXTRA: u8 = 1 << 0;
+        let credentials = Arc::clone(&self.credentials);
+        let realm = credentials.realm().as_bytes();
+        // RFC 8489 §9.2.4: REALM and NONCE always; PASSWORD-ALGORITHMS is optional in
+        // the first 401 and goes first among the extras (it enables SHA-256).
+        let extras = [
+            Extra::Attr(attr::PASSWORD_ALGORITHMS, &authn::PASSWORD_ALGORITHMS),
+            Extra::Fingerprint,
+            Extra::Reason,
+        ];
+        // Every nonce has the same length, so a placeholder decides what fits.
+        let placeholder = [b'A'; NonceBuf::LEN];
+        let error = Some(rejection);
+        let Ok(picked) = reply::plan_unsigned(
+            out,
+            msg,
+            error,
+            &extras,
+            &challenge_body(realm, &placeholder),
+        ) else {
+            return Handled::Drop(DropReason::Internal);
+        };
+        let offered = credentials.security_features();
+        let features = SecurityFeatures {
+            password_algorithms: offered.password_algorithms
+                && picked & PASSWORD_ALGORITHMS_EXTRA != 0,
+            ..offered
+        };
+        let nonce = self.nonces.issue(now.unix_secs, from.client, features);
+        self.counters.requests_rejected += 1;
+        match reply::write_unsigned(
+            out,
+            msg,
+            error,
+            &extras,
+            picked,
+            &challenge_body(realm, nonce.as_bytes()),
+        ) {
+            Ok(n) => Handled::Reply(n),
+            Err(_) => Handled::Drop(DropReason::Internal),
         }
     }
 
@@ -166,7 +210,7 @@ impl Server {
     ) -> Result<usize, proto::WriteError> {
         let signer = Signer {
             key: &auth.key,
-            sha256: auth.sha256,
+            macs: auth.macs,
         };
         reply::success(out, msg, self.settings.software.as_deref(), signer, body)
     }
@@ -210,5 +254,17 @@ impl Server {
             Ok(n) => Handled::Reply(n),
             Err(_) => Handled::Drop(DropReason::Internal),
         }
+    }
+}
+
+/// The mandatory attributes of a challenge (RFC 8489 §9.2.4).
+fn challenge_body<'a>(
+    realm: &'a [u8],
+    nonce: &'a [u8],
+) -> impl Fn(&mut proto::MessageWriter<'_>) -> Result<(), proto::WriteError> + 'a {
+    move |w| {
+        w.add(attr::REALM, realm)?;
+        w.add(attr::NONCE, nonce)?;
+        Ok(())
     }
 }

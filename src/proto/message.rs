@@ -220,6 +220,20 @@ impl<'a> Message<'a> {
         self.integrity.is_some() || self.integrity_sha256.is_some()
     }
 
+    /// Whether it carries MESSAGE-INTEGRITY (HMAC-SHA1).
+    pub fn has_message_integrity(&self) -> bool {
+        self.integrity.is_some()
+    }
+
+    /// Verifies MESSAGE-INTEGRITY only (RFC 8489 §14.5), whether or not
+    /// MESSAGE-INTEGRITY-SHA256 follows: what a client that signed with it checks.
+    pub fn verify_message_integrity(&self, key: &[u8]) -> Result<(), IntegrityError> {
+        match self.integrity {
+            Some(pos) => integrity::verify_sha1(self.raw, usize::from(pos), key),
+            None => Err(IntegrityError::Missing),
+        }
+    }
+
     /// Whether it carries MESSAGE-INTEGRITY-SHA256.
     pub fn has_integrity_sha256(&self) -> bool {
         self.integrity_sha256.is_some()

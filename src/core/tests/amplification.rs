@@ -55,10 +55,29 @@ fn challenge_to_a_20_byte_allocate_is_at_most_80_bytes() {
     let resp = h.exchange(c.ft, &req);
     resp.err(401);
     assert_within_limit(&req, &resp);
+    assert_eq!(resp.0.len(), 80);
     // RFC 8489 §9.2.4: REALM and NONCE are never shed.
     assert_eq!(resp.get(attr::REALM).unwrap(), REALM_12.as_bytes());
-    assert!(resp.get(attr::NONCE).unwrap().starts_with(b"obMatJos2AAAB"));
     assert_eq!(resp.msg().software(), None);
+    // No room for PASSWORD-ALGORITHMS, so the nonce does not advertise the feature
+    // (RFC 8489 §9.2.5: a client seeing the bit without the attribute gives up).
+    assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS), None);
+    assert!(resp.get(attr::NONCE).unwrap().starts_with(b"obMatJos2AAAA"));
+}
+
+#[test]
+fn challenge_with_a_long_realm_sheds_password_algorithms_and_its_nonce_feature_bit() {
+    let realm = "turn.example.with-a-33-char-realm";
+    let mut s = settings();
+    s.realm = realm.into();
+    let mut h = Harness::with_store(s, Harness::store(realm, true));
+    let c = h.client("alice");
+    let req = bare(0x0003, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])]);
+    let resp = h.exchange(c.ft, &req);
+    resp.err(401);
+    assert_within_limit(&req, &resp);
+    assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS), None);
+    assert!(resp.get(attr::NONCE).unwrap().starts_with(b"obMatJos2AAAA"));
 }
 
 #[test]
@@ -70,7 +89,9 @@ fn challenge_to_a_28_byte_allocate_is_at_most_112_bytes_and_keeps_password_algor
     let resp = h.exchange(c.ft, &req);
     resp.err(401);
     assert_within_limit(&req, &resp);
+    assert_eq!(resp.0.len(), 112);
     assert_eq!(resp.get(attr::PASSWORD_ALGORITHMS).unwrap(), ALGORITHMS);
+    assert!(resp.get(attr::NONCE).unwrap().starts_with(b"obMatJos2AAAB"));
     assert_eq!(resp.attr_types().last(), Some(&attr::FINGERPRINT));
     assert_eq!(resp.reason(), "Unauthorized");
     assert_eq!(resp.msg().software(), None);

@@ -8,7 +8,9 @@ use crate::auth::{NONCE_COOKIE, PasswordAlgorithm, rest_password};
 use crate::core::Transport;
 use crate::proto::{Method, attr};
 
-use super::harness::{ALGORITHMS, Client, Harness, REALM, SECRET_NEW, SECRET_OLD, UNIX_START, udp};
+use super::harness::{
+    ALGORITHMS, Attr, Client, Harness, REALM, SECRET_NEW, SECRET_OLD, UNIX_START, udp,
+};
 
 #[test]
 fn first_request_is_challenged_401_with_realm_nonce_and_password_algorithms() {
@@ -163,7 +165,8 @@ fn userhash_of_a_static_user_is_accepted() {
 
 #[test]
 fn negotiated_sha256_request_gets_a_message_integrity_sha256_response() {
-    // RFC 8489 §9.2.4: MESSAGE-INTEGRITY-SHA256 unless processed as though MD5.
+    // RFC 8489 §9.2.4: MESSAGE-INTEGRITY-SHA256 unless processed as though MD5; a request
+    // signed with MESSAGE-INTEGRITY also gets MESSAGE-INTEGRITY, the MAC it can check.
     for mi_sha256 in [false, true] {
         let mut h = Harness::new();
         let mut c = h.client("alice");
@@ -171,9 +174,94 @@ fn negotiated_sha256_request_gets_a_message_integrity_sha256_response() {
         c.mi_sha256 = mi_sha256;
         let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
         assert!(resp.msg().has_integrity_sha256());
-        assert!(!resp.attr_types().contains(&attr::MESSAGE_INTEGRITY));
+        assert_eq!(
+            resp.attr_types().contains(&attr::MESSAGE_INTEGRITY),
+            !mi_sha256
+        );
         resp.msg().verify_integrity(&c.key()).unwrap();
+        if !mi_sha256 {
+            resp.msg().verify_message_integrity(&c.key()).unwrap();
+        }
     }
+}
+
+#[test]
+fn explicit_md5_choice_signed_with_message_integrity_gets_both_macs_with_the_md5_key() {
+    // RFC 8489 §9.2.4: an algorithm was negotiated, so MESSAGE-INTEGRITY-SHA256 (with the
+    // MD5 key); the client signed with MESSAGE-INTEGRITY, so that comes too, first.
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    h.challenge(&mut c);
+    let req = c.build(
+        Method::ALLOCATE,
+        &[
+            udp(),
+            Attr::Raw(attr::PASSWORD_ALGORITHMS, ALGORITHMS.to_vec()),
+            Attr::Raw(attr::PASSWORD_ALGORITHM, vec![0, 1, 0, 0]),
+        ],
+    );
+    let resp = h.exchange(c.ft, &req).ok();
+    let types = resp.attr_types();
+    let mi = types.iter().position(|&t| t == attr::MESSAGE_INTEGRITY);
+    let mi_sha256 = types
+        .iter()
+        .position(|&t| t == attr::MESSAGE_INTEGRITY_SHA256);
+    assert!(mi.is_some() && mi < mi_sha256, "{types:04x?}");
+    resp.msg().verify_message_integrity(&c.key()).unwrap();
+    resp.msg().verify_integrity(&c.key()).unwrap();
+}
+
+/// A bare 20-byte Allocate (no attributes, no FINGERPRINT): its 401 has no room for
+/// PASSWORD-ALGORITHMS within the amplification limit.
+fn challenge_a_20_byte_allocate(h: &mut Harness, c: &mut Client) {
+    let mut pkt = vec![0x00, 0x03, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    pkt.extend([9; 12]);
+    let resp = h.exchange(c.ft, &pkt);
+    resp.err(401);
+    assert!(c.learn(&resp));
+    assert_eq!(c.algorithms, None);
+}
+
+#[test]
+fn md5_request_after_a_challenge_without_password_algorithms_succeeds() {
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    challenge_a_20_byte_allocate(&mut h, &mut c);
+    let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    assert!(!resp.msg().has_integrity_sha256());
+    resp.msg().verify_integrity(&c.key()).unwrap();
+}
+
+#[test]
+fn password_algorithms_echoed_for_a_nonce_that_never_offered_them_is_answered_400() {
+    // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS must match the response that sent the nonce,
+    // which had none.
+    let mut h = Harness::new();
+    let mut c = h.client("alice");
+    challenge_a_20_byte_allocate(&mut h, &mut c);
+    c.alg = PasswordAlgorithm::Sha256;
+    c.algorithms = Some(ALGORITHMS.to_vec());
+    h.send(&mut c, Method::ALLOCATE, &[udp()]).err(400);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn nonce_from_an_earlier_tcp_connection_is_answered_438_with_a_fresh_nonce() {
+    // Each TCP connection has its own source port and a nonce is bound to the port
+    // (RFC 8489 §9.2.4), so a reused nonce is stale, not wrong: 438 and a transparent retry.
+    let mut h = Harness::new();
+    let first = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    let mut old = Harness::user_on(first, "alice");
+    h.allocate(&mut old, &[]);
+    let second = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
+    let mut c = Harness::user_on(second, "alice");
+    (c.realm, c.nonce, c.algorithms) = (old.realm, old.nonce.clone(), old.algorithms);
+    let resp = h.send(&mut c, Method::ALLOCATE, &[udp()]);
+    resp.err(438);
+    assert!(c.learn(&resp));
+    assert_ne!(c.nonce, old.nonce);
+    h.send(&mut c, Method::ALLOCATE, &[udp()]).ok();
+    assert_eq!(h.server.allocation_count(), 2);
 }
 
 #[test]
