@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::core::Transport;
 
-use super::runtime::{ListenerSpec, TlsSlot};
+use super::spec::{ListenerSpec, TlsSlot};
 use super::socket;
 
 /// Why the server could not start.

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use super::runtime::ServerSpec;
+use super::spec::ServerSpec;
 
 /// Descriptors outside the caps: stdio, epoll and eventfd per worker, the admin listener and
 /// its clients, log and usage files.

@@ -21,6 +21,7 @@ mod publish;
 mod relay;
 mod runtime;
 pub mod socket;
+mod spec;
 mod stream;
 mod stream_buf;
 pub mod tls;
@@ -29,6 +30,5 @@ mod worker;
 
 pub use admission::{Admission, is_stun_request};
 pub use bind::StartError;
-pub use runtime::{
-    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StreamLimits, TlsSlot, UsageSink, start,
-};
+pub use runtime::{RunningServer, start};
+pub use spec::{ListenerSpec, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink};

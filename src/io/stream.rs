@@ -21,7 +21,7 @@ use crate::proto::{FramingError, MAX_FRAME, next_frame};
 use super::accept::AcceptBackoff;
 use super::admission::is_stun_request;
 use super::clock;
-use super::runtime::{StreamLimits, TlsSlot};
+use super::spec::{StreamLimits, TlsSlot};
 use super::stream_buf::InputBuffer;
 use super::worker::{Worker, stream_queue};
 
