@@ -142,7 +142,7 @@ max_channels_per_allocation = 64
 tcp_handshake_timeout = "10s"
 tcp_idle_timeout = "5m"
 max_tcp_connections = 10000
-max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 /64
+max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 prefix
 tcp_auth_timeout = "20s"        # to get an allocation, from connect
 max_allocation_bitrate = "2Mbps"   # bps|kbps|Mbps|Gbps; "0" = unlimited
 allocation_burst = "64KiB"      # B|KB|MB|GB|KiB|MiB|GiB; "0" = one second at the bitrate

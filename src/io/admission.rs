@@ -5,7 +5,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::clock;
 use super::lru::{LruBuckets, Tat};
+use super::source::source_key;
 
 /// Newcomers that would evict a still-active source share one bucket this many times as
 /// large as one source's, so a flood of fresh addresses cannot churn the table unboundedly.
@@ -140,21 +141,6 @@ impl Limiter {
     }
 }
 
-/// The key a source is counted under: IPv4 addresses (also when mapped into IPv6 by a
-/// dual-stack socket) as they are, IPv6 addresses cut to their first `prefix` bits.
-fn source_key(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
-    }
-}
-
 /// A token bucket as the generic cell rate algorithm: one request every `interval` ns,
 /// `burst` at once.
 #[derive(Clone, Copy)]
@@ -191,6 +177,7 @@ pub fn is_stun_request(pkt: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
     use std::time::Duration;
 
     use super::*;

@@ -21,6 +21,7 @@ mod publish;
 mod relay;
 mod runtime;
 pub mod socket;
+mod source;
 mod spec;
 mod stream;
 mod stream_buf;

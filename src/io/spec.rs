@@ -49,8 +49,11 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     /// Concurrent TCP/TLS connections across all workers.
     pub max_connections: usize,
-    /// Concurrent TCP/TLS connections from one IPv4 address or IPv6 /64, across all workers.
+    /// Concurrent TCP/TLS connections from one source (an IPv4 address or an IPv6 prefix of
+    /// `ipv6_prefix_length`), across all workers; an IPv6 /48 holds at most four times this.
     pub max_connections_per_ip: u32,
+    /// IPv6 sources are counted per prefix of this length, as the request limiter counts them.
+    pub ipv6_prefix_length: u8,
     /// Time from connect to an allocation; a connection without one by then is closed.
     pub auth_timeout: Duration,
 }

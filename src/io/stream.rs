@@ -21,6 +21,7 @@ use crate::proto::{FramingError, MAX_FRAME, next_frame};
 use super::accept::AcceptBackoff;
 use super::admission::is_stun_request;
 use super::clock;
+use super::conn_slots::SlotCaps;
 use super::spec::{StreamLimits, TlsSlot};
 use super::stream_buf::InputBuffer;
 use super::worker::{Worker, stream_queue};
@@ -45,11 +46,12 @@ pub(crate) async fn accept_loop(
         backoff.after_success(&name);
         let accepted = Instant::now();
         let limits = &worker.limits;
-        let slot = match worker.shared.streams.acquire(
-            client.ip(),
-            limits.max_connections,
-            limits.max_connections_per_ip,
-        ) {
+        let caps = SlotCaps {
+            total: limits.max_connections,
+            per_source: limits.max_connections_per_ip,
+            ipv6_prefix: limits.ipv6_prefix_length,
+        };
+        let slot = match worker.shared.streams.acquire(client.ip(), caps) {
             Ok(slot) => slot,
             Err(why) => {
                 // Debug only: a flood of refused connections must not flood the log too.
