@@ -388,6 +388,22 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
     }
 
     #[test]
+    fn a_tcp_timeout_longer_than_a_day_is_refused_with_its_key() {
+        for key in [
+            "tcp_auth_timeout",
+            "tcp_idle_timeout",
+            "tcp_handshake_timeout",
+        ] {
+            assert_eq!(
+                only_error(&format!("[limits]\n{key} = \"213503982334601d\"\n")),
+                format!("limits.{key}: must be at most 1d")
+            );
+        }
+        let c = parse("[limits]\ntcp_idle_timeout = \"1d\"\n").unwrap();
+        assert_eq!(c.limits.tcp_idle_timeout, Duration::from_secs(86_400));
+    }
+
+    #[test]
     fn bad_duration_is_refused() {
         assert_eq!(
             only_error("[auth]\nnonce_lifetime = \"10\"\n"),

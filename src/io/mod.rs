@@ -32,4 +32,6 @@ mod worker;
 pub use admission::{Admission, is_stun_request};
 pub use bind::StartError;
 pub use runtime::{RunningServer, start};
-pub use spec::{ListenerSpec, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink};
+pub use spec::{
+    ListenerSpec, MAX_STREAM_TIMEOUT, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink,
+};

@@ -40,6 +40,10 @@ pub struct RequestLimits {
     pub ipv6_prefix_length: u8,
 }
 
+/// The longest TCP/TLS timeout: configuration refuses longer ones, and io caps a longer one
+/// given through the library (a deadline past it would never fire in practice anyway).
+pub const MAX_STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// TCP/TLS connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamLimits {
