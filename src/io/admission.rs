@@ -123,6 +123,17 @@ impl Limiter {
         if table.is_full() {
             // Evicting an idle source costs nothing; evicting an active one is paid for
             // from the shared overflow bucket, so tracked clients are not churned out freely.
+            //
+            // How often is the oldest entry active? Each request moves a source's tat 1/rate s
+            // ahead, so it buys 1/rate s of activity (20 ms at 50/s; a whole burst at most
+            // burst/rate s). Keeping the least recently seen of max_tracked_ips entries
+            // active means refilling the table faster than its entries go idle: about
+            // max_tracked_ips × rate requests per second from fresh sources (100 000 × 50 =
+            // 5 M/s at the defaults; each shard gets the same share of both). Below that,
+            // evictions are free and each newcomer gets its own full bucket; above it,
+            // newcomers share the overflow bucket while tracked clients keep theirs. (A
+            // client that spent its whole burst and then fell to the tail can put newcomers
+            // on the overflow bucket for at most burst/rate s, until it goes idle.)
             let active = table.oldest().is_some_and(|tat| tat > now);
             if active && !self.overflow.conform(&mut self.overflow_tat.lock(), now) {
                 return false;
@@ -253,6 +264,29 @@ mod tests {
         // ...and the shared bucket is still whole for evicting active ones.
         let shared = (200..1000).filter(|&i| a.allow_at(v4(i), later)).count();
         assert_eq!(shared as u64, 2 * OVERFLOW_FACTOR);
+    }
+
+    #[test]
+    fn a_newcomer_after_a_flood_below_table_size_times_rate_gets_its_own_full_burst() {
+        // 16 384 sources (4 shards) at 50/s: entries stay active for 20 ms, so only a flood
+        // of more than 16 384 × 50 ≈ 820 000 new sources per second keeps the oldest one
+        // active. 100 000 sources at 200 000/s fill the table with idle entries.
+        let a = Admission::new(50, 10, 16_384, 64);
+        let t0 = clock::now().mono;
+        let step = Duration::from_micros(5);
+        let flood = (0..100_000u32)
+            .filter(|&i| a.allow_at(v4(0x0A00_0000 + i), t0 + step * i))
+            .count();
+        assert_eq!(flood, 100_000, "each flood source has its own bucket");
+        assert_eq!(a.tracked(), 16_384);
+        let now = t0 + step * 100_000;
+        let client = v4(0xC000_0201);
+        let burst = (0..11).filter(|_| a.allow_at(client, now)).count();
+        assert_eq!(
+            burst, 10,
+            "the newcomer gets its own full burst, and only it"
+        );
+        assert_eq!(a.rejected(), 1);
     }
 
     #[test]
