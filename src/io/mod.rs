@@ -8,7 +8,7 @@ pub mod accept;
 mod admission;
 mod bind;
 pub mod clock;
-mod conn_slots;
+pub(crate) mod conn_slots;
 mod datapath;
 mod fd_limit;
 mod forward;
