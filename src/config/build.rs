@@ -149,6 +149,7 @@ impl Config {
                 max_connections: self.limits.max_tcp_connections,
                 max_connections_per_ip: self.limits.max_tcp_connections_per_ip,
                 auth_timeout: self.limits.tcp_auth_timeout,
+                ipv6_prefix_length: self.limits.ipv6_prefix_length,
             },
             request_limits: RequestLimits {
                 per_second: self.limits.requests_per_second_per_ip,
@@ -275,6 +276,15 @@ mod tests {
             c.core_settings(1).unwrap().alternate_server,
             Some("203.0.113.8:3478".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_tcp_connection_cap_counts_ipv6_sources_by_the_configured_prefix() {
+        let c = config("[limits]\nipv6_prefix_length = 56\n");
+        let noop: UsageSink = Arc::new(|_| {});
+        let spec = c.server_spec(Arc::new(c.credential_store()), noop).unwrap();
+        assert_eq!(spec.stream_limits.ipv6_prefix_length, 56);
+        assert_eq!(spec.request_limits.ipv6_prefix_length, 56);
     }
 
     #[test]

@@ -142,7 +142,7 @@ max_channels_per_allocation = 64
 tcp_handshake_timeout = "10s"
 tcp_idle_timeout = "5m"
 max_tcp_connections = 10000
-max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 /64
+max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 prefix
 tcp_auth_timeout = "20s"        # to get an allocation, from connect
 max_allocation_bitrate = "2Mbps"   # bps|kbps|Mbps|Gbps; "0" = unlimited
 allocation_burst = "64KiB"      # B|KB|MB|GB|KiB|MiB|GiB; "0" = one second at the bitrate
@@ -385,6 +385,22 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
             only_error("[limits]\ntcp_auth_timeout = \"0s\"\n")
                 .starts_with("limits.tcp_auth_timeout:")
         );
+    }
+
+    #[test]
+    fn a_tcp_timeout_longer_than_a_day_is_refused_with_its_key() {
+        for key in [
+            "tcp_auth_timeout",
+            "tcp_idle_timeout",
+            "tcp_handshake_timeout",
+        ] {
+            assert_eq!(
+                only_error(&format!("[limits]\n{key} = \"213503982334601d\"\n")),
+                format!("limits.{key}: must be at most 1d")
+            );
+        }
+        let c = parse("[limits]\ntcp_idle_timeout = \"1d\"\n").unwrap();
+        assert_eq!(c.limits.tcp_idle_timeout, Duration::from_secs(86_400));
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub struct LimitsConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP/TLS client connections open at once.
     pub max_tcp_connections: usize,
-    /// TCP/TLS client connections open at once from one IPv4 address or IPv6 /64.
+    /// TCP/TLS client connections open at once from one IPv4 address or IPv6 prefix.
     pub max_tcp_connections_per_ip: u32,
     /// Time a new TCP/TLS client has to get an allocation (an authenticated Allocate).
     pub tcp_auth_timeout: Duration,
@@ -328,7 +328,7 @@ pub struct LimitsConfig {
     pub request_burst_per_ip: u32,
     /// Sources tracked by the request limiter; beyond it the least recently seen is forgotten.
     pub max_tracked_ips: usize,
-    /// The request limiter counts IPv6 sources per prefix of this length (32 to 128).
+    /// The request limiter and TCP cap count IPv6 sources per prefix of this length.
     pub ipv6_prefix_length: u8,
 }
 

@@ -8,6 +8,7 @@ use super::raw::{Dur, RawAuth, RawLimits, RawPeers};
 use super::types::{AuthConfig, LimitsConfig, PeersConfig, UserConfig};
 use super::validate::Ctx;
 use crate::core::cidr::Cidr;
+use crate::io::MAX_STREAM_TIMEOUT;
 
 /// RFC 8489 §14.3: USERNAME is under 509 bytes.
 const MAX_USERNAME_BYTES: usize = 508;
@@ -143,15 +144,15 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
         max_allocations: raw.max_allocations,
         max_permissions_per_allocation: raw.max_permissions_per_allocation,
         max_channels_per_allocation: raw.max_channels_per_allocation,
-        tcp_handshake_timeout: positive(
+        tcp_handshake_timeout: stream_timeout(
             raw.tcp_handshake_timeout,
             "limits.tcp_handshake_timeout",
             ctx,
         ),
-        tcp_idle_timeout: positive(raw.tcp_idle_timeout, "limits.tcp_idle_timeout", ctx),
+        tcp_idle_timeout: stream_timeout(raw.tcp_idle_timeout, "limits.tcp_idle_timeout", ctx),
         max_tcp_connections: raw.max_tcp_connections,
         max_tcp_connections_per_ip: raw.max_tcp_connections_per_ip,
-        tcp_auth_timeout: positive(raw.tcp_auth_timeout, "limits.tcp_auth_timeout", ctx),
+        tcp_auth_timeout: stream_timeout(raw.tcp_auth_timeout, "limits.tcp_auth_timeout", ctx),
         max_allocation_bitrate: raw.max_allocation_bitrate.0,
         allocation_burst_bytes: raw.allocation_burst.0,
         max_total_bitrate: raw.max_total_bitrate.0,
@@ -220,6 +221,16 @@ fn check_rates(raw: &RawLimits, ctx: &mut Ctx) {
              source, 128 each address",
         );
     }
+}
+
+/// A TCP/TLS timeout: longer than zero, and at most [`MAX_STREAM_TIMEOUT`] (a day), since
+/// each is added to the time a connection started and a deadline must stay representable.
+fn stream_timeout(d: Dur, path: &str, ctx: &mut Ctx) -> Duration {
+    if d.0 > MAX_STREAM_TIMEOUT && !ctx.failed(path) {
+        let max = format_duration(MAX_STREAM_TIMEOUT);
+        ctx.push(path, format!("must be at most {max}"));
+    }
+    positive(d, path, ctx)
 }
 
 /// A duration that must be longer than zero.

@@ -5,7 +5,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::clock;
 use super::lru::{LruBuckets, Tat};
+use super::source::source_key;
 
 /// Newcomers that would evict a still-active source share one bucket this many times as
 /// large as one source's, so a flood of fresh addresses cannot churn the table unboundedly.
@@ -122,6 +123,17 @@ impl Limiter {
         if table.is_full() {
             // Evicting an idle source costs nothing; evicting an active one is paid for
             // from the shared overflow bucket, so tracked clients are not churned out freely.
+            //
+            // How often is the oldest entry active? Each request moves a source's tat 1/rate s
+            // ahead, so it buys 1/rate s of activity (20 ms at 50/s; a whole burst at most
+            // burst/rate s). Keeping the least recently seen of max_tracked_ips entries
+            // active means refilling the table faster than its entries go idle: about
+            // max_tracked_ips × rate requests per second from fresh sources (100 000 × 50 =
+            // 5 M/s at the defaults; each shard gets the same share of both). Below that,
+            // evictions are free and each newcomer gets its own full bucket; above it,
+            // newcomers share the overflow bucket while tracked clients keep theirs. (A
+            // client that spent its whole burst and then fell to the tail can put newcomers
+            // on the overflow bucket for at most burst/rate s, until it goes idle.)
             let active = table.oldest().is_some_and(|tat| tat > now);
             if active && !self.overflow.conform(&mut self.overflow_tat.lock(), now) {
                 return false;
@@ -137,21 +149,6 @@ impl Limiter {
     fn nanos(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.epoch);
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The key a source is counted under: IPv4 addresses (also when mapped into IPv6 by a
-/// dual-stack socket) as they are, IPv6 addresses cut to their first `prefix` bits.
-fn source_key(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
     }
 }
 
@@ -191,6 +188,7 @@ pub fn is_stun_request(pkt: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
     use std::time::Duration;
 
     use super::*;
@@ -266,6 +264,29 @@ mod tests {
         // ...and the shared bucket is still whole for evicting active ones.
         let shared = (200..1000).filter(|&i| a.allow_at(v4(i), later)).count();
         assert_eq!(shared as u64, 2 * OVERFLOW_FACTOR);
+    }
+
+    #[test]
+    fn a_newcomer_after_a_flood_below_table_size_times_rate_gets_its_own_full_burst() {
+        // 16 384 sources (4 shards) at 50/s: entries stay active for 20 ms, so only a flood
+        // of more than 16 384 × 50 ≈ 820 000 new sources per second keeps the oldest one
+        // active. 100 000 sources at 200 000/s fill the table with idle entries.
+        let a = Admission::new(50, 10, 16_384, 64);
+        let t0 = clock::now().mono;
+        let step = Duration::from_micros(5);
+        let flood = (0..100_000u32)
+            .filter(|&i| a.allow_at(v4(0x0A00_0000 + i), t0 + step * i))
+            .count();
+        assert_eq!(flood, 100_000, "each flood source has its own bucket");
+        assert_eq!(a.tracked(), 16_384);
+        let now = t0 + step * 100_000;
+        let client = v4(0xC000_0201);
+        let burst = (0..11).filter(|_| a.allow_at(client, now)).count();
+        assert_eq!(
+            burst, 10,
+            "the newcomer gets its own full burst, and only it"
+        );
+        assert_eq!(a.rejected(), 1);
     }
 
     #[test]

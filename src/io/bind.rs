@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::core::Transport;
 
-use super::runtime::{ListenerSpec, TlsSlot};
 use super::socket;
+use super::spec::{ListenerSpec, TlsSlot};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -3,37 +3,14 @@
 //! RLIMIT_NOFILE is raised to the hard limit, and a warning names the shortfall when the
 //! configured caps still cannot fit (accepts would then fail with EMFILE and back off).
 
-use std::io;
-
-use super::runtime::ServerSpec;
+use super::spec::ServerSpec;
+use crate::sys::rlimit;
 
 /// Descriptors outside the caps: stdio, epoll and eventfd per worker, the admin listener and
 /// its clients, log and usage files.
 const BASE_FDS: u64 = 64;
 /// Per worker: its epoll instance, its eventfd, tokio's driver.
 const PER_WORKER_FDS: u64 = 4;
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
-pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a live rlimit for getrlimit to fill in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let before = limit.rlim_cur;
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: `limit` is a valid rlimit; raising the soft limit up to the hard one needs
-        // no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((before, limit.rlim_cur))
-}
 
 /// Descriptors the configured caps can use at once: every TCP/TLS connection, every relay
 /// port of every relay address family (or the allocation cap, when lower), every worker's
@@ -64,8 +41,9 @@ fn fds_for(workers: usize, listeners: usize, relays: u64, connections: usize) ->
 /// Raises the limit and warns when the caps of `spec` do not fit in it.
 pub(crate) fn check(spec: &ServerSpec) {
     let needed = fds_needed(spec);
-    match raise_nofile_limit() {
+    match rlimit::raise_nofile_to_hard() {
         Ok((before, after)) => {
+            let (before, after) = (before.soft, after.soft);
             if after > before {
                 tracing::debug!(target: "turnstone::io", before, after, "raised the open-file limit");
             }
@@ -85,21 +63,6 @@ pub(crate) fn check(spec: &ServerSpec) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
-        let (_, after) = raise_nofile_limit().unwrap();
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        assert_eq!(limit.rlim_cur, limit.rlim_max);
-        assert_eq!(after, limit.rlim_cur);
-    }
 
     #[test]
     fn the_default_caps_need_more_than_the_usual_1024_descriptors() {

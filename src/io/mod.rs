@@ -8,7 +8,7 @@ pub mod accept;
 mod admission;
 mod bind;
 pub mod clock;
-mod conn_slots;
+pub(crate) mod conn_slots;
 mod datapath;
 mod fd_limit;
 mod forward;
@@ -21,6 +21,8 @@ mod publish;
 mod relay;
 mod runtime;
 pub mod socket;
+mod source;
+mod spec;
 mod stream;
 mod stream_buf;
 pub mod tls;
@@ -29,6 +31,7 @@ mod worker;
 
 pub use admission::{Admission, is_stun_request};
 pub use bind::StartError;
-pub use runtime::{
-    ListenerSpec, RequestLimits, RunningServer, ServerSpec, StreamLimits, TlsSlot, UsageSink, start,
+pub use runtime::{RunningServer, start};
+pub use spec::{
+    ListenerSpec, MAX_STREAM_TIMEOUT, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink,
 };

@@ -3,10 +3,9 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -14,7 +13,7 @@ use crate::auth::{CredentialStore, Nonces};
 use crate::core::cidr::Cidr;
 use crate::core::live_ports::LivePorts;
 use crate::core::policy::PeerPolicy;
-use crate::core::{Server, Settings, SharedState, Transport, UsageRecord};
+use crate::core::{Server, Settings, SharedState, Transport};
 
 use super::admission::Admission;
 use super::bind::{Bound, StartError, WorkerSockets, bind_all};
@@ -23,25 +22,9 @@ use super::datapath::Datapath;
 use super::poller::{Poller, Waker};
 use super::ports::RelayPorts;
 use super::relay::Relays;
+use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
 use super::worker::{self, Worker};
 use super::{fd_limit, host_ips, stream};
-
-/// Where finished-allocation records go.
-pub type UsageSink = Arc<dyn Fn(UsageRecord) + Send + Sync>;
-
-/// One listening socket.
-#[derive(Clone)]
-pub struct ListenerSpec {
-    /// UDP, TCP or TLS.
-    pub transport: Transport,
-    /// Address to bind (port 0 picks one).
-    pub address: SocketAddr,
-    /// The TLS configuration for TLS listeners.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// A TLS listener's current configuration; SIGHUP swaps it for new connections.
-pub type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
 /// IO state shared by every worker.
 pub(crate) struct IoShared {
@@ -74,58 +57,6 @@ pub(crate) struct Control {
     pub settings: Settings,
     pub credentials: Arc<CredentialStore>,
     pub draining: bool,
-}
-
-/// Per-IP request limits (before parsing).
-#[derive(Clone, Copy, Debug)]
-pub struct RequestLimits {
-    /// STUN requests per second per source IP (0 = unlimited).
-    pub per_second: u32,
-    /// Burst per source IP.
-    pub burst: u32,
-    /// Sources tracked at most; the least recently seen is evicted beyond it.
-    pub max_tracked_ips: usize,
-    /// IPv6 sources are counted per prefix of this length.
-    pub ipv6_prefix_length: u8,
-}
-
-/// TCP/TLS connection limits.
-#[derive(Clone, Copy, Debug)]
-pub struct StreamLimits {
-    /// TLS handshake deadline; also for the first message, a partial message and a write.
-    pub handshake_timeout: Duration,
-    /// Close connections silent this long.
-    pub idle_timeout: Duration,
-    /// Concurrent TCP/TLS connections across all workers.
-    pub max_connections: usize,
-    /// Concurrent TCP/TLS connections from one IPv4 address or IPv6 /64, across all workers.
-    pub max_connections_per_ip: u32,
-    /// Time from connect to an allocation; a connection without one by then is closed.
-    pub auth_timeout: Duration,
-}
-
-/// Everything needed to run the server.
-pub struct ServerSpec {
-    /// Workers (at least 1), each a UDP data-plane thread plus a TCP/TLS thread.
-    pub workers: usize,
-    /// Listening sockets.
-    pub listeners: Vec<ListenerSpec>,
-    /// Relay port range.
-    pub relay_ports: RangeInclusive<u16>,
-    /// Core settings; its policy is rebuilt once the listeners are bound.
-    pub settings: Settings,
-    /// Peer allow list.
-    pub allow: Vec<Cidr>,
-    /// Peer deny list.
-    pub deny: Vec<Cidr>,
-    /// Users and secrets.
-    pub credentials: Arc<CredentialStore>,
-    /// TCP/TLS limits.
-    pub stream_limits: StreamLimits,
-    /// Per-IP request limits.
-    pub request_limits: RequestLimits,
-    /// Usage record sink.
-    pub usage: UsageSink,
 }
 
 /// A running server.

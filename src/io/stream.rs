@@ -16,12 +16,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::core::{FiveTuple, Handled, Transport};
-use crate::proto::{FramingError, MAX_FRAME, next_frame};
+use crate::proto::{FramingError, MAX_FRAME, MessageType, Method, next_frame};
 
 use super::accept::AcceptBackoff;
 use super::admission::is_stun_request;
 use super::clock;
-use super::runtime::{StreamLimits, TlsSlot};
+use super::conn_slots::SlotCaps;
+use super::spec::{MAX_STREAM_TIMEOUT, StreamLimits, TlsSlot};
 use super::stream_buf::InputBuffer;
 use super::worker::{Worker, stream_queue};
 
@@ -45,11 +46,12 @@ pub(crate) async fn accept_loop(
         backoff.after_success(&name);
         let accepted = Instant::now();
         let limits = &worker.limits;
-        let slot = match worker.shared.streams.acquire(
-            client.ip(),
-            limits.max_connections,
-            limits.max_connections_per_ip,
-        ) {
+        let caps = SlotCaps {
+            total: limits.max_connections,
+            per_source: limits.max_connections_per_ip,
+            ipv6_prefix: limits.ipv6_prefix_length,
+        };
+        let slot = match worker.shared.streams.acquire(client.ip(), caps) {
             Ok(slot) => slot,
             Err(why) => {
                 // Debug only: a flood of refused connections must not flood the log too.
@@ -158,11 +160,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         core.drain_commands();
                         // Traffic of this connection's allocation: data the core relayed, or a
-                        // request answered while the allocation lives. Binding requests and
-                        // dropped data on a connection without one keep nothing alive.
+                        // TURN request (Allocate, Refresh, permissions, channels) answered while
+                        // the allocation lives. A Binding concerns no allocation, and dropped
+                        // data is not traffic: neither keeps the connection alive.
                         let own = match handled {
                             Handled::Forward { .. } => true,
-                            Handled::Reply(_) => core.server.has_allocation(&ft),
+                            Handled::Reply(_) => !is_binding(pkt) && core.server.has_allocation(&ft),
                             Handled::Drop(_) => false,
                         };
                         (handled, own)
@@ -180,7 +183,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 if input.len() > MAX_FRAME {
                     break 'conn;
                 }
-                timers.partial_frame(!input.is_empty(), Instant::now());
+                timers.partial_frame(!input.is_empty(), consumed > 0, Instant::now());
             }
             Some(msg) = rx.recv() => {
                 rx.sent(&msg);
@@ -218,6 +221,20 @@ async fn write_within<W: AsyncWrite + Unpin>(
     )
 }
 
+/// Whether a STUN message is of the Binding method (RFC 8489 §18.1).
+fn is_binding(pkt: &[u8]) -> bool {
+    pkt.get(..2)
+        .and_then(|t| MessageType::from_u16(u16::from_be_bytes([t[0], t[1]])))
+        .is_some_and(|t| t.method == Method::BINDING)
+}
+
+/// `now + d`, with `d` capped at [`MAX_STREAM_TIMEOUT`]: configuration refuses longer
+/// timeouts, and one given through the library (say `Duration::MAX`) must not overflow
+/// `Instant` and panic the connection's task.
+fn after(now: Instant, d: Duration) -> Instant {
+    now + d.min(MAX_STREAM_TIMEOUT)
+}
+
 /// When a connection is closed, whichever comes first.
 struct Deadlines {
     /// The first complete message (the handshake timeout after the connection is set up).
@@ -227,7 +244,9 @@ struct Deadlines {
     /// The idle timeout after the last traffic of the connection's allocation.
     idle: Instant,
     /// The rest of a started message: otherwise a client could pin up to a 64 KiB partial
-    /// frame by trickling bytes (handshake timeout).
+    /// frame by trickling bytes (handshake timeout). Counted from the last completed frame,
+    /// not from when the buffer was last empty: a fast client whose reads keep ending
+    /// mid-frame is never idle, and each completed frame proves it is not trickling.
     partial: Option<Instant>,
     idle_timeout: Duration,
     partial_timeout: Duration,
@@ -236,9 +255,9 @@ struct Deadlines {
 impl Deadlines {
     fn new(limits: &StreamLimits, accepted: Instant, now: Instant) -> Self {
         Self {
-            first_frame: Some(now + limits.handshake_timeout),
-            auth: Some(accepted + limits.auth_timeout),
-            idle: now + limits.idle_timeout,
+            first_frame: Some(after(now, limits.handshake_timeout)),
+            auth: Some(after(accepted, limits.auth_timeout)),
+            idle: after(now, limits.idle_timeout),
             partial: None,
             idle_timeout: limits.idle_timeout,
             partial_timeout: limits.handshake_timeout,
@@ -261,14 +280,69 @@ impl Deadlines {
 
     fn allocation_traffic(&mut self, now: Instant) {
         self.auth = None;
-        self.idle = now + self.idle_timeout;
+        self.idle = after(now, self.idle_timeout);
     }
 
-    fn partial_frame(&mut self, pending: bool, now: Instant) {
+    /// After a read: `pending` when a started message remains, `completed` when the read
+    /// completed at least one frame.
+    fn partial_frame(&mut self, pending: bool, completed: bool, now: Instant) {
         self.partial = match (pending, self.partial) {
             (false, _) => None,
-            (true, None) => Some(now + self.partial_timeout),
-            (true, since) => since,
+            (true, Some(since)) if !completed => Some(since),
+            (true, _) => Some(after(now, self.partial_timeout)),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(timeout: Duration) -> StreamLimits {
+        StreamLimits {
+            handshake_timeout: timeout,
+            idle_timeout: timeout,
+            max_connections: 1,
+            max_connections_per_ip: 1,
+            auth_timeout: timeout,
+            ipv6_prefix_length: 64,
+        }
+    }
+
+    #[test]
+    fn absurd_timeouts_are_capped_instead_of_overflowing_instant() {
+        let now = Instant::now();
+        let mut timers = Deadlines::new(&limits(Duration::MAX), now, now);
+        timers.allocation_traffic(now);
+        timers.partial_frame(true, false, now);
+        let (at, _) = timers.next();
+        assert_eq!(at, now + MAX_STREAM_TIMEOUT);
+    }
+
+    #[test]
+    fn a_completed_frame_restarts_the_partial_message_deadline() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut timers = Deadlines::new(&limits(second), t0, t0);
+        timers.partial_frame(true, true, t0);
+        assert_eq!(timers.partial, Some(t0 + second));
+        // Bytes arrive but no frame completes: the deadline stays.
+        timers.partial_frame(true, false, t0 + second / 2);
+        assert_eq!(timers.partial, Some(t0 + second));
+        // A frame completes and the next one is already started: counted from now.
+        let t1 = t0 + second * 3 / 4;
+        timers.partial_frame(true, true, t1);
+        assert_eq!(timers.partial, Some(t1 + second));
+        timers.partial_frame(false, true, t1);
+        assert_eq!(timers.partial, None);
+    }
+
+    #[test]
+    fn only_binding_messages_are_classified_as_binding() {
+        assert!(is_binding(&[0x00, 0x01, 0, 0]));
+        assert!(is_binding(&[0x01, 0x01]));
+        assert!(!is_binding(&[0x00, 0x03]));
+        assert!(!is_binding(&[0x00]));
+        assert!(!is_binding(&[0x40, 0x01]));
     }
 }

@@ -19,7 +19,8 @@ use crate::core::{Command, FiveTuple, Now, Server};
 
 use super::poller::Waker;
 use super::relay::Relays;
-use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
+use super::runtime::{Control, IoShared};
+use super::spec::{StreamLimits, UsageSink};
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
 pub(crate) struct Core {

@@ -1,10 +1,12 @@
 //! The admin HTTP listener on its own thread: health and readiness for probes and load balancers.
 //! Bounded against slow and hostile clients: header-read timeout (which also ends idle
-//! keep-alive connections), a connection lifetime, a connection cap and a request size cap.
+//! keep-alive connections), a connection lifetime, a connection cap with a smaller cap per
+//! source address under it (one local client cannot starve the kubelet's probes), and a
+//! request size cap.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::auth::CredentialStore;
 use crate::io::accept::AcceptBackoff;
+use crate::io::conn_slots::{ConnectionSlots, SlotCaps};
 
 /// What `/credentials` needs: the API key and how to mint.
 pub struct CredentialIssuer {
@@ -103,6 +106,9 @@ pub struct AdminLimits {
     pub connection_lifetime: Duration,
     /// Connections served at once; beyond it new ones are closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one source address, under `max_connections`, so
+    /// one client holding connections leaves room for the probes of others.
+    pub max_connections_per_ip: usize,
     /// Largest request head in bytes (at least 8 KiB, hyper's floor); bodies are refused
     /// with 413, as no endpoint takes one.
     pub max_request_bytes: usize,
@@ -114,6 +120,7 @@ impl Default for AdminLimits {
             header_read_timeout: Duration::from_secs(5),
             connection_lifetime: Duration::from_secs(60),
             max_connections: 64,
+            max_connections_per_ip: 16,
             max_request_bytes: 16 * 1024,
         }
     }
@@ -145,14 +152,14 @@ pub fn spawn_admin_with(
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
-                let open = Arc::new(AtomicUsize::new(0));
+                let slots = Arc::new(ConnectionSlots::default());
                 let mut backoff = AcceptBackoff::default();
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => {
+                            Ok((stream, peer)) => {
                                 backoff.after_success("admin");
-                                serve(stream, &state, &open, limits);
+                                serve(stream, peer, &state, &slots, limits);
                             }
                             Err(e) => backoff.after_error(&e, "admin").await,
                         },
@@ -168,18 +175,26 @@ pub fn spawn_admin_with(
     })
 }
 
-/// Serves one connection on its own task, unless `max_connections` are open already.
+/// Serves one connection on its own task, unless `max_connections` are open already, or
+/// `max_connections_per_ip` from `peer`'s address.
 fn serve(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     state: &Arc<AdminState>,
-    open: &Arc<AtomicUsize>,
+    slots: &Arc<ConnectionSlots>,
     limits: AdminLimits,
 ) {
-    if open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
-        open.fetch_sub(1, Ordering::Relaxed);
+    let caps = SlotCaps {
+        total: limits.max_connections,
+        per_source: u32::try_from(limits.max_connections_per_ip).unwrap_or(u32::MAX),
+        // Admin clients are few and local (probes come from the node's own address): count
+        // each address on its own.
+        ipv6_prefix: 128,
+    };
+    let Ok(slot) = slots.acquire(peer.ip(), caps) else {
         return; // dropping the stream closes it
-    }
-    let (state, open) = (Arc::clone(state), Arc::clone(open));
+    };
+    let state = Arc::clone(state);
     tokio::spawn(async move {
         let service = service_fn(move |req| route(Arc::clone(&state), req));
         let mut builder = http1::Builder::new();
@@ -191,7 +206,7 @@ fn serve(
             .max_headers(64);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
-        open.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
     });
 }
 

@@ -1,7 +1,8 @@
 //! The admin listener survives slow and hostile clients (issue 13): a request head trickled
 //! byte by byte (slowloris) or an idle kept-alive connection is closed after the header-read
-//! timeout, oversized heads and any body are refused, and connections beyond the cap are
-//! closed at once while the admin port keeps answering afterwards.
+//! timeout, oversized heads and any body are refused, connections beyond the cap are
+//! closed at once while the admin port keeps answering afterwards, and one address at its
+//! per-source cap leaves room for others.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -187,4 +188,45 @@ async fn connections_beyond_the_admin_cap_are_closed_at_once_and_served_again_af
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn one_address_at_the_admin_per_source_cap_leaves_room_for_probes_from_another() {
+    bounded(async {
+        let handle = admin(AdminLimits {
+            max_connections: 8,
+            max_connections_per_ip: 2,
+            header_read_timeout: Duration::from_secs(20),
+            ..AdminLimits::default()
+        });
+        let addr = handle.address();
+        let _held = [
+            connect_from("127.0.0.1", addr).await,
+            connect_from("127.0.0.1", addr).await,
+        ];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = connect_from("127.0.0.1", addr).await;
+        let text = read_until_closed(&mut third, Duration::from_secs(2))
+            .await
+            .expect("a third connection from one address was kept open");
+        assert!(text.is_empty(), "{text}");
+        // A probe from another address (the kubelet's, say) is still served.
+        let mut probe = connect_from("127.0.0.2", addr).await;
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until_closed(&mut probe, Duration::from_secs(2))
+            .await
+            .expect("the probe got no complete answer");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    })
+    .await;
+}
+
+/// A TCP connection to `server` from the loopback address `source`.
+async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
 }

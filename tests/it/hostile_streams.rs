@@ -203,6 +203,76 @@ async fn an_allocated_tcp_connection_sending_data_for_an_unbound_channel_is_clos
 }
 
 #[tokio::test]
+async fn an_allocated_tcp_connection_sending_only_binding_requests_is_closed_when_idle() {
+    bounded(async {
+        let server = TestServer::start_with(&Options::limits(
+            "tcp_auth_timeout = \"20s\"\ntcp_idle_timeout = \"1s\"",
+        ));
+        let (user, password) = rest_credentials("binder");
+        let mut client = TurnClient::new(
+            Conn::connect(&server, Transport::Tcp).await,
+            &user,
+            &password,
+        );
+        client.allocate().await;
+        // A Binding is answered, but it concerns no allocation: it is not the allocation's
+        // traffic and must not keep the connection open.
+        let took = closed_while_sending(
+            &mut client.conn,
+            || binding_request().1,
+            Duration::from_secs(4),
+        )
+        .await
+        .expect("Binding requests kept an allocated connection open past tcp_idle_timeout");
+        assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_streaming_frames_whose_reads_always_end_mid_frame_outlives_tcp_handshake_timeout()
+{
+    bounded(async {
+        let server = TestServer::start_with(&Options::limits(
+            "tcp_handshake_timeout = \"1s\"\ntcp_auth_timeout = \"1m\"\ntcp_idle_timeout = \"1m\"\n\
+             requests_per_second_per_ip = 0",
+        ));
+        let stream = connect_from("127.0.0.1", server.tcp()).await;
+        stream.set_nodelay(true).unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        // Reads until the server closes the connection; returns the bytes answered.
+        let answers = tokio::spawn(async move {
+            let (mut total, mut buf) = (0, [0u8; 4096]);
+            while let Ok(n @ 1..) = reader.read(&mut buf).await {
+                total += n;
+            }
+            total
+        });
+        let frame = binding_request().1;
+        let half = frame.len() / 2;
+        writer.write_all(&frame[..half]).await.unwrap();
+        // 2.5 s of writes 100 ms apart, each completing one Binding and starting the next:
+        // every read ends mid-frame, yet frames complete all the time.
+        let mut chunk = frame[half..].to_vec();
+        chunk.extend_from_slice(&frame[..half]);
+        for _ in 0..25 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                !answers.is_finished(),
+                "closed while frames kept completing"
+            );
+            writer.write_all(&chunk).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !answers.is_finished(),
+            "closed while frames kept completing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_relaying_tcp_client_that_stops_reading_is_closed_after_tcp_handshake_timeout() {
     bounded(async {
         let server = TestServer::start_with(&Options::limits(
