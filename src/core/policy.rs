@@ -49,6 +49,9 @@ pub struct PeerPolicy {
     deny: Vec<Cidr>,
     own: OwnAddrs,
     listeners: Vec<SocketAddr>,
+    /// Whether the host's addresses were given. A policy without them (a reload whose read
+    /// of the interfaces failed) inherits the ones in use, see [`Self::knows_host_ips`].
+    host_ips_known: bool,
 }
 
 impl PeerPolicy {
@@ -80,6 +83,7 @@ impl PeerPolicy {
                 .into_iter()
                 .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
                 .collect(),
+            host_ips_known: false,
         }
     }
 
@@ -115,7 +119,15 @@ impl PeerPolicy {
         let ips = OwnAddrs::normalise(ips);
         let changed = ips != self.own.host_ips;
         self.own.host_ips = ips;
+        self.host_ips_known = true;
         changed
+    }
+
+    /// Whether the host's addresses were given ([`Self::with_host_ips`], [`Self::set_host_ips`]).
+    /// When a new policy lacks them (the IO layer could not read them on reload), the server
+    /// keeps the ones it has rather than an empty set that would make them valid peers.
+    pub fn knows_host_ips(&self) -> bool {
+        self.host_ips_known
     }
 
     /// The host addresses in use (canonical, sorted).

@@ -79,6 +79,25 @@ fn a_new_host_address_revokes_permissions_to_it() {
 }
 
 #[test]
+fn a_reload_that_could_not_read_the_host_addresses_keeps_the_known_ones() {
+    let mut h = Harness::new();
+    h.server
+        .set_host_addresses(vec!["9.9.9.9".parse().unwrap()]);
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    // The IO layer builds the reloaded policy without host addresses when getifaddrs fails.
+    h.server.set_settings(denying(&[]));
+    h.bind(&mut c, 0x4000, sa("9.9.9.9:53")).err(403);
+    h.bind(&mut c, 0x4000, sa("8.8.8.8:53")).ok();
+    // A reload that did read them replaces them.
+    let mut fresh = denying(&[]);
+    fresh.policy.set_host_ips(vec!["1.2.3.4".parse().unwrap()]);
+    h.server.set_settings(fresh);
+    h.bind(&mut c, 0x4001, sa("9.9.9.9:53")).ok();
+    h.bind(&mut c, 0x4002, sa("1.2.3.4:53")).err(403);
+}
+
+#[test]
 fn a_403_for_the_servers_private_bind_address_reads_like_any_private_address() {
     let mut h = Harness::with_settings(Settings {
         policy: PeerPolicy::new(vec![], vec![], vec![RELAY_V4], vec![LISTENER])
