@@ -2,4 +2,3 @@
 //! and the standard library does not offer. The only place meant for `unsafe`.
 
 pub mod ifaddrs;
-pub mod netns;
