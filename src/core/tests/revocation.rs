@@ -177,3 +177,34 @@ fn a_channel_to_another_relay_stops_when_that_relay_socket_closes() {
         Handled::Drop(DropReason::Policy)
     );
 }
+
+#[test]
+fn a_channel_to_our_relay_address_opened_by_a_single_address_entry_outlives_its_relay_socket() {
+    let live = std::sync::Arc::new(crate::core::live_ports::LivePorts::default());
+    let opened = |allow: &[&str]| Settings {
+        policy: super::harness::policy(allow).with_live_ports(std::sync::Arc::clone(&live)),
+        ..settings()
+    };
+    let mut h = Harness::with_settings(opened(&["192.0.2.10/32"]));
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    h.bind(&mut alice, 0x4000, b).ok();
+    // The operator named the address: the channel is not tied to bob's relay socket.
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
+    // A reload without that entry ties the channel to the socket again.
+    live.open(false, b.port());
+    h.server.set_settings(opened(&[]));
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
+    live.close(false, b.port());
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        Handled::Drop(DropReason::Policy)
+    );
+}
