@@ -1,6 +1,7 @@
 //! The server's own addresses as the peer policy sees them: relay addresses (valid peers only
 //! at ports with a live relay socket) and every other address of the host (never valid peers
-//! unless the operator allows them). RFC 8656 §21: a relay that can send to its own host lets
+//! unless an allow entry names them deliberately: a loopback range or that single address, see
+//! `PeerPolicy::opens_own`; a broad entry such as 10.0.0.0/8 does not). RFC 8656 §21: a relay that can send to its own host lets
 //! a client reach local services, and nested allocations through its own listeners multiply
 //! one datagram many times.
 

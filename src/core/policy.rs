@@ -106,8 +106,8 @@ impl PeerPolicy {
     }
 
     /// Every address of the host's interfaces (read by the IO layer at start,
-    /// on reload and periodically): refused as peers unless allowed by config,
-    /// and at listener ports always.
+    /// on reload and periodically): refused as peers unless an allow entry names
+    /// them deliberately (a loopback range or that single address; a broad range does not), and at listener ports always.
     #[must_use]
     pub fn with_host_ips(mut self, ips: Vec<IpAddr>) -> Self {
         self.set_host_ips(ips);
@@ -159,8 +159,8 @@ impl PeerPolicy {
     }
 
     /// Whether a peer that passed [`Self::check`] stays valid only while a relay socket is open
-    /// at its port: one of our own relay addresses that no deliberate allow entry opens (see
-    /// [`Self::opens_own`]). Decided once, when a channel is bound, so the per-packet path
+    /// at its port: one of our own relay addresses that no deliberate allow entry opens (a
+    /// loopback range or that single address). Decided once, when a channel is bound, so the per-packet path
     /// pays for [`Self::relay_port_live`] only on such channels and for nothing on others.
     pub fn is_live_gated(&self, peer: SocketAddr) -> bool {
         let ip = canonical(peer.ip());
