@@ -111,19 +111,20 @@ impl Server {
             std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
         // A claimed reservation brings the quota slot it held (RFC 8656 §7.2); otherwise
         // this allocation takes one, and a new reservation takes another.
-        let claimed =
-            match token {
-                Some(t) => Some(self.shared.claim_reservation(&t, &username).ok_or(
-                    Rejection::new(
+        let claimed = match token {
+            Some(t) => Some(
+                self.shared
+                    .claim_reservation(&t, &username, now.mono)
+                    .ok_or(Rejection::new(
                         ec::INSUFFICIENT_CAPACITY,
                         "unknown or expired RESERVATION-TOKEN",
-                    ),
-                )?),
-                None => {
-                    self.acquire_slot(&username)?;
-                    None
-                }
-            };
+                    ))?,
+            ),
+            None => {
+                self.acquire_slot(&username)?;
+                None
+            }
+        };
         let reserving = even == Some(true);
         if reserving && let Err(rejection) = self.acquire_slot(&username) {
             self.shared.release(&username);

@@ -41,6 +41,10 @@ pub(crate) struct Channel {
     pub number: u16,
     pub peer: SocketAddr,
     pub expires: Instant,
+    /// The peer is one of our own relay addresses, valid only while a relay socket is open at
+    /// its port (`PeerPolicy::is_live_gated`, decided at bind and on reload): only such
+    /// channels pay a per-packet check, one atomic load.
+    pub live_gated: bool,
 }
 
 /// An allocation.

@@ -34,7 +34,10 @@ impl Server {
         let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
-        let Some(peer) = allocation.channel(cd.channel(), now.mono).map(|c| c.peer) else {
+        let Some((peer, live_gated)) = allocation
+            .channel(cd.channel(), now.mono)
+            .map(|c| (c.peer, c.live_gated))
+        else {
             self.counters.dropped_other += 1;
             return Handled::Drop(DropReason::NoChannel);
         };
@@ -42,8 +45,9 @@ impl Server {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
-        // A channel to another allocation's relay outlives that relay socket.
-        if !self.settings.policy.still_allows(peer) {
+        // A channel to another allocation's relay outlives that relay socket, whose port the
+        // kernel may then give to any local process. Only such channels pay this load.
+        if live_gated && !self.settings.policy.relay_port_live(peer) {
             self.counters.dropped_policy += 1;
             return Handled::Drop(DropReason::Policy);
         }

@@ -32,6 +32,7 @@ pub use relay::{
     OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayProvider, RelayRequest,
     ReservationId,
 };
+pub(crate) use server::next_random;
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
 pub use shared::SharedState;

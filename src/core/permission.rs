@@ -8,6 +8,7 @@ use crate::proto::{MAX_CHANNEL, MIN_CHANNEL, Message, attr, error_code as ec};
 use super::allocate::Answer;
 use super::allocation::{AllocId, Channel};
 use super::authn::Authenticated;
+use super::policy::PolicyRejection;
 use super::relay::RelayProvider;
 use super::reply;
 use super::server::{AllocIdKey, Server, Timer};
@@ -86,7 +87,9 @@ impl Server {
                     "too many XOR-PEER-ADDRESS attributes",
                 ));
             }
-            peers[count] = self.checked_peer_ip(id, peer.ip())?;
+            peers[count] = self
+                .checked_peer_ip(id, peer.ip())
+                .inspect_err(log_refusal)?;
             count += 1;
         }
         if count == 0 {
@@ -158,7 +161,8 @@ impl Server {
                 ));
             }
         };
-        let peer = self.checked_peer(id, peer)?;
+        let peer = self.checked_peer(id, peer).inspect_err(log_refusal)?;
+        let live_gated = self.settings.policy.is_live_gated(peer);
         let lifetimes = self.settings.lifetimes;
         let (max_channels, max_permissions) =
             (self.settings.max_channels, self.settings.max_permissions);
@@ -194,23 +198,27 @@ impl Server {
             ));
         }
         match allocation.channels.iter_mut().find(|c| c.number == number) {
-            Some(c) => c.expires = expires,
+            Some(c) => {
+                c.expires = expires;
+                c.live_gated = live_gated;
+            }
             None => allocation.channels.push(Channel {
                 number,
                 peer,
                 expires,
+                live_gated,
             }),
         }
         Ok(self.signed_success(out, msg, auth, reply::nothing))
     }
 
     /// Policy (403) and family (443) checks for a peer IP; returns the canonical IP.
-    fn checked_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<IpAddr, Rejection> {
+    fn checked_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<IpAddr, PeerRefusal> {
         let ip = self
             .settings
             .policy
             .check_ip(ip)
-            .map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+            .map_err(PeerRefusal::Policy)?;
         self.family_check(id, ip)?;
         Ok(ip)
     }
@@ -220,27 +228,63 @@ impl Server {
         &self,
         id: AllocId,
         peer: SocketAddr,
-    ) -> Result<SocketAddr, Rejection> {
+    ) -> Result<SocketAddr, PeerRefusal> {
         let peer = self
             .settings
             .policy
             .check(peer)
-            .map_err(|r| Rejection::new(ec::FORBIDDEN, r.reason))?;
+            .map_err(PeerRefusal::Policy)?;
         self.family_check(id, peer.ip())?;
         Ok(peer)
     }
 
-    fn family_check(&self, id: AllocId, ip: IpAddr) -> Result<(), Rejection> {
+    fn family_check(&self, id: AllocId, ip: IpAddr) -> Result<(), PeerRefusal> {
         let allocation = self
             .table
             .get(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         if allocation.relay_for(ip).is_none() {
-            return Err(Rejection::new(
+            return Err(PeerRefusal::Other(Rejection::new(
                 ec::PEER_ADDRESS_FAMILY_MISMATCH,
                 "peer address family differs from the relayed address",
-            ));
+            )));
         }
         Ok(())
+    }
+}
+
+/// Why a peer was refused: by the peer policy (whose log detail may say more than the client
+/// is told) or for another reason.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PeerRefusal {
+    /// The peer policy refused it (403).
+    Policy(PolicyRejection),
+    /// Another rejection (allocation or family mismatch).
+    Other(Rejection),
+}
+
+impl From<Rejection> for PeerRefusal {
+    fn from(r: Rejection) -> Self {
+        Self::Other(r)
+    }
+}
+
+impl From<PeerRefusal> for Rejection {
+    fn from(r: PeerRefusal) -> Self {
+        match r {
+            // What the client is told; `log_refusal` logs the detail.
+            PeerRefusal::Policy(p) => Rejection::new(ec::FORBIDDEN, p.reason),
+            PeerRefusal::Other(r) => r,
+        }
+    }
+}
+
+/// Logs the internal reason of a policy refusal on the control plane (ChannelBind,
+/// CreatePermission), when the client's reason hides it (one of our own addresses).
+fn log_refusal(r: &PeerRefusal) {
+    if let PeerRefusal::Policy(p) = r
+        && p.detail != p.reason
+    {
+        tracing::debug!(target: "turnstone::relay", detail = p.detail, "peer refused");
     }
 }

@@ -20,12 +20,16 @@ use crate::core::live_ports::LivePorts;
 use crate::core::own_addrs::{OwnAddrs, OwnVerdict};
 
 /// Why a peer address was refused (code is always 403; the reason is a static
-/// plain-words sentence for logs and clients).
+/// plain-words sentence for clients, the detail the same or more for logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct PolicyRejection {
-    /// A plain-words sentence saying why, e.g. "peer address is loopback".
+    /// A plain-words sentence saying why, e.g. "peer address is loopback": what the client
+    /// is told. For the host's own addresses it never says they are the host's.
     pub reason: &'static str,
+    /// The internal reason, for logs only (differs from `reason` when that is masked, e.g.
+    /// "peer is one of this host's own addresses").
+    pub detail: &'static str,
 }
 
 impl PolicyRejection {
@@ -45,6 +49,9 @@ pub struct PeerPolicy {
     deny: Vec<Cidr>,
     own: OwnAddrs,
     listeners: Vec<SocketAddr>,
+    /// Whether the host's addresses were given. A policy without them (a reload whose read
+    /// of the interfaces failed) inherits the ones in use, see [`Self::knows_host_ips`].
+    host_ips_known: bool,
 }
 
 impl PeerPolicy {
@@ -76,6 +83,7 @@ impl PeerPolicy {
                 .into_iter()
                 .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
                 .collect(),
+            host_ips_known: false,
         }
     }
 
@@ -98,8 +106,8 @@ impl PeerPolicy {
     }
 
     /// Every address of the host's interfaces (read by the IO layer at start,
-    /// on reload and periodically): refused as peers unless allowed by config,
-    /// and at listener ports always.
+    /// on reload and periodically): refused as peers unless an allow entry names
+    /// them deliberately (a loopback range or that single address; a broad range does not), and at listener ports always.
     #[must_use]
     pub fn with_host_ips(mut self, ips: Vec<IpAddr>) -> Self {
         self.set_host_ips(ips);
@@ -111,7 +119,15 @@ impl PeerPolicy {
         let ips = OwnAddrs::normalise(ips);
         let changed = ips != self.own.host_ips;
         self.own.host_ips = ips;
+        self.host_ips_known = true;
         changed
+    }
+
+    /// Whether the host's addresses were given ([`Self::with_host_ips`], [`Self::set_host_ips`]).
+    /// When a new policy lacks them (the IO layer could not read them on reload), the server
+    /// keeps the ones it has rather than an empty set that would make them valid peers.
+    pub fn knows_host_ips(&self) -> bool {
+        self.host_ips_known
     }
 
     /// The host addresses in use (canonical, sorted).
@@ -142,14 +158,20 @@ impl PeerPolicy {
         self.decide(peer, ip, None).map(|()| ip)
     }
 
-    /// The per-packet part of [`Self::check`] for a peer that passed it earlier (a channel):
-    /// false when it is our own relay address at a port whose relay socket has closed since
-    /// (the kernel may hand that port to any local process). Two short binary searches.
-    pub fn still_allows(&self, peer: SocketAddr) -> bool {
-        match self.own.verdict(peer.ip(), Some(peer.port())) {
-            OwnVerdict::Refused(_) => self.allow.iter().any(|c| c.contains(peer.ip())),
-            OwnVerdict::NotOwn | OwnVerdict::LiveRelay => true,
-        }
+    /// Whether a peer that passed [`Self::check`] stays valid only while a relay socket is open
+    /// at its port: one of our own relay addresses that no deliberate allow entry opens (a
+    /// loopback range or that single address). Decided once, when a channel is bound, so the per-packet path
+    /// pays for [`Self::relay_port_live`] only on such channels and for nothing on others.
+    pub fn is_live_gated(&self, peer: SocketAddr) -> bool {
+        let ip = canonical(peer.ip());
+        self.own.is_relay_ip(ip) && !self.opens_own(ip)
+    }
+
+    /// The per-packet check of a live-gated channel (see [`Self::is_live_gated`]): false once
+    /// the relay socket at the peer's port has closed, since the kernel may then hand that
+    /// port to any local process. One atomic load.
+    pub fn relay_port_live(&self, peer: SocketAddr) -> bool {
+        self.own.is_live(peer.is_ipv6(), peer.port())
     }
 
     /// The decision after the listener rule. `raw` is the address as given,
@@ -160,23 +182,37 @@ impl PeerPolicy {
         if self.deny.iter().any(|c| c.contains(ip) || c.contains(raw)) {
             return Err(reject(CONFIG_DENY));
         }
-        // The allow list sees only the canonical form: allowing an outer
-        // IPv6 prefix must not bless a private IPv4 address embedded in it.
-        let allowed = self.allow.iter().any(|c| c.contains(ip));
         match self.own.verdict(ip, port) {
             OwnVerdict::LiveRelay => return Ok(()),
-            // An explicit allow entry is the operator's choice (loopback trials).
-            OwnVerdict::Refused(_) if allowed => return Ok(()),
-            OwnVerdict::Refused(reason) => return Err(masked(ip, reason)),
+            // Only an entry that names our own address deliberately opens it; a broad entry
+            // (10.0.0.0/8 to reach internal media servers) must not open the host's own
+            // services and ports with no relay socket (RFC 8656 §21).
+            OwnVerdict::Refused(_) if self.opens_own(ip) => return Ok(()),
+            OwnVerdict::Refused(detail) => return Err(masked(ip, detail)),
             OwnVerdict::NotOwn => {}
         }
-        if allowed {
+        // The allow list sees only the canonical form: allowing an outer
+        // IPv6 prefix must not bless a private IPv4 address embedded in it.
+        if self.allow.iter().any(|c| c.contains(ip)) {
             return Ok(());
         }
         match builtin_reason(ip) {
             Some(reason) => Err(reject(reason)),
             None => Ok(()),
         }
+    }
+
+    /// Whether an allow entry opens `ip` (canonical), one of the host's own addresses, at
+    /// ports with no relay socket. Only an entry that names it deliberately does: a loopback
+    /// range (inside `127.0.0.0/8`, or `::1/128`: tests and loopback trials reach peers on
+    /// loopback this way), or a single-address entry (/32, /128) equal to `ip`. A broader
+    /// entry (`10.0.0.0/8`, `0.0.0.0/0`) leaves the host's addresses refused: an operator
+    /// who opens a private range to reach media servers does not mean the relay's own host.
+    fn opens_own(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|c| {
+            c.contains(ip)
+                && (is_loopback_range(c) || (c.prefix_len() == full_width(ip) && c.network() == ip))
+        })
     }
 
     /// Whether `peer` (canonical) would reach one of our listening sockets.
@@ -202,11 +238,28 @@ impl PeerPolicy {
 
 /// The reason a client is told when one of our own addresses is refused: the
 /// category the address would fall in anyway (private, loopback…) when it has
-/// one, so a 403 never tells a client which private address is the server's
-/// (10.0.0.5 and 10.0.0.6 get the same answer). Public own addresses are no
-/// secret and get the internal reason.
-fn masked(ip: IpAddr, internal: &'static str) -> PolicyRejection {
-    reject(builtin_reason(ip).unwrap_or(internal))
+/// one, else a generic refusal, so a 403 never tells a client which address is
+/// the server's (10.0.0.5 and 10.0.0.6 get the same answer, and so does a public
+/// address of the host that is not advertised). The internal reason stays in
+/// `detail` for the log.
+fn masked(ip: IpAddr, detail: &'static str) -> PolicyRejection {
+    PolicyRejection {
+        reason: builtin_reason(ip).unwrap_or(NOT_ALLOWED),
+        detail,
+    }
+}
+
+/// Whether an allow entry lies inside loopback (`127.0.0.0/8`, `::1/128`).
+fn is_loopback_range(c: &Cidr) -> bool {
+    match c.network() {
+        IpAddr::V4(n) => c.prefix_len() >= 8 && n.is_loopback(),
+        IpAddr::V6(n) => c.prefix_len() == 128 && n.is_loopback(),
+    }
+}
+
+/// The address width in bits: 32 or 128.
+fn full_width(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
 }
 
 /// Canonicalises an address before any check: IPv4-mapped (`::ffff:a.b.c.d`),
@@ -257,7 +310,10 @@ fn canonical_cidr(c: Cidr) -> Cidr {
 }
 
 fn reject(reason: &'static str) -> PolicyRejection {
-    PolicyRejection { reason }
+    PolicyRejection {
+        reason,
+        detail: reason,
+    }
 }
 
 /// The built-in reason to refuse a canonical address, if any.
@@ -270,6 +326,8 @@ fn builtin_reason(ip: IpAddr) -> Option<&'static str> {
 
 pub(crate) const LISTENER: &str = "peer is one of this server's own listening sockets";
 const CONFIG_DENY: &str = "peer address is in the configured deny list";
+/// What a client is told about one of our own addresses outside every built-in category.
+pub(crate) const NOT_ALLOWED: &str = "peer address is not allowed";
 
 const THIS_NETWORK: &str = "peer address is unspecified/this network (0.0.0.0/8)";
 const PRIVATE: &str = "peer address is private (RFC 1918)";
@@ -499,10 +557,10 @@ mod tests {
     #[test]
     fn reasons_are_distinct_for_distinct_categories() {
         let mut reasons: Vec<&str> = BUILTIN.iter().map(|&(_, r)| r).collect();
-        reasons.extend([LISTENER, CONFIG_DENY, OWN_NOT_LIVE, OWN_HOST]);
+        reasons.extend([LISTENER, CONFIG_DENY, OWN_NOT_LIVE, OWN_HOST, NOT_ALLOWED]);
         reasons.sort_unstable();
         reasons.dedup();
-        assert_eq!(reasons.len(), 27);
+        assert_eq!(reasons.len(), 28);
     }
 
     #[test]
@@ -641,8 +699,15 @@ mod tests {
         let own = vec![ip("10.0.0.5"), ip("8.8.4.4")];
         let p = PeerPolicy::new(vec![], vec![], own, vec![]).with_relay_ports(49152..=65535);
         // A private own address is refused with its category: no oracle.
-        assert_eq!(p.check(sa("10.0.0.5:22")), Err(reject(PRIVATE)));
-        assert_eq!(p.check(sa("8.8.4.4:9090")), Err(reject(OWN_NOT_LIVE)));
+        let reason = |peer| p.check(sa(peer)).map_err(|r| r.reason);
+        assert_eq!(reason("10.0.0.5:22"), Err(PRIVATE));
+        assert_eq!(
+            p.check(sa("8.8.4.4:9090")),
+            Err(PolicyRejection {
+                reason: NOT_ALLOWED,
+                detail: OWN_NOT_LIVE
+            })
+        );
         assert_eq!(p.check(sa("10.0.0.5:50000")), Ok(sa("10.0.0.5:50000")));
         assert_eq!(p.check_ip(ip("10.0.0.5")), Ok(ip("10.0.0.5")));
         assert_eq!(p.check(sa("8.8.8.8:22")), Ok(sa("8.8.8.8:22")));
@@ -652,11 +717,14 @@ mod tests {
     fn listener_rule_is_port_aware() {
         let listeners = vec![sa("127.0.0.1:3478")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
+        assert_eq!(
+            p.check(sa("127.0.0.1:3478")).map_err(|r| r.reason),
+            Err(LOOPBACK)
+        );
         assert_eq!(p.check(sa("127.0.0.1:3479")), Ok(sa("127.0.0.1:3479")));
         assert_eq!(
-            p.check(sa("[::ffff:127.0.0.1]:3478")),
-            Err(reject(LOOPBACK))
+            p.check(sa("[::ffff:127.0.0.1]:3478")).map_err(|r| r.reason),
+            Err(LOOPBACK)
         );
         assert_eq!(p.check(sa("127.0.0.2:3478")), Ok(sa("127.0.0.2:3478")));
     }
@@ -665,8 +733,14 @@ mod tests {
     fn unspecified_peer_on_a_listener_port_is_refused() {
         let listeners = vec![sa("127.0.0.1:3478")];
         let p = PeerPolicy::new(cidrs(&["0.0.0.0/0"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("0.0.0.0:3478")), Err(reject(THIS_NETWORK)));
-        assert_eq!(p.check(sa("[::]:3478")), Err(reject(UNSPECIFIED_V6)));
+        assert_eq!(
+            p.check(sa("0.0.0.0:3478")).map_err(|r| r.reason),
+            Err(THIS_NETWORK)
+        );
+        assert_eq!(
+            p.check(sa("[::]:3478")).map_err(|r| r.reason),
+            Err(UNSPECIFIED_V6)
+        );
     }
 
     #[test]
@@ -674,11 +748,15 @@ mod tests {
         let listeners = vec![sa("0.0.0.0:3478"), sa("8.8.4.4:5349")];
         let own = vec![ip("10.0.0.5")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], own, listeners);
-        assert_eq!(p.check(sa("10.0.0.5:3478")), Err(reject(PRIVATE)));
-        assert_eq!(p.check(sa("127.0.0.2:3478")), Err(reject(LOOPBACK)));
-        assert_eq!(p.check(sa("[::1]:3478")), Err(reject(LOOPBACK)));
-        assert_eq!(p.check(sa("8.8.4.4:3478")), Err(reject(LISTENER)));
-        assert_eq!(p.check(sa("8.8.4.4:5349")), Err(reject(LISTENER)));
+        let reason = |peer| p.check(sa(peer)).map_err(|r| r.reason);
+        assert_eq!(reason("10.0.0.5:3478"), Err(PRIVATE));
+        assert_eq!(reason("127.0.0.2:3478"), Err(LOOPBACK));
+        assert_eq!(reason("[::1]:3478"), Err(LOOPBACK));
+        assert_eq!(
+            p.check(sa("8.8.4.4:3478")),
+            Err(masked(ip("8.8.4.4"), LISTENER))
+        );
+        assert_eq!(reason("8.8.4.4:5349"), Err(NOT_ALLOWED));
         assert_eq!(p.check(sa("10.0.0.5:3479")), Ok(sa("10.0.0.5:3479")));
         assert_eq!(p.check(sa("8.8.8.8:3478")), Ok(sa("8.8.8.8:3478")));
     }
@@ -691,14 +769,20 @@ mod tests {
             vec![],
             vec![sa("[::]:3478")],
         );
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
+        assert_eq!(
+            p.check(sa("127.0.0.1:3478")).map_err(|r| r.reason),
+            Err(LOOPBACK)
+        );
     }
 
     #[test]
     fn listener_given_in_mapped_form_matches_plain_v4() {
         let listeners = vec![sa("[::ffff:127.0.0.1]:3478")];
         let p = PeerPolicy::new(cidrs(&["127.0.0.0/8"]), vec![], vec![], listeners);
-        assert_eq!(p.check(sa("127.0.0.1:3478")), Err(reject(LOOPBACK)));
+        assert_eq!(
+            p.check(sa("127.0.0.1:3478")).map_err(|r| r.reason),
+            Err(LOOPBACK)
+        );
     }
 
     #[test]

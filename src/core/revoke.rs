@@ -31,8 +31,13 @@ impl Server {
             allocation
                 .permissions
                 .retain(|p| policy.check_ip(p.ip).is_ok());
-            // A channel is checked with its port (a listener port may be refused alone).
-            allocation.channels.retain(|c| policy.check(c.peer).is_ok());
+            // A channel is checked with its port (a listener port may be refused alone); one
+            // that stays is gated on its relay socket again if the new allow list no longer
+            // opens our address deliberately.
+            allocation.channels.retain_mut(|c| {
+                c.live_gated = policy.is_live_gated(c.peer);
+                policy.check(c.peer).is_ok()
+            });
             removed += before - allocation.permissions.len() - allocation.channels.len();
         }
         if removed > 0 {

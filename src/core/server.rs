@@ -119,8 +119,13 @@ impl Server {
     }
 
     /// Replaces limits, lifetimes and peer policy (SIGHUP reload). Existing allocations keep
-    /// their relays; permissions and channels the new policy refuses are revoked at once.
-    pub fn set_settings(&mut self, settings: Settings) {
+    /// their relays; permissions and channels the new policy refuses are revoked at once. A
+    /// policy without the host's addresses (their read failed) keeps the ones in use.
+    pub fn set_settings(&mut self, mut settings: Settings) {
+        if !settings.policy.knows_host_ips() && self.settings.policy.knows_host_ips() {
+            let known = self.settings.policy.host_ips().to_vec();
+            settings.policy.set_host_ips(known);
+        }
         self.nonces.set_lifetime(settings.lifetimes.nonce.as_secs());
         self.settings = settings;
         self.worker_bucket = None;

@@ -88,11 +88,18 @@ impl SharedState {
 
     /// Claims a reservation by its token, for the user who made it only: another user's
     /// Allocate finds nothing (and the reservation stays for its owner). The quota slot the
-    /// reservation held passes to the claiming allocation.
-    pub(crate) fn claim_reservation(&self, token: &[u8; 8], user: &str) -> Option<ReservationId> {
+    /// reservation held passes to the claiming allocation. A reservation past its expiry is
+    /// gone (RFC 8656 §7.2: held about 30 s) even if its timer, on the worker that made it,
+    /// has not run yet; that timer still releases its port and slot.
+    pub(crate) fn claim_reservation(
+        &self,
+        token: &[u8; 8],
+        user: &str,
+        now: Instant,
+    ) -> Option<ReservationId> {
         let mut r = self.reservations.lock().ok()?;
         match r.get(token) {
-            Some((id, _, owner)) if quota_key(owner) == quota_key(user) => {
+            Some((id, expires, owner)) if *expires > now && quota_key(owner) == quota_key(user) => {
                 let id = *id;
                 r.remove(token);
                 Some(id)

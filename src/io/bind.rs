@@ -46,6 +46,13 @@ pub enum StartError {
     /// No listener was configured.
     #[error("no listener configured")]
     NoListener,
+    /// The host's interface addresses could not be read: the peer policy must know them to
+    /// refuse them as peers (RFC 8656 §21), so the server does not start without them.
+    #[error(
+        "cannot read the host's interface addresses (the peer policy refuses them as peers): \
+         {0}"
+    )]
+    HostAddresses(std::io::Error),
 }
 
 /// The sockets of one worker.

@@ -47,6 +47,8 @@ pub(crate) struct Datapath {
     last_trim: Instant,
     /// When the host's interface addresses are read next (the peer policy refuses them).
     next_hosts: Instant,
+    /// Keeps the known addresses when a read fails, and logs once per streak of failures.
+    hosts: host_ips::HostWatch,
 }
 
 impl Datapath {
@@ -80,6 +82,7 @@ impl Datapath {
             next_publish: now,
             last_trim: now,
             next_hosts: now + host_ips::REFRESH,
+            hosts: host_ips::HostWatch::default(),
         })
     }
 
@@ -107,10 +110,14 @@ impl Datapath {
                 tracing::error!(target: "turnstone::io", "bug: a datagram batch panicked; carrying on");
             }
             if now.mono >= self.next_hosts {
-                // Read outside the worker lock; the policy revokes what new addresses refuse.
+                // getifaddrs runs outside the worker lock (it talks netlink to the kernel);
+                // the lock is taken only to apply a successful read, and the policy revokes
+                // what the new addresses refuse.
                 self.next_hosts = now.mono + host_ips::REFRESH;
-                let ips = host_ips::read();
-                worker.lock().server.set_host_addresses(ips);
+                self.hosts
+                    .refresh(crate::sys::ifaddrs::host_addresses, |ips| {
+                        worker.lock().server.set_host_addresses(ips);
+                    });
             }
         }
         worker.lock().close_all(clock::now());

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::core::live_ports::LivePorts;
-use crate::core::{RelayError, ReservationId};
+use crate::core::{RelayError, ReservationId, next_random};
 
 use super::socket;
 
@@ -88,9 +88,18 @@ impl RelayPorts {
             let Some((port, next)) = pair else {
                 continue;
             };
-            let Some(first) = self.bind_exact(ip, port)? else {
-                self.give_back(ip.is_ipv6(), next);
-                continue;
+            // `bind_exact` gives back the port it tried whatever happens; `next` was taken
+            // with it and must go back on every path that does not return it bound.
+            let first = match self.bind_exact(ip, port) {
+                Ok(Some(first)) => first,
+                Ok(None) => {
+                    self.give_back(ip.is_ipv6(), next);
+                    continue;
+                }
+                Err(e) => {
+                    self.give_back(ip.is_ipv6(), next);
+                    return Err(e);
+                }
             };
             match self.bind_exact(ip, next) {
                 Ok(Some(second)) => return Ok((first, second)),
@@ -129,6 +138,13 @@ impl RelayPorts {
     /// Returns a port whose socket is closed to the pool.
     pub fn give_back(&self, v6: bool, port: u16) {
         self.pools[usize::from(v6)].lock().put(port);
+    }
+
+    /// How many ports of the family are free in the pool (tests: no port may leak).
+    #[cfg(test)]
+    fn free_ports(&self, v6: bool) -> u32 {
+        let pool = self.pools[usize::from(v6)].lock();
+        pool.free.iter().map(|w| w.count_ones()).sum()
     }
 
     /// Ports the kernel refused since start (held by another process); production reads the
@@ -177,7 +193,7 @@ impl PortPool {
         // Fisher–Yates with splitmix64 (the seed is OS randomness).
         let mut state = seed;
         for i in (1..ports.len()).rev() {
-            let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
+            let j = (next_random(&mut state) % (i as u64 + 1)) as usize;
             ports.swap(i, j);
         }
         let mut free = vec![0u64; 1024];
@@ -254,23 +270,16 @@ impl PortPool {
     }
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    /// A loopback range of `n` ports, each seen free just now (another process may race,
-    /// rarely). Starts even, for the pair test.
-    fn free_range(n: u16) -> RangeInclusive<u16> {
+    /// A loopback range of `n` ports, each free just now, with a socket holding each port
+    /// (in order): drop them to use the ports (another process may race, rarely), or keep
+    /// one as a blocker. Starts even, for the pair test.
+    fn free_range(n: u16) -> (RangeInclusive<u16>, Vec<UdpSocket>) {
         for _ in 0..100 {
             let probe = socket::bind_udp_exact(SocketAddr::new(LOOPBACK, 0)).unwrap();
             let p = probe.local_addr().unwrap().port().clamp(20000, 60000) & !1;
@@ -279,11 +288,15 @@ mod tests {
                 .map_while(|q| socket::bind_udp_exact(SocketAddr::new(LOOPBACK, q)).ok())
                 .collect();
             if held.len() == usize::from(n) {
-                return p..=p + n - 1;
+                return (p..=p + n - 1, held);
             }
         }
         panic!("no {n} free consecutive loopback ports");
     }
+
+    /// An address no interface of this host has (RFC 5737 documentation space): binding it
+    /// fails with EADDRNOTAVAIL, an error other than "address in use".
+    const NOT_OURS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 77));
 
     #[test]
     fn pool_hands_out_every_port_once_then_runs_dry_and_reuses_freed_ports_last() {
@@ -323,22 +336,51 @@ mod tests {
 
     #[test]
     fn a_port_the_kernel_refuses_is_skipped_and_counted() {
-        let range = free_range(2);
-        let blocker = socket::bind_udp_exact(SocketAddr::new(LOOPBACK, *range.start()));
+        let (range, mut held) = free_range(2);
+        // Keep the first port held by another socket; free the second.
+        drop(held.pop());
+        let _blocker = held;
         let ports = RelayPorts::new(range.clone(), Arc::default(), 3);
-        let a = ports.bind(LOOPBACK, false);
+        let a = ports
+            .bind(LOOPBACK, false)
+            .expect("the second port is free");
+        assert_eq!(a.local_addr().unwrap().port(), *range.end());
         let b = ports.bind(LOOPBACK, false);
-        if blocker.is_ok() {
-            assert!(a.is_ok());
-            assert_eq!(a.unwrap().local_addr().unwrap().port(), *range.end());
-            assert!(matches!(b, Err(RelayError::Exhausted)));
-            assert!(ports.refused() >= 1);
-        }
+        assert!(matches!(b, Err(RelayError::Exhausted)), "{b:?}");
+        assert!(ports.refused() >= 1);
+    }
+
+    #[test]
+    fn a_bind_error_other_than_address_in_use_gives_every_port_back() {
+        let ports = RelayPorts::new(40000..=40007, Arc::default(), 11);
+        assert_eq!(ports.free_ports(false), 8);
+        let single = ports.bind(NOT_OURS, false);
+        assert!(matches!(single, Err(RelayError::Failed)), "{single:?}");
+        assert_eq!(ports.free_ports(false), 8, "a single bind leaked its port");
+        // The pair takes an even port and its successor before binding the first: the
+        // successor used to be lost when that first bind failed.
+        let pair = ports.bind_pair(NOT_OURS);
+        assert!(matches!(pair, Err(RelayError::Failed)), "{pair:?}");
+        assert_eq!(ports.free_ports(false), 8, "a pair bind leaked a port");
+    }
+
+    #[test]
+    fn a_pair_whose_second_port_is_refused_gives_both_ports_back() {
+        let (range, held) = free_range(2);
+        let mut held = held.into_iter();
+        drop(held.next());
+        // The odd port stays held by another socket: the pair cannot be completed.
+        let _blocker = held.next();
+        let ports = RelayPorts::new(range, Arc::default(), 13);
+        let pair = ports.bind_pair(LOOPBACK);
+        assert!(matches!(pair, Err(RelayError::Exhausted)), "{pair:?}");
+        assert_eq!(ports.free_ports(false), 2);
     }
 
     #[test]
     fn a_full_range_is_exhausted_at_once_and_a_closed_port_comes_back() {
-        let range = free_range(4);
+        let (range, held) = free_range(4);
+        drop(held);
         let ports = RelayPorts::new(range.clone(), Arc::default(), 5);
         let socks: Vec<UdpSocket> = (0..4)
             .map(|_| ports.bind(LOOPBACK, false).unwrap())
@@ -358,7 +400,8 @@ mod tests {
 
     #[test]
     fn a_pair_is_an_even_port_and_its_successor_and_release_frees_the_held_one() {
-        let range = free_range(8);
+        let (range, held) = free_range(8);
+        drop(held);
         let ports = RelayPorts::new(range, Arc::default(), 9);
         let (a, b) = ports.bind_pair(LOOPBACK).unwrap();
         let (pa, pb) = (

@@ -94,15 +94,19 @@ impl RunningServer {
     /// certificates. Listeners, relay ports and the worker count need a restart.
     pub fn reload(&self, spec: ServerSpec) {
         let mut settings = spec.settings;
-        settings.policy = policy_for(
+        let policy = policy_for(
             &settings,
             spec.allow,
             spec.deny,
             &self.bound,
             &self.relay_ports,
         )
-        .with_live_ports(Arc::clone(&self.live))
-        .with_host_ips(host_ips::read());
+        .with_live_ports(Arc::clone(&self.live));
+        // A failed read leaves the host addresses unset: each worker keeps its own.
+        settings.policy = match host_ips::read_for_reload() {
+            Some(ips) => policy.with_host_ips(ips),
+            None => policy,
+        };
         for (slot, listener) in self.tls_slots.iter().zip(&spec.listeners) {
             if let (Some(slot), Some(config)) = (slot, &listener.tls)
                 && let Ok(mut current) = slot.write()
@@ -189,7 +193,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     let mut settings = spec.settings;
     settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports)
         .with_live_ports(Arc::clone(&live))
-        .with_host_ips(host_ips::read());
+        .with_host_ips(host_ips::read_at_start()?);
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;

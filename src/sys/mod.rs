@@ -2,5 +2,4 @@
 //! and the standard library does not offer. The only place meant for `unsafe`.
 
 pub mod ifaddrs;
-pub mod netns;
 pub mod rlimit;

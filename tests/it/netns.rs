@@ -66,6 +66,19 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
+/// Moves the calling thread (only) into the network namespace at `path` (`setns(2)`); its
+/// sockets, and threads it spawns afterwards, live there. Test-only: the server never changes
+/// namespace, so this stays out of the library.
+fn enter(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: a valid open descriptor and a namespace type constant; affects this thread only.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs `body` on a thread inside `ns` (its sockets and the server's threads live there).
 fn inside<F>(ns: &Netns, body: F)
 where
@@ -73,7 +86,7 @@ where
 {
     let path = ns.path();
     let thread = std::thread::spawn(move || {
-        turnstone::sys::netns::enter(&path).expect("setns into the test namespace");
+        enter(&path).expect("setns into the test namespace");
         body();
     });
     if let Err(panic) = thread.join() {

@@ -293,6 +293,31 @@ fn unclaimed_reservation_is_released_after_30_seconds() {
 }
 
 #[test]
+fn a_reservation_past_its_expiry_cannot_be_claimed_before_its_timer_runs() {
+    let mut h = Harness::new();
+    let token = reserve(&mut h);
+    // No tick: the timer that would remove the reservation has not run (it runs on the worker
+    // that made it, which may be busy or another worker).
+    h.advance(Duration::from_secs(30));
+    let mut late = h.client("alice");
+    let resp = h.request(
+        &mut late,
+        Method::ALLOCATE,
+        &[udp(), Attr::Raw(attr::RESERVATION_TOKEN, token)],
+    );
+    resp.err(508);
+    assert_eq!(resp.reason(), "unknown or expired RESERVATION-TOKEN");
+    // The timer still gives the port and the quota slot back.
+    h.tick();
+    assert_eq!(h.relays.released.len(), 1);
+    assert_eq!(
+        h.shared.total(),
+        1,
+        "only the first allocation holds a slot"
+    );
+}
+
+#[test]
 fn port_exhaustion_is_answered_508_and_frees_the_quota_slot() {
     let mut h = Harness::with_settings(Settings {
         max_allocations_per_user: 1,

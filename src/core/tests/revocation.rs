@@ -79,6 +79,25 @@ fn a_new_host_address_revokes_permissions_to_it() {
 }
 
 #[test]
+fn a_reload_that_could_not_read_the_host_addresses_keeps_the_known_ones() {
+    let mut h = Harness::new();
+    h.server
+        .set_host_addresses(vec!["9.9.9.9".parse().unwrap()]);
+    let mut c = h.client("alice");
+    h.allocate(&mut c, &[]);
+    // The IO layer builds the reloaded policy without host addresses when getifaddrs fails.
+    h.server.set_settings(denying(&[]));
+    h.bind(&mut c, 0x4000, sa("9.9.9.9:53")).err(403);
+    h.bind(&mut c, 0x4000, sa("8.8.8.8:53")).ok();
+    // A reload that did read them replaces them.
+    let mut fresh = denying(&[]);
+    fresh.policy.set_host_ips(vec!["1.2.3.4".parse().unwrap()]);
+    h.server.set_settings(fresh);
+    h.bind(&mut c, 0x4001, sa("9.9.9.9:53")).ok();
+    h.bind(&mut c, 0x4002, sa("1.2.3.4:53")).err(403);
+}
+
+#[test]
 fn a_403_for_the_servers_private_bind_address_reads_like_any_private_address() {
     let mut h = Harness::with_settings(Settings {
         policy: PeerPolicy::new(vec![], vec![], vec![RELAY_V4], vec![LISTENER])
@@ -152,6 +171,37 @@ fn a_channel_to_another_relay_stops_when_that_relay_socket_closes() {
     );
     // Bob's allocation ends and its port may go to any local process.
     h.refresh(&mut bob, 0).ok();
+    live.close(false, b.port());
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        Handled::Drop(DropReason::Policy)
+    );
+}
+
+#[test]
+fn a_channel_to_our_relay_address_opened_by_a_single_address_entry_outlives_its_relay_socket() {
+    let live = std::sync::Arc::new(crate::core::live_ports::LivePorts::default());
+    let opened = |allow: &[&str]| Settings {
+        policy: super::harness::policy(allow).with_live_ports(std::sync::Arc::clone(&live)),
+        ..settings()
+    };
+    let mut h = Harness::with_settings(opened(&["192.0.2.10/32"]));
+    let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
+    let a = h.allocate(&mut alice, &[]);
+    let b = h.allocate(&mut bob, &[]);
+    h.bind(&mut alice, 0x4000, b).ok();
+    // The operator named the address: the channel is not tied to bob's relay socket.
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
+    // A reload without that entry ties the channel to the socket again.
+    live.open(false, b.port());
+    h.server.set_settings(opened(&[]));
+    assert_eq!(
+        h.channel_data(alice.ft, 0x4000, b"hi").0,
+        h.forward(a, b, 4..6)
+    );
     live.close(false, b.port());
     assert_eq!(
         h.channel_data(alice.ft, 0x4000, b"hi").0,
