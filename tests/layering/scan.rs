@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use proc_macro2::{Spacing, TokenStream, TokenTree};
 use syn::visit::{self, Visit};
 
+/// More `use` hops than this is an alias loop (`use a as b; use b as a;`): stop there.
+const MAX_HOPS: usize = 16;
+
 /// A module or item path, segment by segment: `["crate", "io", "clock"]`, `["std", "thread"]`.
 pub type Segs = Vec<String>;
 
@@ -159,7 +162,6 @@ impl Crate {
         sources: &BTreeMap<PathBuf, String>,
     ) -> Result<(), String> {
         for item in items {
-            let mut defs = Defs::default();
             if let syn::Item::Mod(m) = item {
                 let name = m.ident.to_string();
                 let child: Segs = module.iter().cloned().chain([name.clone()]).collect();
@@ -193,12 +195,27 @@ impl Crate {
             }
             // Items, `use` and `extern crate` anywhere inside (function bodies included) bind
             // names for this module: close enough for imports, and never misses one.
+            let mut defs = Defs::default();
             defs.visit_item(item);
             let m = self.entry(module);
             m.items.extend(defs.items);
             m.aliases.extend(defs.aliases);
             m.globs.extend(defs.globs);
             self.externs.extend(defs.externs);
+            // `#[macro_export]` puts a macro at the crate root; calling it there is still
+            // depending on the module that wrote it.
+            if let syn::Item::Macro(syn::ItemMacro {
+                attrs,
+                ident: Some(name),
+                ..
+            }) = item
+            {
+                if attrs.iter().any(|a| a.path().is_ident("macro_export")) {
+                    let at: Segs = module.iter().cloned().chain([name.to_string()]).collect();
+                    let root = self.entry(&vec!["crate".to_owned()]);
+                    root.aliases.insert(name.to_string(), (at, false));
+                }
+            }
         }
         Ok(())
     }
@@ -221,7 +238,7 @@ impl Crate {
         depth: usize,
     ) -> Option<Vec<Segs>> {
         let first = path.first()?;
-        if global || depth > 16 {
+        if global || depth > MAX_HOPS {
             return self.externs.contains(first).then(|| vec![path.to_vec()]);
         }
         let mut at = module.to_vec();
@@ -256,15 +273,17 @@ impl Crate {
     /// from a crate-internal glob.
     fn lookup(&self, module: &[String], name: &str, depth: usize) -> Option<Vec<Segs>> {
         let m = self.modules.get(module)?;
-        if m.items.contains(name) {
-            return Some(vec![
-                module.iter().cloned().chain([name.to_owned()]).collect(),
-            ]);
-        }
+        // A `use` may share its name with an item of the other namespace (`use std::sync as
+        // s; fn s() {}`); taking the `use` first can only over-report, never hide an import.
         if let Some((target, global)) = m.aliases.get(name) {
             // `use tracing;` binds a name to itself: that is the external crate.
             let global = *global || target.len() == 1 && target[0] == name;
             return self.resolve_at(module, target, global, depth + 1);
+        }
+        if m.items.contains(name) {
+            return Some(vec![
+                module.iter().cloned().chain([name.to_owned()]).collect(),
+            ]);
         }
         m.globs.iter().find_map(|(glob, global)| {
             let hops = self.resolve_at(module, glob, *global, depth + 1)?;
@@ -277,7 +296,7 @@ impl Crate {
 
     /// Follows an absolute crate path through re-exports to its definition.
     fn follow(&self, path: Segs, depth: usize) -> Vec<Segs> {
-        if path.first().is_none_or(|s| s != "crate") || depth > 16 {
+        if path.first().is_none_or(|s| s != "crate") || depth > MAX_HOPS {
             return vec![path];
         }
         let k = (1..=path.len())
@@ -528,6 +547,14 @@ impl<'ast> Visit<'ast> for Refs<'_> {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        // A bare `leak!()` may be another module's `#[macro_export]` macro.
+        if let Some(name) = m.path.get_ident() {
+            let root = self.krate.modules.get(&vec!["crate".to_owned()]);
+            if root.is_some_and(|r| r.aliases.contains_key(&name.to_string())) {
+                let path = ["crate".to_owned(), name.to_string()];
+                self.record(&path, false, name.span().start().line, false, false);
+            }
+        }
         // A bare `thread_local!`/`include!` is std's, through the prelude.
         if let Some(name) = m
             .path
