@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::core::Transport;
 
-use super::socket;
 use super::spec::{ListenerSpec, TlsSlot};
+use crate::sys::socket;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,12 @@ use parking_lot::MutexGuard;
 
 use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
 
-use super::mmsg::RecvBatch;
-use super::poller::{Poller, Ready, Token};
 use super::publish::{Publisher, publish_global};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
 use super::worker::{Core, Worker};
 use super::{clock, host_ips};
+use crate::sys::mmsg::RecvBatch;
+use crate::sys::poller::{Poller, Ready, Token};
 
 /// Largest peer payload: a datagram buffer minus the room for a ChannelData or Data header.
 const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use crate::core::RelayId;
 
-use super::mmsg::SendBatch;
 use super::relay::Relays;
+use crate::sys::mmsg::SendBatch;
 
 /// Forwards queued during one receive batch.
 pub(crate) struct ForwardBatch {
@@ -67,8 +67,8 @@ mod tests {
 
     use super::*;
     use crate::core::{RelayProvider, RelayRequest};
-    use crate::io::poller::Poller;
     use crate::io::ports::RelayPorts;
+    use crate::sys::poller::Poller;
 
     fn relays() -> Relays {
         let ports = RelayPorts::new(40000..=49999, Arc::default(), 7);

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use crate::core::live_ports::LivePorts;
 use crate::core::{RelayError, ReservationId, next_random};
 
-use super::socket;
+use crate::sys::socket;
 
 /// Binds tried for one relay socket before the range counts as exhausted.
 const MAX_TRIES: usize = 32;

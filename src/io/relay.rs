@@ -9,9 +9,9 @@ use crate::core::{
     OpenedRelay, RelayError, RelayId, RelayMap, RelayProvider, RelayRequest, ReservationId,
 };
 
-use super::poller::{Poller, Token};
 use super::ports::RelayPorts;
-use super::socket;
+use crate::sys::poller::{Poller, Token};
+use crate::sys::socket;
 
 /// The relay sockets a worker owns.
 pub(crate) struct Relays {

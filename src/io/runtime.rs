@@ -19,12 +19,12 @@ use super::admission::Admission;
 use super::bind::{Bound, StartError, WorkerSockets, bind_all};
 use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
-use super::poller::{Poller, Waker};
 use super::ports::RelayPorts;
 use super::relay::Relays;
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
 use super::worker::{self, Worker};
 use super::{fd_limit, host_ips, stream};
+use crate::sys::poller::{Poller, Waker};
 
 /// IO state shared by every worker.
 pub(crate) struct IoShared {

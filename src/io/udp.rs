@@ -8,8 +8,8 @@ use crate::core::{FiveTuple, Handled, Now, Transport};
 
 use super::admission::{Admission, is_stun_request};
 use super::forward::ForwardBatch;
-use super::mmsg::{RecvBatch, SendBatch};
 use super::worker::Core;
+use crate::sys::mmsg::{RecvBatch, SendBatch};
 
 /// Datagrams per recvmmsg/sendmmsg batch.
 pub(crate) const BATCH: usize = 32;

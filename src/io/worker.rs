@@ -17,10 +17,10 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::{Command, FiveTuple, Now, Server};
 
-use super::poller::Waker;
 use super::relay::Relays;
 use super::runtime::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
+use crate::sys::poller::Waker;
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
 pub(crate) struct Core {

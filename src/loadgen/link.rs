@@ -14,8 +14,8 @@ use super::control::{Exchange, Request, SOCKET_BUFFER_BYTES};
 use super::refresh::is_transient;
 use super::tls::TlsTarget;
 use super::{LoadConfig, LoadError, LoadTransport, traffic, wire};
-use crate::io::mmsg::{RecvBatch, SendBatch};
 use crate::proto::TransactionId;
+use crate::sys::mmsg::{RecvBatch, SendBatch};
 
 /// Everything a new lane needs to reach the server.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use crate::io::poller::Epoll;
+use crate::sys::poller::Epoll;
 
 /// Readiness of a fixed set of sockets, each known by a token.
 #[derive(Debug)]

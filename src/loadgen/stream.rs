@@ -16,8 +16,8 @@ use super::control::{Exchange, Request};
 use super::link::{Connector, Link};
 use super::tls::TlsConn;
 use super::{LoadError, mono_now};
-use crate::io::mmsg::RecvBatch;
 use crate::proto::{Class, Message, TransactionId, next_frame};
+use crate::sys::mmsg::RecvBatch;
 
 /// How long opening a TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

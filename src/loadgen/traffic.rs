@@ -19,8 +19,8 @@ use super::refresh::{RefreshCounts, is_transient};
 use super::setup::bind_request;
 use super::wire::{data_of, read_header, send_indication, wire_len, write_header};
 use super::{LoadConfig, LoadError, Stage, mono_now};
-use crate::io::mmsg::{RecvBatch, SendBatch};
 use crate::proto::{Message, write_channel_data};
+use crate::sys::mmsg::{RecvBatch, SendBatch};
 
 /// Datagrams per recvmmsg/sendmmsg at most.
 const BATCH: usize = 64;

@@ -86,7 +86,8 @@ const EXTERNS: &[(&str, &[&str])] = &[
             "md5",
         ],
     ),
-    ("sys", &["std", "core", "alloc", "libc"]),
+    // socket2: the socket options std lacks (SO_REUSEPORT, IPV6_V6ONLY before bind).
+    ("sys", &["std", "core", "alloc", "libc", "socket2"]),
 ];
 
 /// The sans-IO layers: no sockets, threads, clocks, locks or async runtimes (DESIGN §2, §3).
@@ -135,16 +136,6 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
         "std::sync::Mutex",
         "per-user allocation counts and port reservations shared by every worker's core; \
          issue 14 (items 2 and 4) moves this global state out of the core",
-    ),
-    (
-        "crate::loadgen",
-        "crate::io::mmsg",
-        "recvmmsg/sendmmsg batches live in io; issue 14 item 4 moves the OS layer to `sys`",
-    ),
-    (
-        "crate::loadgen",
-        "crate::io::poller",
-        "the epoll wrapper lives in io; issue 14 item 4 moves the OS layer to `sys`",
     ),
     (
         "crate::loadgen",

@@ -20,7 +20,7 @@ const TCP_BACKLOG: i32 = 1024;
 pub fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let sock = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     if reuse_port {
-        set_reuse_port(&sock)?;
+        sock.set_reuse_port(true)?;
     }
     // Bigger buffers absorb bursts between two batches; best effort only.
     let _ = sock.set_recv_buffer_size(LISTENER_BUFFER_BYTES);
@@ -36,7 +36,7 @@ pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListene
     let sock = new_socket(addr, Type::STREAM, Protocol::TCP)?;
     sock.set_reuse_address(true)?;
     if reuse_port {
-        set_reuse_port(&sock)?;
+        sock.set_reuse_port(true)?;
     }
     sock.bind(&addr.into())?;
     sock.listen(TCP_BACKLOG)?;
@@ -75,48 +75,40 @@ pub fn bind_udp_exact(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Sets or clears the Don't Fragment behaviour for datagrams sent on `sock`
 /// (RFC 8656 §18.9 DONT-FRAGMENT: the server sets DF when relaying for a
 /// client that asked). Linux: IP_MTU_DISCOVER = IP_PMTUDISC_DO / _DONT on v4,
-/// IPV6_DONTFRAG on v6. Elsewhere a no-op returning `Ok(())`.
+/// IPV6_DONTFRAG on v6.
 pub fn set_dont_fragment<S: std::os::fd::AsFd>(sock: &S, on: bool) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
+    use std::os::fd::AsRawFd;
 
-        let sock = sock.as_fd();
-        let is_v4 = socket2::SockRef::from(&sock).local_addr()?.is_ipv4();
-        let (level, name, value) = if is_v4 {
-            let mode = if on {
-                libc::IP_PMTUDISC_DO
-            } else {
-                libc::IP_PMTUDISC_DONT
-            };
-            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
+    let sock = sock.as_fd();
+    let is_v4 = socket2::SockRef::from(&sock).local_addr()?.is_ipv4();
+    let (level, name, value) = if is_v4 {
+        let mode = if on {
+            libc::IP_PMTUDISC_DO
         } else {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_DONTFRAG,
-                libc::c_int::from(on),
-            )
+            libc::IP_PMTUDISC_DONT
         };
-        // SAFETY: `value` is a live c_int and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                level,
-                name,
-                std::ptr::from_ref(&value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DONTFRAG,
+            libc::c_int::from(on),
+        )
+    };
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (sock, on);
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A non-blocking socket of `addr`'s family, IPV6_V6ONLY when v6.
@@ -127,29 +119,6 @@ fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Sock
     }
     sock.set_nonblocking(true)?;
     Ok(sock)
-}
-
-#[cfg(not(any(
-    target_os = "solaris",
-    target_os = "illumos",
-    target_os = "cygwin",
-    target_os = "nuttx"
-)))]
-fn set_reuse_port(sock: &Socket) -> io::Result<()> {
-    sock.set_reuse_port(true)
-}
-
-#[cfg(any(
-    target_os = "solaris",
-    target_os = "illumos",
-    target_os = "cygwin",
-    target_os = "nuttx"
-))]
-fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "SO_REUSEPORT is not available on this platform",
-    ))
 }
 
 #[cfg(test)]
@@ -223,7 +192,6 @@ mod tests {
         assert!(SockRef::from(&v6).only_v6().unwrap());
     }
 
-    #[cfg(target_os = "linux")]
     fn int_option(sock: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
         use std::os::fd::AsRawFd;
         let mut value: libc::c_int = -1;
@@ -241,7 +209,6 @@ mod tests {
         value
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn dont_fragment_sets_and_clears_df_on_both_families() {
         let v4 = bind_udp_exact("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -71,7 +71,7 @@ impl RecvBatch {
         // SAFETY: every header points at this batch's own buffers, iovecs and address slots
         // with their true capacities: `prepare` just reset the ones the last call used, and
         // the kernel wrote no others.
-        let n = retry(|| unsafe { sys::recv_many(fd.as_raw_fd(), &mut slots.hdrs) })?;
+        let n = retry(|| unsafe { calls::recv_many(fd.as_raw_fd(), &mut slots.hdrs) })?;
         self.stale = n;
         for i in 0..n {
             let hdr = &slots.hdrs[i];
@@ -190,7 +190,7 @@ impl SendBatch {
             let hdrs = &mut self.slots.hdrs[head..self.len];
             // SAFETY: `prepare` pointed headers 0..len at this batch's own
             // buffers and addresses; nothing has touched them since.
-            match retry(|| unsafe { sys::send_many(fd.as_raw_fd(), hdrs) }) {
+            match retry(|| unsafe { calls::send_many(fd.as_raw_fd(), hdrs) }) {
                 Ok(n) => (self.stats.sent, head) = (self.stats.sent + n, head + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.keep_from(head);
@@ -223,7 +223,7 @@ impl SendBatch {
             let hdrs = &mut self.slots.hdrs[head..end];
             // SAFETY: `prepare` pointed headers head..end at this batch's own buffers and
             // addresses; nothing has touched them since.
-            match retry(|| unsafe { sys::send_many(fd.as_raw_fd(), hdrs) }) {
+            match retry(|| unsafe { calls::send_many(fd.as_raw_fd(), hdrs) }) {
                 Ok(n) => (sent, head) = (sent + n, head + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => break,
@@ -261,7 +261,7 @@ struct Slots {
     addrs: Box<[libc::sockaddr_storage]>,
     addr_lens: Box<[libc::socklen_t]>,
     iovs: Box<[libc::iovec]>,
-    hdrs: Box<[sys::Hdr]>,
+    hdrs: Box<[calls::Hdr]>,
     /// Whether the headers' fixed pointers are set (see `prepare`).
     linked: bool,
 }
@@ -403,12 +403,11 @@ fn zeroed_slice<T: ZeroValid>(n: usize) -> Box<[T]> {
 trait ZeroValid {}
 impl ZeroValid for libc::sockaddr_storage {}
 impl ZeroValid for libc::iovec {}
-impl ZeroValid for sys::Hdr {}
+impl ZeroValid for calls::Hdr {}
 
 /// The syscalls. Safety contract of each function: every header must point at
 /// live, exclusively owned buffers and addresses of the sizes it states.
-#[cfg(target_os = "linux")]
-mod sys {
+mod calls {
     use std::{io, os::fd::RawFd};
 
     /// One message of a `recvmmsg`/`sendmmsg` vector.
@@ -436,46 +435,6 @@ mod sys {
         // SAFETY: guaranteed by the caller.
         let n = unsafe { libc::syscall(libc::SYS_sendmmsg, fd, ptr, vlen, libc::MSG_DONTWAIT) };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
-    }
-}
-
-/// Per-datagram fallback with the same contract as the Linux calls.
-#[cfg(not(target_os = "linux"))]
-mod sys {
-    use libc::{MSG_DONTWAIT, recvmsg, sendmsg};
-    use std::{io, os::fd::RawFd};
-
-    /// Mirrors Linux's `mmsghdr` so the batch code is shared.
-    #[repr(C)]
-    pub(super) struct Hdr {
-        pub(super) msg_hdr: libc::msghdr,
-        pub(super) msg_len: libc::c_uint,
-    }
-
-    /// One `recvmsg` per datagram.
-    pub(super) unsafe fn recv_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
-        // SAFETY: guaranteed by the caller.
-        unsafe { each(hdrs, |hdr| recvmsg(fd, &mut hdr.msg_hdr, MSG_DONTWAIT)) }
-    }
-
-    /// One `sendmsg` per datagram.
-    pub(super) unsafe fn send_many(fd: RawFd, hdrs: &mut [Hdr]) -> io::Result<usize> {
-        // SAFETY: guaranteed by the caller.
-        unsafe { each(hdrs, |hdr| sendmsg(fd, &hdr.msg_hdr, MSG_DONTWAIT)) }
-    }
-
-    /// Calls `op` on each header in turn. Like the Linux batch calls, an error
-    /// on the first datagram is returned, a later one ends the batch early
-    /// (the next call meets it again).
-    fn each(hdrs: &mut [Hdr], mut op: impl FnMut(&mut Hdr) -> isize) -> io::Result<usize> {
-        for (n, hdr) in hdrs.iter_mut().enumerate() {
-            match usize::try_from(op(hdr)) {
-                Ok(len) => hdr.msg_len = len as libc::c_uint,
-                Err(_) if n > 0 => return Ok(n),
-                Err(_) => return Err(io::Error::last_os_error()),
-            }
-        }
-        Ok(hdrs.len())
     }
 }
 
