@@ -15,6 +15,7 @@ use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Trans
 use super::mmsg::RecvBatch;
 use super::poller::{Poller, Ready, Token};
 use super::publish::{Publisher, publish_global};
+use super::relay::Open;
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
 use super::worker::{Core, Worker};
 use super::{clock, host_ips};
@@ -146,6 +147,27 @@ impl Datapath {
         if now.mono >= self.next_publish {
             self.next_publish = now.mono + TICK;
             self.publish(&core, now.mono);
+        }
+        let opens = core.take_opens();
+        drop(core);
+        if !opens.is_empty() {
+            self.open_relays(worker, now, opens);
+        }
+    }
+
+    /// Opens the relays this wake-up's Allocates asked for, binding outside the worker lock
+    /// (DESIGN.md §3), and sends the answers to UDP clients from the listener they reached.
+    fn open_relays(&mut self, worker: &Worker, now: Now, opens: Vec<Open>) {
+        for (to, bytes) in worker.open_relays(now, opens) {
+            match self.listeners.iter_mut().find(|l| l.local == to.server) {
+                Some(listener) => listener.queue(&bytes, to.client),
+                None => {
+                    tracing::debug!(target: "turnstone::io", client = %to.client, "no listener for an Allocate answer")
+                }
+            }
+        }
+        for listener in &mut self.listeners {
+            listener.flush();
         }
     }
 

@@ -149,14 +149,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
                         continue;
                     }
-                    let (handled, own_traffic) = {
+                    let (handled, own_traffic, opens) = {
                         let mut core = worker.lock();
                         let core = &mut *core;
-                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out, &mut core.relays);
+                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out);
                         if let Handled::Forward { relay, peer, payload } = &handled {
                             core.relays.send(*relay, &pkt[payload.clone()], *peer);
                         }
-                        core.drain_commands();
+                        let opens = core.take_opens();
                         // Traffic of this connection's allocation: data the core relayed, or a
                         // request answered while the allocation lives. Binding requests and
                         // dropped data on a connection without one keep nothing alive.
@@ -165,8 +165,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Handled::Reply(_) => core.server.has_allocation(&ft),
                             Handled::Drop(_) => false,
                         };
-                        (handled, own)
+                        (handled, own, opens)
                     };
+                    // An Allocate: its relay is bound now, without the lock, and the answer
+                    // goes on this connection's queue (DESIGN.md §3).
+                    if !opens.is_empty() {
+                        for (to, _) in worker.open_relays(clock::now(), opens) {
+                            // Only this worker's UDP thread asks for UDP clients' relays.
+                            tracing::debug!(target: "turnstone::io", client = %to.client, "UDP answer on the stream thread dropped");
+                        }
+                    }
                     if own_traffic {
                         timers.allocation_traffic(Instant::now());
                     }
@@ -199,8 +207,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut core = worker.lock();
     let core = &mut *core;
     core.streams.remove(&ft);
-    core.server
-        .handle_connection_closed(clock::now(), ft, &mut core.relays);
+    core.server.handle_connection_closed(clock::now(), ft);
     core.drain_commands();
 }
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::core::{Command, FiveTuple, Now, Server};
+use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
 use super::poller::Waker;
-use super::relay::Relays;
+use super::relay::{self, Open, Relays};
 use super::runtime::{Control, IoShared, StreamLimits, UsageSink};
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
@@ -28,6 +28,9 @@ pub(crate) struct Core {
     /// Outgoing queues of TCP/TLS client connections.
     pub streams: HashMap<FiveTuple, StreamTx>,
     usage: UsageSink,
+    /// Relay sockets the core asked for, to bind once the lock is released
+    /// ([`Worker::open_relays`]).
+    opens: Vec<Open>,
 }
 
 impl Core {
@@ -39,18 +42,37 @@ impl Core {
         }
     }
 
-    /// Hands finished-allocation records to the usage sink.
+    /// Carries out the core's commands: closes relays and held ports and hands usage records
+    /// to the sink now; relays to open are kept for [`Core::take_opens`], since binding waits
+    /// until the lock is released.
     pub fn drain_commands(&mut self) {
         while let Some(command) = self.server.next_command() {
             match command {
                 Command::Usage(record) => (self.usage)(record),
+                Command::OpenRelay {
+                    token,
+                    request,
+                    dont_fragment,
+                } => self.opens.push(Open {
+                    token,
+                    request,
+                    dont_fragment,
+                }),
+                Command::CloseRelay { relay } => self.relays.close(relay),
+                Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
         }
     }
 
+    /// The relays to open (see [`Worker::open_relays`]); no allocation when there are none.
+    pub fn take_opens(&mut self) -> Vec<Open> {
+        self.drain_commands();
+        std::mem::take(&mut self.opens)
+    }
+
     /// Expires allocations; returns how long until the core's next deadline.
     pub fn tick(&mut self, now: Now) -> Option<Duration> {
-        self.server.handle_timeout(now, &mut self.relays);
+        self.server.handle_timeout(now);
         self.drain_commands();
         self.server
             .poll_timeout()
@@ -59,9 +81,9 @@ impl Core {
 
     /// Ends every allocation and closes every relay (shutdown).
     pub fn close_all(&mut self, now: Now) {
-        self.server.close_all(now, &mut self.relays);
-        self.relays.clear();
+        self.server.close_all(now);
         self.drain_commands();
+        self.relays.clear();
     }
 }
 
@@ -149,6 +171,7 @@ impl Worker {
                 relays,
                 streams: HashMap::new(),
                 usage,
+                opens: Vec::new(),
             }),
             limits,
             shared,
@@ -164,6 +187,38 @@ impl Worker {
     /// TCP/TLS clients and reloads.
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock()
+    }
+
+    /// Opens the relays the core asked for (DESIGN.md §3): binds them from the port pool
+    /// *without* the worker lock — call it after releasing the lock — then takes the lock once
+    /// to watch them and confirm them to the core. Answers to TCP/TLS clients go on their
+    /// queues; answers to UDP clients are returned (5-tuple, bytes) for the caller's listener.
+    pub fn open_relays(&self, now: Now, opens: Vec<Open>) -> Vec<(FiveTuple, Vec<u8>)> {
+        let mut answers = Vec::new();
+        if opens.is_empty() {
+            return answers;
+        }
+        let ports = &self.shared.ports;
+        let bound: Vec<relay::Bound> = opens.into_iter().map(|o| relay::bind(ports, o)).collect();
+        let mut core = self.lock();
+        let core = &mut *core;
+        // Room for any Allocate answer (two relayed addresses, a token, an address error).
+        let mut out = [0u8; 1024];
+        for bound in bound {
+            let token = bound.token;
+            let result = core.relays.register(bound);
+            let Some(answer) = core.server.relay_opened(now, token, result, &mut out) else {
+                continue;
+            };
+            let bytes = &out[..answer.len];
+            match answer.to.transport {
+                Transport::Udp => answers.push((answer.to, bytes.to_vec())),
+                Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
+            }
+        }
+        // Relays confirmed for nobody (the client left meanwhile) are closed right away.
+        core.drain_commands();
+        answers
     }
 
     /// Asks the data-plane thread to end every allocation and exit.
