@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
+use crate::core::{FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
 
 use super::mmsg::RecvBatch;
 use super::poller::{Poller, Ready, Token};
 use super::publish::{Publisher, publish_global};
-use super::relay::Open;
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
 use super::worker::{Core, Worker};
 use super::{clock, host_ips};
@@ -149,16 +148,23 @@ impl Datapath {
             self.publish(&core, now.mono);
         }
         let opens = core.take_opens();
+        // Empty (no allocation) unless the stream thread confirmed relays of UDP clients.
+        let answers = std::mem::take(&mut core.udp_answers);
         drop(core);
-        if !opens.is_empty() {
-            self.open_relays(worker, now, opens);
+        let answers = if opens.is_empty() {
+            answers
+        } else {
+            [answers, worker.open_relays(now, opens)].concat()
+        };
+        if !answers.is_empty() {
+            self.send_answers(answers);
         }
     }
 
-    /// Opens the relays this wake-up's Allocates asked for, binding outside the worker lock
-    /// (DESIGN.md §3), and sends the answers to UDP clients from the listener they reached.
-    fn open_relays(&mut self, worker: &Worker, now: Now, opens: Vec<Open>) {
-        for (to, bytes) in worker.open_relays(now, opens) {
+    /// Sends Allocate answers to UDP clients from the listener they reached; the relays were
+    /// bound outside the worker lock (DESIGN.md §3, [`Worker::open_relays`]).
+    fn send_answers(&mut self, answers: Vec<(FiveTuple, Vec<u8>)>) {
+        for (to, bytes) in answers {
             match self.listeners.iter_mut().find(|l| l.local == to.server) {
                 Some(listener) => listener.queue(&bytes, to.client),
                 None => {

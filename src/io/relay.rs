@@ -173,3 +173,64 @@ impl Relays {
         self.register(bound)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relays(range: std::ops::RangeInclusive<u16>) -> Relays {
+        let ports = RelayPorts::new(range, Arc::default(), 11);
+        Relays::new(Arc::new(ports), Poller::new().unwrap())
+    }
+
+    fn open(request: RelayRequest) -> Open {
+        Open {
+            token: RelayToken(1),
+            request,
+            dont_fragment: true,
+        }
+    }
+
+    #[test]
+    fn an_even_port_pair_bound_outside_the_lock_registers_its_relay_and_holds_the_next_port() {
+        let mut relays = relays(41200..=41299);
+        let ip = "127.0.0.1".parse().unwrap();
+        let bound = bind(
+            &relays.ports,
+            open(RelayRequest::Even {
+                ip,
+                reserve_next: true,
+            }),
+        );
+        let opened = relays.register(bound).unwrap();
+        assert_eq!(opened.addr.port() % 2, 0);
+        assert!(relays.ports.live.is_open(false, opened.addr.port()));
+        let rid = opened.reservation.expect("port + 1 held");
+        // A reservation-token Allocate opens exactly the held port.
+        let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
+        let second = relays.register(bound).unwrap();
+        assert_eq!(second.addr.port(), opened.addr.port() + 1);
+        let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
+        assert_eq!(
+            relays.register(bound).unwrap_err(),
+            RelayError::UnknownReservation
+        );
+    }
+
+    #[test]
+    fn closing_a_relay_clears_its_live_port_and_returns_the_port_to_the_pool() {
+        let mut relays = relays(41300..=41300);
+        let ip = "127.0.0.1".parse().unwrap();
+        let opened = relays.open(RelayRequest::Any { ip }).unwrap();
+        assert_eq!(
+            relays.open(RelayRequest::Any { ip }).unwrap_err(),
+            RelayError::Exhausted,
+            "a one-port range is exhausted by one relay"
+        );
+        relays.close(opened.id);
+        assert!(!relays.ports.live.is_open(false, 41300));
+        assert!(relays.socket(opened.id).is_none());
+        let again = relays.open(RelayRequest::Any { ip }).unwrap();
+        assert_eq!(again.addr.port(), 41300);
+    }
+}

@@ -170,10 +170,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // An Allocate: its relay is bound now, without the lock, and the answer
                     // goes on this connection's queue (DESIGN.md §3).
                     if !opens.is_empty() {
-                        for (to, _) in worker.open_relays(clock::now(), opens) {
-                            // Only this worker's UDP thread asks for UDP clients' relays.
-                            tracing::debug!(target: "turnstone::io", client = %to.client, "UDP answer on the stream thread dropped");
-                        }
+                        let udp = worker.open_relays(clock::now(), opens);
+                        worker.send_udp_answers(udp);
                     }
                     if own_traffic {
                         timers.allocation_traffic(Instant::now());

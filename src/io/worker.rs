@@ -31,6 +31,10 @@ pub(crate) struct Core {
     /// Relay sockets the core asked for, to bind once the lock is released
     /// ([`Worker::open_relays`]).
     opens: Vec<Open>,
+    /// Allocate answers to UDP clients confirmed on the stream thread (it took the lock
+    /// between the data-plane thread's sockets and found their relays to open): the data-plane
+    /// thread sends them from the client's listener on its next wake-up.
+    pub udp_answers: Vec<(FiveTuple, Vec<u8>)>,
 }
 
 impl Core {
@@ -172,6 +176,7 @@ impl Worker {
                 streams: HashMap::new(),
                 usage,
                 opens: Vec::new(),
+                udp_answers: Vec::new(),
             }),
             limits,
             shared,
@@ -219,6 +224,15 @@ impl Worker {
         // Relays confirmed for nobody (the client left meanwhile) are closed right away.
         core.drain_commands();
         answers
+    }
+
+    /// Hands answers to UDP clients to the data-plane thread (which owns the listeners).
+    pub fn send_udp_answers(&self, answers: Vec<(FiveTuple, Vec<u8>)>) {
+        if answers.is_empty() {
+            return;
+        }
+        self.lock().udp_answers.extend(answers);
+        self.waker.wake();
     }
 
     /// Asks the data-plane thread to end every allocation and exit.
