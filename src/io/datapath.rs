@@ -154,7 +154,7 @@ impl Datapath {
         let answers = if opens.is_empty() {
             answers
         } else {
-            [answers, worker.open_relays(now, opens)].concat()
+            [answers, worker.open_relays(now, opens, None)].concat()
         };
         if !answers.is_empty() {
             self.send_answers(answers);

@@ -167,11 +167,23 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         };
                         (handled, own, opens)
                     };
-                    // An Allocate: its relay is bound now, without the lock, and the answer
-                    // goes on this connection's queue (DESIGN.md §3).
+                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
+                    // and the answer is written here, in order with the other replies.
                     if !opens.is_empty() {
-                        let udp = worker.open_relays(clock::now(), opens);
+                        let (mine, udp): (Vec<_>, Vec<_>) = worker
+                            .open_relays(clock::now(), opens, Some(ft))
+                            .into_iter()
+                            .partition(|(to, _)| *to == ft);
                         worker.send_udp_answers(udp);
+                        for (_, answer) in mine {
+                            if !write_within(&mut writer, &answer, write_timeout).await {
+                                break 'conn;
+                            }
+                            // Allocation traffic only when the Allocate succeeded, as before.
+                            if worker.lock().server.has_allocation(&ft) {
+                                timers.allocation_traffic(Instant::now());
+                            }
+                        }
                     }
                     if own_traffic {
                         timers.allocation_traffic(Instant::now());

@@ -196,9 +196,15 @@ impl Worker {
 
     /// Opens the relays the core asked for (DESIGN.md §3): binds them from the port pool
     /// *without* the worker lock — call it after releasing the lock — then takes the lock once
-    /// to watch them and confirm them to the core. Answers to TCP/TLS clients go on their
-    /// queues; answers to UDP clients are returned (5-tuple, bytes) for the caller's listener.
-    pub fn open_relays(&self, now: Now, opens: Vec<Open>) -> Vec<(FiveTuple, Vec<u8>)> {
+    /// to watch them and confirm them to the core. Answers to UDP clients and to `caller` (the
+    /// TCP/TLS connection whose request this was, which writes its answer in order) are
+    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go on their queues.
+    pub fn open_relays(
+        &self,
+        now: Now,
+        opens: Vec<Open>,
+        caller: Option<FiveTuple>,
+    ) -> Vec<(FiveTuple, Vec<u8>)> {
         let mut answers = Vec::new();
         if opens.is_empty() {
             return answers;
@@ -217,6 +223,7 @@ impl Worker {
             };
             let bytes = &out[..answer.len];
             match answer.to.transport {
+                _ if Some(answer.to) == caller => answers.push((answer.to, bytes.to_vec())),
                 Transport::Udp => answers.push((answer.to, bytes.to_vec())),
                 Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
             }
