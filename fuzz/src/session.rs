@@ -33,7 +33,7 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-pw";
 /// The listener clients reach.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
-/// The IPv4 relay address (never bound: the relay provider is fake).
+/// The IPv4 relay address (never bound: the relay side is scripted).
 pub const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 /// The IPv6 relay address.
 pub const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));

@@ -21,7 +21,7 @@ pub(super) const REALM: &str = "example.org";
 pub(super) const SOFTWARE: &str = "turnstone-test";
 /// The listener every test client reaches.
 pub(super) const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
-/// Relay addresses (never bound: the relay provider is fake).
+/// Relay addresses (never bound: the relay side is scripted).
 pub(super) const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 pub(super) const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
 pub(super) const SECRET_NEW: &[u8] = b"new-secret";
