@@ -5,6 +5,11 @@
 //! never global, and the stream thread only takes it for TCP/TLS messages and reloads, so on a
 //! UDP-only load the data-plane thread always finds it free (an uncontended lock is two atomic
 //! operations per wake-up).
+//!
+//! Relay sockets are opened on the core's request (DESIGN.md §3): whichever thread fed the
+//! core the Allocate takes the `OpenRelay` commands out under the lock, binds them from the
+//! shared port pool after releasing it, and takes the lock once more to watch the sockets and
+//! confirm them ([`Worker::open_relays`]); the core then writes the Allocate's answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
