@@ -1,6 +1,6 @@
 //! The core's data plane (RFC 8656 §11–12) after a real authenticated setup: ChannelData from
 //! the client forwarded to its peer, and a peer datagram turned into ChannelData or a Data
-//! indication for the client. No sockets: the relay provider is fake.
+//! indication for the client. No sockets: relays come from the core's scripted relay side.
 //!
 //! Run with `cargo bench --bench relay_path`; allocations per iteration must stay at zero.
 
@@ -14,10 +14,10 @@ use divan::counter::BytesCount;
 use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
 use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
+use turnstone::core::scripted::ScriptedRelays;
 use turnstone::core::{
-    FiveTuple, Handled, Lifetimes, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayError, RelayFamily, RelayId, RelayProvider, RelayRequest, ReservationId, Server, Settings,
-    SharedState, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
+    RelayFamily, RelayId, Server, Settings, SharedState, Transport,
 };
 use turnstone::proto::{
     Class, Message, MessageType, MessageWriter, Method, TransactionId, WriteError, attr,
@@ -45,33 +45,11 @@ const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
 const PEER_NO_CHANNEL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9001);
 const CHANNEL: u16 = 0x4000;
 
-/// Relay sockets on successive ports; nothing is bound.
-#[derive(Default)]
-struct FakeRelays {
-    next: u64,
-}
-
-impl RelayProvider for FakeRelays {
-    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError> {
-        let (RelayRequest::Any { ip } | RelayRequest::Even { ip, .. }) = request else {
-            return Err(RelayError::UnknownReservation);
-        };
-        self.next += 1;
-        Ok(OpenedRelay {
-            id: RelayId(self.next),
-            addr: SocketAddr::new(ip, 50000 + 2 * self.next as u16),
-            reservation: None,
-        })
-    }
-    fn close(&mut self, _: RelayId) {}
-    fn release(&mut self, _: ReservationId) {}
-}
-
 /// A server with one allocation of `alice` holding a permission for 127.0.0.1 and channel
 /// 0x4000 bound to [`PEER`].
 struct Setup {
     server: Server,
-    relays: FakeRelays,
+    relays: ScriptedRelays,
     now: Now,
     client: FiveTuple,
     relay: RelayId,
@@ -111,7 +89,7 @@ impl Setup {
         );
         let mut s = Setup {
             server: Server::new(settings, Arc::new(store), [7; 32], shared, 42),
-            relays: FakeRelays::default(),
+            relays: ScriptedRelays::with_ports((50002..=u16::MAX).step_by(2)),
             now: Now {
                 mono: clock_origin(),
                 unix_secs: 1_700_000_000,
@@ -137,7 +115,7 @@ impl Setup {
             w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
         });
         assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        s.relay = RelayId(s.relays.next);
+        s.relay = *s.relays.open.keys().next().unwrap();
         let ok = s.request(Method::CREATE_PERMISSION, true, |w| {
             w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
         });
@@ -171,9 +149,21 @@ impl Setup {
         w.add_fingerprint().unwrap();
         let n = w.finish();
         let mut out = vec![0u8; 2048];
-        let handled =
-            self.server
-                .handle_client(self.now, self.client, &pkt[..n], &mut out, &mut self.relays);
+        let mut handled = self
+            .server
+            .handle_client(self.now, self.client, &pkt[..n], &mut out);
+        if handled == Handled::Drop(DropReason::Pending) {
+            // The Allocate is answered when its relay is confirmed: here, at once.
+            let mut answer = None;
+            let mut buf = vec![0u8; 2048];
+            self.relays
+                .pump(&mut self.server, self.now, &mut buf, |d, bytes| {
+                    answer = Some((d.len, bytes.to_vec()))
+                });
+            let (len, bytes) = answer.unwrap();
+            out[..len].copy_from_slice(&bytes);
+            handled = Handled::Reply(len);
+        }
         let Handled::Reply(len) = handled else {
             panic!("no reply: {handled:?}");
         };
@@ -202,21 +192,14 @@ fn client_channel_data_to_peer(bencher: Bencher, len: usize) {
     let mut pkt = vec![0xAB; 4 + len];
     write_channel_data(&mut pkt, CHANNEL, len, false).unwrap();
     let mut out = vec![0u8; 2048];
-    let handled = s
-        .server
-        .handle_client(s.now, s.client, &pkt, &mut out, &mut s.relays);
+    let handled = s.server.handle_client(s.now, s.client, &pkt, &mut out);
     assert!(
         matches!(handled, Handled::Forward { peer: PEER, .. }),
         "{handled:?}"
     );
     bencher.counter(BytesCount::new(len)).bench_local(|| {
-        s.server.handle_client(
-            s.now,
-            black_box(s.client),
-            black_box(&pkt),
-            &mut out,
-            &mut s.relays,
-        )
+        s.server
+            .handle_client(s.now, black_box(s.client), black_box(&pkt), &mut out)
     });
 }
 

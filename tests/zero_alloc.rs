@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
 use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
+use turnstone::core::scripted::ScriptedRelays;
 use turnstone::core::{
-    FiveTuple, Handled, Lifetimes, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayError, RelayFamily, RelayId, RelayProvider, RelayRequest, ReservationId, Server, Settings,
-    SharedState, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
+    RelayFamily, Server, Settings, SharedState, Transport,
 };
 use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId, attr};
 
@@ -106,18 +106,16 @@ fn parsing_binding_and_allocate_requests_allocates_nothing() {
     assert_eq!(count, 0, "parsing allocated");
 }
 
-struct Relays;
-
-impl RelayProvider for Relays {
-    fn open(&mut self, _: RelayRequest) -> Result<OpenedRelay, RelayError> {
-        Ok(OpenedRelay {
-            id: RelayId(7),
-            addr: "127.0.0.1:50000".parse().unwrap(),
-            reservation: None,
-        })
-    }
-    fn close(&mut self, _: RelayId) {}
-    fn release(&mut self, _: ReservationId) {}
+/// Plays IO for an Allocate: confirms its relay (the core's scripted relay side) and copies
+/// the answer into `out`, as the worker would send it.
+fn confirm(server: &mut Server, relays: &mut ScriptedRelays, now: Now, out: &mut [u8]) -> Handled {
+    let mut scratch = vec![0u8; 2048];
+    let mut answer = Vec::new();
+    relays.pump(server, now, &mut scratch, |_, bytes| {
+        answer = bytes.to_vec()
+    });
+    out[..answer.len()].copy_from_slice(&answer);
+    Handled::Reply(answer.len())
 }
 
 #[test]
@@ -170,13 +168,13 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     };
     let peer: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     let mut out = vec![0u8; 2048];
-    let mut relays = Relays;
+    let mut relays = ScriptedRelays::with_ports([50000]);
 
     // 401 challenge, then an authenticated Allocate and ChannelBind.
     let first = request(Method::ALLOCATE, 1, None, |w| {
         w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
     });
-    let Handled::Reply(n) = server.handle_client(now, client, &first, &mut out, &mut relays) else {
+    let Handled::Reply(n) = server.handle_client(now, client, &first, &mut out) else {
         panic!()
     };
     let nonce = Message::parse(&out[..n])
@@ -188,16 +186,18 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     let allocate = request(Method::ALLOCATE, 2, Some(&nonce), |w| {
         w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
     });
-    let Handled::Reply(n) = server.handle_client(now, client, &allocate, &mut out, &mut relays)
-    else {
+    let pending = server.handle_client(now, client, &allocate, &mut out);
+    assert_eq!(pending, Handled::Drop(DropReason::Pending));
+    let Handled::Reply(n) = confirm(&mut server, &mut relays, now, &mut out) else {
         panic!()
     };
+    let relay = *relays.open.keys().next().unwrap();
     assert_eq!(Message::parse(&out[..n]).unwrap().class(), Class::Success);
     let bind = request(Method::CHANNEL_BIND, 3, Some(&nonce), |w| {
         w.add_u32(attr::CHANNEL_NUMBER, 0x4000 << 16).unwrap();
         w.add_xor_address(attr::XOR_PEER_ADDRESS, peer).unwrap();
     });
-    let Handled::Reply(n) = server.handle_client(now, client, &bind, &mut out, &mut relays) else {
+    let Handled::Reply(n) = server.handle_client(now, client, &bind, &mut out) else {
         panic!()
     };
     assert_eq!(Message::parse(&out[..n]).unwrap().class(), Class::Success);
@@ -223,18 +223,16 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     let (count, results) = allocations_during(|| {
         let mut ok = 0;
         for _ in 0..1000 {
-            let to_peer = server.handle_client(later, client, &channel_data, &mut out, &mut relays);
+            let to_peer = server.handle_client(later, client, &channel_data, &mut out);
             ok += usize::from(
                 matches!(to_peer, Handled::Forward { payload, .. } if payload == (4..8)),
             );
-            let sent =
-                server.handle_client(later, client, &send[..send_len], &mut out, &mut relays);
+            let sent = server.handle_client(later, client, &send[..send_len], &mut out);
             ok += usize::from(matches!(sent, Handled::Forward { .. }));
             let range = PEER_HEADROOM..PEER_HEADROOM + 1200;
-            let channel = server.handle_peer(later, RelayId(7), peer, &mut peer_buf, range.clone());
+            let channel = server.handle_peer(later, relay, peer, &mut peer_buf, range.clone());
             ok += usize::from(matches!(channel, PeerHandled::ToClient { .. }));
-            let indication =
-                server.handle_peer(later, RelayId(7), unbound_peer, &mut peer_buf, range);
+            let indication = server.handle_peer(later, relay, unbound_peer, &mut peer_buf, range);
             ok += usize::from(matches!(indication, PeerHandled::ToClient { .. }));
         }
         ok

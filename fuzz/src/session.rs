@@ -1,5 +1,5 @@
 //! The server under test for `server_unauthed` and `server_authed`: a `core::Server` with one
-//! static user, a fake relay provider and a virtual clock, and a client that checks every
+//! static user, the scripted relay side (confirming every relay at once) and a virtual clock, and a client that checks every
 //! output: replies parse as STUN, ChannelData and Data indications carry the payload, forwards
 //! stay inside the packet and reach only peers the policy allows, and at shutdown no relay
 //! socket, reservation or quota slot outlives the allocations.
@@ -20,7 +20,10 @@ use turnstone::proto::{
     looks_like_channel_data,
 };
 
-use super::relays::FakeRelays;
+use turnstone::core::DropReason;
+use turnstone::core::scripted::ScriptedRelays;
+
+use super::relays::relays;
 
 /// The realm, user and password of the only static user.
 pub const REALM: &str = "fuzz.example";
@@ -30,7 +33,7 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-pw";
 /// The listener clients reach.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
-/// The IPv4 relay address (never bound: the relay provider is fake).
+/// The IPv4 relay address (never bound: the relay side is scripted).
 pub const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 /// The IPv6 relay address.
 pub const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
@@ -74,8 +77,8 @@ pub fn settings() -> Settings {
 pub struct Session {
     /// The server under test.
     pub server: Server,
-    /// Its relay provider.
-    pub relays: FakeRelays,
+    /// Its relay side.
+    pub relays: ScriptedRelays,
     shared: Arc<SharedState>,
     policy: PeerPolicy,
     elapsed: Duration,
@@ -105,7 +108,7 @@ impl Session {
         );
         Self {
             server,
-            relays: FakeRelays::default(),
+            relays: relays(),
             shared,
             policy,
             elapsed: Duration::ZERO,
@@ -172,9 +175,15 @@ impl Session {
     pub fn client(&mut self, ft: FiveTuple, pkt: &[u8]) -> Vec<u8> {
         let mut out = [0u8; OUT];
         let now = self.now();
-        let handled = self
-            .server
-            .handle_client(now, ft, pkt, &mut out, &mut self.relays);
+        let mut handled = self.server.handle_client(now, ft, pkt, &mut out);
+        // An Allocate is answered when its relay is confirmed: here, at once.
+        let answers = self.pump();
+        if handled == Handled::Drop(DropReason::Pending) {
+            let answer = answers.into_iter().find(|(to, _)| *to == ft);
+            let (_, bytes) = answer.expect("a confirmed Allocate is answered");
+            out[..bytes.len()].copy_from_slice(&bytes);
+            handled = Handled::Reply(bytes.len());
+        }
         match handled {
             Handled::Drop(_) => Vec::new(),
             Handled::Reply(n) => {
@@ -218,6 +227,22 @@ impl Session {
                 Vec::new()
             }
         }
+    }
+
+    /// Plays IO for the server's commands: relays confirmed at once, closes checked.
+    fn pump(&mut self) -> Vec<(FiveTuple, Vec<u8>)> {
+        let now = self.now();
+        let mut out = [0u8; OUT];
+        let mut answers = Vec::new();
+        self.relays
+            .pump(&mut self.server, now, &mut out, |d, bytes| {
+                answers.push((d.to, bytes.to_vec()))
+            });
+        assert_eq!(
+            self.relays.strays, 0,
+            "closed or released twice, or never opened"
+        );
+        answers
     }
 
     /// Feeds a datagram from `peer` to relay socket `relay`; checks what reaches the client.
@@ -324,24 +349,23 @@ impl Session {
     pub fn advance(&mut self, secs: u64) {
         self.elapsed += Duration::from_secs(secs);
         let now = self.now();
-        self.server.handle_timeout(now, &mut self.relays);
-        while self.server.next_command().is_some() {}
+        self.server.handle_timeout(now);
+        self.pump();
     }
 
     /// A TCP/TLS client connection closed.
     pub fn close_connection(&mut self, ft: FiveTuple) {
         let now = self.now();
-        self.server
-            .handle_connection_closed(now, ft, &mut self.relays);
-        while self.server.next_command().is_some() {}
+        self.server.handle_connection_closed(now, ft);
+        self.pump();
     }
 
     /// Shuts down: nothing may be left open, reserved or counted.
     pub fn finish(mut self) {
         assert!(self.server.allocation_count() <= 2);
         let now = self.now();
-        self.server.close_all(now, &mut self.relays);
-        while self.server.next_command().is_some() {}
+        self.server.close_all(now);
+        self.pump();
         assert_eq!(self.server.allocation_count(), 0);
         assert!(
             self.relays.open.is_empty(),

@@ -1,22 +1,20 @@
 //! Allocate (RFC 8656 §7.2, RFC 6156 §4.2 for address families).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::proto::{Message, MessageWriter, WriteError, attr, error_code as ec};
 
-use super::allocation::{Allocation, Relay};
 use super::authn::Authenticated;
-use super::quota::TokenBucket;
-use super::relay::{RelayError, RelayProvider, RelayRequest};
-use super::server::{AllocIdKey, RESERVATION_LIFETIME, Server, Timer};
+use super::pending::Pending;
+use super::relay::RelayRequest;
+use super::server::Server;
 use super::shared::QuotaFull;
-use super::stats::{EndReason, Traffic};
+use super::stats::EndReason;
 use super::{FiveTuple, Now, Rejection};
 
 const UDP: u8 = 17;
 const FAMILY_V4: u8 = 0x01;
-const FAMILY_V6: u8 = 0x02;
+pub(crate) const FAMILY_V6: u8 = 0x02;
 
 /// Which relay families the client asked for.
 struct Families {
@@ -26,19 +24,20 @@ struct Families {
     dual: bool,
 }
 
-/// `Ok(Err(_))` means the reply did not fit `out`.
+/// The answer to Refresh, CreatePermission or ChannelBind; `Ok(Err(_))` means the reply did
+/// not fit `out`.
 pub(crate) type Answer = Result<Result<usize, WriteError>, Rejection>;
 
 impl Server {
+    /// Checks an authenticated Allocate, takes its quota and requests its relay sockets; the
+    /// answer is written by [`Server::relay_opened`] once IO confirmed them (DESIGN.md §3).
     pub(crate) fn allocate(
         &mut self,
         now: Now,
         from: FiveTuple,
         msg: &Message<'_>,
         auth: &Authenticated<'_>,
-        out: &mut [u8],
-        relays: &mut impl RelayProvider,
-    ) -> Answer {
+    ) -> Result<(), Rejection> {
         if self.draining {
             return match self.settings.alternate_server {
                 Some(_) => Err(Rejection::new(
@@ -54,9 +53,11 @@ impl Server {
         if let Some(id) = self.table.id_by_five_tuple(&from)
             && self.table.get(id).is_some_and(|a| a.expires <= now.mono)
         {
-            self.end_allocation(now, id, EndReason::Expired, relays);
+            self.end_allocation(now, id, EndReason::Expired);
         }
-        if self.table.id_by_five_tuple(&from).is_some() {
+        // RFC 8656 §7.2 step 2: one allocation per 5-tuple, also while its relay is being
+        // opened (a retransmission of that same request never gets here, see `handle_request`).
+        if self.table.id_by_five_tuple(&from).is_some() || self.pending.contains_key(&from) {
             return Err(Rejection::new(
                 ec::ALLOCATION_MISMATCH,
                 "an allocation already exists on this 5-tuple",
@@ -109,8 +110,10 @@ impl Server {
         let lifetime = self.granted_lifetime(msg)?;
         let username: std::sync::Arc<str> =
             std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
-        // A claimed reservation brings the quota slot it held (RFC 8656 §7.2); otherwise
-        // this allocation takes one, and a new reservation takes another.
+        // Quotas are taken now, while the relay is still being opened, so a flood of
+        // Allocates cannot over-commit while binds are in flight. A claimed reservation
+        // brings the quota slot it held (RFC 8656 §7.2); otherwise this allocation takes one,
+        // and a new reservation takes another.
         let claimed = match token {
             Some(t) => Some(
                 self.shared
@@ -131,28 +134,16 @@ impl Server {
             return Err(rejection);
         }
         let slots = 1 + usize::from(reserving);
-
-        let mut opened: [Option<Relay>; 2] = [None, None];
-        let mut v6_error = None;
         let primary_v6 = families.v6 && !families.v4;
         let primary = match claimed {
-            Some(rid) => self.open_relay(RelayRequest::Reserved(rid), relays),
-            None => self.family_ip(primary_v6).and_then(|ip| {
-                let request = match even {
-                    Some(reserve_next) => RelayRequest::Even { ip, reserve_next },
-                    None => RelayRequest::Any { ip },
-                };
-                self.open_relay(request, relays)
+            Some(rid) => Ok(RelayRequest::Reserved(rid)),
+            None => self.family_ip(primary_v6).map(|ip| match even {
+                Some(reserve_next) => RelayRequest::Even { ip, reserve_next },
+                None => RelayRequest::Any { ip },
             }),
         };
-        let reservation = match primary {
-            Ok((relay, reserved)) => {
-                opened[usize::from(relay.bound.is_ipv6())] = Some(relay);
-                if reserving && reserved.is_none() {
-                    self.shared.release(&username);
-                }
-                reserved
-            }
+        let primary = match primary {
+            Ok(request) => request,
             Err(rejection) => {
                 for _ in 0..slots {
                     self.shared.release(&username);
@@ -160,64 +151,24 @@ impl Server {
                 return Err(rejection);
             }
         };
+        let mut pending = Pending::new(msg.transaction_id(), username, auth, lifetime);
+        pending.slots = slots;
+        pending.reserving = reserving;
+        let dont_fragment = msg.has(attr::DONT_FRAGMENT);
+        self.request_relay(from, &mut pending, false, primary, dont_fragment);
+        // RFC 8656 §7.2 / RFC 6156: dual stack asks for both relays at once; the IPv6 one is
+        // best effort (ADDRESS-ERROR-CODE when it fails).
         if families.dual {
-            match self
-                .family_ip(true)
-                .and_then(|ip| self.open_relay(RelayRequest::Any { ip }, relays))
-            {
-                Ok((relay, _)) => opened[1] = Some(relay),
-                Err(rejection) => v6_error = Some(rejection),
+            match self.family_ip(true) {
+                Ok(ip) => {
+                    let request = RelayRequest::Any { ip };
+                    self.request_relay(from, &mut pending, true, request, dont_fragment);
+                }
+                Err(rejection) => pending.v6_error = Some(rejection),
             }
         }
-        if msg.has(attr::DONT_FRAGMENT) {
-            for relay in opened.iter().flatten() {
-                relays.set_dont_fragment(relay.id);
-            }
-        }
-        let reservation_token = reservation.map(|rid| {
-            let token = self.tokens.next_token();
-            let expires = now.mono + RESERVATION_LIFETIME;
-            self.shared.add_reservation(token, rid, expires, &username);
-            self.reservations.push(token);
-            self.schedule(expires, Timer::Reservation(token));
-            token
-        });
-
-        let expires = now.mono + lifetime;
-        let allocation = Allocation {
-            five_tuple: from,
-            username,
-            relays: opened,
-            expires,
-            started_unix: now.unix_secs,
-            permissions: Vec::new(),
-            channels: Vec::new(),
-            peers_seen: 0,
-            traffic: Traffic::default(),
-            bucket: self
-                .settings
-                .allocation_bandwidth
-                .map(|b| TokenBucket::new(b, now.mono)),
-        };
-        let id = self.table.insert(allocation);
-        self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
-        self.counters.allocations_created += 1;
-        tracing::debug!(target: "turnstone::relay", client = %from.client, relays = ?opened.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(), "allocation created");
-
-        Ok(self.signed_success(out, msg, auth, |w| {
-            for relay in opened.iter().flatten() {
-                w.add_xor_address(attr::XOR_RELAYED_ADDRESS, relay.advertised)?;
-            }
-            w.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)?;
-            if let Some(token) = reservation_token {
-                w.add(attr::RESERVATION_TOKEN, &token)?;
-            }
-            w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client)?;
-            if let Some(rejection) = v6_error {
-                add_address_error(w, FAMILY_V6, rejection)?;
-            }
-            Ok(())
-        }))
+        self.pending.insert(from, pending);
+        Ok(())
     }
 
     /// RFC 8656 §7.2 step 7 and RFC 6156: REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY.
@@ -304,46 +255,10 @@ impl Server {
                 "no relay address of this family",
             ))
     }
-
-    fn open_relay(
-        &self,
-        request: RelayRequest,
-        relays: &mut impl RelayProvider,
-    ) -> Result<(Relay, Option<super::ReservationId>), Rejection> {
-        let opened = relays.open(request).map_err(|e| match e {
-            RelayError::Exhausted => {
-                Rejection::new(ec::INSUFFICIENT_CAPACITY, "no free relay port")
-            }
-            RelayError::UnknownReservation => Rejection::new(
-                ec::INSUFFICIENT_CAPACITY,
-                "unknown or expired RESERVATION-TOKEN",
-            ),
-            RelayError::Failed => Rejection::new(
-                ec::INSUFFICIENT_CAPACITY,
-                "relay socket could not be opened",
-            ),
-        })?;
-        let advertised_ip =
-            self.settings
-                .relay_family(opened.addr.is_ipv6())
-                .map_or(opened.addr.ip(), |f| {
-                    if f.bind == opened.addr.ip() {
-                        f.advertised
-                    } else {
-                        opened.addr.ip()
-                    }
-                });
-        let relay = Relay {
-            id: opened.id,
-            bound: opened.addr,
-            advertised: SocketAddr::new(advertised_ip, opened.addr.port()),
-        };
-        Ok((relay, opened.reservation))
-    }
 }
 
 /// RFC 8656 §18.11 ADDRESS-ERROR-CODE: family, reserved, class, number, reason.
-fn add_address_error(
+pub(crate) fn add_address_error(
     w: &mut MessageWriter<'_>,
     family: u8,
     rejection: Rejection,

@@ -6,9 +6,11 @@ mod allocation;
 mod authn;
 mod binding;
 pub mod cidr;
+mod confirm;
 mod data;
 pub mod live_ports;
 mod own_addrs;
+mod pending;
 mod permission;
 pub mod policy;
 mod quota;
@@ -17,6 +19,7 @@ mod reply;
 mod request;
 mod response_cache;
 mod revoke;
+pub mod scripted;
 mod server;
 mod settings;
 mod shared;
@@ -29,7 +32,7 @@ mod tests;
 pub use allocation::AllocId;
 pub use quota::Bandwidth;
 pub use relay::{
-    OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayProvider, RelayRequest,
+    OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayRequest, RelayToken,
     ReservationId,
 };
 pub(crate) use server::next_random;
@@ -110,6 +113,8 @@ pub enum DropReason {
     Bandwidth,
     /// The reply did not fit the output buffer.
     Internal,
+    /// An Allocate waits for its relay socket: [`Server::relay_opened`] answers it.
+    Pending,
 }
 
 impl DropReason {
@@ -124,6 +129,7 @@ impl DropReason {
             DropReason::Policy => "policy",
             DropReason::Bandwidth => "bandwidth",
             DropReason::Internal => "internal",
+            DropReason::Pending => "pending",
         }
     }
 }
@@ -144,6 +150,16 @@ pub enum Handled {
         /// The payload's position in the input packet.
         payload: Range<usize>,
     },
+}
+
+/// The answer to an Allocate that waited for its relay: send `out[..len]` to `to` (over UDP
+/// from the listener `to.server`, or on the TCP/TLS connection of `to`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The client that asked.
+    pub to: FiveTuple,
+    /// The answer's length in the output buffer.
+    pub len: usize,
 }
 
 /// What to do with a datagram a peer sent to a relay address.

@@ -9,7 +9,6 @@ use super::allocate::Answer;
 use super::allocation::{AllocId, Channel};
 use super::authn::Authenticated;
 use super::policy::PolicyRejection;
-use super::relay::RelayProvider;
 use super::reply;
 use super::server::{AllocIdKey, Server, Timer};
 use super::stats::EndReason;
@@ -26,7 +25,6 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated<'_>,
         out: &mut [u8],
-        relays: &mut impl RelayProvider,
     ) -> Answer {
         let id = self.owned_allocation(&from, auth, now)?;
         // RFC 8656 §8.2: a REQUESTED-ADDRESS-FAMILY the allocation lacks is a 443.
@@ -49,7 +47,7 @@ impl Server {
             None => None,
         };
         let lifetime = if requested == Some(0) {
-            self.end_allocation(now, id, EndReason::Deleted, relays);
+            self.end_allocation(now, id, EndReason::Deleted);
             Duration::ZERO
         } else {
             let lifetime = self.granted_lifetime(msg)?;

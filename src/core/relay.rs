@@ -1,7 +1,9 @@
-//! The boundary to the IO layer's relay sockets: the core asks for one and gets an id back.
+//! The boundary to the IO layer's relay sockets (DESIGN.md §3): the core *requests* a socket
+//! with [`super::Command::OpenRelay`] and the IO layer *confirms* it with
+//! [`super::Server::relay_opened`]; sockets are given back with [`super::Command::CloseRelay`].
 //!
-//! A synchronous provider keeps the core free of sockets while letting tests script port
-//! exhaustion and bind failures.
+//! Request and confirm keep every `bind()` out of the core and out of the worker lock, and let
+//! tests script port exhaustion, bind failures and slow binds (see [`super::scripted`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,8 +12,12 @@ use std::net::{IpAddr, SocketAddr};
 pub struct RelayId(pub u64);
 
 /// An IO-assigned id of a port held for a later allocation (RFC 8656 §7.2 EVEN-PORT R bit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReservationId(pub u64);
+
+/// Names one requested relay socket until it is confirmed (unique per worker, never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayToken(pub u64);
 
 /// What relay socket to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +52,7 @@ pub struct OpenedRelay {
 /// Why a relay socket could not be opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    /// Every port in the range is taken (answered 508).
+    /// Every port in the range is taken (answered 508, RFC 8656 §7.2).
     #[error("no free relay port")]
     Exhausted,
     /// The reservation does not exist (any more).
@@ -55,18 +61,6 @@ pub enum RelayError {
     /// Another failure from the operating system.
     #[error("relay socket could not be opened")]
     Failed,
-}
-
-/// Opens and closes relay sockets on behalf of the core.
-pub trait RelayProvider {
-    /// Opens a relay socket.
-    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError>;
-    /// Closes a relay socket (its allocation ended).
-    fn close(&mut self, id: RelayId);
-    /// Releases a reservation that was never claimed.
-    fn release(&mut self, id: ReservationId);
-    /// Sets the DF bit on datagrams the relay sends (RFC 8656 §7.2, DONT-FRAGMENT).
-    fn set_dont_fragment(&mut self, _id: RelayId) {}
 }
 
 /// A hasher for [`RelayId`] keys: they are our own sequential numbers, not attacker-chosen,

@@ -155,7 +155,7 @@ pub(crate) fn write_unsigned(
     Ok(w.finish())
 }
 
-fn seal(
+pub(crate) fn seal(
     mut w: MessageWriter<'_>,
     software: Option<&str>,
     signer: Signer<'_>,

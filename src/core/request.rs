@@ -7,7 +7,6 @@ use crate::auth::{NonceBuf, SecurityFeatures};
 use crate::proto::{self, Message, Method, attr, error_code as ec};
 
 use super::authn::{self, AuthFailure, Authenticated};
-use super::relay::RelayProvider;
 use super::reply::{self, Extra, Signer};
 use super::server::Server;
 use super::{DropReason, FiveTuple, Handled, Now, Rejection};
@@ -25,7 +24,6 @@ impl Server {
         from: FiveTuple,
         msg: &Message<'_>,
         out: &mut [u8],
-        relays: &mut impl RelayProvider,
     ) -> Handled {
         let unknown = *msg.unknown_required();
         let method = msg.method();
@@ -52,6 +50,11 @@ impl Server {
             out[..n].copy_from_slice(&previous[..n]);
             return Handled::Reply(n);
         }
+        // A retransmitted Allocate whose relay is still being opened: the answer follows the
+        // confirmation (RFC 8489 §6.3.1: one transaction, one answer; no second relay).
+        if self.is_pending(&from, &tid) {
+            return Handled::Drop(DropReason::Pending);
+        }
         let credentials = Arc::clone(&self.credentials);
         let auth = match authn::authenticate(
             msg,
@@ -69,8 +72,12 @@ impl Server {
             Err(UNKNOWN_ATTRIBUTE)
         } else {
             match method {
-                Method::ALLOCATE => self.allocate(now, from, msg, &auth, out, relays),
-                Method::REFRESH => self.refresh(now, from, msg, &auth, out, relays),
+                Method::ALLOCATE => match self.allocate(now, from, msg, &auth) {
+                    // Answered by `relay_opened` once IO confirms the relay (DESIGN.md §3).
+                    Ok(()) => return Handled::Drop(DropReason::Pending),
+                    Err(rejection) => Err(rejection),
+                },
+                Method::REFRESH => self.refresh(now, from, msg, &auth, out),
                 Method::CREATE_PERMISSION => self.create_permission(now, from, msg, &auth, out),
                 _ => self.channel_bind(now, from, msg, &auth, out),
             }

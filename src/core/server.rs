@@ -1,7 +1,7 @@
 //! The per-worker server: dispatches client and peer input, owns the allocation table and timers.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -12,8 +12,9 @@ use crate::proto::{self, Class, Message, Method, error_code as ec};
 
 use super::allocation::{AllocId, Table};
 use super::authn::Authenticated;
+use super::pending::Pending;
 use super::quota::TokenBucket;
-use super::relay::{RelayId, RelayProvider};
+use super::relay::{RelayId, RelayRequest, RelayToken, ReservationId};
 use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
@@ -29,6 +30,28 @@ pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 pub enum Command {
     /// An allocation ended: write its usage record.
     Usage(UsageRecord),
+    /// Open a relay socket, then confirm it with [`Server::relay_opened`] under `token`, also
+    /// when it failed: the Allocate waiting for it is answered only then (DESIGN.md §3).
+    OpenRelay {
+        /// Names this request in the confirmation.
+        token: RelayToken,
+        /// Family (the IP to bind), EVEN-PORT and its R bit, or a reservation to claim.
+        request: RelayRequest,
+        /// Set the DF bit on what the relay sends (RFC 8656 §7.2, DONT-FRAGMENT).
+        dont_fragment: bool,
+    },
+    /// Close a relay socket and give its port back (its allocation ended, or nobody waits
+    /// for it any more).
+    CloseRelay {
+        /// The relay, as confirmed.
+        relay: RelayId,
+    },
+    /// Close a held port (RFC 8656 §7.2 EVEN-PORT R bit) whose reservation lapsed or was never
+    /// handed out.
+    ReleaseReservation {
+        /// The reservation, as confirmed.
+        reservation: ReservationId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +97,11 @@ pub struct Server {
     pub(crate) reservations: Vec<[u8; 8]>,
     pub(crate) cache: ResponseCache,
     pub(crate) commands: VecDeque<Command>,
+    /// Allocates waiting for their relay sockets, by client 5-tuple (see `pending`).
+    pub(crate) pending: HashMap<FiveTuple, Pending>,
+    /// Which pending Allocate each requested relay belongs to (`true`: the additional family).
+    pub(crate) relay_tokens: HashMap<RelayToken, (FiveTuple, bool)>,
+    pub(crate) next_relay_token: u64,
     pub(crate) counters: Counters,
     /// This worker's share of the total bandwidth cap.
     pub(crate) worker_bucket: Option<TokenBucket>,
@@ -105,6 +133,9 @@ impl Server {
             reservations: Vec::new(),
             cache: ResponseCache::new(1024),
             commands: VecDeque::new(),
+            pending: HashMap::new(),
+            relay_tokens: HashMap::new(),
+            next_relay_token: 1,
             counters: Counters::default(),
             worker_bucket: None,
             draining: false,
@@ -138,14 +169,14 @@ impl Server {
         self.draining = draining;
     }
 
-    /// Handles bytes from a client: STUN or ChannelData (RFC 8656 §12).
+    /// Handles bytes from a client: STUN or ChannelData (RFC 8656 §12). An Allocate is
+    /// answered later, by [`Server::relay_opened`] ([`DropReason::Pending`] meanwhile).
     pub fn handle_client(
         &mut self,
         now: Now,
         from: FiveTuple,
         pkt: &[u8],
         out: &mut [u8],
-        relays: &mut impl RelayProvider,
     ) -> Handled {
         if proto::looks_like_channel_data(pkt) {
             return self.channel_data_from_client(now, from, pkt);
@@ -156,7 +187,7 @@ impl Server {
         };
         match msg.class() {
             Class::Request => {
-                let handled = self.handle_request(now, from, &msg, out, relays);
+                let handled = self.handle_request(now, from, &msg, out);
                 if let Handled::Reply(n) = handled {
                     let code = response_code(&out[..n]);
                     self.counters.count_response(msg.method().name(), code);
@@ -191,20 +222,17 @@ impl Server {
         self.data_from_peer(now, relay, peer, buf, payload)
     }
 
-    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §5).
-    pub fn handle_connection_closed(
-        &mut self,
-        now: Now,
-        five_tuple: FiveTuple,
-        relays: &mut impl RelayProvider,
-    ) {
+    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §5), and so
+    /// does an Allocate still waiting for its relay.
+    pub fn handle_connection_closed(&mut self, now: Now, five_tuple: FiveTuple) {
+        self.abandon_pending(&five_tuple);
         if let Some(id) = self.table.id_by_five_tuple(&five_tuple) {
-            self.end_allocation(now, id, EndReason::ConnectionClosed, relays);
+            self.end_allocation(now, id, EndReason::ConnectionClosed);
         }
     }
 
     /// Expires allocations and reservations whose time has come.
-    pub fn handle_timeout(&mut self, now: Now, relays: &mut impl RelayProvider) {
+    pub fn handle_timeout(&mut self, now: Now) {
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now.mono {
                 break;
@@ -213,13 +241,14 @@ impl Server {
             match timer {
                 Timer::Allocation(AllocIdKey(id)) => {
                     if self.table.get(id).is_some_and(|a| a.expires <= now.mono) {
-                        self.end_allocation(now, id, EndReason::Expired, relays);
+                        self.end_allocation(now, id, EndReason::Expired);
                     }
                 }
                 Timer::Reservation(token) => {
                     self.reservations.retain(|t| *t != token);
                     if let Some((rid, owner)) = self.shared.expire_reservation(&token, now.mono) {
-                        relays.release(rid);
+                        self.commands
+                            .push_back(Command::ReleaseReservation { reservation: rid });
                         self.shared.release(&owner);
                     }
                 }
@@ -228,13 +257,18 @@ impl Server {
     }
 
     /// Ends every allocation (shutdown).
-    pub fn close_all(&mut self, now: Now, relays: &mut impl RelayProvider) {
+    pub fn close_all(&mut self, now: Now) {
+        let waiting: Vec<FiveTuple> = self.pending.keys().copied().collect();
+        for five_tuple in waiting {
+            self.abandon_pending(&five_tuple);
+        }
         for id in self.table.ids() {
-            self.end_allocation(now, id, EndReason::Shutdown, relays);
+            self.end_allocation(now, id, EndReason::Shutdown);
         }
         for token in std::mem::take(&mut self.reservations) {
             if let Some((rid, owner)) = self.shared.take_reservation(&token) {
-                relays.release(rid);
+                self.commands
+                    .push_back(Command::ReleaseReservation { reservation: rid });
                 self.shared.release(&owner);
             }
         }
@@ -263,7 +297,7 @@ impl Server {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// The next command for the IO layer.
+    /// The next command for the IO layer: relay sockets to open or close, usage records.
     pub fn next_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
@@ -297,18 +331,13 @@ impl Server {
         self.shared.total()
     }
 
-    pub(crate) fn end_allocation(
-        &mut self,
-        now: Now,
-        id: AllocId,
-        reason: EndReason,
-        relays: &mut impl RelayProvider,
-    ) {
+    pub(crate) fn end_allocation(&mut self, now: Now, id: AllocId, reason: EndReason) {
         let Some(allocation) = self.table.remove(id) else {
             return;
         };
         for relay in allocation.relays.iter().flatten() {
-            relays.close(relay.id);
+            self.commands
+                .push_back(Command::CloseRelay { relay: relay.id });
         }
         self.shared.release(&allocation.username);
         self.counters.allocations_ended += 1;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use crate::core::{Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
+use crate::core::{FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
 
 use super::publish::{Publisher, publish_global};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
@@ -153,6 +153,34 @@ impl Datapath {
         if now.mono >= self.next_publish {
             self.next_publish = now.mono + TICK;
             self.publish(&core, now.mono);
+        }
+        let opens = core.take_opens();
+        // Empty (no allocation) unless the stream thread confirmed relays of UDP clients.
+        let answers = std::mem::take(&mut core.udp_answers);
+        drop(core);
+        let answers = if opens.is_empty() {
+            answers
+        } else {
+            [answers, worker.open_relays(now, opens, None)].concat()
+        };
+        if !answers.is_empty() {
+            self.send_answers(answers);
+        }
+    }
+
+    /// Sends Allocate answers to UDP clients from the listener they reached; the relays were
+    /// bound outside the worker lock (DESIGN.md §3, [`Worker::open_relays`]).
+    fn send_answers(&mut self, answers: Vec<(FiveTuple, Vec<u8>)>) {
+        for (to, bytes) in answers {
+            match self.listeners.iter_mut().find(|l| l.local == to.server) {
+                Some(listener) => listener.queue(&bytes, to.client),
+                None => {
+                    tracing::debug!(target: "turnstone::io", client = %to.client, "no listener for an Allocate answer")
+                }
+            }
+        }
+        for listener in &mut self.listeners {
+            listener.flush();
         }
     }
 

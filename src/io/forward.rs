@@ -66,7 +66,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::core::{RelayProvider, RelayRequest};
+    use crate::core::RelayRequest;
     use crate::io::ports::RelayPorts;
     use crate::sys::poller::Poller;
 

@@ -1,17 +1,68 @@
-//! Relay sockets of one worker: the [`RelayProvider`] the core asks for sockets. The sockets
-//! are plain non-blocking std sockets watched by the worker's [`Poller`].
+//! Relay sockets of one worker, opened and closed on the core's commands (DESIGN.md §3):
+//! [`bind`] takes a port from the shared pool and binds it *without* the worker lock; then,
+//! under the lock, [`Relays::register`] watches the socket on the worker's [`Poller`] and the
+//! result is confirmed to the core. The sockets are plain non-blocking std sockets.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::core::{
-    OpenedRelay, RelayError, RelayId, RelayMap, RelayProvider, RelayRequest, ReservationId,
+    OpenedRelay, RelayError, RelayId, RelayMap, RelayRequest, RelayToken, ReservationId,
 };
 
 use super::ports::RelayPorts;
 use crate::sys::poller::{Poller, Token};
 use crate::sys::socket;
+
+/// A relay socket the core asked for ([`crate::core::Command::OpenRelay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Open {
+    pub token: RelayToken,
+    pub request: RelayRequest,
+    pub dont_fragment: bool,
+}
+
+/// A socket bound for an [`Open`], not yet watched: what [`bind`] did outside the lock.
+pub(crate) struct Bound {
+    pub token: RelayToken,
+    result: Result<(StdUdpSocket, Option<ReservationId>), RelayError>,
+}
+
+/// Binds the socket `open` asks for. Called without the worker lock: binding is a system call
+/// (a few when the kernel refuses ports), and the pool makes it O(1) per relay.
+pub(crate) fn bind(ports: &RelayPorts, open: Open) -> Bound {
+    let result = match open.request {
+        RelayRequest::Any { ip } => ports.bind(ip, false).map(|sock| (sock, None)),
+        RelayRequest::Even {
+            ip,
+            reserve_next: false,
+        } => ports.bind(ip, true).map(|sock| (sock, None)),
+        // RFC 8656 §7.2: an even port, and with the R bit port + 1 held for later.
+        RelayRequest::Even {
+            ip,
+            reserve_next: true,
+        } => ports
+            .bind_pair(ip)
+            .map(|(sock, next)| (sock, Some(ports.hold(next)))),
+        RelayRequest::Reserved(rid) => ports
+            .claim(rid)
+            .map(|sock| (sock, None))
+            .ok_or(RelayError::UnknownReservation),
+    };
+    let result = result.inspect(|(sock, _)| {
+        // RFC 8656 §7.2 DONT-FRAGMENT: best effort, as before.
+        if open.dont_fragment
+            && let Err(e) = socket::set_dont_fragment(sock, true)
+        {
+            tracing::debug!(target: "turnstone::io", error = %e, "could not set DF on relay socket");
+        }
+    });
+    Bound {
+        token: open.token,
+        result,
+    }
+}
 
 /// The relay sockets a worker owns.
 pub(crate) struct Relays {
@@ -45,7 +96,25 @@ impl Relays {
         self.sockets.get(&id).map(|s| s.as_fd())
     }
 
-    fn register(&mut self, sock: StdUdpSocket) -> Result<OpenedRelay, RelayError> {
+    /// Watches a socket [`bind`] opened (under the worker lock, so the data-plane thread
+    /// finds it once it reports readable); the result goes to `Server::relay_opened`.
+    pub fn register(&mut self, bound: Bound) -> Result<OpenedRelay, RelayError> {
+        let (sock, reservation) = bound.result?;
+        let opened = self.watch(sock);
+        match (opened, reservation) {
+            (Ok(opened), reservation) => Ok(OpenedRelay {
+                reservation,
+                ..opened
+            }),
+            (Err(e), Some(rid)) => {
+                self.ports.release(rid);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    fn watch(&mut self, sock: StdUdpSocket) -> Result<OpenedRelay, RelayError> {
         let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
         let id = RelayId(self.next_id);
         self.next_id += 1;
@@ -72,50 +141,9 @@ impl Relays {
             self.close(id);
         }
     }
-}
 
-impl RelayProvider for Relays {
-    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError> {
-        match request {
-            RelayRequest::Any { ip } => {
-                let sock = self.ports.bind(ip, false)?;
-                self.register(sock)
-            }
-            RelayRequest::Even {
-                ip,
-                reserve_next: false,
-            } => {
-                let sock = self.ports.bind(ip, true)?;
-                self.register(sock)
-            }
-            RelayRequest::Even {
-                ip,
-                reserve_next: true,
-            } => {
-                // RFC 8656 §7.2: an even port, and with the R bit port + 1 held for later.
-                let (sock, next) = self.ports.bind_pair(ip)?;
-                let mut opened = match self.register(sock) {
-                    Ok(opened) => opened,
-                    Err(e) => {
-                        let id = self.ports.hold(next);
-                        self.ports.release(id);
-                        return Err(e);
-                    }
-                };
-                opened.reservation = Some(self.ports.hold(next));
-                Ok(opened)
-            }
-            RelayRequest::Reserved(rid) => {
-                let sock = self
-                    .ports
-                    .claim(rid)
-                    .ok_or(RelayError::UnknownReservation)?;
-                self.register(sock)
-            }
-        }
-    }
-
-    fn close(&mut self, id: RelayId) {
+    /// Closes relay `id` and gives its port back (`Command::CloseRelay`).
+    pub fn close(&mut self, id: RelayId) {
         if let Some(socket) = self.sockets.remove(&id) {
             self.poll.remove(socket.as_fd());
             let addr = socket.local_addr();
@@ -128,15 +156,81 @@ impl RelayProvider for Relays {
         }
     }
 
-    fn release(&mut self, id: ReservationId) {
+    /// Closes a held port nobody claimed (`Command::ReleaseReservation`).
+    pub fn release(&self, id: ReservationId) {
         self.ports.release(id);
     }
 
-    fn set_dont_fragment(&mut self, id: RelayId) {
-        if let Some(socket) = self.sockets.get(&id)
-            && let Err(e) = socket::set_dont_fragment(socket, true)
-        {
-            tracing::debug!(target: "turnstone::io", error = %e, "could not set DF on relay socket");
+    /// Binds and registers in one go, lock or not (tests).
+    #[cfg(test)]
+    pub fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError> {
+        let open = Open {
+            token: RelayToken(0),
+            request,
+            dont_fragment: false,
+        };
+        let bound = bind(&self.ports, open);
+        self.register(bound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relays(range: std::ops::RangeInclusive<u16>) -> Relays {
+        let ports = RelayPorts::new(range, Arc::default(), 11);
+        Relays::new(Arc::new(ports), Poller::new().unwrap())
+    }
+
+    fn open(request: RelayRequest) -> Open {
+        Open {
+            token: RelayToken(1),
+            request,
+            dont_fragment: true,
         }
+    }
+
+    #[test]
+    fn an_even_port_pair_bound_outside_the_lock_registers_its_relay_and_holds_the_next_port() {
+        let mut relays = relays(41200..=41299);
+        let ip = "127.0.0.1".parse().unwrap();
+        let bound = bind(
+            &relays.ports,
+            open(RelayRequest::Even {
+                ip,
+                reserve_next: true,
+            }),
+        );
+        let opened = relays.register(bound).unwrap();
+        assert_eq!(opened.addr.port() % 2, 0);
+        assert!(relays.ports.live.is_open(false, opened.addr.port()));
+        let rid = opened.reservation.expect("port + 1 held");
+        // A reservation-token Allocate opens exactly the held port.
+        let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
+        let second = relays.register(bound).unwrap();
+        assert_eq!(second.addr.port(), opened.addr.port() + 1);
+        let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
+        assert_eq!(
+            relays.register(bound).unwrap_err(),
+            RelayError::UnknownReservation
+        );
+    }
+
+    #[test]
+    fn closing_a_relay_clears_its_live_port_and_returns_the_port_to_the_pool() {
+        let mut relays = relays(41300..=41300);
+        let ip = "127.0.0.1".parse().unwrap();
+        let opened = relays.open(RelayRequest::Any { ip }).unwrap();
+        assert_eq!(
+            relays.open(RelayRequest::Any { ip }).unwrap_err(),
+            RelayError::Exhausted,
+            "a one-port range is exhausted by one relay"
+        );
+        relays.close(opened.id);
+        assert!(!relays.ports.live.is_open(false, 41300));
+        assert!(relays.socket(opened.id).is_none());
+        let again = relays.open(RelayRequest::Any { ip }).unwrap();
+        assert_eq!(again.addr.port(), 41300);
     }
 }

@@ -151,14 +151,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
                         continue;
                     }
-                    let (handled, own_traffic) = {
+                    let (handled, own_traffic, opens) = {
                         let mut core = worker.lock();
                         let core = &mut *core;
-                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out, &mut core.relays);
+                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out);
                         if let Handled::Forward { relay, peer, payload } = &handled {
                             core.relays.send(*relay, &pkt[payload.clone()], *peer);
                         }
-                        core.drain_commands();
+                        let opens = core.take_opens();
                         // Traffic of this connection's allocation: data the core relayed, or a
                         // TURN request (Allocate, Refresh, permissions, channels) answered while
                         // the allocation lives. A Binding concerns no allocation, and dropped
@@ -168,8 +168,26 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Handled::Reply(_) => !is_binding(pkt) && core.server.has_allocation(&ft),
                             Handled::Drop(_) => false,
                         };
-                        (handled, own)
+                        (handled, own, opens)
                     };
+                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
+                    // and the answer is written here, in order with the other replies.
+                    if !opens.is_empty() {
+                        let (mine, udp): (Vec<_>, Vec<_>) = worker
+                            .open_relays(clock::now(), opens, Some(ft))
+                            .into_iter()
+                            .partition(|(to, _)| *to == ft);
+                        worker.send_udp_answers(udp);
+                        for (_, answer) in mine {
+                            if !write_within(&mut writer, &answer, write_timeout).await {
+                                break 'conn;
+                            }
+                            // Allocation traffic only when the Allocate succeeded, as before.
+                            if worker.lock().server.has_allocation(&ft) {
+                                timers.allocation_traffic(Instant::now());
+                            }
+                        }
+                    }
                     if own_traffic {
                         timers.allocation_traffic(Instant::now());
                     }
@@ -202,8 +220,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut core = worker.lock();
     let core = &mut *core;
     core.streams.remove(&ft);
-    core.server
-        .handle_connection_closed(clock::now(), ft, &mut core.relays);
+    core.server.handle_connection_closed(clock::now(), ft);
     core.drain_commands();
 }
 

@@ -80,7 +80,7 @@ impl Listener {
             let Some(buf) = self.next_buf() else {
                 continue;
             };
-            match server.handle_client(now, five_tuple, pkt, buf, relays) {
+            match server.handle_client(now, five_tuple, pkt, buf) {
                 Handled::Reply(len) => self.out.commit(len, from),
                 Handled::Forward {
                     relay,
@@ -100,6 +100,16 @@ impl Listener {
             self.flush();
         }
         self.out.next_buf()
+    }
+
+    /// Queues a copy of `bytes` to `to` (the answer to an Allocate whose relay was confirmed).
+    pub fn queue(&mut self, bytes: &[u8], to: SocketAddr) {
+        if let Some(buf) = self.next_buf()
+            && let Some(slot) = buf.get_mut(..bytes.len())
+        {
+            slot.copy_from_slice(bytes);
+            self.out.commit(bytes.len(), to);
+        }
     }
 
     /// Queues the datagram just written into [`Listener::next_buf`] at `start..start + len`.

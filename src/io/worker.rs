@@ -5,6 +5,11 @@
 //! never global, and the stream thread only takes it for TCP/TLS messages and reloads, so on a
 //! UDP-only load the data-plane thread always finds it free (an uncontended lock is two atomic
 //! operations per wake-up).
+//!
+//! Relay sockets are opened on the core's request (DESIGN.md §3): whichever thread fed the
+//! core the Allocate takes the `OpenRelay` commands out under the lock, binds them from the
+//! shared port pool after releasing it, and takes the lock once more to watch the sockets and
+//! confirm them ([`Worker::open_relays`]); the core then writes the Allocate's answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +20,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::core::{Command, FiveTuple, Now, Server};
+use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
-use super::relay::Relays;
+use super::relay::{self, Open, Relays};
 use super::runtime::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
 use crate::sys::poller::Waker;
@@ -29,6 +34,13 @@ pub(crate) struct Core {
     /// Outgoing queues of TCP/TLS client connections.
     pub streams: HashMap<FiveTuple, StreamTx>,
     usage: UsageSink,
+    /// Relay sockets the core asked for, to bind once the lock is released
+    /// ([`Worker::open_relays`]).
+    opens: Vec<Open>,
+    /// Allocate answers to UDP clients confirmed on the stream thread (it took the lock
+    /// between the data-plane thread's sockets and found their relays to open): the data-plane
+    /// thread sends them from the client's listener on its next wake-up.
+    pub udp_answers: Vec<(FiveTuple, Vec<u8>)>,
 }
 
 impl Core {
@@ -40,18 +52,37 @@ impl Core {
         }
     }
 
-    /// Hands finished-allocation records to the usage sink.
+    /// Carries out the core's commands: closes relays and held ports and hands usage records
+    /// to the sink now; relays to open are kept for [`Core::take_opens`], since binding waits
+    /// until the lock is released.
     pub fn drain_commands(&mut self) {
         while let Some(command) = self.server.next_command() {
             match command {
                 Command::Usage(record) => (self.usage)(record),
+                Command::OpenRelay {
+                    token,
+                    request,
+                    dont_fragment,
+                } => self.opens.push(Open {
+                    token,
+                    request,
+                    dont_fragment,
+                }),
+                Command::CloseRelay { relay } => self.relays.close(relay),
+                Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
         }
     }
 
+    /// The relays to open (see [`Worker::open_relays`]); no allocation when there are none.
+    pub fn take_opens(&mut self) -> Vec<Open> {
+        self.drain_commands();
+        std::mem::take(&mut self.opens)
+    }
+
     /// Expires allocations; returns how long until the core's next deadline.
     pub fn tick(&mut self, now: Now) -> Option<Duration> {
-        self.server.handle_timeout(now, &mut self.relays);
+        self.server.handle_timeout(now);
         self.drain_commands();
         self.server
             .poll_timeout()
@@ -60,9 +91,9 @@ impl Core {
 
     /// Ends every allocation and closes every relay (shutdown).
     pub fn close_all(&mut self, now: Now) {
-        self.server.close_all(now, &mut self.relays);
-        self.relays.clear();
+        self.server.close_all(now);
         self.drain_commands();
+        self.relays.clear();
     }
 }
 
@@ -150,6 +181,8 @@ impl Worker {
                 relays,
                 streams: HashMap::new(),
                 usage,
+                opens: Vec::new(),
+                udp_answers: Vec::new(),
             }),
             limits,
             shared,
@@ -165,6 +198,54 @@ impl Worker {
     /// TCP/TLS clients and reloads.
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock()
+    }
+
+    /// Opens the relays the core asked for (DESIGN.md §3): binds them from the port pool
+    /// *without* the worker lock — call it after releasing the lock — then takes the lock once
+    /// to watch them and confirm them to the core. Answers to UDP clients and to `caller` (the
+    /// TCP/TLS connection whose request this was, which writes its answer in order) are
+    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go on their queues.
+    pub fn open_relays(
+        &self,
+        now: Now,
+        opens: Vec<Open>,
+        caller: Option<FiveTuple>,
+    ) -> Vec<(FiveTuple, Vec<u8>)> {
+        let mut answers = Vec::new();
+        if opens.is_empty() {
+            return answers;
+        }
+        let ports = &self.shared.ports;
+        let bound: Vec<relay::Bound> = opens.into_iter().map(|o| relay::bind(ports, o)).collect();
+        let mut core = self.lock();
+        let core = &mut *core;
+        // Room for any Allocate answer (two relayed addresses, a token, an address error).
+        let mut out = [0u8; 1024];
+        for bound in bound {
+            let token = bound.token;
+            let result = core.relays.register(bound);
+            let Some(answer) = core.server.relay_opened(now, token, result, &mut out) else {
+                continue;
+            };
+            let bytes = &out[..answer.len];
+            match answer.to.transport {
+                _ if Some(answer.to) == caller => answers.push((answer.to, bytes.to_vec())),
+                Transport::Udp => answers.push((answer.to, bytes.to_vec())),
+                Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
+            }
+        }
+        // Relays confirmed for nobody (the client left meanwhile) are closed right away.
+        core.drain_commands();
+        answers
+    }
+
+    /// Hands answers to UDP clients to the data-plane thread (which owns the listeners).
+    pub fn send_udp_answers(&self, answers: Vec<(FiveTuple, Vec<u8>)>) {
+        if answers.is_empty() {
+            return;
+        }
+        self.lock().udp_answers.extend(answers);
+        self.waker.wake();
     }
 
     /// Asks the data-plane thread to end every allocation and exit.

@@ -83,6 +83,8 @@ pub struct Options {
     pub secrets: Vec<String>,
     /// Extra lines of the `[peers]` table (after `allow = ["127.0.0.0/8"]`).
     pub peers: String,
+    /// The relay port range.
+    pub relay_ports: String,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             limits: "tcp_handshake_timeout = \"5s\"".to_string(),
             secrets: vec![SECRET.to_string()],
             peers: String::new(),
+            relay_ports: "40000-49999".to_string(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl Options {
             limits,
             secrets,
             peers,
+            relay_ports,
         } = self;
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
@@ -147,7 +151,7 @@ enabled = false
 
 [relay]
 address = "127.0.0.1"
-ports = "40000-49999"
+ports = "{relay_ports}"
 
 [auth]
 secrets = [{secrets}]

@@ -20,6 +20,7 @@ mod ops_limits;
 mod ops_tls;
 mod policy_reload;
 mod probe;
+mod relay_ports;
 mod second_instance;
 mod turn_stream;
 mod turn_udp;

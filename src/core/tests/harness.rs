@@ -1,7 +1,7 @@
 //! The level-2 test harness (DESIGN.md §7): a scripted TURN client speaking the long-term
-//! credential mechanism, a fake relay provider with a scripted port list, and a virtual clock.
+//! credential mechanism, the scripted relay side (`core::scripted`: every OpenRelay confirmed
+//! at once from a port list unless a test scripts otherwise), and a virtual clock.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use crate::auth::{CredentialStore, PasswordAlgorithm, long_term_key, userhash};
 use crate::core::cidr::Cidr;
 use crate::core::policy::PeerPolicy;
+use crate::core::scripted::ScriptedRelays;
 use crate::core::{
-    Command, FiveTuple, Handled, Lifetimes, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM,
-    PeerHandled, RelayError, RelayFamily, RelayId, RelayProvider, RelayRequest, ReservationId,
-    Server, Settings, SharedState, Transport, UsageRecord,
+    Command, DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM,
+    PeerHandled, RelayFamily, Server, Settings, SharedState, Transport, UsageRecord,
 };
 use crate::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId, attr};
 
@@ -21,7 +21,7 @@ pub(super) const REALM: &str = "example.org";
 pub(super) const SOFTWARE: &str = "turnstone-test";
 /// The listener every test client reaches.
 pub(super) const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
-/// Relay addresses (never bound: the relay provider is fake).
+/// Relay addresses (never bound: the relay side is scripted).
 pub(super) const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 pub(super) const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
 pub(super) const SECRET_NEW: &[u8] = b"new-secret";
@@ -284,74 +284,6 @@ impl Resp {
     }
 }
 
-/// Relay sockets from a scripted port list; records every request, close and release.
-#[derive(Debug, Default)]
-pub(super) struct FakeRelays {
-    pub ports: VecDeque<u16>,
-    pub requests: Vec<RelayRequest>,
-    pub open: HashMap<RelayId, SocketAddr>,
-    pub closed: Vec<RelayId>,
-    pub released: Vec<ReservationId>,
-    reserved: HashMap<ReservationId, SocketAddr>,
-    next_id: u64,
-}
-
-impl FakeRelays {
-    /// The id of the open relay socket at `addr`.
-    pub fn id_of(&self, addr: SocketAddr) -> RelayId {
-        *self.open.iter().find(|(_, a)| **a == addr).unwrap().0
-    }
-}
-
-impl RelayProvider for FakeRelays {
-    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayError> {
-        self.requests.push(request);
-        self.next_id += 1;
-        let (addr, reservation) = match request {
-            RelayRequest::Any { ip }
-            | RelayRequest::Even {
-                ip,
-                reserve_next: false,
-            } => (
-                SocketAddr::new(ip, self.ports.pop_front().ok_or(RelayError::Exhausted)?),
-                None,
-            ),
-            RelayRequest::Even {
-                ip,
-                reserve_next: true,
-            } => {
-                let port = self.ports.pop_front().ok_or(RelayError::Exhausted)?;
-                let rid = ReservationId(self.next_id);
-                self.reserved.insert(rid, SocketAddr::new(ip, port + 1));
-                (SocketAddr::new(ip, port), Some(rid))
-            }
-            RelayRequest::Reserved(rid) => (
-                self.reserved
-                    .remove(&rid)
-                    .ok_or(RelayError::UnknownReservation)?,
-                None,
-            ),
-        };
-        let id = RelayId(self.next_id);
-        self.open.insert(id, addr);
-        Ok(OpenedRelay {
-            id,
-            addr,
-            reservation,
-        })
-    }
-
-    fn close(&mut self, id: RelayId) {
-        self.open.remove(&id);
-        self.closed.push(id);
-    }
-
-    fn release(&mut self, id: ReservationId) {
-        self.reserved.remove(&id);
-        self.released.push(id);
-    }
-}
-
 /// The virtual clock's origin: the one clock read of these tests; after it time only advances.
 #[allow(
     clippy::disallowed_methods,
@@ -361,10 +293,14 @@ fn clock_origin() -> Instant {
     Instant::now()
 }
 
-/// A server, its fake relays and a virtual clock.
+/// A server, its scripted relays and a virtual clock.
 pub(super) struct Harness {
     pub server: Server,
-    pub relays: FakeRelays,
+    pub relays: ScriptedRelays,
+    /// Usage records taken out of the command queue while pumping relay commands.
+    usage_log: Vec<UsageRecord>,
+    /// Answers to waiting Allocates that arrived for another 5-tuple than the input's.
+    pub answers: Vec<(FiveTuple, Vec<u8>)>,
     pub shared: Arc<SharedState>,
     start: Instant,
     elapsed: Duration,
@@ -396,10 +332,9 @@ impl Harness {
         let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
         Self {
             server,
-            relays: FakeRelays {
-                ports: (50000..51000).step_by(2).collect(),
-                ..FakeRelays::default()
-            },
+            relays: ScriptedRelays::with_ports((50000..51000).step_by(2)),
+            usage_log: Vec::new(),
+            answers: Vec::new(),
             shared,
             start: clock_origin(),
             elapsed: Duration::ZERO,
@@ -420,7 +355,52 @@ impl Harness {
 
     pub fn tick(&mut self) {
         let now = self.now();
-        self.server.handle_timeout(now, &mut self.relays);
+        self.server.handle_timeout(now);
+        self.pump();
+    }
+
+    /// A TCP/TLS connection closed.
+    pub fn connection_closed(&mut self, ft: FiveTuple) {
+        let now = self.now();
+        self.server.handle_connection_closed(now, ft);
+        self.pump();
+    }
+
+    /// Plays IO: carries out the server's relay commands (see [`ScriptedRelays::pump`]);
+    /// returns the answers they produced.
+    pub fn pump(&mut self) -> Vec<(FiveTuple, Vec<u8>)> {
+        let now = self.now();
+        let mut out = vec![0u8; 2048];
+        let mut answers = Vec::new();
+        let usage = self
+            .relays
+            .pump(&mut self.server, now, &mut out, |d, bytes| {
+                answers.push((d.to, bytes.to_vec()));
+            });
+        self.keep_usage(usage);
+        answers
+    }
+
+    /// Confirms the relays held back with `relays.delay`; returns the answers.
+    pub fn confirm_held(&mut self) -> Vec<(FiveTuple, Vec<u8>)> {
+        let now = self.now();
+        let mut out = vec![0u8; 2048];
+        let mut answers = Vec::new();
+        let usage = self
+            .relays
+            .confirm_held(&mut self.server, now, &mut out, |d, bytes| {
+                answers.push((d.to, bytes.to_vec()));
+            });
+        self.keep_usage(usage);
+        answers
+    }
+
+    fn keep_usage(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            if let Command::Usage(record) = command {
+                self.usage_log.push(record);
+            }
+        }
     }
 
     /// A fresh 5-tuple from `ip`.
@@ -445,13 +425,22 @@ impl Harness {
         Client::new(ft, user, password)
     }
 
-    /// Feeds client bytes; returns the outcome and the output buffer.
+    /// Feeds client bytes, then plays IO for the relay commands; returns the outcome and the
+    /// output buffer. An Allocate answered by its relay's confirmation comes back as a reply,
+    /// as if the server had answered at once.
     pub fn input(&mut self, ft: FiveTuple, pkt: &[u8]) -> (Handled, Vec<u8>) {
         let now = self.now();
         let mut out = vec![0u8; 2048];
-        let handled = self
-            .server
-            .handle_client(now, ft, pkt, &mut out, &mut self.relays);
+        let handled = self.server.handle_client(now, ft, pkt, &mut out);
+        let mut handled = handled;
+        for (to, answer) in self.pump() {
+            if to == ft && handled == Handled::Drop(DropReason::Pending) {
+                out[..answer.len()].copy_from_slice(&answer);
+                handled = Handled::Reply(answer.len());
+            } else {
+                self.answers.push((to, answer));
+            }
+        }
         (handled, out)
     }
 
@@ -524,7 +513,7 @@ impl Harness {
         let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
         buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
         let now = self.now();
-        let id = self.relays.id_of(relay);
+        let id = self.relays.id_of(relay).unwrap();
         let handled = self.server.handle_peer(
             now,
             id,
@@ -552,7 +541,7 @@ impl Harness {
         payload: std::ops::Range<usize>,
     ) -> Handled {
         Handled::Forward {
-            relay: self.relays.id_of(relayed),
+            relay: self.relays.id_of(relayed).unwrap(),
             peer: to,
             payload,
         }
@@ -593,8 +582,7 @@ impl Harness {
 
     /// Usage records emitted so far.
     pub fn usage(&mut self) -> Vec<UsageRecord> {
-        std::iter::from_fn(|| self.server.next_command())
-            .map(|Command::Usage(record)| record)
-            .collect()
+        self.pump();
+        std::mem::take(&mut self.usage_log)
     }
 }

@@ -51,7 +51,7 @@ fn refresh_with_lifetime_zero_deletes_the_allocation_at_once() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
     let relayed = h.allocate(&mut c, &[]);
-    let id = h.relays.id_of(relayed);
+    let id = h.relays.id_of(relayed).unwrap();
     assert_eq!(h.refresh(&mut c, 0).ok().u32(attr::LIFETIME), Some(0));
     assert_eq!(h.relays.closed, vec![id]);
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
@@ -96,7 +96,7 @@ fn allocation_expires_after_its_lifetime() {
     let mut h = Harness::new();
     let mut c = h.client("alice");
     let relayed = h.allocate(&mut c, &[]);
-    let id = h.relays.id_of(relayed);
+    let id = h.relays.id_of(relayed).unwrap();
     assert_eq!(
         h.server.poll_timeout(),
         Some(h.now().mono + Duration::from_secs(600))
@@ -120,9 +120,8 @@ fn closing_a_tcp_connection_ends_its_allocation() {
     let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Tcp);
     let mut c = Harness::user_on(ft, "alice");
     let relayed = h.allocate(&mut c, &[]);
-    let id = h.relays.id_of(relayed);
-    let now = h.now();
-    h.server.handle_connection_closed(now, ft, &mut h.relays);
+    let id = h.relays.id_of(relayed).unwrap();
+    h.connection_closed(ft);
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
     assert_eq!(h.relays.closed, vec![id]);
     assert_eq!(h.usage()[0].reason, EndReason::ConnectionClosed);

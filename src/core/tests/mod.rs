@@ -1,4 +1,4 @@
-//! Level-2 tests of the sans-IO core (DESIGN.md §7): a scripted client, fake relay sockets and a
+//! Level-2 tests of the sans-IO core (DESIGN.md §7): a scripted client, scripted relay sockets and a
 //! virtual clock drive the server through the behaviours of RFC 8489, RFC 8656 and RFC 6156.
 
 mod allocate;
@@ -11,6 +11,7 @@ mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
+mod relay_confirm;
 mod revocation;
 mod rfc8489_order;
 mod rfc_client;

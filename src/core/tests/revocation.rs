@@ -161,7 +161,7 @@ fn a_channel_to_another_relay_stops_when_that_relay_socket_closes() {
     let (mut alice, mut bob) = (h.client("alice"), h.client("bob"));
     let a = h.allocate(&mut alice, &[]);
     let b = h.allocate(&mut bob, &[]);
-    // The fake relays do not mark ports; do what the IO layer does.
+    // The scripted relays do not mark ports; do what the IO layer does.
     live.open(false, a.port());
     live.open(false, b.port());
     h.bind(&mut alice, 0x4000, b).ok();
