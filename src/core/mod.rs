@@ -10,6 +10,7 @@ mod confirm;
 mod data;
 pub mod live_ports;
 mod own_addrs;
+mod peer_addr;
 mod pending;
 mod permission;
 pub mod policy;
