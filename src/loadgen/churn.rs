@@ -18,8 +18,8 @@ use socket2::SockRef;
 
 use super::control::{self, Auth, Outcome, Request};
 use super::{Credentials, LoadError, mono_now};
-use crate::io::clock;
 use crate::proto::{Class, Message, TransactionId};
+use crate::sys::clock;
 
 /// Client sockets per wave.
 pub const WAVE: usize = 64;

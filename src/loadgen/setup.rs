@@ -10,8 +10,8 @@ use super::control::{self, Auth, CHANNEL, LIFETIME_SECS, Request, SOCKET_BUFFER_
 use super::lane::Lane;
 use super::link::{Connector, Link};
 use super::{LoadConfig, LoadError};
-use crate::io::clock;
 use crate::proto::{Message, attr};
+use crate::sys::clock;
 
 /// Echo peer sockets: non-blocking, large buffers.
 pub(super) fn bind_peers(config: &LoadConfig) -> Result<Vec<UdpSocket>, LoadError> {

@@ -130,35 +130,12 @@ const NO_IO: &[(&str, &str)] = &[
 
 /// Known departures from the rules above, each with why and what removes it. The test fails
 /// when one is no longer needed, so the list cannot rot. (module prefix, path prefix, why)
-const EXCEPTIONS: &[(&str, &str, &str)] = &[
-    (
-        "crate::core::shared",
-        "std::sync::Mutex",
-        "per-user allocation counts and port reservations shared by every worker's core; \
+const EXCEPTIONS: &[(&str, &str, &str)] = &[(
+    "crate::core::shared",
+    "std::sync::Mutex",
+    "per-user allocation counts and port reservations shared by every worker's core; \
          issue 14 (items 2 and 4) moves this global state out of the core",
-    ),
-    (
-        "crate::loadgen",
-        "crate::io::clock",
-        "the only clock reader is io::clock (clippy.toml); issue 14 item 4 gives it a home \
-         that loadgen may import",
-    ),
-    (
-        "crate::loadgen::tests",
-        "crate::io",
-        "the end-to-end test starts a real server; issue 14 item 4 (belongs in tests/it)",
-    ),
-    (
-        "crate::loadgen::tests",
-        "crate::config",
-        "the end-to-end test builds a server config; issue 14 item 4 (belongs in tests/it)",
-    ),
-    (
-        "crate::loadgen::tests",
-        "crate::core",
-        "the end-to-end test names a transport; issue 14 item 4 (belongs in tests/it)",
-    ),
-];
+)];
 
 /// Import cycles among the children of one module, as they stand today: (module, the
 /// members of one strongly connected component). Only `io` has one left; issue 14 item 4
