@@ -62,7 +62,6 @@ impl Setup {
     fn new() -> Self {
         let allow = vec![Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap()];
         let settings = Settings {
-            realm: REALM.into(),
             software: Some("turnstone-bench".into()),
             relay_v4: Some(RelayFamily {
                 bind: RELAY_IP,

@@ -126,7 +126,6 @@ fn confirm(server: &mut Server, relays: &mut ScriptedRelays, now: Now, out: &mut
 fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let settings = Settings {
-        realm: REALM.into(),
         software: Some("turnstone-test".into()),
         relay_v4: Some(RelayFamily {
             bind: ip,

@@ -51,7 +51,6 @@ pub fn settings() -> Settings {
     let policy = PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
         .with_relay_ports(49152..=65535);
     Settings {
-        realm: REALM.into(),
         software: Some("turnstone-fuzz".into()),
         relay_v4: Some(RelayFamily {
             bind: RELAY_V4,

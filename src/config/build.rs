@@ -102,7 +102,6 @@ impl Config {
         });
         let limits = &self.limits;
         Ok(Settings {
-            realm: self.server.realm.clone(),
             software: self.server.software.clone(),
             relay_v4,
             relay_v6,

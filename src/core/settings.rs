@@ -42,11 +42,11 @@ impl Default for Lifetimes {
     }
 }
 
-/// Core settings, built from the configuration.
+/// Core settings, built from the configuration. The realm is not here: it belongs to the
+/// credential store (`CredentialStore::realm`), which derives every key with it, so the
+/// REALM a client is told and the one its key is checked against have one source.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// REALM (RFC 8489 §14.9).
-    pub realm: String,
     /// SOFTWARE text in responses, if any.
     pub software: Option<String>,
     /// IPv4 relay addresses; `None` disables IPv4 allocations.

@@ -46,7 +46,6 @@ pub(super) fn policy(allow: &[&str]) -> PeerPolicy {
 /// Dual-stack settings with RFC default lifetimes and no quotas.
 pub(super) fn settings() -> Settings {
     Settings {
-        realm: REALM.into(),
         software: Some(SOFTWARE.into()),
         relay_v4: Some(RelayFamily {
             bind: RELAY_V4,
