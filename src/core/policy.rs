@@ -57,27 +57,70 @@ pub struct PeerPolicy {
     host_ips_known: bool,
 }
 
-impl PeerPolicy {
-    /// `allow`/`deny` come from config (`[peers]`). `own_relay_ips`: the
-    /// server's relay bind IPs and external (advertised) IPs — valid peers
-    /// (two relay-only WebRTC clients on one server reach each other
-    /// relay-to-relay) at relay ports only. `listeners`: the server's own
-    /// listening sockets (may have unspecified IPs) — never valid peers,
-    /// port-aware.
+/// The peer rules the configuration decides, complete before any socket exists: the allow
+/// and deny lists and the server's relay addresses. The IO layer turns them into the
+/// [`PeerPolicy`] the core runs with ([`PeerRules::with_bound`]), adding only what it alone
+/// knows; nothing in between is a policy with parts missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRules {
+    /// Canonical (see [`canonical_cidr`]).
+    allow: Vec<Cidr>,
+    /// Canonical.
+    deny: Vec<Cidr>,
+    /// Canonical, sorted, without unspecified addresses.
+    relay_ips: Vec<IpAddr>,
+}
+
+/// What only the IO layer knows, once its sockets are bound.
+#[derive(Clone, Debug)]
+pub struct BoundAddrs {
+    /// The bound UDP listeners (may have unspecified IPs). Relays send UDP, so only these
+    /// are reachable through them; a TCP listener on the same port is another socket.
+    pub udp_listeners: Vec<SocketAddr>,
+    /// The relay port range in use (a reload keeps the one the server started with).
+    pub relay_ports: RangeInclusive<u16>,
+    /// Ports with a relay socket open now, kept up to date by the IO layer.
+    pub live: Arc<LivePorts>,
+    /// Every address of the host's interfaces; `None` when they could not be read (on
+    /// reload: the server then keeps the ones in use, see [`PeerPolicy::knows_host_ips`]).
+    pub host_ips: Option<Vec<IpAddr>>,
+}
+
+impl PeerRules {
+    /// `allow`/`deny` come from config (`[peers]`). `relay_ips`: the server's relay bind
+    /// IPs and external (advertised) IPs — valid peers (two relay-only WebRTC clients on
+    /// one server reach each other relay-to-relay) at live relay ports only.
     ///
-    /// All addresses are canonicalised; unspecified relay IPs (a wildcard
-    /// relay bind) are dropped, since they would otherwise bless `0.0.0.0`.
-    pub fn new(
-        allow: Vec<Cidr>,
-        deny: Vec<Cidr>,
-        own_relay_ips: Vec<IpAddr>,
-        listeners: Vec<SocketAddr>,
-    ) -> Self {
+    /// All addresses are canonicalised; unspecified relay IPs (a wildcard relay bind) are
+    /// dropped, since they would otherwise bless `0.0.0.0`.
+    pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>, relay_ips: Vec<IpAddr>) -> Self {
         Self {
             allow: allow.into_iter().map(canonical_cidr).collect(),
             deny: deny.into_iter().map(canonical_cidr).collect(),
+            relay_ips: OwnAddrs::normalise(relay_ips),
+        }
+    }
+
+    /// The policy for a server that has bound its sockets.
+    pub fn with_bound(self, bound: BoundAddrs) -> PeerPolicy {
+        let policy = self
+            .with_listeners(bound.udp_listeners)
+            .with_relay_ports(bound.relay_ports)
+            .with_live_ports(bound.live);
+        match bound.host_ips {
+            Some(ips) => policy.with_host_ips(ips),
+            None => policy,
+        }
+    }
+
+    /// The policy with `listeners` as the only sockets known: every port of a relay IP
+    /// counts as a relay port and the host's addresses are unknown until given.
+    fn with_listeners(self, listeners: Vec<SocketAddr>) -> PeerPolicy {
+        PeerPolicy {
+            allow: self.allow,
+            deny: self.deny,
             own: OwnAddrs {
-                relay_ips: OwnAddrs::normalise(own_relay_ips),
+                relay_ips: self.relay_ips,
                 host_ips: Vec::new(),
                 relay_ports: 0..=u16::MAX,
                 live: None,
@@ -88,6 +131,21 @@ impl PeerPolicy {
                 .collect(),
             host_ips_known: false,
         }
+    }
+}
+
+impl PeerPolicy {
+    /// The policy of [`PeerRules::new`]`(allow, deny, own_relay_ips)` for a server whose
+    /// listening sockets are `listeners` (never valid peers, port-aware), before relay ports
+    /// and host addresses are known. The server itself goes through
+    /// [`PeerRules::with_bound`]; tests, fuzzing and benches build a policy directly.
+    pub fn new(
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+        own_relay_ips: Vec<IpAddr>,
+        listeners: Vec<SocketAddr>,
+    ) -> Self {
+        PeerRules::new(allow, deny, own_relay_ips).with_listeners(listeners)
     }
 
     /// Accept the server's own relay IPs only on these ports (the relay port
@@ -754,5 +812,47 @@ mod tests {
     fn check_returns_the_peer_unchanged_when_already_canonical() {
         let peer = sa("[2606:4700::1111%3]:443");
         assert_eq!(default_policy().check(peer), Ok(peer));
+    }
+
+    #[test]
+    fn rules_with_what_io_bound_decide_like_a_policy_built_by_hand() {
+        let live = Arc::new(LivePorts::default());
+        live.open(false, 50000);
+        let bound = |host_ips| BoundAddrs {
+            udp_listeners: vec![sa("0.0.0.0:3478")],
+            relay_ports: 49152..=65535,
+            live: Arc::clone(&live),
+            host_ips,
+        };
+        let rules = PeerRules::new(
+            cidrs(&["10.0.0.0/8"]),
+            cidrs(&["8.8.8.0/24"]),
+            vec![ip("::ffff:10.0.0.5")],
+        );
+        let p = rules.clone().with_bound(bound(Some(vec![ip("10.0.0.7")])));
+        let by_hand = PeerPolicy::new(
+            cidrs(&["10.0.0.0/8"]),
+            cidrs(&["8.8.8.0/24"]),
+            vec![ip("10.0.0.5")],
+            vec![sa("0.0.0.0:3478")],
+        )
+        .with_relay_ports(49152..=65535)
+        .with_live_ports(Arc::clone(&live))
+        .with_host_ips(vec![ip("10.0.0.7")]);
+        for peer in [
+            "10.0.0.5:50000",
+            "10.0.0.5:50001",
+            "10.0.0.7:53",
+            "10.0.0.9:3478",
+            "8.8.8.8:53",
+            "10.0.0.9:53",
+        ] {
+            assert_eq!(p.check(sa(peer)), by_hand.check(sa(peer)), "{peer}");
+        }
+        assert_eq!(p.check(sa("10.0.0.5:50000")), Ok(sa("10.0.0.5:50000")));
+        assert!(p.check(sa("10.0.0.5:3478")).is_err());
+        assert!(p.knows_host_ips());
+        // Without the host's addresses (a failed read on reload) the server keeps its own.
+        assert!(!rules.with_bound(bound(None)).knows_host_ips());
     }
 }
