@@ -575,6 +575,15 @@ fn guard_catches_fully_qualified_paths_extern_crate_and_macros() {
         "may not use the `tokio` crate",
     );
     assert_caught("fn f() { std::fs::read(\"x\"); }", "no files");
+    // Only the test kit's gate counts as test code; any other feature may ship.
+    assert_caught(
+        "#[cfg(feature = \"fast\")] fn f() { std::thread::spawn(|| ()); }",
+        "no threads",
+    );
+    assert_caught(
+        "#[cfg(any(test, feature = \"fast\"))] fn f() { std::thread::spawn(|| ()); }",
+        "no threads",
+    );
     // `#[path]` pulls io's file into core: it is checked as core's.
     let io_clock = "pub fn now() -> std::time::Instant { std::time::Instant::now() }";
     let moved = [
@@ -644,7 +653,8 @@ fn guard_catches_cycles_and_accepts_clean_code() {
                 use crate::proto::{self as wire, Message};\nfn f(t: Instant, m: wire::Message) -> Arc<Message> {\n\
                 let _ = (t + Duration::from_secs(1), AtomicU64::new(0).load(Ordering::Relaxed));\n\
                 thiserror_like(); Arc::new(m) }\nfn thiserror_like() {}\n\
-                #[cfg(test)] mod tests { #[test] fn t() { std::thread::spawn(|| std::time::Instant::now()); } }";
+                #[cfg(test)] mod tests { #[test] fn t() { std::thread::spawn(|| std::time::Instant::now()); } }\n\
+                #[cfg(any(test, feature = \"testkit\"))] pub mod kit { pub fn origin() -> std::time::Instant { std::time::Instant::now() } }";
     let found = check_snippet(&[("core/mod.rs", fine)]);
     assert!(found.is_empty(), "clean code refused: {found:#?}");
 }
