@@ -6,23 +6,14 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
 
 use divan::Bencher;
 use divan::counter::BytesCount;
-use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
-use turnstone::core::cidr::Cidr;
-use turnstone::core::policy::PeerPolicy;
-use turnstone::core::scripted::ScriptedRelays;
+use turnstone::core::testkit::{self, Harness};
 use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayFamily, RelayId, Server, Settings, SharedState, Transport,
+    FiveTuple, Handled, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Settings,
 };
-use turnstone::proto::{
-    Class, Message, MessageType, MessageWriter, Method, TransactionId, WriteError, attr,
-    write_channel_data,
-};
+use turnstone::proto::{Message, Method, write_channel_data};
 
 #[global_allocator]
 static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
@@ -34,11 +25,6 @@ fn main() {
 /// Typical payloads: an Opus audio frame and a full-size video packet.
 const PAYLOADS: [usize; 2] = [160, 1200];
 
-const REALM: &str = "example.org";
-const USER: &str = "alice";
-const PASSWORD: &str = "alice-pw";
-const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
-const RELAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 /// The peer channel 0x4000 is bound to.
 const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
 /// Same IP, so permitted, but no channel: traffic goes as Data indications.
@@ -46,129 +32,34 @@ const PEER_NO_CHANNEL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHO
 const CHANNEL: u16 = 0x4000;
 
 /// A server with one allocation of `alice` holding a permission for 127.0.0.1 and channel
-/// 0x4000 bound to [`PEER`].
+/// 0x4000 bound to [`PEER`], set up through the core's test kit (scripted client and relays).
 struct Setup {
-    server: Server,
-    relays: ScriptedRelays,
+    h: Harness,
     now: Now,
     client: FiveTuple,
     relay: RelayId,
-    key: Vec<u8>,
-    nonce: Vec<u8>,
-    tid: u8,
 }
 
 impl Setup {
     fn new() -> Self {
-        let allow = vec![Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap()];
-        let settings = Settings {
-            realm: REALM.into(),
-            software: Some("turnstone-bench".into()),
-            relay_v4: Some(RelayFamily {
-                bind: RELAY_IP,
-                advertised: RELAY_IP,
-            }),
+        let mut h = Harness::with_settings(Settings {
             relay_v6: None,
-            lifetimes: Lifetimes::default(),
-            policy: PeerPolicy::new(allow, vec![], vec![RELAY_IP], vec![LISTENER]),
-            max_permissions: 32,
-            max_channels: 32,
-            max_allocations_per_user: 0,
-            max_allocations: 0,
-            allocation_bandwidth: None,
-            worker_bandwidth: None,
-            alternate_server: None,
-        };
-        let store = CredentialStore::new(REALM, [(USER.into(), PASSWORD.into())], vec![]);
-        let shared = Arc::new(SharedState::default());
-        let key = long_term_key(
-            PasswordAlgorithm::Md5,
-            USER.as_bytes(),
-            REALM.as_bytes(),
-            PASSWORD.as_bytes(),
-        );
-        let mut s = Setup {
-            server: Server::new(settings, Arc::new(store), [7; 32], shared, 42),
-            relays: ScriptedRelays::with_ports((50002..=u16::MAX).step_by(2)),
-            now: Now {
-                mono: clock_origin(),
-                unix_secs: 1_700_000_000,
-            },
-            client: FiveTuple {
-                client: "127.0.0.1:40000".parse().unwrap(),
-                server: LISTENER,
-                transport: Transport::Udp,
-            },
-            relay: RelayId(0),
-            key: key.as_bytes().to_vec(),
-            nonce: Vec::new(),
-            tid: 0,
-        };
-        // RFC 8489 §9.2: the unsigned Allocate is challenged with 401, REALM and NONCE.
-        let challenge = s.request(Method::ALLOCATE, false, |w| {
-            w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
+            policy: testkit::policy(&["127.0.0.0/8"]),
+            ..testkit::settings()
         });
-        let msg = Message::parse(&challenge).unwrap();
-        assert_eq!(msg.error_code().unwrap().unwrap().code, 401);
-        s.nonce = msg.nonce().unwrap().unwrap().to_vec();
-        let ok = s.request(Method::ALLOCATE, true, |w| {
-            w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
-        });
-        assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        s.relay = *s.relays.open.keys().next().unwrap();
-        let ok = s.request(Method::CREATE_PERMISSION, true, |w| {
-            w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
-        });
-        assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        let ok = s.request(Method::CHANNEL_BIND, true, |w| {
-            w.add(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])?;
-            w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
-        });
-        assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        s
-    }
-
-    /// Sends a request (signed when `sign`) and returns the reply.
-    fn request(
-        &mut self,
-        method: Method,
-        sign: bool,
-        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WriteError>,
-    ) -> Vec<u8> {
-        self.tid += 1;
-        let mut pkt = vec![0u8; 512];
-        let ty = MessageType::new(method, Class::Request);
-        let mut w = MessageWriter::new(&mut pkt, ty, TransactionId([self.tid; 12])).unwrap();
-        body(&mut w).unwrap();
-        if sign {
-            w.add(attr::USERNAME, USER.as_bytes()).unwrap();
-            w.add(attr::REALM, REALM.as_bytes()).unwrap();
-            w.add(attr::NONCE, &self.nonce).unwrap();
-            w.add_integrity(&self.key).unwrap();
+        let mut alice = h.client("alice");
+        let relayed = h.allocate(&mut alice, &[]);
+        h.permit(&mut alice, &[PEER]).ok();
+        h.bind(&mut alice, CHANNEL, PEER).ok();
+        let relay = h.relays.id_of(relayed).unwrap();
+        // The bench's fixed time: nothing expires while it runs.
+        let now = h.now();
+        Setup {
+            h,
+            now,
+            client: alice.ft,
+            relay,
         }
-        w.add_fingerprint().unwrap();
-        let n = w.finish();
-        let mut out = vec![0u8; 2048];
-        let mut handled = self
-            .server
-            .handle_client(self.now, self.client, &pkt[..n], &mut out);
-        if handled == Handled::Drop(DropReason::Pending) {
-            // The Allocate is answered when its relay is confirmed: here, at once.
-            let mut answer = None;
-            let mut buf = vec![0u8; 2048];
-            self.relays
-                .pump(&mut self.server, self.now, &mut buf, |d, bytes| {
-                    answer = Some((d.len, bytes.to_vec()))
-                });
-            let (len, bytes) = answer.unwrap();
-            out[..len].copy_from_slice(&bytes);
-            handled = Handled::Reply(len);
-        }
-        let Handled::Reply(len) = handled else {
-            panic!("no reply: {handled:?}");
-        };
-        out.truncate(len);
-        out
     }
 
     /// A peer datagram laid out as the IO layer does: headroom, payload, tailroom.
@@ -177,28 +68,19 @@ impl Setup {
     }
 }
 
-/// The bench's fixed time: nothing expires while it runs.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a fixed `Now` needs one real origin"
-)]
-fn clock_origin() -> Instant {
-    Instant::now()
-}
-
 #[divan::bench(args = PAYLOADS)]
 fn client_channel_data_to_peer(bencher: Bencher, len: usize) {
     let mut s = Setup::new();
     let mut pkt = vec![0xAB; 4 + len];
     write_channel_data(&mut pkt, CHANNEL, len, false).unwrap();
     let mut out = vec![0u8; 2048];
-    let handled = s.server.handle_client(s.now, s.client, &pkt, &mut out);
+    let handled = s.h.server.handle_client(s.now, s.client, &pkt, &mut out);
     assert!(
         matches!(handled, Handled::Forward { peer: PEER, .. }),
         "{handled:?}"
     );
     bencher.counter(BytesCount::new(len)).bench_local(|| {
-        s.server
+        s.h.server
             .handle_client(s.now, black_box(s.client), black_box(&pkt), &mut out)
     });
 }
@@ -208,15 +90,15 @@ fn peer_to_client_channel_data(bencher: Bencher, len: usize) {
     let mut s = Setup::new();
     let mut buf = Setup::peer_buffer(len);
     let payload = PEER_HEADROOM..PEER_HEADROOM + len;
-    let handled = s
-        .server
-        .handle_peer(s.now, s.relay, PEER, &mut buf, payload.clone());
+    let handled =
+        s.h.server
+            .handle_peer(s.now, s.relay, PEER, &mut buf, payload.clone());
     let PeerHandled::ToClient { range, .. } = handled else {
         panic!("{handled:?}");
     };
     assert_eq!(buf[range.start], 0x40, "not ChannelData");
     bencher.counter(BytesCount::new(len)).bench_local(|| {
-        s.server.handle_peer(
+        s.h.server.handle_peer(
             s.now,
             black_box(s.relay),
             black_box(PEER),
@@ -231,16 +113,16 @@ fn peer_to_client_data_indication(bencher: Bencher, len: usize) {
     let mut s = Setup::new();
     let mut buf = Setup::peer_buffer(len);
     let payload = PEER_HEADROOM..PEER_HEADROOM + len;
-    let handled = s
-        .server
-        .handle_peer(s.now, s.relay, PEER_NO_CHANNEL, &mut buf, payload.clone());
+    let handled =
+        s.h.server
+            .handle_peer(s.now, s.relay, PEER_NO_CHANNEL, &mut buf, payload.clone());
     let PeerHandled::ToClient { range, .. } = handled else {
         panic!("{handled:?}");
     };
     let msg = Message::parse(&buf[range]).unwrap();
     assert_eq!(msg.method(), Method::DATA);
     bencher.counter(BytesCount::new(len)).bench_local(|| {
-        s.server.handle_peer(
+        s.h.server.handle_peer(
             s.now,
             black_box(s.relay),
             black_box(PEER_NO_CHANNEL),

@@ -4,17 +4,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
-use turnstone::core::cidr::Cidr;
-use turnstone::core::policy::PeerPolicy;
-use turnstone::core::scripted::ScriptedRelays;
-use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayFamily, Server, Settings, SharedState, Transport,
-};
+use turnstone::auth::{PasswordAlgorithm, long_term_key};
+use turnstone::core::testkit::{self, Harness};
+use turnstone::core::{Handled, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, Settings};
 use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId, attr};
 
 struct Counting;
@@ -106,101 +100,23 @@ fn parsing_binding_and_allocate_requests_allocates_nothing() {
     assert_eq!(count, 0, "parsing allocated");
 }
 
-/// Plays IO for an Allocate: confirms its relay (the core's scripted relay side) and copies
-/// the answer into `out`, as the worker would send it.
-fn confirm(server: &mut Server, relays: &mut ScriptedRelays, now: Now, out: &mut [u8]) -> Handled {
-    let mut scratch = vec![0u8; 2048];
-    let mut answer = Vec::new();
-    relays.pump(server, now, &mut scratch, |_, bytes| {
-        answer = bytes.to_vec()
-    });
-    out[..answer.len()].copy_from_slice(&answer);
-    Handled::Reply(answer.len())
-}
-
 #[test]
-#[allow(
-    clippy::disallowed_methods,
-    reason = "one origin for the virtual clock"
-)]
 fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
-    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let settings = Settings {
-        realm: REALM.into(),
-        software: Some("turnstone-test".into()),
-        relay_v4: Some(RelayFamily {
-            bind: ip,
-            advertised: ip,
-        }),
+    // The session is set up with the core's test kit: a scripted client, relays and clock.
+    let mut h = Harness::with_settings(Settings {
         relay_v6: None,
-        lifetimes: Lifetimes::default(),
-        policy: PeerPolicy::new(
-            vec!["127.0.0.0/8".parse::<Cidr>().unwrap()],
-            vec![],
-            vec![ip],
-            vec![],
-        ),
+        policy: testkit::policy(&["127.0.0.0/8"]),
         max_permissions: 8,
         max_channels: 8,
-        max_allocations_per_user: 0,
-        max_allocations: 0,
-        allocation_bandwidth: None,
-        worker_bandwidth: None,
-        alternate_server: None,
-    };
-    let store = CredentialStore::new(REALM, [(USER.to_owned(), PASS.to_owned())], vec![]);
-    let mut server = Server::new(
-        settings,
-        Arc::new(store),
-        [7; 32],
-        Arc::new(SharedState::default()),
-        1,
-    );
-    let start = Instant::now();
-    let now = Now {
-        mono: start,
-        unix_secs: 1_800_000_000,
-    };
-    let client = FiveTuple {
-        client: "127.0.0.1:40000".parse().unwrap(),
-        server: "127.0.0.1:3478".parse().unwrap(),
-        transport: Transport::Udp,
-    };
+        ..testkit::settings()
+    });
+    let mut alice = h.client("alice");
     let peer: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let relayed = h.allocate(&mut alice, &[]);
+    h.bind(&mut alice, 0x4000, peer).ok();
+    let relay = h.relays.id_of(relayed).unwrap();
+    let client = alice.ft;
     let mut out = vec![0u8; 2048];
-    let mut relays = ScriptedRelays::with_ports([50000]);
-
-    // 401 challenge, then an authenticated Allocate and ChannelBind.
-    let first = request(Method::ALLOCATE, 1, None, |w| {
-        w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
-    });
-    let Handled::Reply(n) = server.handle_client(now, client, &first, &mut out) else {
-        panic!()
-    };
-    let nonce = Message::parse(&out[..n])
-        .unwrap()
-        .nonce()
-        .unwrap()
-        .unwrap()
-        .to_vec();
-    let allocate = request(Method::ALLOCATE, 2, Some(&nonce), |w| {
-        w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
-    });
-    let pending = server.handle_client(now, client, &allocate, &mut out);
-    assert_eq!(pending, Handled::Drop(DropReason::Pending));
-    let Handled::Reply(n) = confirm(&mut server, &mut relays, now, &mut out) else {
-        panic!()
-    };
-    let relay = *relays.open.keys().next().unwrap();
-    assert_eq!(Message::parse(&out[..n]).unwrap().class(), Class::Success);
-    let bind = request(Method::CHANNEL_BIND, 3, Some(&nonce), |w| {
-        w.add_u32(attr::CHANNEL_NUMBER, 0x4000 << 16).unwrap();
-        w.add_xor_address(attr::XOR_PEER_ADDRESS, peer).unwrap();
-    });
-    let Handled::Reply(n) = server.handle_client(now, client, &bind, &mut out) else {
-        panic!()
-    };
-    assert_eq!(Message::parse(&out[..n]).unwrap().class(), Class::Success);
 
     let channel_data = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
     let mut send = vec![0u8; 128];
@@ -215,10 +131,9 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
     let send_len = w.finish();
     let unbound_peer: SocketAddr = "127.0.0.1:40002".parse().unwrap();
     let mut peer_buf = vec![0u8; PEER_HEADROOM + 1200 + PEER_TAILROOM];
-    let later = Now {
-        mono: start + Duration::from_secs(1),
-        unix_secs: now.unix_secs + 1,
-    };
+    h.advance(Duration::from_secs(1));
+    let later = h.now();
+    let server = &mut h.server;
 
     let (count, results) = allocations_during(|| {
         let mut ok = 0;

@@ -89,7 +89,7 @@ fn apply(s: &mut Session, op: u8, body: &[u8]) {
             let Some((peer, payload)) = address(rest) else {
                 return;
             };
-            let mut ids: Vec<RelayId> = s.relays.open.keys().copied().collect();
+            let mut ids: Vec<RelayId> = s.h.relays.open.keys().copied().collect();
             ids.sort();
             let relay = ids.get(usize::from(*index) % ids.len().max(1)).copied();
             s.peer(relay.unwrap_or(s.relay), peer, payload);

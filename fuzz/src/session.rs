@@ -1,27 +1,25 @@
 //! The server under test for `server_unauthed` and `server_authed`: a `core::Server` with one
-//! static user, the scripted relay side (confirming every relay at once) and a virtual clock, and a client that checks every
-//! output: replies parse as STUN, ChannelData and Data indications carry the payload, forwards
-//! stay inside the packet and reach only peers the policy allows, and at shutdown no relay
-//! socket, reservation or quota slot outlives the allocations.
+//! static user, driven through the core's test kit (`core::testkit`: the scripted relay side
+//! confirming every relay at once, the virtual clock, the scripted client's signing), and
+//! checks on every output: replies parse as STUN, ChannelData and Data indications carry the
+//! payload, forwards stay inside the packet and reach only peers the policy allows, and at
+//! shutdown no relay socket, reservation or quota slot outlives the allocations.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use turnstone::auth::{CredentialStore, PasswordAlgorithm, long_term_key};
 use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
+use turnstone::core::testkit::{Client, Harness, Resp};
 use turnstone::core::{
-    FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayFamily,
-    RelayId, Server, Settings, SharedState, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
+    RelayFamily, RelayId, Settings, Transport,
 };
 use turnstone::proto::{
     ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
     looks_like_channel_data,
 };
-
-use turnstone::core::DropReason;
-use turnstone::core::scripted::ScriptedRelays;
 
 use super::relays::relays;
 
@@ -41,9 +39,8 @@ pub const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0,
 pub const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
 /// The channel bound to [`PEER`].
 pub const CHANNEL: u16 = 0x4000;
-/// The output buffer size of the IO layer's stream reader.
+/// The output buffer size of the IO layer's stream reader (the kit's as well).
 const OUT: usize = 2048;
-const UNIX_START: u64 = 1_700_000_000;
 
 /// Settings by hand: dual stack, RFC lifetimes, peers in 127.0.0.0/8 allowed.
 pub fn settings() -> Settings {
@@ -51,7 +48,6 @@ pub fn settings() -> Settings {
     let policy = PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
         .with_relay_ports(49152..=65535);
     Settings {
-        realm: REALM.into(),
         software: Some("turnstone-fuzz".into()),
         relay_v4: Some(RelayFamily {
             bind: RELAY_V4,
@@ -75,18 +71,17 @@ pub fn settings() -> Settings {
 
 /// A server, its relays, a virtual clock and an authenticated client.
 pub struct Session {
-    /// The server under test.
-    pub server: Server,
-    /// Its relay side.
-    pub relays: ScriptedRelays,
-    shared: Arc<SharedState>,
+    /// The server under test, its scripted relays and the virtual clock.
+    pub h: Harness,
+    /// The client that authenticates: the kit's scripted client, signing with MD5 keys.
+    client: Client,
     policy: PeerPolicy,
-    elapsed: Duration,
     /// The client's 5-tuple.
     pub ft: FiveTuple,
     /// Its long-term key (MD5).
     pub key: Vec<u8>,
-    nonce: Vec<u8>,
+    /// Transaction ids count from 1 in every session, so an input replays the same way
+    /// whatever ran before it in the process (the kit's client numbers them process-wide).
     next_tid: u64,
     /// The allocation's IPv4 relay socket.
     pub relay: RelayId,
@@ -96,10 +91,11 @@ impl Session {
     /// A fresh server with no allocation.
     pub fn new() -> Self {
         let store = CredentialStore::new(REALM, [(USER.into(), PASSWORD.into())], vec![]);
-        let shared = Arc::new(SharedState::default());
         let settings = settings();
         let policy = settings.policy.clone();
-        let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
+        let mut h = Harness::with_store(settings, store);
+        h.relays = relays();
+        let ft = five_tuple(40000, Transport::Udp);
         let key = long_term_key(
             PasswordAlgorithm::Md5,
             USER.as_bytes(),
@@ -107,14 +103,11 @@ impl Session {
             PASSWORD.as_bytes(),
         );
         Self {
-            server,
-            relays: relays(),
-            shared,
+            h,
+            client: Client::new(ft, USER, PASSWORD),
             policy,
-            elapsed: Duration::ZERO,
-            ft: five_tuple(40000, Transport::Udp),
+            ft,
             key: key.as_bytes().to_vec(),
-            nonce: Vec::new(),
             next_tid: 0,
             relay: RelayId(0),
         }
@@ -136,13 +129,7 @@ impl Session {
         });
         let relayed = success(&ok).xor_address(attr::XOR_RELAYED_ADDRESS);
         let relayed = relayed.expect("relayed address").expect("well-formed");
-        s.relay = *s
-            .relays
-            .open
-            .iter()
-            .find(|(_, a)| **a == relayed)
-            .expect("relay")
-            .0;
+        s.relay = s.h.relays.id_of(relayed).expect("relay");
         let ok = s.signed(Method::CREATE_PERMISSION, false, |w| {
             w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
         });
@@ -155,15 +142,6 @@ impl Session {
         s
     }
 
-    /// The virtual time.
-    pub fn now(&self) -> Now {
-        static START: OnceLock<Instant> = OnceLock::new();
-        Now {
-            mono: *START.get_or_init(clock_origin) + self.elapsed,
-            unix_secs: UNIX_START + self.elapsed.as_secs(),
-        }
-    }
-
     pub(crate) fn tid(&mut self) -> TransactionId {
         self.next_tid += 1;
         let mut id = [0u8; 12];
@@ -173,17 +151,15 @@ impl Session {
 
     /// Feeds client bytes, checks the outcome; returns the reply, if any.
     pub fn client(&mut self, ft: FiveTuple, pkt: &[u8]) -> Vec<u8> {
-        let mut out = [0u8; OUT];
-        let now = self.now();
-        let mut handled = self.server.handle_client(now, ft, pkt, &mut out);
-        // An Allocate is answered when its relay is confirmed: here, at once.
-        let answers = self.pump();
-        if handled == Handled::Drop(DropReason::Pending) {
-            let answer = answers.into_iter().find(|(to, _)| *to == ft);
-            let (_, bytes) = answer.expect("a confirmed Allocate is answered");
-            out[..bytes.len()].copy_from_slice(&bytes);
-            handled = Handled::Reply(bytes.len());
-        }
+        // The kit plays IO: an Allocate is answered when its relay is confirmed, here at once.
+        let (handled, out) = self.h.input(ft, pkt);
+        self.h.answers.clear();
+        self.check_relays();
+        assert_ne!(
+            handled,
+            Handled::Drop(DropReason::Pending),
+            "a confirmed Allocate is answered"
+        );
         match handled {
             Handled::Drop(_) => Vec::new(),
             Handled::Reply(n) => {
@@ -213,7 +189,7 @@ impl Session {
                     "{payload:?}"
                 );
                 assert!(
-                    self.relays.open.contains_key(&relay),
+                    self.h.relays.open.contains_key(&relay),
                     "forward from closed {relay:?}"
                 );
                 assert!(
@@ -229,20 +205,12 @@ impl Session {
         }
     }
 
-    /// Plays IO for the server's commands: relays confirmed at once, closes checked.
-    fn pump(&mut self) -> Vec<(FiveTuple, Vec<u8>)> {
-        let now = self.now();
-        let mut out = [0u8; OUT];
-        let mut answers = Vec::new();
-        self.relays
-            .pump(&mut self.server, now, &mut out, |d, bytes| {
-                answers.push((d.to, bytes.to_vec()))
-            });
+    /// After the kit played IO: nothing closed or released twice, or never opened.
+    fn check_relays(&self) {
         assert_eq!(
-            self.relays.strays, 0,
+            self.h.relays.strays, 0,
             "closed or released twice, or never opened"
         );
-        answers
     }
 
     /// Feeds a datagram from `peer` to relay socket `relay`; checks what reaches the client.
@@ -250,9 +218,9 @@ impl Session {
         let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
         let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
         buf[range.clone()].copy_from_slice(payload);
-        let now = self.now();
+        let now = self.h.now();
         let PeerHandled::ToClient { client, range } =
-            self.server.handle_peer(now, relay, peer, &mut buf, range)
+            self.h.server.handle_peer(now, relay, peer, &mut buf, range)
         else {
             return;
         };
@@ -284,7 +252,8 @@ impl Session {
         }
     }
 
-    /// A request signed as the client (USERNAME, REALM, NONCE, MESSAGE-INTEGRITY, FINGERPRINT).
+    /// A request signed as the client (USERNAME, REALM, NONCE, MESSAGE-INTEGRITY, FINGERPRINT);
+    /// empty when the attributes leave no room for the signature.
     pub fn signed_request(
         &mut self,
         ty: MessageType,
@@ -296,20 +265,11 @@ impl Session {
         let Ok(mut w) = MessageWriter::new(&mut buf, ty, tid) else {
             return Vec::new();
         };
-        let sealed = body(&mut w)
-            .and_then(|()| w.add(attr::USERNAME, USER.as_bytes()).map(drop))
-            .and_then(|()| w.add(attr::REALM, REALM.as_bytes()).map(drop))
-            .and_then(|()| w.add(attr::NONCE, &self.nonce).map(drop))
-            .and_then(|()| {
-                if sha256 {
-                    w.add_integrity_sha256(&self.key)
-                } else {
-                    w.add_integrity(&self.key)
-                }
-                .map(drop)
-            })
-            .and_then(|()| w.add_fingerprint().map(drop));
-        if sealed.is_err() {
+        self.client.mi_sha256 = sha256;
+        if body(&mut w)
+            .and_then(|()| self.client.seal(&mut w))
+            .is_err()
+        {
             return Vec::new();
         }
         let n = w.finish();
@@ -330,54 +290,45 @@ impl Session {
         reply
     }
 
-    /// Takes NONCE from a 401 or 438 reply.
+    /// Takes REALM and NONCE from a 401 or 438 reply (anything else, or nothing, is ignored).
     pub(crate) fn learn(&mut self, reply: &[u8]) -> bool {
-        let Ok(msg) = Message::parse(reply) else {
-            return false;
-        };
-        let code = msg.error_code().and_then(Result::ok).map(|e| e.code);
-        match (code, msg.nonce()) {
-            (Some(401 | 438), Some(Ok(nonce))) => {
-                self.nonce = nonce.to_vec();
-                true
-            }
-            _ => false,
-        }
+        Message::parse(reply).is_ok() && self.client.learn(&Resp(reply.to_vec()))
     }
 
     /// Moves the clock and runs the timers.
     pub fn advance(&mut self, secs: u64) {
-        self.elapsed += Duration::from_secs(secs);
-        let now = self.now();
-        self.server.handle_timeout(now);
-        self.pump();
+        self.h.advance(Duration::from_secs(secs));
+        self.h.tick();
+        self.check_relays();
     }
 
     /// A TCP/TLS client connection closed.
     pub fn close_connection(&mut self, ft: FiveTuple) {
-        let now = self.now();
-        self.server.handle_connection_closed(now, ft);
-        self.pump();
+        self.h.connection_closed(ft);
+        self.check_relays();
     }
 
     /// Shuts down: nothing may be left open, reserved or counted.
     pub fn finish(mut self) {
-        assert!(self.server.allocation_count() <= 2);
-        let now = self.now();
-        self.server.close_all(now);
-        self.pump();
-        assert_eq!(self.server.allocation_count(), 0);
+        let h = &mut self.h;
+        assert!(h.server.allocation_count() <= 2);
+        let now = h.now();
+        h.server.close_all(now);
+        h.pump();
+        self.check_relays();
+        let h = &self.h;
+        assert_eq!(h.server.allocation_count(), 0);
         assert!(
-            self.relays.open.is_empty(),
+            h.relays.open.is_empty(),
             "relays left open: {:?}",
-            self.relays.open
+            h.relays.open
         );
         assert!(
-            self.relays.reserved.is_empty(),
+            h.relays.reserved.is_empty(),
             "reservations left: {:?}",
-            self.relays.reserved
+            h.relays.reserved
         );
-        assert_eq!(self.shared.total(), 0, "quota slots left taken");
+        assert_eq!(h.shared.total(), 0, "quota slots left taken");
     }
 }
 
@@ -385,15 +336,6 @@ impl Default for Session {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The virtual clock's origin: the one clock read; after it time only advances.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a virtual clock needs one real origin"
-)]
-fn clock_origin() -> Instant {
-    Instant::now()
 }
 
 /// A client 5-tuple from 127.0.0.1:`port` to [`LISTENER`].

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use crate::auth::CredentialStore;
-use crate::core::policy::PeerPolicy;
+use crate::core::policy::PeerRules;
 use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
 use crate::io::{ListenerSpec, RequestLimits, ServerSpec, StreamLimits, UsageSink};
@@ -85,8 +85,9 @@ impl Config {
 
     /// Core settings of each of `workers` workers (see [`Config::worker_count`]); each
     /// gets an equal share of `limits.max_total_bitrate`. The relay IPv4 address defaults
-    /// to the host's primary address; without one, [`BuildError::NoRelayAddress`].
-    pub fn core_settings(&self, workers: usize) -> Result<Settings, BuildError> {
+    /// to the host's primary address; without one, [`BuildError::NoRelayAddress`]. The peer
+    /// rules are complete; `io::start` adds what it binds ([`Settings::complete`]).
+    pub fn core_settings(&self, workers: usize) -> Result<Settings<PeerRules>, BuildError> {
         let relay = &self.relay;
         let v4_bind = match relay.address {
             Some(ip) => ip,
@@ -100,9 +101,14 @@ impl Config {
             bind,
             advertised: relay.external_address_v6.unwrap_or(bind),
         });
+        // Our own relay addresses, bound and advertised, are peers at live relay ports.
+        let relay_ips = [relay_v4, relay_v6]
+            .into_iter()
+            .flatten()
+            .flat_map(|f| [f.bind, f.advertised])
+            .collect();
         let limits = &self.limits;
         Ok(Settings {
-            realm: self.server.realm.clone(),
             software: self.server.software.clone(),
             relay_v4,
             relay_v6,
@@ -113,8 +119,7 @@ impl Config {
                 channel: limits.channel_lifetime,
                 nonce: self.auth.nonce_lifetime,
             },
-            // Rebuilt by `io::start` once the listeners are bound.
-            policy: PeerPolicy::new(Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+            policy: PeerRules::new(self.peers.allow.clone(), self.peers.deny.clone(), relay_ips),
             max_permissions: limits.max_permissions_per_allocation,
             max_channels: limits.max_channels_per_allocation,
             max_allocations_per_user: limits.max_allocations_per_user,
@@ -140,8 +145,6 @@ impl Config {
             listeners: self.listener_specs()?,
             relay_ports: self.relay.ports.clone(),
             settings: self.core_settings(workers)?,
-            allow: self.peers.allow.clone(),
-            deny: self.peers.deny.clone(),
             credentials,
             stream_limits: StreamLimits {
                 handshake_timeout: self.limits.tcp_handshake_timeout,
@@ -291,5 +294,18 @@ mod tests {
     fn worker_count_is_the_configured_number_or_the_core_count() {
         assert_eq!(config("[server]\nworkers = 3\n").worker_count(), 3);
         assert!(config("").worker_count() >= 1);
+    }
+
+    #[test]
+    fn peer_rules_are_complete_before_io_binds() {
+        let c = config("[peers]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"203.0.113.0/24\"]\n");
+        let rules = c.core_settings(1).unwrap().policy;
+        // The relay address (bind = advertised here) is in, with both lists.
+        let expected = PeerRules::new(
+            vec!["10.0.0.0/8".parse().unwrap()],
+            vec!["203.0.113.0/24".parse().unwrap()],
+            vec!["127.0.0.1".parse().unwrap()],
+        );
+        assert_eq!(rules, expected);
     }
 }

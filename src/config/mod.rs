@@ -6,6 +6,7 @@
 //! column. Relative file paths are resolved against the config file's directory.
 
 mod build;
+mod ctx;
 mod duration;
 mod error;
 mod load;

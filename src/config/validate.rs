@@ -1,36 +1,18 @@
 //! [`RawConfig`] → [`Config`]: checks across keys, defaults that depend on other
 //! keys, and path resolution. Every problem is collected with its key path.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use super::ctx::Ctx;
 use super::error::ConfigError;
-use super::load::{Loaded, covers, document_order};
+use super::load::Loaded;
 use super::raw::{Ip, RawListener, RawRelay, RawServer};
 use super::types::{
     Config, ListenerConfig, LogConfig, Protocol, RelayConfig, ServerConfig, TlsFiles,
 };
 use super::validate_ops::{admin, alternate_server, usage};
 use super::validate_policy::{auth, limits, peers};
-
-/// Problems found so far, and the keys that already failed to load.
-pub(super) struct Ctx {
-    errors: Vec<ConfigError>,
-    failed: BTreeSet<String>,
-}
-
-impl Ctx {
-    /// Records a problem at `path`.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, message));
-    }
-
-    /// Whether `path` (or a key below it) was already reported while loading.
-    pub fn failed(&self, path: &str) -> bool {
-        covers(&self.failed, path)
-    }
-}
 
 /// Builds the typed config, or returns every problem (load problems first).
 pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -39,7 +21,7 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
         errors,
         failed,
     } = loaded;
-    let mut ctx = Ctx { errors, failed };
+    let mut ctx = Ctx::new(errors, failed);
     let listeners = listeners(raw.listen, base_dir, &mut ctx);
     let config = Config {
         server: server(raw.server, &listeners, &mut ctx),
@@ -54,12 +36,7 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
         limits: limits(raw.limits, &mut ctx),
         usage: usage(raw.usage, base_dir, &mut ctx),
     };
-    if ctx.errors.is_empty() {
-        return Ok(config);
-    }
-    // Stable: within a section (or a [[listen]] entry), load problems come first.
-    ctx.errors.sort_by_key(|e| document_order(&e.path));
-    Err(ctx.errors)
+    ctx.finish(config)
 }
 
 /// RFC 8489 §14.9 and §14.14: REALM and SOFTWARE are under 128 characters.

@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use super::ctx::Ctx;
 use super::raw::{Addr, RawAdmin, RawUsage};
 use super::types::{AdminConfig, ListenerConfig, UsageConfig, UsageOutput};
-use super::validate::Ctx;
 
 /// Shortest accepted `admin.api_key`: long enough that guessing is hopeless.
 const MIN_API_KEY_CHARS: usize = 16;

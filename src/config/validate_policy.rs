@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::ctx::Ctx;
 use super::duration::format_duration;
 use super::raw::{Dur, RawAuth, RawLimits, RawPeers};
 use super::types::{AuthConfig, LimitsConfig, PeersConfig, UserConfig};
-use super::validate::Ctx;
 use crate::core::cidr::Cidr;
 use crate::io::MAX_STREAM_TIMEOUT;
 

@@ -10,6 +10,7 @@ mod confirm;
 mod data;
 pub mod live_ports;
 mod own_addrs;
+mod peer_addr;
 mod pending;
 mod permission;
 pub mod policy;
@@ -19,7 +20,6 @@ mod reply;
 mod request;
 mod response_cache;
 mod revoke;
-pub mod scripted;
 mod server;
 mod settings;
 mod shared;
@@ -28,6 +28,10 @@ mod tokens;
 
 #[cfg(test)]
 mod tests;
+// Test support for the core's own tests and, with the `testkit` feature, for the fuzz
+// targets, benches and integration tests; never in a shipped build.
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use allocation::AllocId;
 pub use quota::Bandwidth;

@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use super::live_ports::LivePorts;
-use super::policy::canonical;
+use super::peer_addr::canonical;
 
 /// What the own-address rule says about a canonical peer address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,13 +11,16 @@
 //! address cannot slip past the IPv4 rules inside an IPv6 wrapper
 //! (mapped, compatible, 6to4, NAT64, Teredo).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use crate::core::cidr::Cidr;
 use crate::core::live_ports::LivePorts;
 use crate::core::own_addrs::{OwnAddrs, OwnVerdict};
+use crate::core::peer_addr::{builtin_reason, canonical_cidr};
+// The public path of the canonical form: callers outside the core name it with the policy.
+pub use crate::core::peer_addr::canonical;
 
 /// Why a peer address was refused (code is always 403; the reason is a static
 /// plain-words sentence for clients, the detail the same or more for logs).
@@ -54,27 +57,70 @@ pub struct PeerPolicy {
     host_ips_known: bool,
 }
 
-impl PeerPolicy {
-    /// `allow`/`deny` come from config (`[peers]`). `own_relay_ips`: the
-    /// server's relay bind IPs and external (advertised) IPs — valid peers
-    /// (two relay-only WebRTC clients on one server reach each other
-    /// relay-to-relay) at relay ports only. `listeners`: the server's own
-    /// listening sockets (may have unspecified IPs) — never valid peers,
-    /// port-aware.
+/// The peer rules the configuration decides, complete before any socket exists: the allow
+/// and deny lists and the server's relay addresses. The IO layer turns them into the
+/// [`PeerPolicy`] the core runs with ([`PeerRules::with_bound`]), adding only what it alone
+/// knows; nothing in between is a policy with parts missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRules {
+    /// Canonical (see [`canonical_cidr`]).
+    allow: Vec<Cidr>,
+    /// Canonical.
+    deny: Vec<Cidr>,
+    /// Canonical, sorted, without unspecified addresses.
+    relay_ips: Vec<IpAddr>,
+}
+
+/// What only the IO layer knows, once its sockets are bound.
+#[derive(Clone, Debug)]
+pub struct BoundAddrs {
+    /// The bound UDP listeners (may have unspecified IPs). Relays send UDP, so only these
+    /// are reachable through them; a TCP listener on the same port is another socket.
+    pub udp_listeners: Vec<SocketAddr>,
+    /// The relay port range in use (a reload keeps the one the server started with).
+    pub relay_ports: RangeInclusive<u16>,
+    /// Ports with a relay socket open now, kept up to date by the IO layer.
+    pub live: Arc<LivePorts>,
+    /// Every address of the host's interfaces; `None` when they could not be read (on
+    /// reload: the server then keeps the ones in use, see [`PeerPolicy::knows_host_ips`]).
+    pub host_ips: Option<Vec<IpAddr>>,
+}
+
+impl PeerRules {
+    /// `allow`/`deny` come from config (`[peers]`). `relay_ips`: the server's relay bind
+    /// IPs and external (advertised) IPs — valid peers (two relay-only WebRTC clients on
+    /// one server reach each other relay-to-relay) at live relay ports only.
     ///
-    /// All addresses are canonicalised; unspecified relay IPs (a wildcard
-    /// relay bind) are dropped, since they would otherwise bless `0.0.0.0`.
-    pub fn new(
-        allow: Vec<Cidr>,
-        deny: Vec<Cidr>,
-        own_relay_ips: Vec<IpAddr>,
-        listeners: Vec<SocketAddr>,
-    ) -> Self {
+    /// All addresses are canonicalised; unspecified relay IPs (a wildcard relay bind) are
+    /// dropped, since they would otherwise bless `0.0.0.0`.
+    pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>, relay_ips: Vec<IpAddr>) -> Self {
         Self {
             allow: allow.into_iter().map(canonical_cidr).collect(),
             deny: deny.into_iter().map(canonical_cidr).collect(),
+            relay_ips: OwnAddrs::normalise(relay_ips),
+        }
+    }
+
+    /// The policy for a server that has bound its sockets.
+    pub fn with_bound(self, bound: BoundAddrs) -> PeerPolicy {
+        let policy = self
+            .with_listeners(bound.udp_listeners)
+            .with_relay_ports(bound.relay_ports)
+            .with_live_ports(bound.live);
+        match bound.host_ips {
+            Some(ips) => policy.with_host_ips(ips),
+            None => policy,
+        }
+    }
+
+    /// The policy with `listeners` as the only sockets known: every port of a relay IP
+    /// counts as a relay port and the host's addresses are unknown until given.
+    fn with_listeners(self, listeners: Vec<SocketAddr>) -> PeerPolicy {
+        PeerPolicy {
+            allow: self.allow,
+            deny: self.deny,
             own: OwnAddrs {
-                relay_ips: OwnAddrs::normalise(own_relay_ips),
+                relay_ips: self.relay_ips,
                 host_ips: Vec::new(),
                 relay_ports: 0..=u16::MAX,
                 live: None,
@@ -85,6 +131,21 @@ impl PeerPolicy {
                 .collect(),
             host_ips_known: false,
         }
+    }
+}
+
+impl PeerPolicy {
+    /// The policy of [`PeerRules::new`]`(allow, deny, own_relay_ips)` for a server whose
+    /// listening sockets are `listeners` (never valid peers, port-aware), before relay ports
+    /// and host addresses are known. The server itself goes through
+    /// [`PeerRules::with_bound`]; tests, fuzzing and benches build a policy directly.
+    pub fn new(
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+        own_relay_ips: Vec<IpAddr>,
+        listeners: Vec<SocketAddr>,
+    ) -> Self {
+        PeerRules::new(allow, deny, own_relay_ips).with_listeners(listeners)
     }
 
     /// Accept the server's own relay IPs only on these ports (the relay port
@@ -262,53 +323,6 @@ fn full_width(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
 
-/// Canonicalises an address before any check: IPv4-mapped (`::ffff:a.b.c.d`),
-/// IPv4-compatible (`::a.b.c.d`, except `::` and `::1`), 6to4
-/// (`2002:AABB:CCDD::/16` → the embedded v4), NAT64 well-known prefix
-/// `64:ff9b::/96` and local-use `64:ff9b:1::/96` (RFC 8215; embedded v4 in the
-/// last 32 bits), Teredo `2001:0::/32` (the obfuscated client v4: last 32
-/// bits XOR `0xffffffff`) → the embedded IPv4. Anything else unchanged.
-///
-/// Only the `/96` at the start of the local-use `/48` is canonicalised: with
-/// other RFC 6052 prefix lengths the v4 sits elsewhere, so the rest of the
-/// `/48` stays IPv6 and the built-in list refuses it.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
-    }
-}
-
-/// The IPv4 address an IPv6 address stands for, if it is a known wrapper.
-fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
-    let o = a.octets();
-    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
-    match a.segments() {
-        // RFC 4291 §2.5.5.2 (mapped), §2.5.5.1 (compatible; :: and ::1 are not v4).
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(last),
-        [0, 0, 0, 0, 0, 0, _, _] if u32::from(last) > 1 => Some(last),
-        // RFC 6052 §2.1 well-known prefix; RFC 8215 local-use, /96 form.
-        [0x64, 0xff9b, 0 | 1, 0, 0, 0, _, _] => Some(last),
-        // RFC 3056 §2: 2002:V4ADDR::/48.
-        [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
-        // RFC 4380 §4: the client's mapped v4 is stored inverted.
-        [0x2001, 0, ..] => Some(!last),
-        _ => None,
-    }
-}
-
-/// A prefix inside `::ffff:0:0/96` written for v4 traffic becomes that v4
-/// prefix, so a configured `::ffff:10.0.0.0/104` matches canonical peers.
-fn canonical_cidr(c: Cidr) -> Cidr {
-    match c.network() {
-        IpAddr::V6(n) if c.prefix_len() >= 96 => match n.to_ipv4_mapped() {
-            Some(v4) => Cidr::new(IpAddr::V4(v4), c.prefix_len() - 96).unwrap_or(c),
-            None => c,
-        },
-        _ => c,
-    }
-}
-
 fn reject(reason: &'static str) -> PolicyRejection {
     PolicyRejection {
         reason,
@@ -316,92 +330,18 @@ fn reject(reason: &'static str) -> PolicyRejection {
     }
 }
 
-/// The built-in reason to refuse a canonical address, if any.
-fn builtin_reason(ip: IpAddr) -> Option<&'static str> {
-    BUILTIN
-        .iter()
-        .find(|(cidr, _)| cidr.contains(ip))
-        .map(|&(_, reason)| reason)
-}
-
 pub(crate) const LISTENER: &str = "peer is one of this server's own listening sockets";
 const CONFIG_DENY: &str = "peer address is in the configured deny list";
 /// What a client is told about one of our own addresses outside every built-in category.
 pub(crate) const NOT_ALLOWED: &str = "peer address is not allowed";
 
-const THIS_NETWORK: &str = "peer address is unspecified/this network (0.0.0.0/8)";
-const PRIVATE: &str = "peer address is private (RFC 1918)";
-const CGNAT: &str = "peer address is in shared CGNAT space (RFC 6598)";
-const LOOPBACK: &str = "peer address is loopback";
-const LINK_LOCAL_V4: &str = "peer address is link-local (incl. cloud metadata 169.254.169.254)";
-const IETF_V4: &str = "peer address is reserved for IETF protocol assignments (192.0.0.0/24)";
-const DOCUMENTATION: &str = "peer address is reserved for documentation";
-const RELAY_6TO4: &str = "peer address is the 6to4 relay anycast (192.88.99.0/24)";
-const BENCHMARKING: &str = "peer address is reserved for benchmarking";
-const MULTICAST: &str = "peer address is multicast";
-const RESERVED_V4: &str = "peer address is reserved (240.0.0.0/4)";
-const BROADCAST: &str = "peer address is the broadcast address";
-const UNSPECIFIED_V6: &str = "peer address is unspecified (::)";
-const UNIQUE_LOCAL: &str = "peer address is unique local (incl. cloud metadata fd00:ec2::254)";
-const LINK_LOCAL_V6: &str = "peer address is link-local";
-const SITE_LOCAL: &str = "peer address is site-local (deprecated)";
-const DISCARD: &str = "peer address is discard-only (100::/64)";
-const ORCHID: &str = "peer address is an ORCHID overlay identifier";
-const SRV6: &str = "peer address is an SRv6 segment identifier (5f00::/16)";
-const NAT64_ODD: &str = "peer address is a NAT64 local-use form with no recognisable IPv4";
-const MAPPED_ODD: &str = "peer address is an IPv4-mapped form that was not canonicalised";
-const SIIT: &str = "peer address is an IPv4-translated (SIIT) form";
-const NOT_GLOBAL_V6: &str = "peer address is outside IPv6 global unicast (2000::/3)";
-
-/// Special-purpose ranges (RFC 6890 registries) that are never valid peers
-/// unless allowed by config. First match wins: specific entries come before
-/// the ranges that contain them.
-static BUILTIN: [(Cidr, &str); 35] = [
-    (Cidr::v4(255, 255, 255, 255, 32), BROADCAST), // RFC 919
-    (Cidr::v4(0, 0, 0, 0, 8), THIS_NETWORK),       // RFC 1122 §3.2.1.3
-    (Cidr::v4(10, 0, 0, 0, 8), PRIVATE),           // RFC 1918
-    (Cidr::v4(172, 16, 0, 0, 12), PRIVATE),
-    (Cidr::v4(192, 168, 0, 0, 16), PRIVATE),
-    (Cidr::v4(100, 64, 0, 0, 10), CGNAT),          // RFC 6598
-    (Cidr::v4(127, 0, 0, 0, 8), LOOPBACK),         // RFC 1122
-    (Cidr::v4(169, 254, 0, 0, 16), LINK_LOCAL_V4), // RFC 3927
-    (Cidr::v4(192, 0, 0, 0, 24), IETF_V4),         // RFC 6890
-    (Cidr::v4(192, 0, 2, 0, 24), DOCUMENTATION),   // RFC 5737
-    (Cidr::v4(198, 51, 100, 0, 24), DOCUMENTATION),
-    (Cidr::v4(203, 0, 113, 0, 24), DOCUMENTATION),
-    (Cidr::v4(192, 88, 99, 0, 24), RELAY_6TO4), // RFC 7526
-    (Cidr::v4(198, 18, 0, 0, 15), BENCHMARKING), // RFC 2544
-    (Cidr::v4(224, 0, 0, 0, 4), MULTICAST),     // RFC 5771
-    (Cidr::v4(240, 0, 0, 0, 4), RESERVED_V4),   // RFC 1112 §4
-    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), UNSPECIFIED_V6), // RFC 4291 §2.5.2
-    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), LOOPBACK), // RFC 4291 §2.5.3
-    (Cidr::v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), MAPPED_ODD), // defence in depth
-    (Cidr::v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), SIIT), // RFC 7915 (never routed)
-    (Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), NAT64_ODD), // RFC 8215
-    (Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), DISCARD), // RFC 6666
-    (Cidr::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48), BENCHMARKING), // RFC 5180
-    (Cidr::v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28), ORCHID), // RFC 4843
-    (Cidr::v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28), ORCHID), // RFC 7343
-    (
-        Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
-        DOCUMENTATION,
-    ), // RFC 3849
-    (Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), DOCUMENTATION), // RFC 9637
-    (Cidr::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), SRV6), // RFC 9602
-    (Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), UNIQUE_LOCAL), // RFC 4193
-    (Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), LINK_LOCAL_V6), // RFC 4291 §2.5.6
-    (Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), SITE_LOCAL), // RFC 3879
-    (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), MULTICAST), // RFC 4291 §2.7
-    // Everything outside 2000::/3 is unassigned or special (RFC 4291 §2.4).
-    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 3), NOT_GLOBAL_V6),
-    (Cidr::v6([0x4000, 0, 0, 0, 0, 0, 0, 0], 2), NOT_GLOBAL_V6),
-    (Cidr::v6([0x8000, 0, 0, 0, 0, 0, 0, 0], 1), NOT_GLOBAL_V6),
-];
-
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
     use crate::core::own_addrs::{OWN_HOST, OWN_NOT_LIVE};
+    use crate::core::peer_addr::*;
 
     /// The top 96 bits of `64:ff9b::/96` (RFC 6052 §2.1).
     const NAT64_WKP: u128 = 0x0064_ff9b_0000_0000_0000_0000;
@@ -872,5 +812,47 @@ mod tests {
     fn check_returns_the_peer_unchanged_when_already_canonical() {
         let peer = sa("[2606:4700::1111%3]:443");
         assert_eq!(default_policy().check(peer), Ok(peer));
+    }
+
+    #[test]
+    fn rules_with_what_io_bound_decide_like_a_policy_built_by_hand() {
+        let live = Arc::new(LivePorts::default());
+        live.open(false, 50000);
+        let bound = |host_ips| BoundAddrs {
+            udp_listeners: vec![sa("0.0.0.0:3478")],
+            relay_ports: 49152..=65535,
+            live: Arc::clone(&live),
+            host_ips,
+        };
+        let rules = PeerRules::new(
+            cidrs(&["10.0.0.0/8"]),
+            cidrs(&["8.8.8.0/24"]),
+            vec![ip("::ffff:10.0.0.5")],
+        );
+        let p = rules.clone().with_bound(bound(Some(vec![ip("10.0.0.7")])));
+        let by_hand = PeerPolicy::new(
+            cidrs(&["10.0.0.0/8"]),
+            cidrs(&["8.8.8.0/24"]),
+            vec![ip("10.0.0.5")],
+            vec![sa("0.0.0.0:3478")],
+        )
+        .with_relay_ports(49152..=65535)
+        .with_live_ports(Arc::clone(&live))
+        .with_host_ips(vec![ip("10.0.0.7")]);
+        for peer in [
+            "10.0.0.5:50000",
+            "10.0.0.5:50001",
+            "10.0.0.7:53",
+            "10.0.0.9:3478",
+            "8.8.8.8:53",
+            "10.0.0.9:53",
+        ] {
+            assert_eq!(p.check(sa(peer)), by_hand.check(sa(peer)), "{peer}");
+        }
+        assert_eq!(p.check(sa("10.0.0.5:50000")), Ok(sa("10.0.0.5:50000")));
+        assert!(p.check(sa("10.0.0.5:3478")).is_err());
+        assert!(p.knows_host_ips());
+        // Without the host's addresses (a failed read on reload) the server keeps its own.
+        assert!(!rules.with_bound(bound(None)).knows_host_ips());
     }
 }

@@ -3,7 +3,7 @@
 //! [`super::Server::relay_opened`]; sockets are given back with [`super::Command::CloseRelay`].
 //!
 //! Request and confirm keep every `bind()` out of the core and out of the worker lock, and let
-//! tests script port exhaustion, bind failures and slow binds (see [`super::scripted`]).
+//! tests script port exhaustion, bind failures and slow binds (see `core::testkit::ScriptedRelays`).
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::policy::PeerPolicy;
+use super::policy::{BoundAddrs, PeerPolicy, PeerRules};
 use super::quota::Bandwidth;
 
 /// Relay addresses of one family.
@@ -42,11 +42,15 @@ impl Default for Lifetimes {
     }
 }
 
-/// Core settings, built from the configuration.
+/// Core settings, built from the configuration. The realm is not here: it belongs to the
+/// credential store (`CredentialStore::realm`), which derives every key with it, so the
+/// REALM a client is told and the one its key is checked against have one source.
+///
+/// `Policy` is what the settings know of peers: the configuration builds
+/// `Settings<PeerRules>` (it has not bound any socket), the IO layer completes it with
+/// [`Settings::complete`], and the core runs with `Settings` (a complete [`PeerPolicy`]).
 #[derive(Clone, Debug)]
-pub struct Settings {
-    /// REALM (RFC 8489 §14.9).
-    pub realm: String,
+pub struct Settings<Policy = PeerPolicy> {
     /// SOFTWARE text in responses, if any.
     pub software: Option<String>,
     /// IPv4 relay addresses; `None` disables IPv4 allocations.
@@ -55,8 +59,8 @@ pub struct Settings {
     pub relay_v6: Option<RelayFamily>,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
-    /// Peer policy.
-    pub policy: PeerPolicy,
+    /// Peer policy (before start: the configured peer rules).
+    pub policy: Policy,
     /// Per-allocation permission cap.
     pub max_permissions: usize,
     /// Per-allocation channel cap.
@@ -73,7 +77,27 @@ pub struct Settings {
     pub alternate_server: Option<SocketAddr>,
 }
 
-impl Settings {
+impl Settings<PeerRules> {
+    /// The settings the core runs with, once the IO layer has bound its sockets.
+    pub fn complete(self, bound: BoundAddrs) -> Settings {
+        Settings {
+            software: self.software,
+            relay_v4: self.relay_v4,
+            relay_v6: self.relay_v6,
+            lifetimes: self.lifetimes,
+            policy: self.policy.with_bound(bound),
+            max_permissions: self.max_permissions,
+            max_channels: self.max_channels,
+            max_allocations_per_user: self.max_allocations_per_user,
+            max_allocations: self.max_allocations,
+            allocation_bandwidth: self.allocation_bandwidth,
+            worker_bandwidth: self.worker_bandwidth,
+            alternate_server: self.alternate_server,
+        }
+    }
+}
+
+impl<Policy> Settings<Policy> {
     /// The relay family for an IP version.
     pub fn relay_family(&self, v6: bool) -> Option<RelayFamily> {
         if v6 { self.relay_v6 } else { self.relay_v4 }

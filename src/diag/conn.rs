@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -184,6 +184,22 @@ impl Conn {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             },
         }
+    }
+}
+
+/// A UDP socket bound to the local IP that routes to `server`, connected to it so that ICMP
+/// "port unreachable" surfaces as an error.
+pub(super) async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(unspecified(server)).await?;
+    socket.connect(server).await?;
+    Ok(socket)
+}
+
+/// The unspecified address of `peer`'s family, port 0.
+pub(super) fn unspecified(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     }
 }
 

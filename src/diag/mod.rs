@@ -11,6 +11,7 @@ mod nat;
 mod relay;
 mod report;
 mod run;
+mod session;
 mod tls;
 mod turn;
 mod uri;

@@ -8,8 +8,8 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout_at};
 
 use super::ProbeConfig;
+use super::conn::{udp_socket, unspecified};
 use super::report::{Step, StepReport};
-use super::run::unspecified;
 use super::uri::Transport;
 use super::wire::{Reply, Req, random_tid, read_reply, request};
 
@@ -155,9 +155,7 @@ async fn run_tests(
     timeout: Duration,
 ) -> Result<(Mapping, Filtering), String> {
     let local_ip = {
-        let probe = super::run::udp_socket(server)
-            .await
-            .map_err(|e| e.to_string())?;
+        let probe = udp_socket(server).await.map_err(|e| e.to_string())?;
         probe.local_addr().map_err(|e| e.to_string())?.ip()
     };
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))

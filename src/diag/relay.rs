@@ -9,10 +9,9 @@ use tokio::time::{Instant, timeout_at};
 
 use super::conn::ConnError;
 use super::report::{Step, StepReport};
-use super::run::millis;
-use super::turn::{Session, unanswered};
+use super::session::{Session, unanswered};
 use super::verdict::Request;
-use super::verdict_net::format_timeout;
+use super::verdict_net::{format_timeout, millis};
 use super::wire::{CHANNEL, Req, channel_data, channel_data_frame, data_indication};
 
 /// What the echo socket sends until the relay delivers something back to it.

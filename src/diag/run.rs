@@ -1,18 +1,17 @@
 //! The probe's first steps, in order: resolve, connect (and TLS), Binding; then the TURN steps
 //! and NAT discovery.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Conn, ConnError, udp_socket, unspecified};
 use super::report::{Step, StepReport};
 use super::tls::TlsClient;
 use super::uri::Transport;
-use super::verdict::{Context, Request, Verdict, error_verdict};
-use super::verdict_net::{Silence, binding_unanswered, connect_failed, format_timeout};
+use super::verdict::{Context, Request, Verdict, bug, error_verdict};
+use super::verdict_net::{Silence, binding_unanswered, connect_failed, format_timeout, millis};
 use super::wire::{Req, random_tid, request};
 use super::{ProbeConfig, nat, turn};
 
@@ -269,41 +268,6 @@ fn nat_words(local: SocketAddr, reflexive: SocketAddr) -> String {
     }
 }
 
-/// A UDP socket bound to the local IP that routes to `server`, connected to it so that ICMP
-/// "port unreachable" surfaces as an error.
-pub(super) async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(unspecified(server)).await?;
-    socket.connect(server).await?;
-    Ok(socket)
-}
-
-/// The unspecified address of `peer`'s family, port 0.
-pub(super) fn unspecified(peer: SocketAddr) -> SocketAddr {
-    match peer {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    }
-}
-
-/// "0.4 ms", "12 ms".
-pub(super) fn millis(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-/// A request the probe could not write: a bug, not a network problem.
-pub(super) fn bug(e: impl std::fmt::Display) -> Verdict {
-    Verdict {
-        expected: false,
-        what: format!("the probe could not write its request: {e}"),
-        todo: "report this as a bug in turnstone probe".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,11 +280,5 @@ mod tests {
         assert!(nat_words(local, same_ip).contains("rewrites ports"));
         let public: SocketAddr = "203.0.113.9:6000".parse().unwrap();
         assert!(nat_words(local, public).contains("a NAT is between"));
-    }
-
-    #[test]
-    fn round_trip_times_are_printed_in_milliseconds() {
-        assert_eq!(millis(Duration::from_micros(420)), "0.4 ms");
-        assert_eq!(millis(Duration::from_millis(123)), "123 ms");
     }
 }

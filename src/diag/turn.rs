@@ -1,21 +1,17 @@
 //! The TURN steps: the 401 challenge, Allocate, CreatePermission toward the probe's own echo
 //! socket, a ChannelData round trip through the relay, and Refresh with LIFETIME 0.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use super::ProbeConfig;
-use super::conn::{Conn, ConnError};
+use super::conn::{Conn, ConnError, udp_socket};
 use super::relay;
 use super::report::{Step, StepReport};
-use super::run::{bug, udp_socket};
-use super::verdict::{Context, Request, Verdict, error_verdict, is_private};
-use super::verdict_net::{allocate_unanswered, format_timeout, missing_challenge};
-use super::wire::{Auth, Integrity, Reply, Req, random_tid, request};
+use super::session::{Session, context, unanswered};
+use super::verdict::{Request, Verdict, bug, error_verdict, is_private};
+use super::verdict_net::{allocate_unanswered, missing_challenge};
+use super::wire::{Auth, Integrity, Req, random_tid, request};
 use crate::proto::error_code as ec;
-
-/// Times a request is resent with the fresh nonce of a 438 (RFC 8489 §9.2.5).
-const STALE_NONCE_RETRIES: u32 = 2;
 
 /// Steps 4 to 6, after a successful Binding.
 pub(super) async fn run(
@@ -107,14 +103,6 @@ async fn challenge(
             fail(steps, error_verdict(&ctx, code, &reply.reason))
         }
     }
-}
-
-/// An authenticated conversation with the server.
-pub(super) struct Session<'a> {
-    pub(super) conn: &'a mut Conn,
-    auth: Auth,
-    pub(super) config: &'a ProbeConfig,
-    minted: bool,
 }
 
 impl Session<'_> {
@@ -231,106 +219,5 @@ impl Session<'_> {
         let report = self.round_trips(relayed, peer_ip, echo_local).await;
         echo_task.abort();
         steps.push(report);
-    }
-
-    /// An authenticated transaction; a 438 is retried with the fresh nonce. Error responses
-    /// and silence become verdicts.
-    pub(super) async fn transact(
-        &mut self,
-        req: Req,
-        kind: Request,
-        peer: Option<IpAddr>,
-    ) -> Result<Reply, Verdict> {
-        let mut stale = 0;
-        loop {
-            let tid = random_tid();
-            let raw = request(req, Some(&self.auth), tid).map_err(bug)?;
-            let timeout = self.config.timeout;
-            let reply = self
-                .conn
-                .transact(&raw, tid, Some(self.auth.key()), timeout)
-                .await
-                .map_err(|e| unanswered(kind, &e, timeout))?;
-            if reply.success {
-                return Ok(reply);
-            }
-            if let (ec::STALE_NONCE, Some(nonce)) = (reply.code, &reply.nonce) {
-                if stale < STALE_NONCE_RETRIES {
-                    stale += 1;
-                    self.auth.set_nonce(nonce);
-                    continue;
-                }
-            }
-            let ctx = Context {
-                username: Some(&self.auth.username),
-                ..context(self.config, kind, peer, self.minted, reply.alternate)
-            };
-            return Err(error_verdict(&ctx, reply.code, &reply.reason));
-        }
-    }
-}
-
-/// A verdict context without a username.
-fn context(
-    config: &ProbeConfig,
-    request: Request,
-    peer: Option<IpAddr>,
-    minted: bool,
-    alternate: Option<SocketAddr>,
-) -> Context<'static> {
-    Context {
-        request,
-        username: None,
-        minted,
-        unix_now: config.unix_now,
-        peer,
-        alternate,
-    }
-}
-
-/// Silence or a broken connection in the middle of the TURN steps.
-pub(super) fn unanswered(kind: Request, e: &ConnError, timeout: Duration) -> Verdict {
-    let what = match e {
-        ConnError::Timeout => format!(
-            "no answer to {} within {}",
-            kind.name(),
-            format_timeout(timeout)
-        ),
-        other => format!("the connection failed during {}: {other}", kind.name()),
-    };
-    Verdict {
-        expected: false,
-        what,
-        todo: "the server answered earlier requests, so it may be overloaded or rate-limiting this address; retry, and check its log".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silence_mid_conversation_names_the_request_and_the_wait() {
-        let v = unanswered(
-            Request::CreatePermission,
-            &ConnError::Timeout,
-            Duration::from_secs(2),
-        );
-        assert_eq!(v.what, "no answer to CreatePermission within 2 s");
-        let v = unanswered(Request::Refresh, &ConnError::Closed, Duration::from_secs(2));
-        assert!(
-            v.what.contains("connection failed during Refresh"),
-            "{}",
-            v.what
-        );
-    }
-
-    #[test]
-    fn verdict_context_carries_the_clock_and_the_peer() {
-        let mut config = ProbeConfig::new("turn:x".parse().unwrap(), 42);
-        config.timeout = Duration::from_secs(1);
-        let peer = Some("10.0.0.1".parse().unwrap());
-        let c = context(&config, Request::ChannelBind, peer, true, None);
-        assert_eq!((c.unix_now, c.peer, c.minted), (42, peer, true));
     }
 }

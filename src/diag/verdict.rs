@@ -308,6 +308,15 @@ pub(crate) fn human_secs(secs: u64) -> String {
     }
 }
 
+/// A request the probe could not write: a bug, not a network problem.
+pub(super) fn bug(e: impl std::fmt::Display) -> Verdict {
+    Verdict {
+        expected: false,
+        what: format!("the probe could not write its request: {e}"),
+        todo: "report this as a bug in turnstone probe".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

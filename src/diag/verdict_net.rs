@@ -248,6 +248,16 @@ pub(crate) fn format_timeout(d: Duration) -> String {
     }
 }
 
+/// "0.4 ms", "12 ms".
+pub(super) fn millis(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::pki_types::UnixTime;
@@ -378,5 +388,11 @@ mod tests {
         assert_eq!(format_timeout(Duration::from_secs(3)), "3 s");
         assert_eq!(format_timeout(Duration::from_millis(250)), "250 ms");
         assert_eq!(format_timeout(Duration::from_millis(2500)), "2.5 s");
+    }
+
+    #[test]
+    fn round_trip_times_are_printed_in_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(420)), "0.4 ms");
+        assert_eq!(millis(Duration::from_millis(123)), "123 ms");
     }
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping the server: bind every socket up front (so errors surface before
 //! anything runs and port 0 resolves), then run one worker thread per core.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +10,8 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::auth::{CredentialStore, Nonces};
-use crate::core::cidr::Cidr;
 use crate::core::live_ports::LivePorts;
-use crate::core::policy::PeerPolicy;
+use crate::core::policy::{BoundAddrs, PeerRules};
 use crate::core::{Server, Settings, SharedState, Transport};
 
 use super::admission::Admission;
@@ -93,20 +92,15 @@ impl RunningServer {
     /// Applies a reloaded configuration: credentials, limits, lifetimes, peer policy and TLS
     /// certificates. Listeners, relay ports and the worker count need a restart.
     pub fn reload(&self, spec: ServerSpec) {
-        let mut settings = spec.settings;
-        let policy = policy_for(
-            &settings,
-            spec.allow,
-            spec.deny,
+        // A failed read leaves the host addresses unset: each worker keeps its own.
+        let host_ips = host_ips::read_for_reload();
+        let settings = policy_for(
+            spec.settings,
             &self.bound,
             &self.relay_ports,
-        )
-        .with_live_ports(Arc::clone(&self.live));
-        // A failed read leaves the host addresses unset: each worker keeps its own.
-        settings.policy = match host_ips::read_for_reload() {
-            Some(ips) => policy.with_host_ips(ips),
-            None => policy,
-        };
+            &self.live,
+            host_ips,
+        );
         for (slot, listener) in self.tls_slots.iter().zip(&spec.listeners) {
             if let (Some(slot), Some(config)) = (slot, &listener.tls)
                 && let Ok(mut current) = slot.write()
@@ -153,19 +147,15 @@ fn random_u64() -> Result<u64, StartError> {
     Ok(u64::from_le_bytes(seed))
 }
 
-/// The peer policy for the bound listeners and the configured relay addresses.
+/// The settings the workers run with: the configured peer rules completed with what only io
+/// knows (the bound listeners, the relay port range in use, live relay ports, host addresses).
 fn policy_for(
-    settings: &Settings,
-    allow: Vec<Cidr>,
-    deny: Vec<Cidr>,
+    settings: Settings<PeerRules>,
     bound: &[(Transport, SocketAddr)],
     relay_ports: &RangeInclusive<u16>,
-) -> PeerPolicy {
-    let own_ips = [settings.relay_v4, settings.relay_v6]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| [f.bind, f.advertised])
-        .collect();
+    live: &Arc<LivePorts>,
+    host_ips: Option<Vec<IpAddr>>,
+) -> Settings {
     // Relays send UDP, so only UDP listeners are reachable through them; a TCP listener on
     // the same port number is a different socket (and a peer's UDP port may equal it).
     let udp_listeners = bound
@@ -173,7 +163,12 @@ fn policy_for(
         .filter(|(transport, _)| *transport == Transport::Udp)
         .map(|(_, a)| *a)
         .collect();
-    PeerPolicy::new(allow, deny, own_ips, udp_listeners).with_relay_ports(relay_ports.clone())
+    settings.complete(BoundAddrs {
+        udp_listeners,
+        relay_ports: relay_ports.clone(),
+        live: Arc::clone(live),
+        host_ips,
+    })
 }
 
 /// Binds every listener for every worker and starts the workers.
@@ -190,10 +185,8 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     } = bind_all(&spec.listeners, workers)?;
 
     let live = Arc::new(LivePorts::default());
-    let mut settings = spec.settings;
-    settings.policy = policy_for(&settings, spec.allow, spec.deny, &bound, &spec.relay_ports)
-        .with_live_ports(Arc::clone(&live))
-        .with_host_ips(host_ips::read_at_start()?);
+    let host_ips = Some(host_ips::read_at_start()?);
+    let settings = policy_for(spec.settings, &bound, &spec.relay_ports, &live, host_ips);
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;

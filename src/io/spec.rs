@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::auth::CredentialStore;
-use crate::core::cidr::Cidr;
+use crate::core::policy::PeerRules;
 use crate::core::{Settings, Transport, UsageRecord};
 
 /// Where finished-allocation records go.
@@ -70,12 +70,9 @@ pub struct ServerSpec {
     pub listeners: Vec<ListenerSpec>,
     /// Relay port range.
     pub relay_ports: RangeInclusive<u16>,
-    /// Core settings; its policy is rebuilt once the listeners are bound.
-    pub settings: Settings,
-    /// Peer allow list.
-    pub allow: Vec<Cidr>,
-    /// Peer deny list.
-    pub deny: Vec<Cidr>,
+    /// Core settings with the configured peer rules; `start` (and `reload`) completes them
+    /// with the bound listeners, the relay ports and the host's addresses.
+    pub settings: Settings<PeerRules>,
     /// Users and secrets.
     pub credentials: Arc<CredentialStore>,
     /// TCP/TLS limits.

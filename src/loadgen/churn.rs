@@ -18,8 +18,8 @@ use socket2::SockRef;
 
 use super::control::{self, Auth, Outcome, Request};
 use super::{Credentials, LoadError, mono_now};
-use crate::io::clock;
 use crate::proto::{Class, Message, TransactionId};
+use crate::sys::clock;
 
 /// Client sockets per wave.
 pub const WAVE: usize = 64;
@@ -220,7 +220,7 @@ fn wait_until(at: Instant) {
 fn send(socket: &UdpSocket, datagram: &[u8]) -> Result<(), LoadError> {
     match socket.send(datagram) {
         Ok(_) => Ok(()),
-        Err(e) if super::refresh::is_transient(&e) => Ok(()),
+        Err(e) if super::link::is_transient(&e) => Ok(()),
         Err(e) => Err(LoadError::Io(e)),
     }
 }
@@ -245,7 +245,7 @@ fn answered(
             {
                 return Ok(Answer::Silence);
             }
-            Err(e) if super::refresh::is_transient(&e) => continue,
+            Err(e) if super::link::is_transient(&e) => continue,
             Err(e) => return Err(LoadError::Io(e)),
         };
         let Ok(msg) = Message::parse(&buf[..n]) else {

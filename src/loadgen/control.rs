@@ -7,7 +7,6 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use super::link::{Connector, Link};
 use super::{Credentials, LoadError, mono_now};
 use crate::auth::{Key, PasswordAlgorithm, long_term_key};
 use crate::proto::{
@@ -23,6 +22,10 @@ const MAX_RTO: Duration = Duration::from_secs(2);
 const ATTEMPTS: u32 = 6;
 /// Socket buffers asked for on every generator socket (the kernel caps them at rmem_max).
 pub(super) const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// Lifetime asked for in Allocate and Refresh (the RFC 8656 default, 10 minutes).
+pub(super) const LIFETIME_SECS: u32 = 600;
+/// The channel every allocation binds (RFC 8656 §12: 0x4000 is the first valid one).
+pub(super) const CHANNEL: u16 = 0x4000;
 /// REQUESTED-TRANSPORT for UDP: protocol 17 (RFC 8656 §7.1), over TCP and TLS too: the relay
 /// to the peers is UDP whatever carries the client's side.
 const UDP: [u8; 4] = [17, 0, 0, 0];
@@ -196,24 +199,6 @@ impl Auth {
     }
 }
 
-/// Opens a new link to the server and allocates a relay on it.
-pub(super) fn allocate<L: Link>(
-    connector: &Connector,
-    mut auth: Auth,
-    lifetime: u32,
-) -> Result<(L, Auth), LoadError> {
-    let mut link = L::open(connector)?;
-    let mut buf = [0u8; 1500];
-    let req = Request::Allocate { lifetime };
-    let n = transact(&mut link, &mut auth, req, &mut buf)?;
-    let msg = Message::parse(&buf[..n]).map_err(|_| bad(req, "unparsable response"))?;
-    // RFC 8656 §7.3: a success response carries the relayed address.
-    if !matches!(msg.xor_address(attr::XOR_RELAYED_ADDRESS), Some(Ok(_))) {
-        return Err(bad(req, "no XOR-RELAYED-ADDRESS"));
-    }
-    Ok((link, auth))
-}
-
 /// A transport that carries one request and brings back its response.
 pub(super) trait Exchange {
     /// Sends `out` (transaction `tid`) and waits for the response, skipping anything else
@@ -319,7 +304,7 @@ pub(super) fn random_tid() -> Result<TransactionId, LoadError> {
     Ok(TransactionId(tid))
 }
 
-fn bad(req: Request, why: &'static str) -> LoadError {
+pub(super) fn bad(req: Request, why: &'static str) -> LoadError {
     LoadError::BadResponse {
         what: req.name(),
         why,

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use super::control::Auth;
+use super::control::{Auth, CHANNEL};
 use super::refresh::Refresher;
 
 /// One allocation during the run, reaching the server over its link `L`.
@@ -45,7 +45,7 @@ impl<L> Lane<L> {
             refresher: Refresher::default(),
             wanting: false,
             flushing: false,
-            channel: super::traffic::CHANNEL,
+            channel: CHANNEL,
         }
     }
 }

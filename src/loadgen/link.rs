@@ -11,11 +11,18 @@ use std::os::fd::{AsFd, BorrowedFd};
 use socket2::SockRef;
 
 use super::control::{Exchange, Request, SOCKET_BUFFER_BYTES};
-use super::refresh::is_transient;
 use super::tls::TlsTarget;
-use super::{LoadConfig, LoadError, LoadTransport, traffic, wire};
+use super::{LoadConfig, LoadError, LoadTransport, wire};
 use crate::proto::TransactionId;
 use crate::sys::mmsg::{RecvBatch, SendBatch};
+
+/// Datagrams per recvmmsg/sendmmsg at most.
+pub(super) const BATCH: usize = 64;
+
+/// Batch depth for datagrams of `wire_len` bytes (about 256 KiB of buffer per batch).
+pub(super) fn batch_len(wire_len: usize) -> usize {
+    (256 * 1024 / wire_len.max(1)).clamp(4, BATCH)
+}
 
 /// Everything a new lane needs to reach the server.
 #[derive(Debug)]
@@ -103,7 +110,7 @@ impl UdpLink {
         Self {
             socket,
             server,
-            tx: SendBatch::new(traffic::batch_len(wire_len), wire_len),
+            tx: SendBatch::new(batch_len(wire_len), wire_len),
         }
     }
 }
@@ -205,4 +212,16 @@ impl Link for UdpLink {
             Err(e) => Err(LoadError::Io(e)),
         }
     }
+}
+
+/// Errors a UDP socket reports for one datagram (a full buffer, an ICMP error for an earlier
+/// one), not for the socket itself.
+pub(super) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::HostUnreachable
+    ) || e.raw_os_error() == Some(libc::EMSGSIZE)
 }

@@ -330,6 +330,3 @@ fn measure<L: Link>(
 fn mono_now() -> Instant {
     Instant::now()
 }
-
-#[cfg(test)]
-mod tests;

@@ -17,7 +17,7 @@ use super::lane::Lane;
 use super::link::UdpLink;
 use super::setup::tune;
 use super::{LoadConfig, LoadError, mono_now, wire};
-use crate::io::clock;
+use crate::sys::clock;
 
 /// Bytes of a hello or welcome datagram.
 pub const HELLO_LEN: usize = 14;

@@ -4,8 +4,6 @@
 //! path and retransmitted on the loop's clock (RFC 8489 §6.2.1; over TCP/TLS the same timer
 //! only bounds the wait, RFC 8489 §6.2.2).
 
-use std::io;
-
 use super::LoadError;
 use super::control::{Auth, Outcome, Request, random_tid};
 use super::link::Link;
@@ -128,16 +126,4 @@ fn transmit<L: Link>(
     let mut buf = [0u8; 512];
     let len = auth.write(&mut buf, req, tid)?;
     link.send_control(&buf[..len])
-}
-
-/// Errors a UDP socket reports for one datagram (a full buffer, an ICMP error for an earlier
-/// one), not for the socket itself.
-pub(super) fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::HostUnreachable
-    ) || e.raw_os_error() == Some(libc::EMSGSIZE)
 }

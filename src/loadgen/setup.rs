@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use super::control::{self, Auth, Request, SOCKET_BUFFER_BYTES};
+use super::control::{self, Auth, CHANNEL, LIFETIME_SECS, Request, SOCKET_BUFFER_BYTES, bad};
 use super::lane::Lane;
 use super::link::{Connector, Link};
-use super::traffic::{self, LIFETIME_SECS};
 use super::{LoadConfig, LoadError};
-use crate::io::clock;
+use crate::proto::{Message, attr};
+use crate::sys::clock;
 
 /// Echo peer sockets: non-blocking, large buffers.
 pub(super) fn bind_peers(config: &LoadConfig) -> Result<Vec<UdpSocket>, LoadError> {
@@ -73,11 +73,29 @@ fn allocate_fresh<L: Link>(
     let mut tries = 0;
     loop {
         let auth = Auth::new(&config.credentials, unix_now, valid_for);
-        match control::allocate(connector, auth, LIFETIME_SECS) {
+        match allocate(connector, auth, LIFETIME_SECS) {
             Err(LoadError::Rejected { code: 437, .. }) if tries < 3 => tries += 1,
             other => return other,
         }
     }
+}
+
+/// Opens a new link to the server and allocates a relay on it.
+fn allocate<L: Link>(
+    connector: &Connector,
+    mut auth: Auth,
+    lifetime: u32,
+) -> Result<(L, Auth), LoadError> {
+    let mut link = L::open(connector)?;
+    let mut buf = [0u8; 1500];
+    let req = Request::Allocate { lifetime };
+    let n = control::transact(&mut link, &mut auth, req, &mut buf)?;
+    let msg = Message::parse(&buf[..n]).map_err(|_| bad(req, "unparsable response"))?;
+    // RFC 8656 §7.3: a success response carries the relayed address.
+    if !matches!(msg.xor_address(attr::XOR_RELAYED_ADDRESS), Some(Ok(_))) {
+        return Err(bad(req, "no XOR-RELAYED-ADDRESS"));
+    }
+    Ok((link, auth))
 }
 
 /// The request that installs the permission for `peer`.
@@ -86,7 +104,7 @@ pub(super) fn bind_request(config: &LoadConfig, peer: SocketAddr) -> Request {
         Request::CreatePermission { peer }
     } else {
         Request::ChannelBind {
-            channel: traffic::CHANNEL,
+            channel: CHANNEL,
             peer,
         }
     }

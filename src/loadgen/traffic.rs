@@ -10,28 +10,22 @@ use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::control::Request;
+use super::control::{LIFETIME_SECS, Request};
 use super::histogram::Histogram;
 use super::lane::Lane;
-use super::link::Link;
+use super::link::{BATCH, Link, batch_len, is_transient};
 use super::poller::Poller;
-use super::refresh::{RefreshCounts, is_transient};
+use super::refresh::RefreshCounts;
 use super::setup::bind_request;
 use super::wire::{data_of, read_header, send_indication, wire_len, write_header};
 use super::{LoadConfig, LoadError, Stage, mono_now};
 use crate::proto::{Message, write_channel_data};
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 
-/// Datagrams per recvmmsg/sendmmsg at most.
-const BATCH: usize = 64;
 /// Receive calls per socket per turn, so one busy socket cannot starve the others.
 const ROUNDS: usize = 4;
-/// Lifetime asked for in Allocate and Refresh (the RFC 8656 default, 10 minutes).
-pub(super) const LIFETIME_SECS: u32 = 600;
 /// Interval of the per-allocation chores: loss timeouts, refreshes, the end of the drain.
 const CHORES_EVERY_NS: u64 = 1_000_000;
-/// The channel every allocation binds (RFC 8656 §12: 0x4000 is the first valid one).
-pub(super) const CHANNEL: u16 = 0x4000;
 
 /// Counts of one run (measured phase only, except the diagnostics).
 #[derive(Debug, Default)]
@@ -145,11 +139,6 @@ pub(super) fn drive<L: Link>(
             }
         }
     }
-}
-
-/// Batch depth for datagrams of `wire_len` bytes (about 256 KiB of buffer per batch).
-pub(super) fn batch_len(wire_len: usize) -> usize {
-    (256 * 1024 / wire_len.max(1)).clamp(4, BATCH)
 }
 
 struct Run {

@@ -5,7 +5,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use super::HEADER_LEN;
-use super::message::be16;
+use super::bytes::be16;
 
 /// Why a message failed its integrity check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 
 use super::HEADER_LEN;
 use super::attr;
+use super::bytes::{be16, be32, padded};
 use super::integrity::{self, IntegrityError};
 use super::types::{Class, MAGIC_COOKIE, MessageType, Method, TransactionId};
 
@@ -271,17 +272,4 @@ impl<'a> Iterator for Attributes<'a> {
         self.pos += 4 + padded(len);
         Some((ty, value))
     }
-}
-
-/// `len` rounded up to a multiple of 4 (RFC 8489 §14).
-pub(crate) const fn padded(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }

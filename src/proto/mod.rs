@@ -5,6 +5,7 @@
 
 pub mod attr;
 mod attrs;
+mod bytes;
 mod channel;
 pub mod error_code;
 mod framing;

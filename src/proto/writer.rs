@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use super::HEADER_LEN;
 use super::attr;
 use super::attrs::encode_address;
+use super::bytes::padded;
 use super::error_code::reason_phrase;
 use super::integrity::{fingerprint_of, hmac_sha1, hmac_sha256};
-use super::message::padded;
 use super::types::{MAGIC_COOKIE, MessageType, TransactionId};
 
 /// Why a message could not be written.

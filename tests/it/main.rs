@@ -13,6 +13,7 @@ mod hostile_streams;
 mod interop_coturn;
 mod interop_stun_crate;
 mod interop_turn_crate;
+mod loadgen_udp;
 mod netns;
 mod ops_admin;
 mod ops_lifecycle;

@@ -569,12 +569,17 @@ impl<'ast> Visit<'ast> for Refs<'_> {
     }
 }
 
-/// `#[cfg(test)]` or `#[test]`: code that never ships.
+/// `#[cfg(test)]`, `#[test]`, or the test kit's `#[cfg(any(test, feature = "testkit"))]`:
+/// code that never ships (no shipped build turns on `testkit`; the fuzz package and the
+/// crate's dev-dependency on itself do). Any other feature gate is shipped code.
 fn is_test(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| match &a.meta {
         syn::Meta::Path(p) => p.is_ident("test"),
-        syn::Meta::List(l) => l.path.is_ident("cfg") && l.tokens.to_string() == "test",
-        syn::Meta::NameValue(_) => false,
+        syn::Meta::List(l) if l.path.is_ident("cfg") => {
+            let tokens: String = l.tokens.to_string().split_whitespace().collect();
+            tokens == "test" || tokens == r#"any(test,feature="testkit")"#
+        }
+        _ => false,
     })
 }
 

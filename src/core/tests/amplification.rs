@@ -14,7 +14,6 @@ const REALM_12: &str = "turn.example";
 
 fn harness(software: Option<&str>) -> Harness {
     let mut s = settings();
-    s.realm = REALM_12.into();
     s.software = software.map(Into::into);
     Harness::with_store(s, Harness::store(REALM_12, true))
 }
@@ -68,9 +67,7 @@ fn challenge_to_a_20_byte_allocate_is_at_most_80_bytes() {
 #[test]
 fn challenge_with_a_long_realm_sheds_password_algorithms_and_its_nonce_feature_bit() {
     let realm = "turn.example.with-a-33-char-realm";
-    let mut s = settings();
-    s.realm = realm.into();
-    let mut h = Harness::with_store(s, Harness::store(realm, true));
+    let mut h = Harness::with_store(settings(), Harness::store(realm, true));
     let c = h.client("alice");
     let req = bare(0x0003, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])]);
     let resp = h.exchange(c.ft, &req);

@@ -7,7 +7,6 @@ mod auth;
 mod binding;
 mod channels;
 mod data;
-mod harness;
 mod lifetimes;
 mod permissions;
 mod policy_forms;
@@ -15,3 +14,7 @@ mod relay_confirm;
 mod revocation;
 mod rfc8489_order;
 mod rfc_client;
+
+// The harness is the crate's test kit (shared with the fuzz targets, the benches and the
+// zero-allocation test); this name keeps the tests' `super::harness::…` imports as they are.
+use crate::core::testkit as harness;

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use super::{
+use crate::core::{
     Command, Deferred, Now, OpenedRelay, RelayError, RelayId, RelayRequest, RelayToken,
     ReservationId, Server,
 };

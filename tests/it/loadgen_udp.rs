@@ -1,13 +1,15 @@
-//! The generator against an in-process Turnstone on loopback.
+//! The load generator (`turnstone bench`, UDP) against an in-process Turnstone on loopback:
+//! open and closed loops, warmup, refreshes, Send indications, churn and refusals.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
-use crate::config::Config;
-use crate::core::Transport;
-use crate::io::RunningServer;
+use turnstone::config::Config;
+use turnstone::core::Transport;
+use turnstone::io::RunningServer;
+use turnstone::loadgen::{Churn, Credentials, LoadConfig, LoadError, Stage, run, run_with};
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-password";
@@ -49,7 +51,7 @@ requests_per_second_per_ip = 0
     let spec = config
         .server_spec(Arc::new(config.credential_store()), Arc::new(|_| {}))
         .unwrap();
-    let server = crate::io::start(spec).unwrap();
+    let server = turnstone::io::start(spec).unwrap();
     let addr = server.address(Transport::Udp).unwrap();
     (server, addr)
 }
