@@ -3,6 +3,11 @@
 //! indication for the client. No sockets: relays come from the core's scripted relay side.
 //!
 //! Run with `cargo bench --bench relay_path`; allocations per iteration must stay at zero.
+//! The `*_among` cases rotate through 10 or 10,000 allocations (issue 14: CPU per packet must
+//! not grow with the allocation count). The machine's noise hides a few percent, so
+//! `RELAY_PATH_CALLGRIND=<allocations> valgrind --tool=callgrind --toggle-collect='*measured*'
+//! target/release/deps/relay_path-*` counts instructions of a fixed run instead: 100,000 round
+//! trips (ChannelData client → peer and peer → client), so Ir / 200,000 is per packet.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,7 +33,63 @@ use turnstone::proto::{
 static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 
 fn main() {
-    divan::main();
+    match std::env::var("RELAY_PATH_CALLGRIND").map(|n| n.parse::<usize>()) {
+        Ok(Ok(allocations)) => callgrind_run(allocations),
+        _ => divan::main(),
+    }
+}
+
+/// Allocation counts of the `*_among` cases.
+const ALLOCATIONS: [usize; 2] = [10, 10_000];
+
+/// A fixed run for callgrind (see the module doc).
+fn callgrind_run(allocations: usize) {
+    let mut s = Setup::with_allocations(allocations);
+    let mut round = Round::new(160);
+    let ok = measured(&mut s, &mut round, 100_000);
+    assert_eq!(ok, 200_000, "every packet relayed");
+    println!("{allocations} allocations: 100000 round trips");
+}
+
+#[inline(never)]
+fn measured(s: &mut Setup, round: &mut Round, trips: usize) -> usize {
+    (0..trips).map(|i| round.trip(s, i)).sum()
+}
+
+/// ChannelData buffers for round trips through many allocations.
+struct Round {
+    pkt: Vec<u8>,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Round {
+    fn new(len: usize) -> Self {
+        let mut pkt = vec![0xAB; 4 + len];
+        write_channel_data(&mut pkt, CHANNEL, len, false).unwrap();
+        Self {
+            pkt,
+            out: vec![0u8; 2048],
+            buf: Setup::peer_buffer(len),
+            len,
+        }
+    }
+
+    /// ChannelData client → peer and peer → client on allocation `i` (mod the count); how
+    /// many of the two were relayed.
+    fn trip(&mut self, s: &mut Setup, i: usize) -> usize {
+        let (client, relay) = s.allocations[i % s.allocations.len()];
+        let to_peer = s
+            .server
+            .handle_client(s.now, black_box(client), &self.pkt, &mut self.out);
+        let payload = PEER_HEADROOM..PEER_HEADROOM + self.len;
+        let to_client = s
+            .server
+            .handle_peer(s.now, black_box(relay), PEER, &mut self.buf, payload);
+        usize::from(matches!(to_peer, Handled::Forward { .. }))
+            + usize::from(matches!(to_client, PeerHandled::ToClient { .. }))
+    }
 }
 
 /// Typical payloads: an Opus audio frame and a full-size video packet.
@@ -56,10 +117,17 @@ struct Setup {
     key: Vec<u8>,
     nonce: Vec<u8>,
     tid: u8,
+    /// Every allocation's client and relay (the first is `client`, `relay`).
+    allocations: Vec<(FiveTuple, RelayId)>,
 }
 
 impl Setup {
     fn new() -> Self {
+        Self::with_allocations(1)
+    }
+
+    /// `count` allocations of `alice` from consecutive client ports, each set up like the first.
+    fn with_allocations(count: usize) -> Self {
         let allow = vec![Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap()];
         let settings = Settings {
             realm: REALM.into(),
@@ -89,7 +157,7 @@ impl Setup {
         );
         let mut s = Setup {
             server: Server::new(settings, Arc::new(store), [7; 32], shared, 42),
-            relays: ScriptedRelays::with_ports((50002..=u16::MAX).step_by(2)),
+            relays: ScriptedRelays::with_ports(1024..=u16::MAX),
             now: Now {
                 mono: clock_origin(),
                 unix_secs: 1_700_000_000,
@@ -103,7 +171,21 @@ impl Setup {
             key: key.as_bytes().to_vec(),
             nonce: Vec::new(),
             tid: 0,
+            allocations: Vec::with_capacity(count),
         };
+        for n in 0..count {
+            let port = 40000 + n as u16 % 20000;
+            let ip = Ipv4Addr::from(0x7F00_0001 + (n / 20000) as u32);
+            s.client.client = SocketAddr::new(IpAddr::V4(ip), port);
+            s.set_up_one();
+        }
+        (s.client, s.relay) = s.allocations[0];
+        s
+    }
+
+    /// Allocates for `self.client`, permits [`PEER`]'s IP and binds [`CHANNEL`] to it.
+    fn set_up_one(&mut self) {
+        let s = self;
         // RFC 8489 §9.2: the unsigned Allocate is challenged with 401, REALM and NONCE.
         let challenge = s.request(Method::ALLOCATE, false, |w| {
             w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
@@ -115,7 +197,12 @@ impl Setup {
             w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).map(drop)
         });
         assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        s.relay = *s.relays.open.keys().next().unwrap();
+        let relayed = Message::parse(&ok)
+            .unwrap()
+            .xor_address(attr::XOR_RELAYED_ADDRESS)
+            .unwrap()
+            .unwrap();
+        s.relay = s.relays.id_of(relayed).unwrap();
         let ok = s.request(Method::CREATE_PERMISSION, true, |w| {
             w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
         });
@@ -125,7 +212,7 @@ impl Setup {
             w.add_xor_address(attr::XOR_PEER_ADDRESS, PEER).map(drop)
         });
         assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
-        s
+        s.allocations.push((s.client, s.relay));
     }
 
     /// Sends a request (signed when `sign`) and returns the reply.
@@ -135,7 +222,7 @@ impl Setup {
         sign: bool,
         body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WriteError>,
     ) -> Vec<u8> {
-        self.tid += 1;
+        self.tid = self.tid.wrapping_add(1);
         let mut pkt = vec![0u8; 512];
         let ty = MessageType::new(method, Class::Request);
         let mut w = MessageWriter::new(&mut pkt, ty, TransactionId([self.tid; 12])).unwrap();
@@ -247,5 +334,19 @@ fn peer_to_client_data_indication(bencher: Bencher, len: usize) {
             &mut buf,
             payload.clone(),
         )
+    });
+}
+
+/// ChannelData both ways, rotating through `allocations` allocations: per packet cost must not
+/// grow with the count (issue 14).
+#[divan::bench(args = ALLOCATIONS)]
+fn channel_data_round_trip_among(bencher: Bencher, allocations: usize) {
+    let mut s = Setup::with_allocations(allocations);
+    let mut round = Round::new(160);
+    let mut i = 0;
+    assert_eq!(round.trip(&mut s, 0), 2);
+    bencher.bench_local(|| {
+        i += 1;
+        round.trip(&mut s, i)
     });
 }
