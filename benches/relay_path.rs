@@ -21,8 +21,8 @@ use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
 use turnstone::core::scripted::ScriptedRelays;
 use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayFamily, RelayId, Server, Settings, SharedState, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerAddr,
+    PeerHandled, RelayFamily, RelayId, Server, Settings, SharedState, Transport,
 };
 use turnstone::proto::{
     Class, Message, MessageType, MessageWriter, Method, TransactionId, WriteError, attr,
@@ -84,9 +84,13 @@ impl Round {
             .server
             .handle_client(s.now, black_box(client), &self.pkt, &mut self.out);
         let payload = PEER_HEADROOM..PEER_HEADROOM + self.len;
-        let to_client = s
-            .server
-            .handle_peer(s.now, black_box(relay), PEER, &mut self.buf, payload);
+        let to_client = s.server.handle_peer(
+            s.now,
+            black_box(relay),
+            PeerAddr(PEER),
+            &mut self.buf,
+            payload,
+        );
         usize::from(matches!(to_peer, Handled::Forward { .. }))
             + usize::from(matches!(to_client, PeerHandled::ToClient { .. }))
     }
@@ -281,7 +285,13 @@ fn client_channel_data_to_peer(bencher: Bencher, len: usize) {
     let mut out = vec![0u8; 2048];
     let handled = s.server.handle_client(s.now, s.client, &pkt, &mut out);
     assert!(
-        matches!(handled, Handled::Forward { peer: PEER, .. }),
+        matches!(
+            handled,
+            Handled::Forward {
+                peer: PeerAddr(PEER),
+                ..
+            }
+        ),
         "{handled:?}"
     );
     bencher.counter(BytesCount::new(len)).bench_local(|| {
@@ -297,7 +307,7 @@ fn peer_to_client_channel_data(bencher: Bencher, len: usize) {
     let payload = PEER_HEADROOM..PEER_HEADROOM + len;
     let handled = s
         .server
-        .handle_peer(s.now, s.relay, PEER, &mut buf, payload.clone());
+        .handle_peer(s.now, s.relay, PeerAddr(PEER), &mut buf, payload.clone());
     let PeerHandled::ToClient { range, .. } = handled else {
         panic!("{handled:?}");
     };
@@ -306,7 +316,7 @@ fn peer_to_client_channel_data(bencher: Bencher, len: usize) {
         s.server.handle_peer(
             s.now,
             black_box(s.relay),
-            black_box(PEER),
+            black_box(PeerAddr(PEER)),
             &mut buf,
             payload.clone(),
         )
@@ -318,9 +328,13 @@ fn peer_to_client_data_indication(bencher: Bencher, len: usize) {
     let mut s = Setup::new();
     let mut buf = Setup::peer_buffer(len);
     let payload = PEER_HEADROOM..PEER_HEADROOM + len;
-    let handled = s
-        .server
-        .handle_peer(s.now, s.relay, PEER_NO_CHANNEL, &mut buf, payload.clone());
+    let handled = s.server.handle_peer(
+        s.now,
+        s.relay,
+        PeerAddr(PEER_NO_CHANNEL),
+        &mut buf,
+        payload.clone(),
+    );
     let PeerHandled::ToClient { range, .. } = handled else {
         panic!("{handled:?}");
     };
@@ -330,7 +344,7 @@ fn peer_to_client_data_indication(bencher: Bencher, len: usize) {
         s.server.handle_peer(
             s.now,
             black_box(s.relay),
-            black_box(PEER_NO_CHANNEL),
+            black_box(PeerAddr(PEER_NO_CHANNEL)),
             &mut buf,
             payload.clone(),
         )

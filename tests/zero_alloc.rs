@@ -12,8 +12,8 @@ use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
 use turnstone::core::scripted::ScriptedRelays;
 use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayFamily, Server, Settings, SharedState, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, Now, PEER_HEADROOM, PEER_TAILROOM, PeerAddr,
+    PeerHandled, RelayFamily, Server, Settings, SharedState, Transport,
 };
 use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId, attr};
 
@@ -230,9 +230,11 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
             let sent = server.handle_client(later, client, &send[..send_len], &mut out);
             ok += usize::from(matches!(sent, Handled::Forward { .. }));
             let range = PEER_HEADROOM..PEER_HEADROOM + 1200;
-            let channel = server.handle_peer(later, relay, peer, &mut peer_buf, range.clone());
+            let channel =
+                server.handle_peer(later, relay, PeerAddr(peer), &mut peer_buf, range.clone());
             ok += usize::from(matches!(channel, PeerHandled::ToClient { .. }));
-            let indication = server.handle_peer(later, relay, unbound_peer, &mut peer_buf, range);
+            let indication =
+                server.handle_peer(later, relay, PeerAddr(unbound_peer), &mut peer_buf, range);
             ok += usize::from(matches!(indication, PeerHandled::ToClient { .. }));
         }
         ok

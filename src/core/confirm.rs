@@ -24,7 +24,6 @@ use super::quota::TokenBucket;
 use super::relay::{OpenedRelay, RelayError, RelayRequest, RelayToken};
 use super::reply::{self, Signer};
 use super::server::{AllocIdKey, Command, RESERVATION_LIFETIME, Server, Timer};
-use super::stats::Traffic;
 use super::{Deferred, FiveTuple, Now, Rejection};
 
 /// RFC 8656 §7.2: "If the server cannot allocate a relayed transport address [...] 508
@@ -241,13 +240,12 @@ impl Server {
             permissions: Vec::new(),
             channels: Vec::new(),
             peers_seen: 0,
-            traffic: Traffic::default(),
-            bucket: self
-                .settings
-                .allocation_bandwidth
-                .map(|b| TokenBucket::new(b, now.mono)),
         };
-        let id = self.table.insert(allocation);
+        let bucket = self
+            .settings
+            .allocation_bandwidth
+            .map(|b| TokenBucket::new(b, now.mono));
+        let id = self.table.insert(allocation, bucket, now.mono);
         self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
         self.counters.allocations_created += 1;
         tracing::debug!(target: "turnstone::relay", client = %from.client,

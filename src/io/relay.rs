@@ -3,12 +3,12 @@
 //! under the lock, [`Relays::register`] watches the socket on the worker's [`Poller`] and the
 //! result is confirmed to the core. The sockets are plain non-blocking std sockets.
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::UdpSocket as StdUdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::core::{
-    OpenedRelay, RelayError, RelayId, RelayMap, RelayRequest, RelayToken, ReservationId,
+    OpenedRelay, PeerAddr, RelayError, RelayId, RelayMap, RelayRequest, RelayToken, ReservationId,
 };
 
 use super::ports::RelayPorts;
@@ -84,9 +84,9 @@ impl Relays {
     }
 
     /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
-    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
+    pub fn send(&self, id: RelayId, data: &[u8], peer: PeerAddr) -> bool {
         match self.sockets.get(&id) {
-            Some(socket) => socket.send_to(data, peer).is_ok(),
+            Some(socket) => socket.send_to(data, peer.0).is_ok(),
             None => false,
         }
     }
