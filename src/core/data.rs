@@ -44,7 +44,7 @@ impl Server {
                 None => DropReason::NoAllocation,
             });
         };
-        let tick = self.table.tick(now.mono);
+        let tick = self.table.tick_now(now.mono);
         let Some(slot) = self
             .table
             .counters_mut(entry.slot)
@@ -98,7 +98,7 @@ impl Server {
             self.counters.dropped_policy += 1;
             return Handled::Drop(DropReason::Policy);
         };
-        let tick = self.table.tick(now.mono);
+        let tick = self.table.tick_now(now.mono);
         let Some(allocation) = self.table.get(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
@@ -108,6 +108,7 @@ impl Server {
         let key = PermissionKey {
             relay: relay.id.0,
             peer: AddrKey::ip_only(peer.ip()),
+            pad: 0,
         };
         let permitted = self.table.flat.permissions.get(&key);
         if permitted.is_none_or(|p| p.expires <= tick) {
@@ -145,10 +146,11 @@ impl Server {
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> PeerHandled {
-        let tick = self.table.tick(now.mono);
+        let tick = self.table.tick_now(now.mono);
         let key = PeerKey {
             relay: relay.0,
             peer: AddrKey::new(peer.0),
+            pad: 0,
         };
         let (client, channel, permission_expires, slot, shown) =
             match self.table.flat.peers.get(&key) {
@@ -216,6 +218,7 @@ impl Server {
         let key = |peer: SocketAddr| PermissionKey {
             relay: relay.0,
             peer: AddrKey::ip_only(peer.ip()),
+            pad: 0,
         };
         if let Some(p) = self.table.flat.permissions.get(&key(peer)) {
             return Ok((p.client, p.expires, p.slot, peer));

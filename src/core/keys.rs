@@ -114,11 +114,23 @@ pub struct FiveTupleKey {
 
 const TLS: u8 = 6 | 0x80;
 
+impl FiveTupleKey {
+    /// Everything but the IPs in one word (for hashing).
+    fn small_fields(&self) -> u64 {
+        u64::from(self.client.port)
+            | u64::from(self.client.family) << 16
+            | u64::from(self.server.port) << 24
+            | u64::from(self.server.family) << 40
+            | u64::from(self.transport) << 48
+    }
+}
+
+// Hashing is per packet: two word-sized writes. The server's IP is left out of the hash (not
+// out of equality): it is one of the few listener addresses, so it adds no spread.
 impl Hash for FiveTupleKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.client.hash(state);
-        self.server.hash(state);
-        state.write_u8(self.transport);
+        state.write_u128(u128::from_ne_bytes(self.client.ip));
+        state.write_u64(self.small_fields());
     }
 }
 
@@ -164,7 +176,7 @@ pub struct Slot {
 
 /// Client → peer: (client 5-tuple, channel number).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelKey {
     /// The client.
     pub client: FiveTupleKey,
@@ -172,6 +184,13 @@ pub struct ChannelKey {
     pub channel: u16,
     /// Zero.
     pub pad: u16,
+}
+
+impl Hash for ChannelKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.client.client.ip));
+        state.write_u64(self.client.small_fields() ^ u64::from(self.channel) << 56);
+    }
 }
 
 /// What a client's ChannelData needs: where it goes and until when.
@@ -183,6 +202,8 @@ pub struct ChannelEntry {
     /// The address to send to: the bound peer, already translated from our advertised
     /// address to the bound one when the peer is our own relay behind 1:1 NAT.
     pub peer: AddrKey,
+    /// Zero.
+    pub pad: u32,
     /// The channel's expiry (RFC 8656 §12: 10 minutes after the last ChannelBind).
     pub expires: Tick,
     /// The expiry of the permission for the peer's IP (RFC 8656 §9), kept in step with the
@@ -194,17 +215,31 @@ pub struct ChannelEntry {
     /// its port (`PeerPolicy::is_live_gated`).
     pub live_gated: u8,
     /// Zero.
-    pub pad: [u8; 7],
+    pub tail: [u8; 7],
 }
 
 /// Peer → client: (relay, peer transport address as it arrives on the relay socket).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerKey {
     /// The relay socket it arrived on.
     pub relay: u64,
     /// Who sent it.
     pub peer: AddrKey,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// Relay id, port and family in one word (relay ids are small sequential numbers).
+fn relay_port(relay: u64, peer: &AddrKey) -> u64 {
+    relay << 24 ^ u64::from(peer.port) << 8 ^ u64::from(peer.family)
+}
+
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.peer.ip));
+        state.write_u64(relay_port(self.relay, &self.peer));
+    }
 }
 
 /// A bound channel seen from the peer side: the client and the channel to frame it in.
@@ -216,7 +251,7 @@ pub struct PeerEntry {
     /// The channel number.
     pub channel: u16,
     /// Zero.
-    pub pad: [u8; 6],
+    pub pad: [u8; 2],
     /// The channel's expiry; once past, the peer's datagrams go as Data indications.
     pub expires: Tick,
     /// The permission's expiry, as in [`ChannelEntry`].
@@ -227,12 +262,21 @@ pub struct PeerEntry {
 
 /// (relay, peer IP with port 0): a permission (RFC 8656 §9).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PermissionKey {
     /// The relay of the peer's family.
     pub relay: u64,
     /// The peer IP, port 0.
     pub peer: AddrKey,
+    /// Zero.
+    pub pad: u32,
+}
+
+impl Hash for PermissionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.peer.ip));
+        state.write_u64(relay_port(self.relay, &self.peer));
+    }
 }
 
 /// A permission: its expiry, and where a Data indication goes (RFC 8656 §11.3).
@@ -247,4 +291,46 @@ pub struct PermissionEntry {
     pub expires: Tick,
     /// The allocation's counters.
     pub slot: Slot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_key_gives_back_the_address_it_was_made_from() {
+        for addr in ["192.0.2.7:3478", "[2001:db8::7]:49152", "0.0.0.0:0"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(AddrKey::new(addr).addr(), addr);
+        }
+        let key = AddrKey::ip_only("192.0.2.7".parse().unwrap());
+        assert_eq!((key.port, key.family, &key.ip[4..]), (0, 4, &[0u8; 12][..]));
+    }
+
+    #[test]
+    fn a_five_tuple_key_gives_back_its_five_tuple_for_each_transport() {
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            let ft = FiveTuple {
+                client: "198.51.100.1:40000".parse().unwrap(),
+                server: "[2001:db8::1]:3478".parse().unwrap(),
+                transport,
+            };
+            assert_eq!(FiveTupleKey::new(&ft).five_tuple(), ft);
+        }
+    }
+
+    #[test]
+    fn keys_and_values_are_fixed_size_with_every_byte_a_named_field() {
+        // Sizes a kernel map declares; each equals the sum of the fields, so no implicit
+        // padding can carry stale bytes into a map.
+        use std::mem::size_of;
+        assert_eq!(size_of::<AddrKey>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<FiveTupleKey>(), 2 * 20 + 1 + 3);
+        assert_eq!(size_of::<ChannelKey>(), 44 + 2 + 2);
+        assert_eq!(size_of::<PeerKey>(), 8 + 20 + 4);
+        assert_eq!(size_of::<PermissionKey>(), 8 + 20 + 4);
+        assert_eq!(size_of::<ChannelEntry>(), 8 + 20 + 4 + 8 + 8 + 8 + 1 + 7);
+        assert_eq!(size_of::<PeerEntry>(), 44 + 2 + 2 + 8 + 8 + 8);
+        assert_eq!(size_of::<PermissionEntry>(), 44 + 4 + 8 + 8);
+    }
 }

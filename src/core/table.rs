@@ -36,6 +36,8 @@ pub(crate) struct Table {
     pub(crate) flat: FlatTables,
     /// Tick 0 (see `super::keys`): the first instant an allocation was made at.
     epoch: Option<Instant>,
+    /// The last instant converted by [`Table::tick_now`]: io passes one `Now` per batch.
+    last_now: Option<(Instant, Tick)>,
 }
 
 /// The flat keys of one channel of `a`.
@@ -50,6 +52,7 @@ fn channel_keys(a: &Allocation, c: &Channel) -> Option<(ChannelKey, PeerKey, Soc
     let peer = PeerKey {
         relay: relay.id.0,
         peer: AddrKey::new(wire),
+        pad: 0,
     };
     Some((channel, peer, wire))
 }
@@ -59,6 +62,7 @@ fn permission_key(a: &Allocation, ip: IpAddr) -> Option<PermissionKey> {
     Some(PermissionKey {
         relay: a.relay_for(ip)?.id.0,
         peer: AddrKey::ip_only(ip),
+        pad: 0,
     })
 }
 
@@ -85,6 +89,19 @@ impl Table {
         self.epoch.map_or(Tick(0), |epoch| Tick::since(epoch, at))
     }
 
+    /// `tick(now)` for the data plane: the conversion (a timespec subtraction and a 128-bit
+    /// multiply) is done once per distinct `now`, which io reads once per batch.
+    pub fn tick_now(&mut self, now: Instant) -> Tick {
+        match self.last_now {
+            Some((at, tick)) if at == now => tick,
+            _ => {
+                let tick = self.tick(now);
+                self.last_now = Some((now, tick));
+                tick
+            }
+        }
+    }
+
     /// Inserts an allocation made at `now` and indexes it.
     pub fn insert(
         &mut self,
@@ -92,7 +109,10 @@ impl Table {
         bucket: Option<TokenBucket>,
         now: Instant,
     ) -> AllocId {
-        self.epoch.get_or_insert(now);
+        if self.epoch.is_none() {
+            self.epoch = Some(now);
+            self.last_now = None;
+        }
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -261,6 +281,7 @@ impl Table {
         let key = PeerKey {
             relay: relay.id.0,
             peer: AddrKey::new(relay.hairpin_out(peer)),
+            pad: 0,
         };
         self.flat.peers.get(&key).map(|e| e.channel)
     }
@@ -288,16 +309,17 @@ impl Table {
             ChannelEntry {
                 relay: peer.relay,
                 peer: AddrKey::new(wire),
+                pad: 0,
                 expires: tick(new.expires),
                 permission_expires: permission,
                 slot,
                 live_gated: u8::from(new.live_gated),
-                pad: [0; 7],
+                tail: [0; 7],
             },
             PeerEntry {
                 client: channel.client,
                 channel: new.number,
-                pad: [0; 6],
+                pad: [0; 2],
                 expires: tick(new.expires),
                 permission_expires: permission,
                 slot,
