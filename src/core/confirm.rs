@@ -146,20 +146,21 @@ impl Server {
     /// The relay as the allocation keeps it: bound and advertised address (behind NAT the
     /// client is told the external IP).
     fn relay_of(&self, opened: OpenedRelay) -> Relay {
-        let advertised_ip =
-            self.settings
-                .relay_family(opened.addr.is_ipv6())
-                .map_or(opened.addr.ip(), |f| {
-                    if f.bind == opened.addr.ip() {
-                        f.advertised
-                    } else {
-                        opened.addr.ip()
-                    }
-                });
+        let bound = opened.addr.0;
+        let advertised_ip = self
+            .settings
+            .relay_family(bound.is_ipv6())
+            .map_or(bound.ip(), |f| {
+                if f.bind == bound.ip() {
+                    f.advertised
+                } else {
+                    bound.ip()
+                }
+            });
         Relay {
             id: opened.id,
-            bound: opened.addr,
-            advertised: SocketAddr::new(advertised_ip, opened.addr.port()),
+            bound,
+            advertised: SocketAddr::new(advertised_ip, bound.port()),
         }
     }
 

@@ -103,10 +103,10 @@ mod tests {
         batch.flush(&relays);
         let got = recv_all(&peer);
         let expect = [
-            (&b"a1"[..], a.addr),
-            (b"a2", a.addr),
-            (b"b1", b.addr),
-            (b"a3", a.addr),
+            (&b"a1"[..], a.addr.0),
+            (b"a2", a.addr.0),
+            (b"b1", b.addr.0),
+            (b"a3", a.addr.0),
         ];
         let got: Vec<_> = got.iter().map(|(d, f)| (d.as_slice(), *f)).collect();
         assert_eq!(got, expect);
