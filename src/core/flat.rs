@@ -28,7 +28,7 @@ use super::stats::Traffic;
 type Seeded = foldhash::fast::RandomState;
 
 /// Room reserved up front, so the first allocations do not rehash one after another.
-const INITIAL_ENTRIES: usize = 1024;
+const INITIAL_ENTRIES: usize = 256;
 
 /// One allocation's entry in the counters array: what every relayed packet updates.
 #[derive(Clone, Debug, Default)]
