@@ -20,7 +20,7 @@ use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
 use super::table::Table;
 use super::tokens::TokenSource;
-use super::{DropReason, FiveTuple, Handled, Now, PeerAddr, PeerHandled, Rejection};
+use super::{DropReason, FiveTuple, Handled, Now, PeerAddr, PeerHandled, Rejection, RelayAddr};
 
 /// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
 pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -344,7 +344,7 @@ impl Server {
                 .relays
                 .iter()
                 .flatten()
-                .map(|r| r.advertised)
+                .map(|r| RelayAddr(r.advertised))
                 .collect(),
             peers: allocation.peers_seen,
             traffic,
