@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use turnstone::auth::{PasswordAlgorithm, long_term_key};
 use turnstone::core::testkit::{self, Harness};
-use turnstone::core::{Handled, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, Settings};
+use turnstone::core::{Handled, PEER_HEADROOM, PEER_TAILROOM, PeerAddr, PeerHandled, Settings};
 use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId, attr};
 
 struct Counting;
@@ -145,9 +145,11 @@ fn relaying_channel_data_send_and_peer_datagrams_allocates_nothing() {
             let sent = server.handle_client(later, client, &send[..send_len], &mut out);
             ok += usize::from(matches!(sent, Handled::Forward { .. }));
             let range = PEER_HEADROOM..PEER_HEADROOM + 1200;
-            let channel = server.handle_peer(later, relay, peer, &mut peer_buf, range.clone());
+            let channel =
+                server.handle_peer(later, relay, PeerAddr(peer), &mut peer_buf, range.clone());
             ok += usize::from(matches!(channel, PeerHandled::ToClient { .. }));
-            let indication = server.handle_peer(later, relay, unbound_peer, &mut peer_buf, range);
+            let indication =
+                server.handle_peer(later, relay, PeerAddr(unbound_peer), &mut peer_buf, range);
             ok += usize::from(matches!(indication, PeerHandled::ToClient { .. }));
         }
         ok

@@ -193,7 +193,7 @@ impl Session {
                     "forward from closed {relay:?}"
                 );
                 assert!(
-                    self.policy.check(peer).is_ok(),
+                    self.policy.check(peer.0).is_ok(),
                     "forward to refused peer {peer}"
                 );
                 if looks_like_channel_data(pkt) {
@@ -220,7 +220,9 @@ impl Session {
         buf[range.clone()].copy_from_slice(payload);
         let now = self.h.now();
         let PeerHandled::ToClient { client, range } =
-            self.h.server.handle_peer(now, relay, peer, &mut buf, range)
+            self.h
+                .server
+                .handle_peer(now, relay, turnstone::core::PeerAddr(peer), &mut buf, range)
         else {
             return;
         };

@@ -1,21 +1,19 @@
-//! Allocations and their table: a slab with generation-checked ids, indexed by 5-tuple and by
-//! relay socket (RFC 8656 §3: an allocation is identified by its 5-tuple).
+//! An allocation as the control plane sees it (RFC 8656 §3: identified by its 5-tuple): its
+//! relays, lifetime, and its own short lists of permissions and channels. The data plane reads
+//! the flat tables instead (`super::flat`); `super::table` keeps the two in step.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::FiveTuple;
-use super::quota::TokenBucket;
-use super::relay::{RelayId, RelayMap};
-use super::stats::Traffic;
+use super::relay::RelayId;
 
 /// A slot index plus a generation, so a stale id never reaches a newer allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AllocId {
-    index: u32,
-    generation: u32,
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
 }
 
 /// One relayed transport address of an allocation.
@@ -26,6 +24,32 @@ pub(crate) struct Relay {
     pub bound: SocketAddr,
     /// What the client is told (external IP behind NAT).
     pub advertised: SocketAddr,
+}
+
+impl Relay {
+    /// A peer at our own advertised (external) address is really our own relay socket: send
+    /// to the bound address, since 1:1 NAT often does not hairpin. Never to an unspecified
+    /// bound address: Linux delivers a datagram sent to 0.0.0.0 to loopback.
+    pub fn hairpin_out(&self, peer: SocketAddr) -> SocketAddr {
+        if peer.ip() == self.advertised.ip()
+            && self.advertised.ip() != self.bound.ip()
+            && !self.bound.ip().is_unspecified()
+        {
+            SocketAddr::new(self.bound.ip(), peer.port())
+        } else {
+            peer
+        }
+    }
+
+    /// The reverse of [`Self::hairpin_out`]: traffic from our own bound relay IP is shown as
+    /// coming from the advertised address the client used in its permission.
+    pub fn hairpin_in(&self, peer: SocketAddr) -> SocketAddr {
+        if peer.ip() == self.bound.ip() && self.advertised.ip() != self.bound.ip() {
+            SocketAddr::new(self.advertised.ip(), peer.port())
+        } else {
+            peer
+        }
+    }
 }
 
 /// RFC 8656 §9: a permission is an IP address and an expiry.
@@ -39,6 +63,7 @@ pub(crate) struct Permission {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Channel {
     pub number: u16,
+    /// The peer as the client named it.
     pub peer: SocketAddr,
     pub expires: Instant,
     /// The peer is one of our own relay addresses, valid only while a relay socket is open at
@@ -56,12 +81,11 @@ pub(crate) struct Allocation {
     pub relays: [Option<Relay>; 2],
     pub expires: Instant,
     pub started_unix: u64,
+    /// Its permissions, each mirrored in the flat permission table.
     pub permissions: Vec<Permission>,
+    /// Its channels, each mirrored in the flat channel and peer tables.
     pub channels: Vec<Channel>,
     pub peers_seen: u32,
-    pub traffic: Traffic,
-    /// The per-allocation bandwidth cap, if configured.
-    pub bucket: Option<TokenBucket>,
 }
 
 impl Allocation {
@@ -70,11 +94,16 @@ impl Allocation {
         self.relays[usize::from(peer.is_ipv6())].as_ref()
     }
 
-    /// Whether a live permission covers `ip`.
+    /// Whether a live permission covers `ip` (control plane: a short list).
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions
             .iter()
             .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// How many permissions are live.
+    pub fn live_permissions(&self, now: Instant) -> usize {
+        self.permissions.iter().filter(|p| p.expires > now).count()
     }
 
     /// The live channel with this number.
@@ -89,109 +118,5 @@ impl Allocation {
         self.channels
             .iter()
             .find(|c| c.peer == peer && c.expires > now)
-    }
-
-    /// Installs or refreshes a permission (RFC 8656 §10.2); false when `max` live ones exist.
-    pub fn permit(&mut self, ip: IpAddr, expires: Instant, now: Instant, max: usize) -> bool {
-        self.permissions.retain(|p| p.expires > now);
-        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
-            p.expires = expires;
-            return true;
-        }
-        if self.permissions.len() >= max {
-            return false;
-        }
-        self.permissions.push(Permission { ip, expires });
-        self.peers_seen = self.peers_seen.saturating_add(1);
-        true
-    }
-}
-
-/// All allocations of one worker.
-#[derive(Debug, Default)]
-pub(crate) struct Table {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// Looked up for every client datagram. Keyed by addresses a client chooses, so the hash is
-    /// seeded at random per map (foldhash); and an entry exists only for an authenticated,
-    /// quota-bound allocation, so an attacker cannot fill it with colliding keys at will.
-    by_five_tuple: HashMap<FiveTuple, AllocId, foldhash::fast::RandomState>,
-    by_relay: RelayMap<AllocId>,
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    generation: u32,
-    allocation: Option<Allocation>,
-}
-
-impl Table {
-    /// Inserts an allocation and indexes it.
-    pub fn insert(&mut self, allocation: Allocation) -> AllocId {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        let id = AllocId {
-            index,
-            generation: slot.generation,
-        };
-        self.by_five_tuple.insert(allocation.five_tuple, id);
-        for relay in allocation.relays.iter().flatten() {
-            self.by_relay.insert(relay.id, id);
-        }
-        slot.allocation = Some(allocation);
-        id
-    }
-
-    /// Removes an allocation and its index entries.
-    pub fn remove(&mut self, id: AllocId) -> Option<Allocation> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        if slot.generation != id.generation {
-            return None;
-        }
-        let allocation = slot.allocation.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index);
-        self.by_five_tuple.remove(&allocation.five_tuple);
-        for relay in allocation.relays.iter().flatten() {
-            self.by_relay.remove(&relay.id);
-        }
-        Some(allocation)
-    }
-
-    pub fn get(&self, id: AllocId) -> Option<&Allocation> {
-        let slot = self.slots.get(id.index as usize)?;
-        (slot.generation == id.generation)
-            .then_some(slot.allocation.as_ref())
-            .flatten()
-    }
-
-    pub fn get_mut(&mut self, id: AllocId) -> Option<&mut Allocation> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        (slot.generation == id.generation)
-            .then_some(slot.allocation.as_mut())
-            .flatten()
-    }
-
-    pub fn id_by_five_tuple(&self, ft: &FiveTuple) -> Option<AllocId> {
-        self.by_five_tuple.get(ft).copied()
-    }
-
-    pub fn id_by_relay(&self, relay: RelayId) -> Option<AllocId> {
-        self.by_relay.get(&relay).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_five_tuple.len()
-    }
-
-    /// Every allocation id (for draining).
-    pub fn ids(&self) -> Vec<AllocId> {
-        self.by_five_tuple.values().copied().collect()
     }
 }

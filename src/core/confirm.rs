@@ -24,7 +24,6 @@ use super::quota::TokenBucket;
 use super::relay::{OpenedRelay, RelayError, RelayRequest, RelayToken};
 use super::reply::{self, Signer};
 use super::server::{AllocIdKey, Command, RESERVATION_LIFETIME, Server, Timer};
-use super::stats::Traffic;
 use super::{Deferred, FiveTuple, Now, Rejection};
 
 /// RFC 8656 §7.2: "If the server cannot allocate a relayed transport address [...] 508
@@ -147,20 +146,21 @@ impl Server {
     /// The relay as the allocation keeps it: bound and advertised address (behind NAT the
     /// client is told the external IP).
     fn relay_of(&self, opened: OpenedRelay) -> Relay {
-        let advertised_ip =
-            self.settings
-                .relay_family(opened.addr.is_ipv6())
-                .map_or(opened.addr.ip(), |f| {
-                    if f.bind == opened.addr.ip() {
-                        f.advertised
-                    } else {
-                        opened.addr.ip()
-                    }
-                });
+        let bound = opened.addr.0;
+        let advertised_ip = self
+            .settings
+            .relay_family(bound.is_ipv6())
+            .map_or(bound.ip(), |f| {
+                if f.bind == bound.ip() {
+                    f.advertised
+                } else {
+                    bound.ip()
+                }
+            });
         Relay {
             id: opened.id,
-            bound: opened.addr,
-            advertised: SocketAddr::new(advertised_ip, opened.addr.port()),
+            bound,
+            advertised: SocketAddr::new(advertised_ip, bound.port()),
         }
     }
 
@@ -241,13 +241,12 @@ impl Server {
             permissions: Vec::new(),
             channels: Vec::new(),
             peers_seen: 0,
-            traffic: Traffic::default(),
-            bucket: self
-                .settings
-                .allocation_bandwidth
-                .map(|b| TokenBucket::new(b, now.mono)),
         };
-        let id = self.table.insert(allocation);
+        let bucket = self
+            .settings
+            .allocation_bandwidth
+            .map(|b| TokenBucket::new(b, now.mono));
+        let id = self.table.insert(allocation, bucket, now.mono);
         self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
         self.counters.allocations_created += 1;
         tracing::debug!(target: "turnstone::relay", client = %from.client,

@@ -9,14 +9,18 @@ use crate::proto::{
     attr, write_channel_data,
 };
 
-use super::allocation::Allocation;
+use super::flat::SlotCounters;
+use super::keys::{AddrKey, ChannelKey, FiveTupleKey, PeerKey, PermissionKey, Tick};
 use super::quota::{Bandwidth, TokenBucket, admit};
 use super::relay::RelayId;
 use super::server::{Server, next_random};
-use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerHandled};
+use super::table::Table;
+use super::{DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PeerAddr, PeerHandled};
 
 impl Server {
-    /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer.
+    /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer. One lookup in
+    /// the flat channel table answers channel, peer, relay and permission; the counters slot
+    /// is an array index.
     pub(crate) fn channel_data_from_client(
         &mut self,
         now: Now,
@@ -27,27 +31,39 @@ impl Server {
             self.counters.dropped_malformed += 1;
             return Handled::Drop(DropReason::Malformed);
         };
-        let Some(id) = self.table.id_by_five_tuple(&from) else {
+        let key = ChannelKey {
+            client: FiveTupleKey::new(&from),
+            channel: cd.channel(),
+            pad: 0,
+        };
+        let Some(entry) = self.table.flat.channels.get(&key).copied() else {
             self.counters.dropped_other += 1;
-            return Handled::Drop(DropReason::NoAllocation);
+            // Only a drop pays a second lookup, to say which it is.
+            return Handled::Drop(match self.table.id_by_five_tuple(&from) {
+                Some(_) => DropReason::NoChannel,
+                None => DropReason::NoAllocation,
+            });
         };
-        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
-            return Handled::Drop(DropReason::NoAllocation);
-        };
-        let Some((peer, live_gated)) = allocation
-            .channel(cd.channel(), now.mono)
-            .map(|c| (c.peer, c.live_gated))
+        let tick = self.table.tick_now(now.mono);
+        let Some(slot) = self
+            .table
+            .counters_mut(entry.slot)
+            .filter(|c| c.expires > tick)
         else {
+            return Handled::Drop(DropReason::NoAllocation);
+        };
+        if entry.expires <= tick {
             self.counters.dropped_other += 1;
             return Handled::Drop(DropReason::NoChannel);
-        };
-        if !allocation.permits(peer.ip(), now.mono) {
+        }
+        if entry.permission_expires <= tick {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
+        let peer = entry.peer.addr();
         // A channel to another allocation's relay outlives that relay socket, whose port the
         // kernel may then give to any local process. Only such channels pay this load.
-        if live_gated && !self.settings.policy.relay_port_live(peer) {
+        if entry.live_gated != 0 && !self.settings.policy.relay_port_live(peer) {
             self.counters.dropped_policy += 1;
             return Handled::Drop(DropReason::Policy);
         }
@@ -56,13 +72,8 @@ impl Server {
             limit: self.settings.worker_bandwidth,
             now: now.mono,
         };
-        forward(
-            allocation,
-            &mut self.counters,
-            caps,
-            peer,
-            4..4 + cd.data().len(),
-        )
+        let to = (RelayId(entry.relay), peer);
+        forward(slot, &mut self.counters, caps, to, 4..4 + cd.data().len())
     }
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS.
@@ -87,13 +98,26 @@ impl Server {
             self.counters.dropped_policy += 1;
             return Handled::Drop(DropReason::Policy);
         };
-        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
+        let tick = self.table.tick_now(now.mono);
+        let Some(allocation) = self.table.get(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
-        if !allocation.permits(peer.ip(), now.mono) {
+        let Some(relay) = allocation.relay_for(peer.ip()).copied() else {
+            return Handled::Drop(DropReason::NoPermission);
+        };
+        let key = PermissionKey {
+            relay: relay.id.0,
+            peer: AddrKey::ip_only(peer.ip()),
+            pad: 0,
+        };
+        let permitted = self.table.flat.permissions.get(&key);
+        if permitted.is_none_or(|p| p.expires <= tick) {
             self.counters.dropped_no_permission += 1;
             return Handled::Drop(DropReason::NoPermission);
         }
+        let Some(slot) = self.table.counters_mut(Table::slot_of(id)) else {
+            return Handled::Drop(DropReason::NoAllocation);
+        };
         // `data` borrows `pkt`; its offset is where the payload starts.
         let start = data.as_ptr() as usize - pkt.as_ptr() as usize;
         let caps = Caps {
@@ -101,41 +125,58 @@ impl Server {
             limit: self.settings.worker_bandwidth,
             now: now.mono,
         };
+        let to = (relay.id, relay.hairpin_out(peer));
         forward(
-            allocation,
+            slot,
             &mut self.counters,
             caps,
-            peer,
+            to,
             start..start + data.len(),
         )
     }
 
-    /// RFC 8656 §11.3 and §12.7: a peer datagram becomes ChannelData when a channel is bound,
-    /// else a Data indication; without a permission it is dropped.
+    /// RFC 8656 §11.3 and §12.7: a peer datagram becomes ChannelData when a channel is bound
+    /// (one lookup in the flat peer table), else a Data indication when a permission covers
+    /// the peer's IP (a second lookup, in the permission table); else it is dropped.
     pub(crate) fn data_from_peer(
         &mut self,
         now: Now,
         relay: RelayId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> PeerHandled {
-        let Some(id) = self.table.id_by_relay(relay) else {
-            self.counters.dropped_other += 1;
+        let tick = self.table.tick_now(now.mono);
+        let key = PeerKey {
+            relay: relay.0,
+            peer: AddrKey::new(peer.0),
+            pad: 0,
+        };
+        let (client, channel, permission_expires, slot, shown) =
+            match self.table.flat.peers.get(&key) {
+                Some(e) if e.expires > tick => (
+                    e.client,
+                    Some(e.channel),
+                    e.permission_expires,
+                    e.slot,
+                    peer.0,
+                ),
+                _ => match self.permission_of(now, relay, peer.0) {
+                    Ok((client, expires, slot, shown)) => (client, None, expires, slot, shown),
+                    Err(reason) => return PeerHandled::Drop(reason),
+                },
+            };
+        let Some(counters) = self.table.counters_mut(slot).filter(|c| c.expires > tick) else {
             return PeerHandled::Drop(DropReason::NoAllocation);
         };
-        let Some(allocation) = self.table.get_mut(id).filter(|a| a.expires > now.mono) else {
-            return PeerHandled::Drop(DropReason::NoAllocation);
-        };
-        let peer = hairpin_in(allocation, peer);
-        if !allocation.permits(peer.ip(), now.mono) {
+        if permission_expires <= tick {
             self.counters.dropped_no_permission += 1;
             return PeerHandled::Drop(DropReason::NoPermission);
         }
         let len = payload.len();
         let (limit, now_mono) = (self.settings.worker_bandwidth, now.mono);
         if !admit(
-            &mut allocation.bucket,
+            &mut counters.bucket,
             &mut self.worker_bucket,
             limit,
             now_mono,
@@ -144,25 +185,60 @@ impl Server {
             self.counters.dropped_bandwidth += 1;
             return PeerHandled::Drop(DropReason::Bandwidth);
         }
-        let stream = allocation.five_tuple.transport.is_stream();
-        let range = match allocation.channel_to(peer, now.mono).map(|c| c.number) {
+        let client = client.five_tuple();
+        let range = match channel {
             Some(number) => payload.start.checked_sub(4).and_then(|start| {
+                let stream = client.transport.is_stream();
                 write_channel_data(&mut buf[start..], number, len, stream).map(|n| start..start + n)
             }),
             // Only a Data indication needs a transaction id.
-            None => write_data_indication(buf, payload.clone(), peer, next_random(&mut self.rng)),
+            None => write_data_indication(buf, payload.clone(), shown, next_random(&mut self.rng)),
         };
         let Some(range) = range else {
             self.counters.dropped_other += 1;
             return PeerHandled::Drop(DropReason::Internal);
         };
-        allocation.traffic.packets_to_client += 1;
-        allocation.traffic.bytes_to_client += len as u64;
+        counters.traffic.packets_to_client += 1;
+        counters.traffic.bytes_to_client += len as u64;
         self.counters.packets_to_client += 1;
         self.counters.bytes_to_client += len as u64;
-        PeerHandled::ToClient {
-            client: allocation.five_tuple,
-            range,
+        PeerHandled::ToClient { client, range }
+    }
+
+    /// The permission covering `peer` on `relay`: client, expiry, counters slot, and the
+    /// address the client knows the peer by. A datagram from our own bound relay IP is
+    /// looked up again as our advertised IP (the hairpin, see `Relay::hairpin_in`); that and
+    /// a missing permission cost a lookup of the relay's allocation.
+    fn permission_of(
+        &mut self,
+        now: Now,
+        relay: RelayId,
+        peer: SocketAddr,
+    ) -> Result<(FiveTupleKey, Tick, super::keys::Slot, SocketAddr), DropReason> {
+        let key = |peer: SocketAddr| PermissionKey {
+            relay: relay.0,
+            peer: AddrKey::ip_only(peer.ip()),
+            pad: 0,
+        };
+        if let Some(p) = self.table.flat.permissions.get(&key(peer)) {
+            return Ok((p.client, p.expires, p.slot, peer));
+        }
+        let Some(id) = self.table.id_by_relay(relay) else {
+            self.counters.dropped_other += 1;
+            return Err(DropReason::NoAllocation);
+        };
+        let Some(allocation) = self.table.get(id).filter(|a| a.expires > now.mono) else {
+            return Err(DropReason::NoAllocation);
+        };
+        let shown = allocation
+            .relay_for(peer.ip())
+            .map_or(peer, |r| r.hairpin_in(peer));
+        match self.table.flat.permissions.get(&key(shown)) {
+            Some(p) if shown != peer => Ok((p.client, p.expires, p.slot, shown)),
+            _ => {
+                self.counters.dropped_no_permission += 1;
+                Err(DropReason::NoPermission)
+            }
         }
     }
 }
@@ -174,18 +250,16 @@ struct Caps<'a> {
     now: std::time::Instant,
 }
 
+/// Admits and counts one client → peer datagram from relay `to.0` to peer `to.1`.
 fn forward(
-    allocation: &mut Allocation,
+    slot: &mut SlotCounters,
     counters: &mut super::Counters,
     caps: Caps<'_>,
-    peer: SocketAddr,
+    to: (RelayId, SocketAddr),
     payload: Range<usize>,
 ) -> Handled {
-    if allocation.relay_for(peer.ip()).is_none() {
-        return Handled::Drop(DropReason::NoPermission);
-    }
     if !admit(
-        &mut allocation.bucket,
+        &mut slot.bucket,
         caps.worker,
         caps.limit,
         caps.now,
@@ -194,49 +268,20 @@ fn forward(
         counters.dropped_bandwidth += 1;
         return Handled::Drop(DropReason::Bandwidth);
     }
-    let Some(relay) = allocation.relay_for(peer.ip()) else {
-        return Handled::Drop(DropReason::NoPermission);
-    };
-    let relay_id = relay.id;
-    let peer = hairpin_out(relay, peer);
+    let (relay, peer) = to;
     // Defence in depth: the policy refuses unspecified peers, and nothing may turn one up.
     if peer.ip().is_unspecified() {
         return Handled::Drop(DropReason::Policy);
     }
     let len = payload.len() as u64;
-    allocation.traffic.packets_to_peer += 1;
-    allocation.traffic.bytes_to_peer += len;
+    slot.traffic.packets_to_peer += 1;
+    slot.traffic.bytes_to_peer += len;
     counters.packets_to_peer += 1;
     counters.bytes_to_peer += len;
     Handled::Forward {
-        relay: relay_id,
-        peer,
+        relay,
+        peer: PeerAddr(peer),
         payload,
-    }
-}
-
-/// A peer at our own advertised (external) address is really our own relay socket: send to
-/// the bound address, since 1:1 NAT often does not hairpin. Never to an unspecified bound
-/// address: Linux delivers a datagram sent to 0.0.0.0 to loopback.
-fn hairpin_out(relay: &super::allocation::Relay, peer: SocketAddr) -> SocketAddr {
-    if peer.ip() == relay.advertised.ip()
-        && relay.advertised.ip() != relay.bound.ip()
-        && !relay.bound.ip().is_unspecified()
-    {
-        SocketAddr::new(relay.bound.ip(), peer.port())
-    } else {
-        peer
-    }
-}
-
-/// The reverse of [`hairpin_out`]: traffic from our own bound relay IP is shown as coming from
-/// the advertised address the client used in its permission.
-fn hairpin_in(allocation: &Allocation, peer: SocketAddr) -> SocketAddr {
-    match allocation.relay_for(peer.ip()) {
-        Some(r) if peer.ip() == r.bound.ip() && r.advertised.ip() != r.bound.ip() => {
-            SocketAddr::new(r.advertised.ip(), peer.port())
-        }
-        _ => peer,
     }
 }
 

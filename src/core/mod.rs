@@ -8,6 +8,8 @@ mod binding;
 pub mod cidr;
 mod confirm;
 mod data;
+mod flat;
+pub mod keys;
 pub mod live_ports;
 mod own_addrs;
 mod peer_addr;
@@ -20,10 +22,12 @@ mod reply;
 mod request;
 mod response_cache;
 mod revoke;
+mod roles;
 mod server;
 mod settings;
 mod shared;
 mod stats;
+mod table;
 mod tokens;
 
 #[cfg(test)]
@@ -39,6 +43,7 @@ pub use relay::{
     OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayRequest, RelayToken,
     ReservationId,
 };
+pub use roles::{ClientAddr, PeerAddr, RelayAddr};
 pub(crate) use server::next_random;
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
@@ -150,7 +155,7 @@ pub enum Handled {
         /// The relay socket to send from.
         relay: RelayId,
         /// The destination peer.
-        peer: SocketAddr,
+        peer: PeerAddr,
         /// The payload's position in the input packet.
         payload: Range<usize>,
     },

@@ -52,9 +52,7 @@ impl Server {
         } else {
             let lifetime = self.granted_lifetime(msg)?;
             let expires = now.mono + lifetime;
-            if let Some(allocation) = self.table.get_mut(id) {
-                allocation.expires = expires;
-            }
+            self.table.set_expires(id, expires);
             self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
             lifetime
         };
@@ -97,14 +95,10 @@ impl Server {
         let max = self.settings.max_permissions;
         let allocation = self
             .table
-            .get_mut(id)
+            .get(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         // RFC 8656 §10.2: a refused request installs nothing, so the cap is checked up front.
-        let live = allocation
-            .permissions
-            .iter()
-            .filter(|p| p.expires > now.mono)
-            .count();
+        let live = allocation.live_permissions(now.mono);
         let new = (0..count)
             .filter(|&i| !peers[..i].contains(&peers[i]))
             .filter(|&i| !allocation.permits(peers[i], now.mono))
@@ -116,7 +110,7 @@ impl Server {
             ));
         }
         for ip in &peers[..count] {
-            if !allocation.permit(*ip, expires, now.mono, max) {
+            if !self.table.permit(id, *ip, expires, now.mono, max) {
                 return Err(Rejection::new(
                     ec::INSUFFICIENT_CAPACITY,
                     "too many permissions on this allocation",
@@ -166,7 +160,7 @@ impl Server {
             (self.settings.max_channels, self.settings.max_permissions);
         let allocation = self
             .table
-            .get_mut(id)
+            .get(id)
             .ok_or(Rejection::new(ec::ALLOCATION_MISMATCH, "no allocation"))?;
         // RFC 8656 §12.2: a number stays with its peer and a peer with its number.
         let by_number = allocation.channel(number, now.mono).map(|c| c.peer);
@@ -177,10 +171,26 @@ impl Server {
                 "channel or peer already bound differently",
             ));
         }
-        allocation.channels.retain(|c| c.expires > now.mono);
+        self.table.expire_channels(id, now.mono);
+        // Live channels only are left: the same rule where our advertised and bound
+        // addresses meet on the wire (the hairpin).
+        if self
+            .table
+            .wire_channel(id, peer)
+            .is_some_and(|n| n != number)
+        {
+            return Err(Rejection::new(
+                ec::BAD_REQUEST,
+                "channel or peer already bound differently",
+            ));
+        }
         let expires = now.mono + lifetimes.channel;
-        let is_new = !allocation.channels.iter().any(|c| c.number == number);
-        if is_new && allocation.channels.len() >= max_channels {
+        let is_new = self
+            .table
+            .get(id)
+            .is_some_and(|a| !a.channels.iter().any(|c| c.number == number));
+        let count = self.table.get(id).map_or(0, |a| a.channels.len());
+        if is_new && count >= max_channels {
             return Err(Rejection::new(
                 ec::INSUFFICIENT_CAPACITY,
                 "too many channels on this allocation",
@@ -189,24 +199,22 @@ impl Server {
         // RFC 8656 §12.2: binding a channel installs or refreshes the peer's permission. Done
         // before touching the channel, so a refusal leaves no channel behind.
         let permission_expires = now.mono + lifetimes.permission;
-        if !allocation.permit(peer.ip(), permission_expires, now.mono, max_permissions) {
+        if !self
+            .table
+            .permit(id, peer.ip(), permission_expires, now.mono, max_permissions)
+        {
             return Err(Rejection::new(
                 ec::INSUFFICIENT_CAPACITY,
                 "too many permissions on this allocation",
             ));
         }
-        match allocation.channels.iter_mut().find(|c| c.number == number) {
-            Some(c) => {
-                c.expires = expires;
-                c.live_gated = live_gated;
-            }
-            None => allocation.channels.push(Channel {
-                number,
-                peer,
-                expires,
-                live_gated,
-            }),
-        }
+        let channel = Channel {
+            number,
+            peer,
+            expires,
+            live_gated,
+        };
+        self.table.bind_channel(id, channel, now.mono);
         Ok(self.signed_success(out, msg, auth, reply::nothing))
     }
 

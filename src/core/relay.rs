@@ -5,7 +5,9 @@
 //! Request and confirm keep every `bind()` out of the core and out of the worker lock, and let
 //! tests script port exhaustion, bind failures and slow binds (see `core::testkit::ScriptedRelays`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+
+use super::RelayAddr;
 
 /// An IO-assigned id of one relay socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,7 +46,7 @@ pub struct OpenedRelay {
     /// Its id, used in forwards and in peer input.
     pub id: RelayId,
     /// The bound address.
-    pub addr: SocketAddr,
+    pub addr: RelayAddr,
     /// The reservation of port + 1, when asked for.
     pub reservation: Option<ReservationId>,
 }

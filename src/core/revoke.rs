@@ -21,25 +21,7 @@ impl Server {
 
     /// Removes every permission and channel the current policy refuses; returns how many.
     pub(crate) fn revoke_refused(&mut self) -> usize {
-        let policy = &self.settings.policy;
-        let mut removed = 0;
-        for id in self.table.ids() {
-            let Some(allocation) = self.table.get_mut(id) else {
-                continue;
-            };
-            let before = allocation.permissions.len() + allocation.channels.len();
-            allocation
-                .permissions
-                .retain(|p| policy.check_ip(p.ip).is_ok());
-            // A channel is checked with its port (a listener port may be refused alone); one
-            // that stays is gated on its relay socket again if the new allow list no longer
-            // opens our address deliberately.
-            allocation.channels.retain_mut(|c| {
-                c.live_gated = policy.is_live_gated(c.peer);
-                policy.check(c.peer).is_ok()
-            });
-            removed += before - allocation.permissions.len() - allocation.channels.len();
-        }
+        let removed = self.table.revoke(&self.settings.policy);
         if removed > 0 {
             tracing::info!(target: "turnstone::relay", removed, "peer policy changed: permissions and channels it refuses were revoked");
         }

@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{CredentialStore, Nonces};
 use crate::proto::{self, Class, Message, Method, error_code as ec};
 
-use super::allocation::{AllocId, Table};
+use super::allocation::AllocId;
 use super::authn::Authenticated;
 use super::pending::Pending;
 use super::quota::TokenBucket;
@@ -19,8 +18,9 @@ use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
+use super::table::Table;
 use super::tokens::TokenSource;
-use super::{DropReason, FiveTuple, Handled, Now, PeerHandled, Rejection};
+use super::{DropReason, FiveTuple, Handled, Now, PeerAddr, PeerHandled, Rejection, RelayAddr};
 
 /// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
 pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -215,7 +215,7 @@ impl Server {
         &mut self,
         now: Now,
         relay: RelayId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> PeerHandled {
@@ -307,13 +307,6 @@ impl Server {
         self.counters.clone()
     }
 
-    /// The client 5-tuple a relay socket serves (lets the IO layer pick the output socket
-    /// before relaying a batch).
-    pub fn relay_client(&self, relay: RelayId) -> Option<FiveTuple> {
-        let id = self.table.id_by_relay(relay)?;
-        self.table.get(id).map(|a| a.five_tuple)
-    }
-
     /// Whether `five_tuple` holds a live allocation. Only an authenticated, successful
     /// Allocate creates one (RFC 8656 §7.2), so for a TCP/TLS connection this means "has
     /// authenticated, and what it sends now can belong to its allocation".
@@ -332,7 +325,7 @@ impl Server {
     }
 
     pub(crate) fn end_allocation(&mut self, now: Now, id: AllocId, reason: EndReason) {
-        let Some(allocation) = self.table.remove(id) else {
+        let Some((allocation, traffic)) = self.table.remove(id) else {
             return;
         };
         for relay in allocation.relays.iter().flatten() {
@@ -351,10 +344,10 @@ impl Server {
                 .relays
                 .iter()
                 .flatten()
-                .map(|r| r.advertised)
+                .map(|r| RelayAddr(r.advertised))
                 .collect(),
             peers: allocation.peers_seen,
-            traffic: allocation.traffic,
+            traffic,
             started_unix: allocation.started_unix,
             ended_unix: now.unix_secs,
             reason,

@@ -1,8 +1,6 @@
 //! Counters and usage records.
 
-use std::net::SocketAddr;
-
-use super::FiveTuple;
+use super::{FiveTuple, RelayAddr};
 
 /// Bytes and packets relayed by one allocation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +61,7 @@ pub struct UsageRecord {
     /// The client's 5-tuple.
     pub five_tuple: FiveTuple,
     /// Relay addresses as advertised.
-    pub relays: Vec<SocketAddr>,
+    pub relays: Vec<RelayAddr>,
     /// Distinct peers permitted.
     pub peers: u32,
     /// Traffic totals.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use crate::core::{FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayId, Transport};
+use crate::core::{
+    FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerAddr, PeerHandled, RelayId, Transport,
+};
 
 use super::publish::{Publisher, publish_global};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
@@ -39,6 +41,8 @@ pub(crate) struct Datapath {
     relay_rx: RecvBatch,
     /// Scratch room for peer data bound to TCP/TLS clients.
     peer_buf: Vec<u8>,
+    /// The listener the last peer datagram went out on (see `relay_batch`).
+    guess: usize,
     publisher: Publisher,
     /// The core's next deadline (at most a second away).
     next_tick: Instant,
@@ -77,6 +81,7 @@ impl Datapath {
             client_rx: RecvBatch::new(BATCH, MAX_DATAGRAM),
             relay_rx: RecvBatch::new(BATCH, PEER_MAX),
             peer_buf: vec![0; MAX_DATAGRAM],
+            guess: 0,
             publisher: Publisher::default(),
             next_tick: now,
             next_publish: now,
@@ -204,44 +209,64 @@ impl Datapath {
         }
     }
 
-    /// Relays one recvmmsg batch read from relay socket `id` to its client.
+    /// Relays one recvmmsg batch read from relay socket `id` to its client. The core finds
+    /// the client (one lookup per datagram, DESIGN.md §1) and writes its header in front of
+    /// the payload in place, so the payload is copied straight into a send slot of the
+    /// listener the last datagram went out on: with one UDP listener, or for every datagram
+    /// after the first of a batch (a relay serves one client), that guess is right; a wrong
+    /// one costs a copy. TCP/TLS clients get a copy of the message.
     fn relay_batch(&mut self, core: &mut Core, id: RelayId, now: Now) {
-        let Some(client) = core.server.relay_client(id) else {
-            return;
-        };
-        let listener = match client.transport {
-            Transport::Udp => self.listeners.iter().position(|l| l.local == client.server),
-            Transport::Tcp | Transport::Tls => None,
-        };
         for i in 0..self.relay_rx.len() {
             let (payload, peer) = self.relay_rx.datagram(i);
             if payload.is_empty() {
                 continue;
             }
             let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
-            match listener {
-                Some(n) => {
-                    // Copy once into the send slot; the core writes its header in front.
-                    let listener = &mut self.listeners[n];
-                    let Some(buf) = listener.next_buf() else {
+            let guess = self.guess;
+            let slot = self.listeners.get_mut(guess).and_then(Listener::next_buf);
+            let in_listener = slot.is_some();
+            let buf = match slot {
+                Some(buf) => buf,
+                None => &mut self.peer_buf[..],
+            };
+            let Some(room) = buf.get_mut(range.clone()) else {
+                continue;
+            };
+            room.copy_from_slice(payload);
+            let PeerHandled::ToClient { client, range } =
+                core.server.handle_peer(now, id, PeerAddr(peer), buf, range)
+            else {
+                continue;
+            };
+            if in_listener
+                && client.transport == Transport::Udp
+                && self.listeners[guess].local == client.server
+            {
+                self.listeners[guess].commit_at(range.start, range.len(), client.client);
+                continue;
+            }
+            // The message is in the guessed listener's uncommitted slot (asking again returns
+            // it) or in the scratch buffer; move it to the scratch buffer.
+            if in_listener {
+                let Some(written) = self.listeners[guess]
+                    .next_buf()
+                    .and_then(|b| b.get(range.clone()))
+                else {
+                    continue;
+                };
+                self.peer_buf[range.clone()].copy_from_slice(written);
+            }
+            let message = &self.peer_buf[range];
+            match client.transport {
+                Transport::Udp => {
+                    let Some(n) = self.listeners.iter().position(|l| l.local == client.server)
+                    else {
                         continue;
                     };
-                    buf[range.clone()].copy_from_slice(payload);
-                    if let PeerHandled::ToClient { client, range } =
-                        core.server.handle_peer(now, id, peer, buf, range)
-                    {
-                        listener.commit_at(range.start, range.len(), client.client);
-                    }
+                    self.listeners[n].queue(message, client.client);
+                    self.guess = n;
                 }
-                None => {
-                    let buf = &mut self.peer_buf;
-                    buf[range.clone()].copy_from_slice(payload);
-                    if let PeerHandled::ToClient { client, range } =
-                        core.server.handle_peer(now, id, peer, buf, range)
-                    {
-                        core.send_to_stream(&client, &buf[range]);
-                    }
-                }
+                Transport::Tcp | Transport::Tls => core.send_to_stream(&client, message),
             }
         }
     }

@@ -3,9 +3,7 @@
 //! frame is several packets) produces such runs; a burst from one relay to one peer costs one
 //! syscall, as in a bare forwarder.
 
-use std::net::SocketAddr;
-
-use crate::core::RelayId;
+use crate::core::{PeerAddr, RelayId};
 
 use super::relay::Relays;
 use crate::sys::mmsg::SendBatch;
@@ -31,12 +29,12 @@ impl ForwardBatch {
     }
 
     /// Queues `data` to leave relay `relay` for `peer`, flushing first when the batch is full.
-    pub fn push(&mut self, relays: &Relays, relay: RelayId, data: &[u8], peer: SocketAddr) {
+    pub fn push(&mut self, relays: &Relays, relay: RelayId, data: &[u8], peer: PeerAddr) {
         if self.batch.len() == self.relays.len() {
             self.flush(relays);
         }
         let at = self.batch.len();
-        if self.batch.push(data, peer) {
+        if self.batch.push(data, peer.0) {
             self.relays[at] = relay;
         }
     }
@@ -61,7 +59,7 @@ impl ForwardBatch {
 
 #[cfg(test)]
 mod tests {
-    use std::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -94,7 +92,7 @@ mod tests {
         let b = relays.open(RelayRequest::Any { ip }).unwrap();
         let c = relays.open(RelayRequest::Any { ip }).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = peer.local_addr().unwrap();
+        let to = PeerAddr(peer.local_addr().unwrap());
         let mut batch = ForwardBatch::new(4, 64);
         // Five datagrams through a batch of four: the fifth push flushes the first four.
         for (relay, data) in [(a.id, b"a1"), (a.id, b"a2"), (c.id, b"c1"), (b.id, b"b1")] {
@@ -105,10 +103,10 @@ mod tests {
         batch.flush(&relays);
         let got = recv_all(&peer);
         let expect = [
-            (&b"a1"[..], a.addr),
-            (b"a2", a.addr),
-            (b"b1", b.addr),
-            (b"a3", a.addr),
+            (&b"a1"[..], a.addr.0),
+            (b"a2", a.addr.0),
+            (b"b1", b.addr.0),
+            (b"a3", a.addr.0),
         ];
         let got: Vec<_> = got.iter().map(|(d, f)| (d.as_slice(), *f)).collect();
         assert_eq!(got, expect);

@@ -3,12 +3,13 @@
 //! under the lock, [`Relays::register`] watches the socket on the worker's [`Poller`] and the
 //! result is confirmed to the core. The sockets are plain non-blocking std sockets.
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::UdpSocket as StdUdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::core::{
-    OpenedRelay, RelayError, RelayId, RelayMap, RelayRequest, RelayToken, ReservationId,
+    OpenedRelay, PeerAddr, RelayAddr, RelayError, RelayId, RelayMap, RelayRequest, RelayToken,
+    ReservationId,
 };
 
 use super::ports::RelayPorts;
@@ -84,9 +85,9 @@ impl Relays {
     }
 
     /// Sends `data` from relay `id` to `peer`; errors (ICMP, full buffers) drop the datagram.
-    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
+    pub fn send(&self, id: RelayId, data: &[u8], peer: PeerAddr) -> bool {
         match self.sockets.get(&id) {
-            Some(socket) => socket.send_to(data, peer).is_ok(),
+            Some(socket) => socket.send_to(data, peer.0).is_ok(),
             None => false,
         }
     }
@@ -129,7 +130,7 @@ impl Relays {
         self.ports.live.open(addr.is_ipv6(), addr.port());
         Ok(OpenedRelay {
             id,
-            addr,
+            addr: RelayAddr(addr),
             reservation: None,
         })
     }
@@ -203,13 +204,13 @@ mod tests {
             }),
         );
         let opened = relays.register(bound).unwrap();
-        assert_eq!(opened.addr.port() % 2, 0);
-        assert!(relays.ports.live.is_open(false, opened.addr.port()));
+        assert_eq!(opened.addr.0.port() % 2, 0);
+        assert!(relays.ports.live.is_open(false, opened.addr.0.port()));
         let rid = opened.reservation.expect("port + 1 held");
         // A reservation-token Allocate opens exactly the held port.
         let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
         let second = relays.register(bound).unwrap();
-        assert_eq!(second.addr.port(), opened.addr.port() + 1);
+        assert_eq!(second.addr.0.port(), opened.addr.0.port() + 1);
         let bound = bind(&relays.ports, open(RelayRequest::Reserved(rid)));
         assert_eq!(
             relays.register(bound).unwrap_err(),
@@ -231,6 +232,6 @@ mod tests {
         assert!(!relays.ports.live.is_open(false, 41300));
         assert!(relays.socket(opened.id).is_none());
         let again = relays.open(RelayRequest::Any { ip }).unwrap();
-        assert_eq!(again.addr.port(), 41300);
+        assert_eq!(again.addr.0.port(), 41300);
     }
 }

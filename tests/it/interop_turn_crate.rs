@@ -66,7 +66,7 @@ async fn turn_crate_echo(username: &str, password: &str) {
     relay.close().await.unwrap();
     client.close().await.unwrap();
     let record = server.wait_usage(|r| r.user == username).await;
-    assert_eq!(record.relays, [relayed]);
+    assert_eq!(record.relays, [turnstone::core::RelayAddr(relayed)]);
 }
 
 #[tokio::test]

@@ -104,7 +104,7 @@ pub async fn relay_round_trip(transport: Transport, username: &str, password: &s
     assert_eq!(record.user, username);
     assert_eq!(record.five_tuple.transport, transport);
     assert_eq!(record.five_tuple.server, server.address(transport));
-    assert_eq!(record.relays, [relayed]);
+    assert_eq!(record.relays, [turnstone::core::RelayAddr(relayed)]);
     assert_eq!(record.peers, 1);
     assert_eq!(record.reason, EndReason::Deleted);
     let t = record.traffic;

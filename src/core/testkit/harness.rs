@@ -258,7 +258,7 @@ impl Harness {
         let handled = self.server.handle_peer(
             now,
             id,
-            from,
+            crate::core::PeerAddr(from),
             &mut buf,
             PEER_HEADROOM..PEER_HEADROOM + payload.len(),
         );
@@ -283,7 +283,7 @@ impl Harness {
     ) -> Handled {
         Handled::Forward {
             relay: self.relays.id_of(relayed).unwrap(),
-            peer: to,
+            peer: crate::core::PeerAddr(to),
             payload,
         }
     }

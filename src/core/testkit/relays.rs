@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::core::{
-    Command, Deferred, Now, OpenedRelay, RelayError, RelayId, RelayRequest, RelayToken,
+    Command, Deferred, Now, OpenedRelay, RelayAddr, RelayError, RelayId, RelayRequest, RelayToken,
     ReservationId, Server,
 };
 
@@ -98,7 +98,7 @@ impl ScriptedRelays {
         self.open.insert(id, addr);
         Ok(OpenedRelay {
             id,
-            addr,
+            addr: RelayAddr(addr),
             reservation,
         })
     }

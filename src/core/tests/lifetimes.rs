@@ -61,7 +61,7 @@ fn refresh_with_lifetime_zero_deletes_the_allocation_at_once() {
         (usage[0].reason, usage[0].user.as_str()),
         (EndReason::Deleted, "alice")
     );
-    assert_eq!(usage[0].relays, vec![relayed]);
+    assert_eq!(usage[0].relays, vec![crate::core::RelayAddr(relayed)]);
     assert!(usage[0].to_json().contains("\"end_reason\":\"deleted\""));
     h.permit(&mut c, &[sa("8.8.8.8:53")]).err(437);
     h.refresh(&mut c, 600).err(437);

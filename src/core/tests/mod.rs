@@ -7,6 +7,7 @@ mod auth;
 mod binding;
 mod channels;
 mod data;
+mod flat_tables;
 mod lifetimes;
 mod permissions;
 mod policy_forms;

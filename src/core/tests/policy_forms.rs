@@ -103,7 +103,7 @@ fn public_peers_are_accepted_on_each_allocation_family() {
             h.permit(&mut c, &[p]).ok();
             h.bind(&mut c, 0x4000 + i as u16, p).ok();
             assert!(
-                matches!(h.send_indication(c.ft, p, b"x").0, Handled::Forward { peer, .. } if peer == p)
+                matches!(h.send_indication(c.ft, p, b"x").0, Handled::Forward { peer, .. } if peer.0 == p)
             );
         }
     }

@@ -145,7 +145,7 @@ fn hairpin_with_a_wildcard_relay_bind_never_sends_to_the_unspecified_address() {
     assert_eq!((a.ip(), b.ip()), (RELAY_V4, RELAY_V4));
     h.bind(&mut alice, 0x4000, b).ok();
     match h.channel_data(alice.ft, 0x4000, b"hi").0 {
-        Handled::Forward { peer, .. } => assert!(!peer.ip().is_unspecified(), "{peer}"),
+        Handled::Forward { peer, .. } => assert!(!peer.0.ip().is_unspecified(), "{peer}"),
         Handled::Drop(_) => {}
         other => panic!("unexpected {other:?}"),
     }
