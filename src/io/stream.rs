@@ -1,5 +1,8 @@
 //! TCP and TLS client connections: one task each, STUN and ChannelData framed on the stream
-//! (RFC 8656 §12.5), a bounded queue for data from peers, handshake and idle timeouts.
+//! (RFC 8656 §12.5), a bounded buffer for data from peers, handshake and idle timeouts. The
+//! frames of one read are handled under one acquisition of the worker's lock
+//! (`stream_frames`); peer data arrives in place in the connection's buffer (`stream_out`)
+//! and leaves with one write per batch.
 //!
 //! Connections cannot be hoarded: a server-wide and a per-source cap (shared by the
 //! workers), a deadline to get an allocation, an idle timer that only the connection's
@@ -15,16 +18,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::core::{FiveTuple, Handled, Transport};
-use crate::proto::{FramingError, MAX_FRAME, MessageType, Method, next_frame};
+use crate::core::{FiveTuple, Transport};
+use crate::proto::MAX_FRAME;
 
 use super::accept::AcceptBackoff;
-use super::admission::is_stun_request;
 use super::clock;
 use super::conn_slots::SlotCaps;
 use super::spec::{MAX_STREAM_TIMEOUT, StreamLimits, TlsSlot};
 use super::stream_buf::InputBuffer;
-use super::worker::{Worker, stream_queue};
+use super::stream_frames::handle_run;
+use super::stream_out::{StreamOut, write_buffer};
+use super::worker::Worker;
 
 /// Accepts connections on one listener until the task is dropped.
 pub(crate) async fn accept_loop(
@@ -119,11 +123,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     ft: FiveTuple,
     accepted: Instant,
 ) {
-    let (tx, mut rx) = stream_queue();
-    worker.lock().streams.insert(ft, tx);
+    let out = Arc::new(StreamOut::default());
+    worker.lock().streams.insert(ft, Arc::clone(&out));
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = InputBuffer::new();
-    let mut out = vec![0u8; 2048];
+    // Room for one reply, the replies of one run of frames, and what peers sent: allocated
+    // once per connection and reused.
+    let mut scratch = vec![0u8; 2048];
+    let mut replies = Vec::with_capacity(2048);
+    let mut to_client = write_buffer();
     let mut timers = Deadlines::new(&worker.limits, accepted, Instant::now());
     let write_timeout = worker.limits.handshake_timeout;
     'conn: loop {
@@ -136,65 +144,43 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let mut consumed = 0;
                 loop {
-                    let frame = match next_frame(&input.data()[consumed..]) {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break,
-                        Err(FramingError::UnknownKind | FramingError::BadStunHeader) => {
-                            tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
-                            break 'conn;
-                        }
-                    };
-                    let pkt = &input.data()[consumed..consumed + frame.len];
-                    consumed += frame.len;
-                    timers.first_frame = None;
-                    // A refused request is not activity: it never reaches the core.
-                    if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
-                        continue;
+                    let run = handle_run(worker, ft, &input.data()[consumed..], &mut scratch, &mut replies);
+                    consumed += run.consumed;
+                    if run.framed {
+                        timers.first_frame = None;
                     }
-                    let (handled, own_traffic, opens) = {
-                        let mut core = worker.lock();
-                        let core = &mut *core;
-                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out);
-                        if let Handled::Forward { relay, peer, payload } = &handled {
-                            core.relays.send(*relay, &pkt[payload.clone()], *peer);
-                        }
-                        let opens = core.take_opens();
-                        // Traffic of this connection's allocation: data the core relayed, or a
-                        // TURN request (Allocate, Refresh, permissions, channels) answered while
-                        // the allocation lives. A Binding concerns no allocation, and dropped
-                        // data is not traffic: neither keeps the connection alive.
-                        let own = match handled {
-                            Handled::Forward { .. } => true,
-                            Handled::Reply(_) => !is_binding(pkt) && core.server.has_allocation(&ft),
-                            Handled::Drop(_) => false,
-                        };
-                        (handled, own, opens)
-                    };
-                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
-                    // and the answer is written here, in order with the other replies.
-                    if !opens.is_empty() {
-                        let (mine, udp): (Vec<_>, Vec<_>) = worker
-                            .open_relays(clock::now(), opens, Some(ft))
-                            .into_iter()
-                            .partition(|(to, _)| *to == ft);
-                        worker.send_udp_answers(udp);
-                        for (_, answer) in mine {
-                            if !write_within(&mut writer, &answer, write_timeout).await {
-                                break 'conn;
-                            }
-                            // Allocation traffic only when the Allocate succeeded, as before.
-                            if worker.lock().server.has_allocation(&ft) {
-                                timers.allocation_traffic(Instant::now());
-                            }
-                        }
-                    }
-                    if own_traffic {
+                    if run.own_traffic {
                         timers.allocation_traffic(Instant::now());
                     }
-                    if let Handled::Reply(len) = handled
-                        && !write_within(&mut writer, &out[..len], write_timeout).await
-                    {
+                    if !replies.is_empty() {
+                        let written = write_within(&mut writer, &replies, write_timeout).await;
+                        replies.clear();
+                        if !written {
+                            break 'conn;
+                        }
+                    }
+                    if run.unframeable {
+                        tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
                         break 'conn;
+                    }
+                    if run.opens.is_empty() {
+                        break;
+                    }
+                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
+                    // and the answer is written here, in order with the other replies.
+                    let (mine, udp): (Vec<_>, Vec<_>) = worker
+                        .open_relays(clock::now(), run.opens, Some(ft))
+                        .into_iter()
+                        .partition(|(to, _)| *to == ft);
+                    worker.send_udp_answers(udp);
+                    for (_, answer) in mine {
+                        if !write_within(&mut writer, &answer, write_timeout).await {
+                            break 'conn;
+                        }
+                        // Allocation traffic only when the Allocate succeeded, as before.
+                        if worker.lock().server.has_allocation(&ft) {
+                            timers.allocation_traffic(Instant::now());
+                        }
                     }
                 }
                 input.consume(consumed);
@@ -203,11 +189,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 timers.partial_frame(!input.is_empty(), consumed > 0, Instant::now());
             }
-            Some(msg) = rx.recv() => {
-                rx.sent(&msg);
-                // The core only queues data from the allocation's permitted peers.
+            () = out.ready() => {
+                out.take(&mut to_client);
+                if to_client.is_empty() {
+                    continue;
+                }
+                // Only data from the allocation's permitted peers and answers to this
+                // connection's requests are pushed here.
                 timers.allocation_traffic(Instant::now());
-                if !write_within(&mut writer, &msg, write_timeout).await {
+                if !write_within(&mut writer, &to_client, write_timeout).await {
                     break 'conn;
                 }
             }
@@ -216,6 +206,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break 'conn;
             }
         }
+    }
+    let dropped = out.dropped();
+    if dropped > 0 {
+        tracing::debug!(target: "turnstone::io", client = %ft.client, dropped, "peer data dropped: the client read too slowly");
     }
     let mut core = worker.lock();
     let core = &mut *core;
@@ -236,13 +230,6 @@ async fn write_within<W: AsyncWrite + Unpin>(
         tokio::time::timeout(within, writer.write_all(bytes)).await,
         Ok(Ok(()))
     )
-}
-
-/// Whether a STUN message is of the Binding method (RFC 8489 §18.1).
-fn is_binding(pkt: &[u8]) -> bool {
-    pkt.get(..2)
-        .and_then(|t| MessageType::from_u16(u16::from_be_bytes([t[0], t[1]])))
-        .is_some_and(|t| t.method == Method::BINDING)
 }
 
 /// `now + d`, with `d` capped at [`MAX_STREAM_TIMEOUT`]: configuration refuses longer
@@ -352,14 +339,5 @@ mod tests {
         assert_eq!(timers.partial, Some(t1 + second));
         timers.partial_frame(false, true, t1);
         assert_eq!(timers.partial, None);
-    }
-
-    #[test]
-    fn only_binding_messages_are_classified_as_binding() {
-        assert!(is_binding(&[0x00, 0x01, 0, 0]));
-        assert!(is_binding(&[0x01, 0x01]));
-        assert!(!is_binding(&[0x00, 0x03]));
-        assert!(!is_binding(&[0x00]));
-        assert!(!is_binding(&[0x40, 0x01]));
     }
 }

@@ -13,26 +13,32 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
+use super::forward::ForwardBatch;
 use super::relay::{self, Open, Relays};
-use super::runtime::{Control, IoShared};
+use super::shared::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
+use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, StreamOut};
 use crate::sys::poller::Waker;
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
 pub(crate) struct Core {
     pub server: Server,
     pub relays: Relays,
-    /// Outgoing queues of TCP/TLS client connections.
-    pub streams: HashMap<FiveTuple, StreamTx>,
+    /// Outgoing buffers of TCP/TLS client connections.
+    pub streams: HashMap<FiveTuple, Arc<StreamOut>>,
+    /// Forwards from TCP/TLS clients, collected while the stream thread holds the lock and
+    /// sent before it releases it (one per worker: the stream thread serves one connection's
+    /// read at a time, so a batch per connection would only cost memory).
+    pub stream_forwards: ForwardBatch,
     usage: UsageSink,
     /// Relay sockets the core asked for, to bind once the lock is released
     /// ([`Worker::open_relays`]).
@@ -44,11 +50,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Queues a message to a stream client; a full queue means a stalled client, so the
-    /// message is dropped rather than buffered without bound.
+    /// Appends a message to a stream client's outgoing buffer; a full buffer means a stalled
+    /// client, so the message is dropped rather than buffered without bound.
     pub fn send_to_stream(&self, client: &FiveTuple, data: &[u8]) {
-        if let Some(tx) = self.streams.get(client) {
-            tx.try_send(data);
+        if let Some(out) = self.streams.get(client) {
+            out.push(data);
         }
     }
 
@@ -97,59 +103,6 @@ impl Core {
     }
 }
 
-/// Bytes queued toward one TCP/TLS client at most (the kernel's send buffer holds more).
-pub(crate) const QUEUE_BYTES: usize = 64 * 1024;
-/// Messages queued toward one TCP/TLS client at most.
-const QUEUE_MESSAGES: usize = 256;
-
-/// The sending side of a TCP/TLS client's outgoing queue, bounded in messages and bytes.
-pub(crate) struct StreamTx {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// The receiving side: the connection task writes what it takes, then calls [`StreamRx::sent`].
-pub(crate) struct StreamRx {
-    rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// A new outgoing queue.
-pub(crate) fn stream_queue() -> (StreamTx, StreamRx) {
-    let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let rx = StreamRx {
-        rx,
-        queued: Arc::clone(&queued),
-    };
-    (StreamTx { tx, queued }, rx)
-}
-
-impl StreamTx {
-    /// Queues a copy of `data` unless the queue is full; returns whether it was queued.
-    pub fn try_send(&self, data: &[u8]) -> bool {
-        // Counted before sending, so the receiver never subtracts first.
-        let before = self.queued.fetch_add(data.len(), Ordering::Relaxed);
-        if before + data.len() > QUEUE_BYTES || self.tx.try_send(data.to_vec()).is_err() {
-            self.queued.fetch_sub(data.len(), Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-}
-
-impl StreamRx {
-    /// The next message (`None` once every sender is gone).
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        self.rx.recv().await
-    }
-
-    /// `msg` left the queue.
-    pub fn sent(&self, msg: &[u8]) {
-        self.queued.fetch_sub(msg.len(), Ordering::Relaxed);
-    }
-}
-
 /// State shared by the two threads of one worker.
 pub(crate) struct Worker {
     core: Mutex<Core>,
@@ -180,6 +133,7 @@ impl Worker {
                 server,
                 relays,
                 streams: HashMap::new(),
+                stream_forwards: ForwardBatch::new(FORWARD_BATCH, FORWARD_MAX),
                 usage,
                 opens: Vec::new(),
                 udp_answers: Vec::new(),
@@ -268,28 +222,5 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_client_queue_holds_at_most_its_byte_budget_and_frees_what_is_sent() {
-        let (tx, mut rx) = stream_queue();
-        let datagram = vec![0u8; 60_000];
-        assert!(tx.try_send(&datagram));
-        assert!(!tx.try_send(&datagram), "two 60 kB datagrams exceed 64 KiB");
-        assert!(tx.try_send(&datagram[..4000]));
-        let first = rx.recv().await.unwrap();
-        rx.sent(&first);
-        assert!(tx.try_send(&datagram), "room again once the first left");
-        let small = [0u8; 4];
-        let queued = (0..QUEUE_MESSAGES).filter(|_| tx.try_send(&small)).count();
-        assert!(
-            queued < QUEUE_MESSAGES - 1,
-            "the message count is bounded too"
-        );
     }
 }

@@ -171,10 +171,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     ("crate::core", &["own_addrs", "policy"]),
     ("crate::diag", &["nat", "relay", "run", "turn"]),
     (
-        "crate::io",
-        &["datapath", "runtime", "stream", "udp", "worker"],
-    ),
-    (
         "crate::loadgen",
         &["control", "lane", "link", "refresh", "setup", "traffic"],
     ),
