@@ -25,6 +25,7 @@ mod stream;
 mod stream_buf;
 mod stream_frames;
 mod stream_out;
+mod stream_timers;
 pub mod tls;
 mod udp;
 mod worker;

@@ -1,17 +1,27 @@
 //! Bytes bound to one TCP/TLS client from other threads: peer data the data-plane thread
-//! relays, and Allocate answers confirmed elsewhere. One bounded buffer per connection,
-//! appended to in place and taken whole by the connection's task, which swaps it with its
-//! own (empty) write buffer: no allocation per datagram, no message queue, and the task
-//! writes a whole batch with one `write_all`.
+//! relays, and Allocate answers confirmed elsewhere. No allocation per datagram and no
+//! message queue:
 //!
-//! The buffer's own lock is held only to append one message or to swap two `Vec`s, never
-//! across a write; the data-plane thread appends while it holds the worker's lock anyway,
-//! and the connection's task never needs the worker's lock to drain.
+//! - Plain TCP, client keeping up (the usual case): the message goes straight to the
+//!   kernel with one non-blocking `send` on a duplicate of the socket, from the pushing
+//!   thread, and the connection's task is not woken at all.
+//! - Otherwise (TLS, a full socket buffer, the task writing): the message is appended to one
+//!   bounded buffer per connection, and the task is woken once per batch; it swaps the buffer
+//!   with its own empty one and writes the whole batch with one `write_all`.
+//!
+//! The lock here is held to append one message, to send it without blocking, or to swap two
+//! `Vec`s, never across a task's write; the data-plane thread pushes while it holds the
+//! worker's lock anyway, and the task never needs the worker's lock to drain.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+use super::clock;
 
 /// Bytes waiting for one TCP/TLS client at most (the kernel's send buffer holds more). A
 /// client that reads slower than its peers send loses what does not fit, as UDP would.
@@ -27,63 +37,120 @@ const FIRST_CAPACITY: usize = 4 * 1024;
 
 /// The outgoing buffer of one TCP/TLS connection.
 pub(crate) struct StreamOut {
-    pending: Mutex<Vec<u8>>,
+    state: Mutex<State>,
     /// Signalled when the buffer goes from empty to non-empty: the task takes everything
     /// each time, so one wake-up per batch is enough, and a permit is kept if the task is busy
     /// writing (no wake-up is lost).
     wake: Notify,
     /// Messages dropped because the buffer was full.
     dropped: AtomicU64,
+    /// When a message last went straight to the socket (see [`State::direct`]), in
+    /// nanoseconds after `base`; 0 for never. The task's idle timer reads it: that traffic
+    /// never wakes the task.
+    last_direct: AtomicU64,
+    base: Instant,
 }
 
-impl Default for StreamOut {
-    fn default() -> Self {
-        Self {
-            pending: Mutex::new(Vec::with_capacity(FIRST_CAPACITY)),
-            wake: Notify::new(),
-            dropped: AtomicU64::new(0),
-        }
-    }
+struct State {
+    pending: Vec<u8>,
+    /// The task is writing (it took `pending`): nothing may go to the socket meanwhile, or
+    /// it would land inside the task's bytes.
+    writing: bool,
+    /// Plain TCP: a duplicate of the connection's socket (non-blocking, as the task's is).
+    /// When nothing is pending and the task is not writing, a message goes straight to the
+    /// kernel from the pushing thread, without waking the task: the usual case whenever the
+    /// client keeps up. What the kernel does not take is kept, in order, for the task. `None`
+    /// over TLS (the session belongs to the task) and once the task ends.
+    direct: Option<TcpStream>,
 }
 
 impl StreamOut {
-    /// Appends one whole message (already framed for the stream) unless it does not fit in
-    /// [`QUEUE_BYTES`]; returns whether it was kept. Messages are never split, so the stream
-    /// stays framed whatever is dropped.
+    /// A buffer for a connection; `direct`: a duplicate of a plain TCP connection's socket.
+    pub fn new(direct: Option<TcpStream>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                pending: Vec::with_capacity(FIRST_CAPACITY),
+                writing: false,
+                direct,
+            }),
+            wake: Notify::new(),
+            dropped: AtomicU64::new(0),
+            last_direct: AtomicU64::new(0),
+            base: clock::now().mono,
+        }
+    }
+
+    /// Sends or appends one whole message (already framed for the stream) unless it does
+    /// not fit in [`QUEUE_BYTES`]; returns whether it was kept. A message is never split
+    /// between what is dropped and what is sent, so the stream stays framed.
     pub fn push(&self, message: &[u8]) -> bool {
-        let mut pending = self.pending.lock();
-        if pending.len() + message.len() > QUEUE_BYTES {
-            drop(pending);
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut rest = message;
+        if !state.writing
+            && state.pending.is_empty()
+            && let Some(socket) = &state.direct
+        {
+            // An error other than a full buffer leaves the message to the task, whose own
+            // write then fails and closes the connection.
+            if let Ok(n) = (&*socket).write(message) {
+                self.saw_direct();
+                rest = message.get(n..).unwrap_or_default();
+                if rest.is_empty() {
+                    return true;
+                }
+            }
+        }
+        if state.pending.len() + rest.len() > QUEUE_BYTES {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let was_empty = pending.is_empty();
-        let want = pending.len() + message.len();
-        if want > pending.capacity() {
-            // Grow by doubling, but never past the budget (`extend_from_slice` alone could
-            // reach twice it).
-            let to = (pending.capacity() * 2).clamp(want, QUEUE_BYTES);
-            let len = pending.len();
-            pending.reserve_exact(to - len);
-        }
-        pending.extend_from_slice(message);
-        drop(pending);
+        let was_empty = state.pending.is_empty();
+        append(&mut state.pending, rest);
         if was_empty {
             self.wake.notify_one();
         }
         true
     }
 
-    /// Waits until something was pushed since the last [`StreamOut::take`].
+    fn saw_direct(&self) {
+        let since = clock::now().mono.saturating_duration_since(self.base);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last_direct.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// When a message last went straight to the socket, if ever.
+    pub fn last_direct(&self) -> Option<Instant> {
+        match self.last_direct.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.base + Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Waits until something was appended since the last [`StreamOut::begin_write`].
     pub async fn ready(&self) {
         self.wake.notified().await;
     }
 
-    /// Swaps everything pending into `into` (which must be empty; it is cleared first). The
-    /// two vectors trade places, so their capacities are reused by both sides.
-    pub fn take(&self, into: &mut Vec<u8>) {
+    /// The task starts writing: nothing goes straight to the socket until
+    /// [`StreamOut::end_write`], and everything pending is swapped into `into` (cleared
+    /// first), to be written before anything else. The two vectors trade places, so both
+    /// capacities are reused.
+    pub fn begin_write(&self, into: &mut Vec<u8>) {
         into.clear();
-        std::mem::swap(&mut *self.pending.lock(), into);
+        let mut state = self.state.lock();
+        state.writing = true;
+        std::mem::swap(&mut state.pending, into);
+    }
+
+    /// The task's write is complete.
+    pub fn end_write(&self) {
+        self.state.lock().writing = false;
+    }
+
+    /// The connection ends: its socket is never written from here again.
+    pub fn close(&self) {
+        self.state.lock().direct = None;
     }
 
     /// Messages dropped so far because the buffer was full.
@@ -92,7 +159,19 @@ impl StreamOut {
     }
 }
 
-/// A new, empty write buffer for a connection's task, the counterpart of [`StreamOut::take`].
+/// Appends `bytes`, growing by doubling but never past the budget (`extend_from_slice` alone
+/// could reach twice it).
+fn append(pending: &mut Vec<u8>, bytes: &[u8]) {
+    let want = pending.len() + bytes.len();
+    if want > pending.capacity() {
+        let to = (pending.capacity() * 2).clamp(want, QUEUE_BYTES.max(want));
+        let len = pending.len();
+        pending.reserve_exact(to - len);
+    }
+    pending.extend_from_slice(bytes);
+}
+
+/// A new, empty write buffer for a connection's task (see [`StreamOut::begin_write`]).
 pub(crate) fn write_buffer() -> Vec<u8> {
     Vec::with_capacity(FIRST_CAPACITY)
 }
@@ -103,33 +182,36 @@ mod tests {
 
     #[test]
     fn the_buffer_holds_at_most_its_byte_budget_and_frees_what_is_taken() {
-        let out = StreamOut::default();
+        let out = StreamOut::new(None);
         let datagram = vec![7u8; 60_000];
         assert!(out.push(&datagram));
         assert!(!out.push(&datagram), "two 60 kB datagrams exceed 64 KiB");
         assert!(out.push(&datagram[..4000]));
         assert_eq!(out.dropped(), 1);
         let mut taken = write_buffer();
-        out.take(&mut taken);
+        out.begin_write(&mut taken);
+        out.end_write();
         assert_eq!(taken.len(), 64_000, "whole messages, in order");
         assert!(out.push(&datagram), "room again once taken");
     }
 
     #[test]
     fn after_warm_up_taking_and_pushing_reuse_the_same_two_buffers() {
-        let out = StreamOut::default();
+        let out = StreamOut::new(None);
         let mut taken = write_buffer();
         let message = [1u8; 1000];
         for _ in 0..3 {
             while out.push(&message) {}
-            out.take(&mut taken);
+            out.begin_write(&mut taken);
+            out.end_write();
         }
-        let caps = (taken.capacity(), out.pending.lock().capacity());
+        let caps = (taken.capacity(), out.state.lock().pending.capacity());
         for _ in 0..10 {
             while out.push(&message) {}
-            out.take(&mut taken);
+            out.begin_write(&mut taken);
+            out.end_write();
         }
-        let mut now = [taken.capacity(), out.pending.lock().capacity()];
+        let mut now = [taken.capacity(), out.state.lock().pending.capacity()];
         now.sort_unstable();
         let mut before = [caps.0, caps.1];
         before.sort_unstable();
@@ -139,14 +221,77 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_while_the_task_is_busy_is_not_lost() {
-        let out = StreamOut::default();
+        let out = StreamOut::new(None);
         assert!(out.push(b"abcd"));
         // The task was not waiting: the permit is kept for its next wait.
         tokio::time::timeout(std::time::Duration::from_secs(1), out.ready())
             .await
             .expect("woken");
         let mut taken = write_buffer();
-        out.take(&mut taken);
+        out.begin_write(&mut taken);
+        out.end_write();
         assert_eq!(taken, b"abcd");
+    }
+
+    /// A connected pair: (the server's side, non-blocking as tokio's is; the client's).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn messages_go_straight_to_the_socket_unless_the_task_is_writing() {
+        use std::io::Read;
+        let (server, mut client) = pair();
+        let out = StreamOut::new(Some(server));
+        assert!(out.last_direct().is_none());
+        assert!(out.push(b"one;"));
+        assert!(out.last_direct().is_some(), "direct traffic is recorded");
+        let mut taken = write_buffer();
+        out.begin_write(&mut taken);
+        assert!(taken.is_empty(), "nothing was pending");
+        assert!(out.push(b"two;"), "kept for the task, after what it writes");
+        out.end_write();
+        assert!(out.push(b"three;"), "pending first: kept in order");
+        out.begin_write(&mut taken);
+        assert_eq!(taken, b"two;three;");
+        out.end_write();
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"one;");
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_of_a_message_and_the_stream_stays_framed() {
+        use std::io::Read;
+        let (server, mut client) = pair();
+        let out = StreamOut::new(Some(server));
+        // Numbered 1000-byte messages until the kernel's buffers fill and the budget is spent.
+        let mut sent = 0u32;
+        let mut kept = Vec::new();
+        while out.dropped() == 0 {
+            let mut message = [sent.to_le_bytes()[0]; 1000];
+            message[..4].copy_from_slice(&sent.to_le_bytes());
+            if out.push(&message) {
+                kept.push(sent);
+            }
+            sent += 1;
+        }
+        // What the kernel holds, then what the task writes: whole messages, in order.
+        let mut pending = write_buffer();
+        out.begin_write(&mut pending);
+        assert!(!pending.is_empty() && pending.len() <= QUEUE_BYTES);
+        let in_kernel = (kept.len() * 1000) - pending.len();
+        let mut stream = vec![0u8; in_kernel];
+        client.read_exact(&mut stream).unwrap();
+        stream.extend_from_slice(&pending);
+        let numbers: Vec<u32> = stream
+            .chunks(1000)
+            .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]))
+            .collect();
+        assert_eq!(numbers, kept);
     }
 }
