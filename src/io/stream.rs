@@ -279,7 +279,13 @@ impl Writes<'_> {
         }
         let written = (self.pending.is_empty()
             || write_within(writer, &self.pending, self.within).await)
-            && (bytes.is_empty() || write_within(writer, bytes, self.within).await);
+            && (bytes.is_empty() || write_within(writer, bytes, self.within).await)
+            // TLS: `write_all` returns once rustls has taken the plaintext, and records
+            // the socket could not take yet would wait for the next write.
+            && matches!(
+                tokio::time::timeout(self.within, writer.flush()).await,
+                Ok(Ok(()))
+            );
         self.out.end_write();
         written
     }
