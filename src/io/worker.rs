@@ -1,10 +1,12 @@
-//! One worker's shared state: the sans-IO core, its relay sockets and the queues of its TCP/TLS
-//! clients, behind one per-worker mutex. Two threads use it: the data-plane thread (UDP
-//! listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread (a
-//! current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per worker,
-//! never global, and the stream thread only takes it for TCP/TLS messages and reloads, so on a
-//! UDP-only load the data-plane thread always finds it free (an uncontended lock is two atomic
-//! operations per wake-up).
+//! One worker's shared state: the sans-IO core, its relay sockets and the outgoing buffers of
+//! its TCP/TLS clients, behind one per-worker mutex. Two threads use it: the data-plane thread
+//! (UDP listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread
+//! (a current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per
+//! worker, never global, and the stream thread takes it once per read of a TCP/TLS connection
+//! (all its complete frames, `stream_frames`) and for reloads, so on a UDP-only load the
+//! data-plane thread always finds it free (an uncontended lock is two atomic operations per
+//! wake-up). Peer data for a TCP/TLS client is pushed to its buffer by the data-plane thread
+//! under the lock, or sent straight to its socket (`stream_out`).
 //!
 //! Relay sockets are opened on the core's request (DESIGN.md §3): whichever thread fed the
 //! core the Allocate takes the `OpenRelay` commands out under the lock, binds them from the
@@ -158,7 +160,7 @@ impl Worker {
     /// *without* the worker lock — call it after releasing the lock — then takes the lock once
     /// to watch them and confirm them to the core. Answers to UDP clients and to `caller` (the
     /// TCP/TLS connection whose request this was, which writes its answer in order) are
-    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go on their queues.
+    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go to their outgoing buffers.
     pub fn open_relays(
         &self,
         now: Now,
