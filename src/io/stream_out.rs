@@ -2,9 +2,10 @@
 //! relays, and Allocate answers confirmed elsewhere. No allocation per datagram and no
 //! message queue:
 //!
-//! - Plain TCP, client keeping up (the usual case): the message goes straight to the
-//!   kernel with one non-blocking `send` on a duplicate of the socket, from the pushing
-//!   thread, and the connection's task is not woken at all.
+//! - Plain TCP, client keeping up (the usual case): the messages of one batch (one
+//!   data-plane wake-up) go straight to the kernel with one non-blocking `send` on a
+//!   duplicate of the socket, from the pushing thread, and the connection's task is not
+//!   woken at all.
 //! - Otherwise (TLS, a full socket buffer, the task writing): the message is appended to one
 //!   bounded buffer per connection, and the task is woken once per batch; it swaps the buffer
 //!   with its own empty one and writes the whole batch with one `write_all`.
@@ -57,11 +58,25 @@ struct State {
     /// it would land inside the task's bytes.
     writing: bool,
     /// Plain TCP: a duplicate of the connection's socket (non-blocking, as the task's is).
-    /// When nothing is pending and the task is not writing, a message goes straight to the
-    /// kernel from the pushing thread, without waking the task: the usual case whenever the
-    /// client keeps up. What the kernel does not take is kept, in order, for the task. `None`
-    /// over TLS (the session belongs to the task) and once the task ends.
+    /// While the task is not writing, what is pending goes straight to the kernel from the
+    /// pushing thread at its next [`StreamOut::flush`], without waking the task: the usual
+    /// case whenever the client keeps up. What the kernel does not take is kept, in order, for
+    /// the task. `None` over TLS (the session belongs to the task) and once the task ends.
     direct: Option<TcpStream>,
+    /// A [`StreamOut::flush`] is due (the pusher was told so once).
+    scheduled: bool,
+}
+
+/// What [`StreamOut::push`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Kept for the task (woken if needed), or for a flush already due.
+    Kept,
+    /// Kept for a direct send: the pusher must call [`StreamOut::flush`] once it has pushed
+    /// the rest of its batch.
+    FlushDue,
+    /// The buffer was full.
+    Dropped,
 }
 
 impl StreamOut {
@@ -72,6 +87,7 @@ impl StreamOut {
                 pending: Vec::with_capacity(FIRST_CAPACITY),
                 writing: false,
                 direct,
+                scheduled: false,
             }),
             wake: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -80,37 +96,54 @@ impl StreamOut {
         }
     }
 
-    /// Sends or appends one whole message (already framed for the stream) unless it does
-    /// not fit in [`QUEUE_BYTES`]; returns whether it was kept. A message is never split
-    /// between what is dropped and what is sent, so the stream stays framed.
-    pub fn push(&self, message: &[u8]) -> bool {
+    /// Appends one whole message (already framed for the stream) unless it does not fit in
+    /// [`QUEUE_BYTES`]. A message is never split between what is dropped and what is sent, so
+    /// the stream stays framed. Over plain TCP, while the task is not writing, nothing is
+    /// woken: the pusher flushes once per batch of datagrams ([`Pushed::FlushDue`]), so a
+    /// burst for one client leaves with one `send`.
+    pub fn push(&self, message: &[u8]) -> Pushed {
         let mut state = self.state.lock();
         let state = &mut *state;
-        let mut rest = message;
-        if !state.writing
-            && state.pending.is_empty()
-            && let Some(socket) = &state.direct
-        {
-            // An error other than a full buffer leaves the message to the task, whose own
-            // write then fails and closes the connection.
-            if let Ok(n) = (&*socket).write(message) {
-                self.saw_direct();
-                rest = message.get(n..).unwrap_or_default();
-                if rest.is_empty() {
-                    return true;
-                }
-            }
-        }
-        if state.pending.len() + rest.len() > QUEUE_BYTES {
+        if state.pending.len() + message.len() > QUEUE_BYTES {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Pushed::Dropped;
         }
         let was_empty = state.pending.is_empty();
-        append(&mut state.pending, rest);
+        append(&mut state.pending, message);
+        if state.direct.is_some() && !state.writing {
+            if state.scheduled {
+                return Pushed::Kept;
+            }
+            state.scheduled = true;
+            return Pushed::FlushDue;
+        }
         if was_empty {
             self.wake.notify_one();
         }
-        true
+        Pushed::Kept
+    }
+
+    /// Sends what is pending straight to the socket with one non-blocking `send`, unless the
+    /// task is writing (it then writes it); what the kernel does not take stays, in order, and
+    /// the task is woken to write it.
+    pub fn flush(&self) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        state.scheduled = false;
+        if state.writing || state.pending.is_empty() {
+            return;
+        }
+        if let Some(socket) = &state.direct {
+            // An error other than a full buffer leaves the bytes to the task, whose own write
+            // then fails and closes the connection.
+            if let Ok(n) = (&*socket).write(&state.pending) {
+                self.saw_direct();
+                state.pending.drain(..n.min(state.pending.len()));
+            }
+        }
+        if !state.pending.is_empty() {
+            self.wake.notify_one();
+        }
     }
 
     fn saw_direct(&self) {
@@ -140,6 +173,7 @@ impl StreamOut {
         into.clear();
         let mut state = self.state.lock();
         state.writing = true;
+        state.scheduled = false;
         std::mem::swap(&mut state.pending, into);
     }
 
@@ -180,19 +214,26 @@ pub(crate) fn write_buffer() -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn kept(pushed: Pushed) -> bool {
+        pushed != Pushed::Dropped
+    }
+
     #[test]
     fn the_buffer_holds_at_most_its_byte_budget_and_frees_what_is_taken() {
         let out = StreamOut::new(None);
         let datagram = vec![7u8; 60_000];
-        assert!(out.push(&datagram));
-        assert!(!out.push(&datagram), "two 60 kB datagrams exceed 64 KiB");
-        assert!(out.push(&datagram[..4000]));
+        assert!(kept(out.push(&datagram)));
+        assert!(
+            !kept(out.push(&datagram)),
+            "two 60 kB datagrams exceed 64 KiB"
+        );
+        assert!(kept(out.push(&datagram[..4000])));
         assert_eq!(out.dropped(), 1);
         let mut taken = write_buffer();
         out.begin_write(&mut taken);
         out.end_write();
         assert_eq!(taken.len(), 64_000, "whole messages, in order");
-        assert!(out.push(&datagram), "room again once taken");
+        assert!(kept(out.push(&datagram)), "room again once taken");
     }
 
     #[test]
@@ -201,13 +242,13 @@ mod tests {
         let mut taken = write_buffer();
         let message = [1u8; 1000];
         for _ in 0..3 {
-            while out.push(&message) {}
+            while kept(out.push(&message)) {}
             out.begin_write(&mut taken);
             out.end_write();
         }
         let caps = (taken.capacity(), out.state.lock().pending.capacity());
         for _ in 0..10 {
-            while out.push(&message) {}
+            while kept(out.push(&message)) {}
             out.begin_write(&mut taken);
             out.end_write();
         }
@@ -222,7 +263,11 @@ mod tests {
     #[tokio::test]
     async fn a_push_while_the_task_is_busy_is_not_lost() {
         let out = StreamOut::new(None);
-        assert!(out.push(b"abcd"));
+        assert_eq!(
+            out.push(b"abcd"),
+            Pushed::Kept,
+            "no direct socket: the task is woken"
+        );
         // The task was not waiting: the permit is kept for its next wait.
         tokio::time::timeout(std::time::Duration::from_secs(1), out.ready())
             .await
@@ -243,25 +288,28 @@ mod tests {
     }
 
     #[test]
-    fn messages_go_straight_to_the_socket_unless_the_task_is_writing() {
+    fn messages_go_straight_to_the_socket_once_per_flush_unless_the_task_is_writing() {
         use std::io::Read;
         let (server, mut client) = pair();
         let out = StreamOut::new(Some(server));
         assert!(out.last_direct().is_none());
-        assert!(out.push(b"one;"));
+        assert_eq!(out.push(b"one;"), Pushed::FlushDue);
+        assert_eq!(out.push(b"two;"), Pushed::Kept, "one flush per batch");
+        out.flush();
         assert!(out.last_direct().is_some(), "direct traffic is recorded");
         let mut taken = write_buffer();
         out.begin_write(&mut taken);
-        assert!(taken.is_empty(), "nothing was pending");
-        assert!(out.push(b"two;"), "kept for the task, after what it writes");
+        assert!(taken.is_empty(), "the flush sent everything");
+        assert_eq!(out.push(b"three;"), Pushed::Kept, "the task writes it");
+        out.flush();
         out.end_write();
-        assert!(out.push(b"three;"), "pending first: kept in order");
+        assert_eq!(out.push(b"four;"), Pushed::FlushDue);
         out.begin_write(&mut taken);
-        assert_eq!(taken, b"two;three;");
+        assert_eq!(taken, b"three;four;", "in order, for the task");
         out.end_write();
-        let mut got = [0u8; 4];
+        let mut got = [0u8; 8];
         client.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"one;");
+        assert_eq!(&got, b"one;two;");
     }
 
     #[test]
@@ -269,14 +317,18 @@ mod tests {
         use std::io::Read;
         let (server, mut client) = pair();
         let out = StreamOut::new(Some(server));
-        // Numbered 1000-byte messages until the kernel's buffers fill and the budget is spent.
+        // Numbered 1000-byte messages, flushed in threes, until the kernel's buffers fill
+        // and the budget is spent.
         let mut sent = 0u32;
-        let mut kept = Vec::new();
+        let mut kept_numbers = Vec::new();
         while out.dropped() == 0 {
             let mut message = [sent.to_le_bytes()[0]; 1000];
             message[..4].copy_from_slice(&sent.to_le_bytes());
-            if out.push(&message) {
-                kept.push(sent);
+            if kept(out.push(&message)) {
+                kept_numbers.push(sent);
+            }
+            if sent % 3 == 2 {
+                out.flush();
             }
             sent += 1;
         }
@@ -284,7 +336,7 @@ mod tests {
         let mut pending = write_buffer();
         out.begin_write(&mut pending);
         assert!(!pending.is_empty() && pending.len() <= QUEUE_BYTES);
-        let in_kernel = (kept.len() * 1000) - pending.len();
+        let in_kernel = (kept_numbers.len() * 1000) - pending.len();
         let mut stream = vec![0u8; in_kernel];
         client.read_exact(&mut stream).unwrap();
         stream.extend_from_slice(&pending);
@@ -292,6 +344,6 @@ mod tests {
             .chunks(1000)
             .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]))
             .collect();
-        assert_eq!(numbers, kept);
+        assert_eq!(numbers, kept_numbers);
     }
 }

@@ -28,7 +28,7 @@ use super::forward::ForwardBatch;
 use super::relay::{self, Open, Relays};
 use super::shared::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
-use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, StreamOut};
+use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, Pushed, StreamOut};
 use crate::sys::poller::Waker;
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
@@ -41,6 +41,8 @@ pub(crate) struct Core {
     /// sent before it releases it (one per worker: the stream thread serves one connection's
     /// read at a time, so a batch per connection would only cost memory).
     pub stream_forwards: ForwardBatch,
+    /// Stream clients with messages to flush ([`Core::flush_streams`]).
+    stream_flushes: Vec<Arc<StreamOut>>,
     usage: UsageSink,
     /// Relay sockets the core asked for, to bind once the lock is released
     /// ([`Worker::open_relays`]).
@@ -54,9 +56,21 @@ pub(crate) struct Core {
 impl Core {
     /// Appends a message to a stream client's outgoing buffer; a full buffer means a stalled
     /// client, so the message is dropped rather than buffered without bound.
-    pub fn send_to_stream(&self, client: &FiveTuple, data: &[u8]) {
-        if let Some(out) = self.streams.get(client) {
-            out.push(data);
+    /// Over plain TCP the message leaves at the next [`Core::flush_streams`].
+    pub fn send_to_stream(&mut self, client: &FiveTuple, data: &[u8]) {
+        if let Some(out) = self.streams.get(client)
+            && out.push(data) == Pushed::FlushDue
+        {
+            // A clone of the `Arc` (no allocation once the list reached its working size).
+            self.stream_flushes.push(Arc::clone(out));
+        }
+    }
+
+    /// Sends what [`Core::send_to_stream`] kept for direct sends: one `send` per client per
+    /// batch. Call it before releasing the lock after pushing.
+    pub fn flush_streams(&mut self) {
+        for out in self.stream_flushes.drain(..) {
+            out.flush();
         }
     }
 
@@ -136,6 +150,7 @@ impl Worker {
                 relays,
                 streams: HashMap::new(),
                 stream_forwards: ForwardBatch::new(FORWARD_BATCH, FORWARD_MAX),
+                stream_flushes: Vec::with_capacity(64),
                 usage,
                 opens: Vec::new(),
                 udp_answers: Vec::new(),
@@ -190,6 +205,7 @@ impl Worker {
                 Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
             }
         }
+        core.flush_streams();
         // Relays confirmed for nobody (the client left meanwhile) are closed right away.
         core.drain_commands();
         answers
