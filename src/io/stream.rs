@@ -183,8 +183,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
                         break 'conn;
                     }
-                    if run.opens.is_empty() {
+                    if !run.more {
                         break;
+                    }
+                    if run.opens.is_empty() {
+                        continue;
                     }
                     // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
                     // and the answer is written here, in order with the other replies.

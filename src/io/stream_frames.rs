@@ -28,7 +28,14 @@ pub(crate) struct Run {
     pub opens: Vec<Open>,
     /// The stream cannot be framed: the connection must close (after this run's replies).
     pub unframeable: bool,
+    /// The run stopped with complete frames possibly left (relays to open, or replies to
+    /// write first): the caller writes, then calls again.
+    pub more: bool,
 }
+
+/// Replies kept before the run stops to have them written: a read packed with small requests
+/// must not grow the reply buffer with it (a 64 KiB read holds thousands of Bindings).
+const REPLIES_MAX: usize = 8 * 1024;
 
 /// Handles complete frames from `input` under one lock: until the input holds no complete
 /// frame, or right after a request that asks for relays. Replies are appended to `replies`;
@@ -46,6 +53,7 @@ pub(crate) fn handle_run(
         own_traffic: false,
         opens: Vec::new(),
         unframeable: false,
+        more: false,
     };
     let admission = &worker.shared.admission;
     let now = clock::now();
@@ -89,7 +97,8 @@ pub(crate) fn handle_run(
             Handled::Drop(_) => {}
         }
         run.opens = core.take_opens();
-        if !run.opens.is_empty() {
+        if !run.opens.is_empty() || replies.len() >= REPLIES_MAX {
+            run.more = true;
             break;
         }
     }
