@@ -150,6 +150,7 @@ impl Datapath {
         for listener in &mut self.listeners {
             listener.flush();
         }
+        core.flush_streams();
         core.drain_commands();
         if now.mono >= self.next_tick {
             let next = core.tick(now).map_or(TICK, |d| d.min(TICK));

@@ -4,12 +4,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-use crate::auth::{CredentialStore, Nonces};
+use crate::auth::Nonces;
 use crate::core::live_ports::LivePorts;
 use crate::core::policy::{BoundAddrs, PeerRules};
 use crate::core::{Server, Settings, SharedState, Transport};
@@ -20,43 +20,11 @@ use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::ports::RelayPorts;
 use super::relay::Relays;
+use super::shared::{Control, IoShared};
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
 use super::worker::{self, Worker};
 use super::{fd_limit, host_ips, stream};
 use crate::sys::poller::{Poller, Waker};
-
-/// IO state shared by every worker.
-pub(crate) struct IoShared {
-    pub admission: Admission,
-    pub streams: Arc<ConnectionSlots>,
-    pub tls_failures: AtomicU64,
-    pub ports: Arc<RelayPorts>,
-    published: std::sync::Mutex<(u64, u64)>,
-}
-
-impl IoShared {
-    /// Rate-limited requests and TLS failures since the last call.
-    pub fn take_global_deltas(&self) -> (u64, u64) {
-        let now = (
-            self.admission.rejected(),
-            self.tls_failures.load(Ordering::Relaxed),
-        );
-        let Ok(mut last) = self.published.lock() else {
-            return (0, 0);
-        };
-        let delta = (now.0 - last.0, now.1 - last.1);
-        *last = now;
-        delta
-    }
-}
-
-/// What workers apply at run time (SIGHUP reload, SIGTERM drain).
-#[derive(Clone)]
-pub(crate) struct Control {
-    pub settings: Settings,
-    pub credentials: Arc<CredentialStore>,
-    pub draining: bool,
-}
 
 /// A running server.
 pub struct RunningServer {
@@ -205,7 +173,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             Arc::clone(&live),
             random_u64()?,
         )),
-        published: std::sync::Mutex::new((0, 0)),
+        published: Default::default(),
     });
     let (shutdown, _) = watch::channel(false);
     let (control, _) = watch::channel(Control {

@@ -1,11 +1,15 @@
 //! TCP and TLS client connections: one task each, STUN and ChannelData framed on the stream
-//! (RFC 8656 §12.5), a bounded queue for data from peers, handshake and idle timeouts.
+//! (RFC 8656 §12.5), a bounded buffer for data from peers, handshake and idle timeouts. The
+//! frames of one read are handled under one acquisition of the worker's lock
+//! (`stream_frames`); peer data arrives in place in the connection's buffer (`stream_out`)
+//! and leaves with one write per batch.
 //!
 //! Connections cannot be hoarded: a server-wide and a per-source cap (shared by the
 //! workers), a deadline to get an allocation, an idle timer that only the connection's
 //! allocation traffic resets, and buffers that shrink back after a large frame.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,16 +19,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::core::{FiveTuple, Handled, Transport};
-use crate::proto::{FramingError, MAX_FRAME, MessageType, Method, next_frame};
+use crate::core::{FiveTuple, Transport};
+use crate::proto::MAX_FRAME;
 
 use super::accept::AcceptBackoff;
-use super::admission::is_stun_request;
 use super::clock;
 use super::conn_slots::SlotCaps;
-use super::spec::{MAX_STREAM_TIMEOUT, StreamLimits, TlsSlot};
+use super::spec::TlsSlot;
 use super::stream_buf::InputBuffer;
-use super::worker::{Worker, stream_queue};
+use super::stream_frames::handle_run;
+use super::stream_out::{StreamOut, write_buffer};
+use super::stream_timers::Deadlines;
+use super::worker::Worker;
 
 /// Accepts connections on one listener until the task is dropped.
 pub(crate) async fn accept_loop(
@@ -87,7 +93,14 @@ async fn serve_connection(
                 server: local,
                 transport: Transport::Tcp,
             };
-            run(worker, stream, ft, accepted).await;
+            // A duplicate of the socket lets peer data go straight to the kernel from the
+            // data-plane thread (`stream_out`); without one, everything goes through the task.
+            let direct = stream
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(std::net::TcpStream::from);
+            run(worker, stream, ft, accepted, direct).await;
         }
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(stream);
@@ -98,7 +111,7 @@ async fn serve_connection(
                         server: local,
                         transport: Transport::Tls,
                     };
-                    run(worker, tls_stream, ft, accepted).await;
+                    run(worker, tls_stream, ft, accepted, None).await;
                 }
                 Ok(Err(e)) => {
                     worker.shared.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -118,14 +131,29 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     ft: FiveTuple,
     accepted: Instant,
+    direct: Option<std::net::TcpStream>,
 ) {
-    let (tx, mut rx) = stream_queue();
-    worker.lock().streams.insert(ft, tx);
+    let out = Arc::new(StreamOut::new(direct));
+    worker.lock().streams.insert(ft, Arc::clone(&out));
+    // Declared before the stream's halves, so dropped after them, also when the task
+    // unwinds: a panicking task must leave neither its socket's duplicate nor its allocation.
+    let _registered = Registered {
+        worker,
+        ft,
+        out: Arc::clone(&out),
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = InputBuffer::new();
-    let mut out = vec![0u8; 2048];
+    // Room for one reply, the replies of one run of frames, and what peers sent: allocated
+    // once per connection and reused.
+    let mut scratch = vec![0u8; 2048];
+    let mut replies = Vec::with_capacity(2048);
+    let mut writes = Writes {
+        out: &out,
+        pending: write_buffer(),
+        within: worker.limits.handshake_timeout,
+    };
     let mut timers = Deadlines::new(&worker.limits, accepted, Instant::now());
-    let write_timeout = worker.limits.handshake_timeout;
     'conn: loop {
         let (deadline, why) = timers.next();
         tokio::select! {
@@ -136,65 +164,46 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let mut consumed = 0;
                 loop {
-                    let frame = match next_frame(&input.data()[consumed..]) {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break,
-                        Err(FramingError::UnknownKind | FramingError::BadStunHeader) => {
-                            tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
-                            break 'conn;
-                        }
-                    };
-                    let pkt = &input.data()[consumed..consumed + frame.len];
-                    consumed += frame.len;
-                    timers.first_frame = None;
-                    // A refused request is not activity: it never reaches the core.
-                    if is_stun_request(pkt) && !worker.shared.admission.allow(ft.client.ip()) {
-                        continue;
+                    let run = handle_run(worker, ft, &input.data()[consumed..], &mut scratch, &mut replies);
+                    consumed += run.consumed;
+                    if run.framed {
+                        timers.first_frame = None;
                     }
-                    let (handled, own_traffic, opens) = {
-                        let mut core = worker.lock();
-                        let core = &mut *core;
-                        let handled = core.server.handle_client(clock::now(), ft, pkt, &mut out);
-                        if let Handled::Forward { relay, peer, payload } = &handled {
-                            core.relays.send(*relay, &pkt[payload.clone()], *peer);
-                        }
-                        let opens = core.take_opens();
-                        // Traffic of this connection's allocation: data the core relayed, or a
-                        // TURN request (Allocate, Refresh, permissions, channels) answered while
-                        // the allocation lives. A Binding concerns no allocation, and dropped
-                        // data is not traffic: neither keeps the connection alive.
-                        let own = match handled {
-                            Handled::Forward { .. } => true,
-                            Handled::Reply(_) => !is_binding(pkt) && core.server.has_allocation(&ft),
-                            Handled::Drop(_) => false,
-                        };
-                        (handled, own, opens)
-                    };
-                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
-                    // and the answer is written here, in order with the other replies.
-                    if !opens.is_empty() {
-                        let (mine, udp): (Vec<_>, Vec<_>) = worker
-                            .open_relays(clock::now(), opens, Some(ft))
-                            .into_iter()
-                            .partition(|(to, _)| *to == ft);
-                        worker.send_udp_answers(udp);
-                        for (_, answer) in mine {
-                            if !write_within(&mut writer, &answer, write_timeout).await {
-                                break 'conn;
-                            }
-                            // Allocation traffic only when the Allocate succeeded, as before.
-                            if worker.lock().server.has_allocation(&ft) {
-                                timers.allocation_traffic(Instant::now());
-                            }
-                        }
-                    }
-                    if own_traffic {
+                    if run.own_traffic {
                         timers.allocation_traffic(Instant::now());
                     }
-                    if let Handled::Reply(len) = handled
-                        && !write_within(&mut writer, &out[..len], write_timeout).await
-                    {
+                    if !replies.is_empty() {
+                        let written = writes.write(&mut writer, &replies, &mut timers).await;
+                        replies.clear();
+                        if !written {
+                            break 'conn;
+                        }
+                    }
+                    if run.unframeable {
+                        tracing::debug!(target: "turnstone::io", client = %ft.client, "unframeable stream data; closing");
                         break 'conn;
+                    }
+                    if !run.more {
+                        break;
+                    }
+                    if run.opens.is_empty() {
+                        continue;
+                    }
+                    // An Allocate: its relay is bound now, without the lock (DESIGN.md §3),
+                    // and the answer is written here, in order with the other replies.
+                    let (mine, udp): (Vec<_>, Vec<_>) = worker
+                        .open_relays(clock::now(), run.opens, Some(ft))
+                        .into_iter()
+                        .partition(|(to, _)| *to == ft);
+                    worker.send_udp_answers(udp);
+                    for (_, answer) in mine {
+                        if !writes.write(&mut writer, &answer, &mut timers).await {
+                            break 'conn;
+                        }
+                        // Allocation traffic only when the Allocate succeeded, as before.
+                        if worker.lock().server.has_allocation(&ft) {
+                            timers.allocation_traffic(Instant::now());
+                        }
                     }
                 }
                 input.consume(consumed);
@@ -203,25 +212,86 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 timers.partial_frame(!input.is_empty(), consumed > 0, Instant::now());
             }
-            Some(msg) = rx.recv() => {
-                rx.sent(&msg);
-                // The core only queues data from the allocation's permitted peers.
-                timers.allocation_traffic(Instant::now());
-                if !write_within(&mut writer, &msg, write_timeout).await {
+            () = out.ready() => {
+                if !writes.write(&mut writer, &[], &mut timers).await {
                     break 'conn;
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
+                // Peer data written straight to the socket is allocation traffic the task
+                // did not see: it may have moved the idle deadline.
+                if let Some(at) = out.last_direct() {
+                    timers.traffic_at(Instant::from_std(at));
+                }
+                if timers.next().0 > Instant::now() {
+                    continue;
+                }
                 tracing::debug!(target: "turnstone::io", client = %ft.client, reason = why, "connection closed");
                 break 'conn;
             }
         }
     }
-    let mut core = worker.lock();
-    let core = &mut *core;
-    core.streams.remove(&ft);
-    core.server.handle_connection_closed(clock::now(), ft);
-    core.drain_commands();
+}
+
+/// The connection's registration with its worker; dropping it (at the end of the task, or
+/// when it unwinds) ends the allocation and closes the socket's duplicate.
+struct Registered<'a> {
+    worker: &'a Worker,
+    ft: FiveTuple,
+    out: Arc<StreamOut>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.out.close();
+        let dropped = self.out.dropped();
+        if dropped > 0 {
+            tracing::debug!(target: "turnstone::io", client = %self.ft.client, dropped, "peer data dropped: the client read too slowly");
+        }
+        let mut core = self.worker.lock();
+        let core = &mut *core;
+        core.streams.remove(&self.ft);
+        core.server.handle_connection_closed(clock::now(), self.ft);
+        core.drain_commands();
+    }
+}
+
+/// The task's writes: what peers left pending goes first, and nothing is written straight to
+/// the socket by another thread meanwhile (`StreamOut::begin_write`).
+struct Writes<'a> {
+    out: &'a StreamOut,
+    /// Swapped with the connection's pending buffer, so no write allocates.
+    pending: Vec<u8>,
+    /// Bound of each write (the handshake timeout).
+    within: Duration,
+}
+
+impl Writes<'_> {
+    /// Writes pending peer data, then `bytes`; false when a write fails or stalls.
+    async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        bytes: &[u8],
+        timers: &mut Deadlines,
+    ) -> bool {
+        self.out.begin_write(&mut self.pending);
+        if !self.pending.is_empty() {
+            // Only data from the allocation's permitted peers and answers to this
+            // connection's requests are pushed there.
+            timers.allocation_traffic(Instant::now());
+        }
+        let written = (self.pending.is_empty()
+            || write_within(writer, &self.pending, self.within).await)
+            && (bytes.is_empty() || write_within(writer, bytes, self.within).await)
+            // TLS: `write_all` returns once rustls has taken the plaintext, and records
+            // the socket could not take yet would wait for the next write.
+            && matches!(
+                tokio::time::timeout(self.within, writer.flush()).await,
+                Ok(Ok(()))
+            );
+        self.out.end_write();
+        written
+    }
 }
 
 /// Writes `bytes`; false when the write fails or cannot finish within `within`. A client
@@ -236,130 +306,4 @@ async fn write_within<W: AsyncWrite + Unpin>(
         tokio::time::timeout(within, writer.write_all(bytes)).await,
         Ok(Ok(()))
     )
-}
-
-/// Whether a STUN message is of the Binding method (RFC 8489 §18.1).
-fn is_binding(pkt: &[u8]) -> bool {
-    pkt.get(..2)
-        .and_then(|t| MessageType::from_u16(u16::from_be_bytes([t[0], t[1]])))
-        .is_some_and(|t| t.method == Method::BINDING)
-}
-
-/// `now + d`, with `d` capped at [`MAX_STREAM_TIMEOUT`]: configuration refuses longer
-/// timeouts, and one given through the library (say `Duration::MAX`) must not overflow
-/// `Instant` and panic the connection's task.
-fn after(now: Instant, d: Duration) -> Instant {
-    now + d.min(MAX_STREAM_TIMEOUT)
-}
-
-/// When a connection is closed, whichever comes first.
-struct Deadlines {
-    /// The first complete message (the handshake timeout after the connection is set up).
-    first_frame: Option<Instant>,
-    /// An allocation, counted from the TCP accept; cleared by the allocation's first traffic.
-    auth: Option<Instant>,
-    /// The idle timeout after the last traffic of the connection's allocation.
-    idle: Instant,
-    /// The rest of a started message: otherwise a client could pin up to a 64 KiB partial
-    /// frame by trickling bytes (handshake timeout). Counted from the last completed frame,
-    /// not from when the buffer was last empty: a fast client whose reads keep ending
-    /// mid-frame is never idle, and each completed frame proves it is not trickling.
-    partial: Option<Instant>,
-    idle_timeout: Duration,
-    partial_timeout: Duration,
-}
-
-impl Deadlines {
-    fn new(limits: &StreamLimits, accepted: Instant, now: Instant) -> Self {
-        Self {
-            first_frame: Some(after(now, limits.handshake_timeout)),
-            auth: Some(after(accepted, limits.auth_timeout)),
-            idle: after(now, limits.idle_timeout),
-            partial: None,
-            idle_timeout: limits.idle_timeout,
-            partial_timeout: limits.handshake_timeout,
-        }
-    }
-
-    /// The earliest deadline and why it closes the connection.
-    fn next(&self) -> (Instant, &'static str) {
-        [
-            (self.first_frame, "no message in time"),
-            (self.auth, "no allocation in time"),
-            (Some(self.idle), "idle"),
-            (self.partial, "message not completed in time"),
-        ]
-        .into_iter()
-        .filter_map(|(at, why)| at.map(|at| (at, why)))
-        .min_by_key(|(at, _)| *at)
-        .unwrap_or((self.idle, "idle"))
-    }
-
-    fn allocation_traffic(&mut self, now: Instant) {
-        self.auth = None;
-        self.idle = after(now, self.idle_timeout);
-    }
-
-    /// After a read: `pending` when a started message remains, `completed` when the read
-    /// completed at least one frame.
-    fn partial_frame(&mut self, pending: bool, completed: bool, now: Instant) {
-        self.partial = match (pending, self.partial) {
-            (false, _) => None,
-            (true, Some(since)) if !completed => Some(since),
-            (true, _) => Some(after(now, self.partial_timeout)),
-        };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(timeout: Duration) -> StreamLimits {
-        StreamLimits {
-            handshake_timeout: timeout,
-            idle_timeout: timeout,
-            max_connections: 1,
-            max_connections_per_ip: 1,
-            auth_timeout: timeout,
-            ipv6_prefix_length: 64,
-        }
-    }
-
-    #[test]
-    fn absurd_timeouts_are_capped_instead_of_overflowing_instant() {
-        let now = Instant::now();
-        let mut timers = Deadlines::new(&limits(Duration::MAX), now, now);
-        timers.allocation_traffic(now);
-        timers.partial_frame(true, false, now);
-        let (at, _) = timers.next();
-        assert_eq!(at, now + MAX_STREAM_TIMEOUT);
-    }
-
-    #[test]
-    fn a_completed_frame_restarts_the_partial_message_deadline() {
-        let t0 = Instant::now();
-        let second = Duration::from_secs(1);
-        let mut timers = Deadlines::new(&limits(second), t0, t0);
-        timers.partial_frame(true, true, t0);
-        assert_eq!(timers.partial, Some(t0 + second));
-        // Bytes arrive but no frame completes: the deadline stays.
-        timers.partial_frame(true, false, t0 + second / 2);
-        assert_eq!(timers.partial, Some(t0 + second));
-        // A frame completes and the next one is already started: counted from now.
-        let t1 = t0 + second * 3 / 4;
-        timers.partial_frame(true, true, t1);
-        assert_eq!(timers.partial, Some(t1 + second));
-        timers.partial_frame(false, true, t1);
-        assert_eq!(timers.partial, None);
-    }
-
-    #[test]
-    fn only_binding_messages_are_classified_as_binding() {
-        assert!(is_binding(&[0x00, 0x01, 0, 0]));
-        assert!(is_binding(&[0x01, 0x01]));
-        assert!(!is_binding(&[0x00, 0x03]));
-        assert!(!is_binding(&[0x00]));
-        assert!(!is_binding(&[0x40, 0x01]));
-    }
 }

@@ -1,10 +1,12 @@
-//! One worker's shared state: the sans-IO core, its relay sockets and the queues of its TCP/TLS
-//! clients, behind one per-worker mutex. Two threads use it: the data-plane thread (UDP
-//! listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread (a
-//! current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per worker,
-//! never global, and the stream thread only takes it for TCP/TLS messages and reloads, so on a
-//! UDP-only load the data-plane thread always finds it free (an uncontended lock is two atomic
-//! operations per wake-up).
+//! One worker's shared state: the sans-IO core, its relay sockets and the outgoing buffers of
+//! its TCP/TLS clients, behind one per-worker mutex. Two threads use it: the data-plane thread
+//! (UDP listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread
+//! (a current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per
+//! worker, never global, and the stream thread takes it once per read of a TCP/TLS connection
+//! (all its complete frames, `stream_frames`) and for reloads, so on a UDP-only load the
+//! data-plane thread always finds it free (an uncontended lock is two atomic operations per
+//! wake-up). Peer data for a TCP/TLS client is pushed to its buffer by the data-plane thread
+//! under the lock, or sent straight to its socket (`stream_out`).
 //!
 //! Relay sockets are opened on the core's request (DESIGN.md §3): whichever thread fed the
 //! core the Allocate takes the `OpenRelay` commands out under the lock, binds them from the
@@ -13,26 +15,34 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
+use super::forward::ForwardBatch;
 use super::relay::{self, Open, Relays};
-use super::runtime::{Control, IoShared};
+use super::shared::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
+use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, Pushed, StreamOut};
 use crate::sys::poller::Waker;
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
 pub(crate) struct Core {
     pub server: Server,
     pub relays: Relays,
-    /// Outgoing queues of TCP/TLS client connections.
-    pub streams: HashMap<FiveTuple, StreamTx>,
+    /// Outgoing buffers of TCP/TLS client connections.
+    pub streams: HashMap<FiveTuple, Arc<StreamOut>>,
+    /// Forwards from TCP/TLS clients, collected while the stream thread holds the lock and
+    /// sent before it releases it (one per worker: the stream thread serves one connection's
+    /// read at a time, so a batch per connection would only cost memory).
+    pub stream_forwards: ForwardBatch,
+    /// Stream clients with messages to flush ([`Core::flush_streams`]).
+    stream_flushes: Vec<Arc<StreamOut>>,
     usage: UsageSink,
     /// Relay sockets the core asked for, to bind once the lock is released
     /// ([`Worker::open_relays`]).
@@ -44,11 +54,23 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Queues a message to a stream client; a full queue means a stalled client, so the
-    /// message is dropped rather than buffered without bound.
-    pub fn send_to_stream(&self, client: &FiveTuple, data: &[u8]) {
-        if let Some(tx) = self.streams.get(client) {
-            tx.try_send(data);
+    /// Appends a message to a stream client's outgoing buffer; a full buffer means a stalled
+    /// client, so the message is dropped rather than buffered without bound.
+    /// Over plain TCP the message leaves at the next [`Core::flush_streams`].
+    pub fn send_to_stream(&mut self, client: &FiveTuple, data: &[u8]) {
+        if let Some(out) = self.streams.get(client)
+            && out.push(data) == Pushed::FlushDue
+        {
+            // A clone of the `Arc` (no allocation once the list reached its working size).
+            self.stream_flushes.push(Arc::clone(out));
+        }
+    }
+
+    /// Sends what [`Core::send_to_stream`] kept for direct sends: one `send` per client per
+    /// batch. Call it before releasing the lock after pushing.
+    pub fn flush_streams(&mut self) {
+        for out in self.stream_flushes.drain(..) {
+            out.flush();
         }
     }
 
@@ -97,59 +119,6 @@ impl Core {
     }
 }
 
-/// Bytes queued toward one TCP/TLS client at most (the kernel's send buffer holds more).
-pub(crate) const QUEUE_BYTES: usize = 64 * 1024;
-/// Messages queued toward one TCP/TLS client at most.
-const QUEUE_MESSAGES: usize = 256;
-
-/// The sending side of a TCP/TLS client's outgoing queue, bounded in messages and bytes.
-pub(crate) struct StreamTx {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// The receiving side: the connection task writes what it takes, then calls [`StreamRx::sent`].
-pub(crate) struct StreamRx {
-    rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// A new outgoing queue.
-pub(crate) fn stream_queue() -> (StreamTx, StreamRx) {
-    let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let rx = StreamRx {
-        rx,
-        queued: Arc::clone(&queued),
-    };
-    (StreamTx { tx, queued }, rx)
-}
-
-impl StreamTx {
-    /// Queues a copy of `data` unless the queue is full; returns whether it was queued.
-    pub fn try_send(&self, data: &[u8]) -> bool {
-        // Counted before sending, so the receiver never subtracts first.
-        let before = self.queued.fetch_add(data.len(), Ordering::Relaxed);
-        if before + data.len() > QUEUE_BYTES || self.tx.try_send(data.to_vec()).is_err() {
-            self.queued.fetch_sub(data.len(), Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-}
-
-impl StreamRx {
-    /// The next message (`None` once every sender is gone).
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        self.rx.recv().await
-    }
-
-    /// `msg` left the queue.
-    pub fn sent(&self, msg: &[u8]) {
-        self.queued.fetch_sub(msg.len(), Ordering::Relaxed);
-    }
-}
-
 /// State shared by the two threads of one worker.
 pub(crate) struct Worker {
     core: Mutex<Core>,
@@ -180,6 +149,8 @@ impl Worker {
                 server,
                 relays,
                 streams: HashMap::new(),
+                stream_forwards: ForwardBatch::new(FORWARD_BATCH, FORWARD_MAX),
+                stream_flushes: Vec::with_capacity(64),
                 usage,
                 opens: Vec::new(),
                 udp_answers: Vec::new(),
@@ -204,7 +175,7 @@ impl Worker {
     /// *without* the worker lock — call it after releasing the lock — then takes the lock once
     /// to watch them and confirm them to the core. Answers to UDP clients and to `caller` (the
     /// TCP/TLS connection whose request this was, which writes its answer in order) are
-    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go on their queues.
+    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go to their outgoing buffers.
     pub fn open_relays(
         &self,
         now: Now,
@@ -234,6 +205,7 @@ impl Worker {
                 Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
             }
         }
+        core.flush_streams();
         // Relays confirmed for nobody (the client left meanwhile) are closed right away.
         core.drain_commands();
         answers
@@ -268,28 +240,5 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_client_queue_holds_at_most_its_byte_budget_and_frees_what_is_sent() {
-        let (tx, mut rx) = stream_queue();
-        let datagram = vec![0u8; 60_000];
-        assert!(tx.try_send(&datagram));
-        assert!(!tx.try_send(&datagram), "two 60 kB datagrams exceed 64 KiB");
-        assert!(tx.try_send(&datagram[..4000]));
-        let first = rx.recv().await.unwrap();
-        rx.sent(&first);
-        assert!(tx.try_send(&datagram), "room again once the first left");
-        let small = [0u8; 4];
-        let queued = (0..QUEUE_MESSAGES).filter(|_| tx.try_send(&small)).count();
-        assert!(
-            queued < QUEUE_MESSAGES - 1,
-            "the message count is bounded too"
-        );
     }
 }

@@ -177,6 +177,51 @@ async fn an_allocated_tcp_connection_outlives_tcp_auth_timeout_while_it_relays()
     .await;
 }
 
+/// Peer data reaches a TCP client without waking its task (written straight to the socket by
+/// the data-plane thread): it still counts as the allocation's traffic for the idle timer,
+/// and once it stops the idle timeout applies again.
+#[tokio::test]
+async fn a_tcp_connection_that_only_receives_from_its_peer_stays_open_until_the_peer_stops() {
+    bounded(async {
+        let server = TestServer::start_with(&Options::limits(
+            "tcp_auth_timeout = \"1s\"\ntcp_idle_timeout = \"1s\"",
+        ));
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (user, password) = rest_credentials("listener");
+        let conn = Conn::connect(&server, Transport::Tcp).await;
+        let mut client = TurnClient::new(conn, &user, &password);
+        let (relayed, _, _) = client.allocate().await;
+        let peer_addr = peer.local_addr().unwrap();
+        client
+            .request_ok(Method::CREATE_PERMISSION, |w| {
+                w.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
+                    .unwrap();
+            })
+            .await;
+        // 2.5 s of peer data only: past the idle timeout and the auth deadline.
+        for _ in 0..25 {
+            peer.send_to(b"from the peer", relayed).unwrap();
+            let data = client.conn.recv().await;
+            assert_eq!(parse(&data).method(), Method::DATA);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            server.allocations(),
+            1,
+            "peer data kept the connection open"
+        );
+        // Silence: the idle timeout closes it, and the allocation ends with it.
+        for _ in 0..150 {
+            if server.allocations() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("an idle connection stayed open");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_allocated_tcp_connection_sending_data_for_an_unbound_channel_is_closed_when_idle() {
     bounded(async {

@@ -1,0 +1,142 @@
+//! The complete frames of one read from a TCP/TLS client, handled under one acquisition of
+//! the worker's lock: forwards go into the worker's batch and leave with one `sendmmsg` per
+//! run of the same relay before the lock is released, replies are appended to the
+//! connection's reply buffer and written by the task afterwards (never while holding the
+//! lock). A run stops early at a request that asks for relays (an Allocate): those are bound
+//! without the lock (DESIGN.md §3) and the answer must be written before any later reply.
+
+use std::ops::Range;
+
+use crate::core::{FiveTuple, Handled, PeerAddr, RelayId};
+use crate::proto::{FramingError, MessageType, Method, next_frame};
+
+use super::admission::is_stun_request;
+use super::clock;
+use super::relay::Open;
+use super::stream_out::FORWARD_MAX;
+use super::worker::{Core, Worker};
+
+/// The outcome of one run of frames.
+pub(crate) struct Run {
+    /// Bytes of the input consumed (complete frames).
+    pub consumed: usize,
+    /// At least one complete frame was read.
+    pub framed: bool,
+    /// Traffic of this connection's allocation was seen (see [`handle_run`]).
+    pub own_traffic: bool,
+    /// Relays the last request asked for; the run stopped there. Empty otherwise.
+    pub opens: Vec<Open>,
+    /// The stream cannot be framed: the connection must close (after this run's replies).
+    pub unframeable: bool,
+    /// The run stopped with complete frames possibly left (relays to open, or replies to
+    /// write first): the caller writes, then calls again.
+    pub more: bool,
+}
+
+/// Replies kept before the run stops to have them written: a read packed with small requests
+/// must not grow the reply buffer with it (a 64 KiB read holds thousands of Bindings).
+const REPLIES_MAX: usize = 8 * 1024;
+
+/// Handles complete frames from `input` under one lock: until the input holds no complete
+/// frame, or right after a request that asks for relays. Replies are appended to `replies`;
+/// `scratch` is room for one reply.
+pub(crate) fn handle_run(
+    worker: &Worker,
+    ft: FiveTuple,
+    input: &[u8],
+    scratch: &mut [u8],
+    replies: &mut Vec<u8>,
+) -> Run {
+    let mut run = Run {
+        consumed: 0,
+        framed: false,
+        own_traffic: false,
+        opens: Vec::new(),
+        unframeable: false,
+        more: false,
+    };
+    let admission = &worker.shared.admission;
+    let now = clock::now();
+    let mut core = worker.lock();
+    let core = &mut *core;
+    loop {
+        let frame = match next_frame(&input[run.consumed..]) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(FramingError::UnknownKind | FramingError::BadStunHeader) => {
+                run.unframeable = true;
+                break;
+            }
+        };
+        let pkt = &input[run.consumed..run.consumed + frame.len];
+        run.consumed += frame.len;
+        run.framed = true;
+        // A refused request is not activity: it never reaches the core.
+        if is_stun_request(pkt) && !admission.allow(ft.client.ip()) {
+            continue;
+        }
+        match core.server.handle_client(now, ft, pkt, scratch) {
+            Handled::Forward {
+                relay,
+                peer,
+                payload,
+            } => {
+                forward(core, relay, pkt, payload, peer);
+                // Data the core relayed is the allocation's traffic.
+                run.own_traffic = true;
+            }
+            Handled::Reply(len) => {
+                replies.extend_from_slice(&scratch[..len]);
+                // A TURN request (Allocate, Refresh, permissions, channels) answered while
+                // the allocation lives is its traffic; a Binding concerns no allocation.
+                if !is_binding(pkt) && core.server.has_allocation(&ft) {
+                    run.own_traffic = true;
+                }
+            }
+            // Dropped data is not traffic: it does not keep the connection alive.
+            Handled::Drop(_) => {}
+        }
+        run.opens = core.take_opens();
+        if !run.opens.is_empty() || replies.len() >= REPLIES_MAX {
+            run.more = true;
+            break;
+        }
+    }
+    core.stream_forwards.flush(&core.relays);
+    run
+}
+
+/// Queues one forward in the worker's batch, or sends it alone when it is larger than a batch
+/// slot (after what the batch holds, so datagrams keep their order).
+fn forward(core: &mut Core, relay: RelayId, pkt: &[u8], payload: Range<usize>, peer: PeerAddr) {
+    let Some(data) = pkt.get(payload) else {
+        return;
+    };
+    if data.len() <= FORWARD_MAX {
+        core.stream_forwards.push(&core.relays, relay, data, peer);
+    } else {
+        core.stream_forwards.flush(&core.relays);
+        core.relays.send(relay, data, peer);
+    }
+}
+
+/// Whether a STUN message is of the Binding method (RFC 8489 §18.1).
+fn is_binding(pkt: &[u8]) -> bool {
+    pkt.get(..2)
+        .and_then(|t| MessageType::from_u16(u16::from_be_bytes([t[0], t[1]])))
+        .is_some_and(|t| t.method == Method::BINDING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_binding_messages_are_classified_as_binding() {
+        assert!(is_binding(&[0x00, 0x01, 0, 0]));
+        assert!(is_binding(&[0x01, 0x01]));
+        assert!(!is_binding(&[0x00, 0x03]));
+        assert!(!is_binding(&[0x00]));
+        assert!(!is_binding(&[0x40, 0x01]));
+    }
+}
