@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench compare                 # quick: 1 round, 10 allocations, 100 B (CI)
-//! cargo bench --bench compare -- --full       # every cell, 3 rounds (about 10 minutes)
+//! cargo bench --bench compare -- --full       # every cell, 3 rounds (about 20 minutes)
 //! TURNSTONE_COMPARE=full cargo bench --bench compare
 //! ```
 //!
