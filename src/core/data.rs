@@ -9,8 +9,9 @@ use crate::proto::{
     attr, write_channel_data,
 };
 
+use super::allocation::AllocId;
 use super::flat::SlotCounters;
-use super::keys::{AddrKey, ChannelKey, FiveTupleKey, PeerKey, PermissionKey, Tick};
+use super::keys::{AddrKey, ChannelKey, FiveTupleKey, PeerKey, PermissionKey, Slot, Tick};
 use super::quota::{Bandwidth, TokenBucket, admit};
 use super::relay::RelayId;
 use super::server::{Server, next_random};
@@ -202,7 +203,25 @@ impl Server {
         counters.traffic.bytes_to_client += len as u64;
         self.counters.packets_to_client += 1;
         self.counters.bytes_to_client += len as u64;
-        PeerHandled::ToClient { client, range }
+        PeerHandled::ToClient {
+            client: self.with_scope(client, slot),
+            range,
+        }
+    }
+
+    /// The flat keys carry no IPv6 scope (they mirror kernel maps), and a link-local client
+    /// is only reachable with its interface's: that one comes from its allocation. Every other
+    /// client is exactly its key.
+    fn with_scope(&self, client: FiveTuple, slot: Slot) -> FiveTuple {
+        let link_local = |addr: SocketAddr| matches!(addr.ip(), std::net::IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if !link_local(client.client) && !link_local(client.server) {
+            return client;
+        }
+        let id = AllocId {
+            index: slot.index,
+            generation: slot.generation,
+        };
+        self.table.get(id).map_or(client, |a| a.five_tuple)
     }
 
     /// The permission covering `peer` on `relay`: client, expiry, counters slot, and the

@@ -1,4 +1,5 @@
-//! The open-file limit: every TCP/TLS client and every relay socket is a file descriptor, and
+//! The open-file limit: every TCP/TLS client (two over plain TCP: the data-plane thread sends
+//! on a duplicate of the socket) and every relay socket is a file descriptor, and
 //! the usual soft limit (1024) is far below the default caps. At start the soft
 //! RLIMIT_NOFILE is raised to the hard limit, and a warning names the shortfall when the
 //! configured caps still cannot fit (accepts would then fail with EMFILE and back off).
@@ -12,7 +13,8 @@ const BASE_FDS: u64 = 64;
 /// Per worker: its epoll instance, its eventfd, tokio's driver.
 const PER_WORKER_FDS: u64 = 4;
 
-/// Descriptors the configured caps can use at once: every TCP/TLS connection, every relay
+/// Descriptors the configured caps can use at once: every TCP/TLS connection (counted twice,
+/// for the plain-TCP duplicate the data-plane thread writes to), every relay
 /// port of every relay address family (or the allocation cap, when lower), every worker's
 /// listener sockets, plus a fixed base.
 pub(crate) fn fds_needed(spec: &ServerSpec) -> u64 {
@@ -35,7 +37,7 @@ pub(crate) fn fds_needed(spec: &ServerSpec) -> u64 {
 
 fn fds_for(workers: usize, listeners: usize, relays: u64, connections: usize) -> u64 {
     let workers = workers.max(1) as u64;
-    BASE_FDS + workers * (PER_WORKER_FDS + listeners as u64) + relays + connections as u64
+    BASE_FDS + workers * (PER_WORKER_FDS + listeners as u64) + relays + 2 * connections as u64
 }
 
 /// Raises the limit and warns when the caps of `spec` do not fit in it.
@@ -68,7 +70,7 @@ mod tests {
     fn the_default_caps_need_more_than_the_usual_1024_descriptors() {
         // 10 000 connections and the 16 384 ports of 49152-65535, 4 workers, 2 listeners.
         let needed = fds_for(4, 2, 16_384, 10_000);
-        assert_eq!(needed, 64 + 4 * (4 + 2) + 16_384 + 10_000);
+        assert_eq!(needed, 64 + 4 * (4 + 2) + 16_384 + 2 * 10_000);
         assert!(needed > 1024);
     }
 }

@@ -289,6 +289,11 @@ impl Writes<'_> {
                 tokio::time::timeout(self.within, writer.flush()).await,
                 Ok(Ok(()))
             );
+        if !written {
+            // A failed or stalled write may have left half a message on the wire: nothing
+            // may follow it from the data-plane thread before the connection closes.
+            self.out.close();
+        }
         self.out.end_write();
         written
     }

@@ -72,8 +72,13 @@ pub(crate) fn handle_run(
         run.consumed += frame.len;
         run.framed = true;
         // A refused request is not activity: it never reaches the core.
-        if is_stun_request(pkt) && !admission.allow(ft.client.ip()) {
-            continue;
+        if is_stun_request(pkt) {
+            if !admission.allow(ft.client.ip()) {
+                continue;
+            }
+            // A request may close a relay (Refresh 0) or change what it may reach: data the
+            // client sent before it leaves first, as on UDP (`udp.rs`).
+            core.stream_forwards.flush(&core.relays);
         }
         match core.server.handle_client(now, ft, pkt, scratch) {
             Handled::Forward {

@@ -219,6 +219,20 @@ impl TurnClient {
         }
     }
 
+    /// An authenticated request, built but not sent: (transaction id, bytes).
+    pub fn signed(
+        &self,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriter<'_>),
+    ) -> (TransactionId, Vec<u8>) {
+        build(method, Class::Request, Some(&self.key), |w| {
+            attrs(w);
+            w.add(attr::USERNAME, self.username.as_bytes()).unwrap();
+            w.add(attr::REALM, &self.realm).unwrap();
+            w.add(attr::NONCE, &self.nonce).unwrap();
+        })
+    }
+
     /// An authenticated request: USERNAME, REALM, NONCE and MESSAGE-INTEGRITY added; one retry
     /// with the fresh nonce on 438 Stale Nonce (RFC 8489 §9.2.4).
     pub async fn request(

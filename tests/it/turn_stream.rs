@@ -40,3 +40,44 @@ async fn a_read_packed_with_requests_is_answered_in_order() {
     })
     .await;
 }
+
+/// Data the client sent just before deleting its allocation, in the same TCP segment, still
+/// reaches the peer (RFC 8656 §7: the deletion ends the allocation after what came before).
+#[tokio::test]
+async fn channel_data_followed_by_refresh_zero_in_one_write_still_reaches_the_peer() {
+    use crate::client::{Conn, TurnClient, channel_data, parse};
+    use crate::common::{EchoPeer, TestServer};
+    use turnstone::proto::{Class, Method, attr};
+    bounded(async {
+        let server = TestServer::start();
+        let peer = EchoPeer::start();
+        let conn = Conn::connect(&server, Transport::Tcp).await;
+        let mut client = TurnClient::new(conn, USER, PASSWORD);
+        let (relayed, _, _) = client.allocate().await;
+        let peer_addr = peer.addr;
+        client
+            .request_ok(Method::CHANNEL_BIND, |w| {
+                w.add_u32(attr::CHANNEL_NUMBER, 0x4000 << 16).unwrap();
+                w.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
+                    .unwrap();
+            })
+            .await;
+        let last = b"last words";
+        let (tid, refresh) = client.signed(Method::REFRESH, |w| {
+            w.add_u32(attr::LIFETIME, 0).unwrap();
+        });
+        let mut packed = channel_data(0x4000, last, true);
+        packed.extend_from_slice(&refresh);
+        let reply = client.transact(tid, &packed).await;
+        assert_eq!(parse(&reply).class(), Class::Success);
+        let deadline = tokio::time::Instant::now() + crate::common::REPLY_TIMEOUT;
+        while !peer.seen.lock().unwrap().contains(&(relayed, last.len())) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the peer never got the data sent before Refresh(0)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

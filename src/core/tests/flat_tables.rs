@@ -2,9 +2,10 @@
 //! reaches the channel entries that carry it, entries go with their allocation, and one
 //! allocation's entries never answer for another's.
 
+use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
-use crate::core::{DropReason, Handled, PeerHandled};
+use crate::core::{DropReason, Handled, PeerHandled, Transport};
 
 use super::harness::{Harness, lifetime, sa};
 
@@ -109,4 +110,25 @@ fn a_peer_port_without_a_channel_gets_data_indications_beside_a_bound_one() {
         h.delivered(relayed, sa("8.8.8.8:1000"), b"y")[..2],
         [0x40, 0x00]
     );
+}
+
+#[test]
+fn peer_data_reaches_a_link_local_client_with_its_interface_scope() {
+    // The flat keys hold no IPv6 scope; a link-local client needs its interface's to be
+    // reached (the old per-allocation lookup kept it).
+    let mut h = Harness::new();
+    let mut ft = h.five_tuple("fe80::1".parse().unwrap(), Transport::Udp);
+    ft.client = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 40000, 0, 3));
+    let mut c = Harness::user_on(ft, "alice");
+    let relayed = h.allocate(&mut c, &[]);
+    let p = sa("8.8.8.8:1000");
+    h.bind(&mut c, 0x4000, p).ok();
+    let PeerHandled::ToClient { client, .. } = h.peer_sends(relayed, p, b"y").0 else {
+        panic!("peer data not relayed");
+    };
+    assert_eq!(client, ft);
+    let SocketAddr::V6(v6) = client.client else {
+        panic!("not IPv6");
+    };
+    assert_eq!(v6.scope_id(), 3);
 }
