@@ -189,7 +189,9 @@ pub struct ChannelKey {
 impl Hash for ChannelKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u128(u128::from_ne_bytes(self.client.client.ip));
-        state.write_u64(self.client.small_fields() ^ u64::from(self.channel) << 56);
+        // All 16 bits of the channel (0x4000–0x4FFF) reach the hash; XOR with the transport
+        // byte is harmless, the hasher mixes.
+        state.write_u64(self.client.small_fields() ^ u64::from(self.channel) << 48);
     }
 }
 
