@@ -28,6 +28,8 @@ const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
 const TICK: Duration = Duration::from_secs(1);
 /// How often freed heap pages are handed back to the OS.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// `guess` after a TCP/TLS client: no listener, the scratch buffer.
+const STREAM_CLIENT: usize = usize::MAX;
 
 /// The thread-local half of a worker.
 pub(crate) struct Datapath {
@@ -41,7 +43,8 @@ pub(crate) struct Datapath {
     relay_rx: RecvBatch,
     /// Scratch room for peer data bound to TCP/TLS clients.
     peer_buf: Vec<u8>,
-    /// The listener the last peer datagram went out on (see `relay_batch`).
+    /// The listener the last peer datagram went out on, or [`STREAM_CLIENT`] (see
+    /// `relay_batch`).
     guess: usize,
     publisher: Publisher,
     /// The core's next deadline (at most a second away).
@@ -215,7 +218,8 @@ impl Datapath {
     /// the payload in place, so the payload is copied straight into a send slot of the
     /// listener the last datagram went out on: with one UDP listener, or for every datagram
     /// after the first of a batch (a relay serves one client), that guess is right; a wrong
-    /// one costs a copy. TCP/TLS clients get a copy of the message.
+    /// one costs a copy. After a TCP/TLS client the guess is the scratch buffer, from which
+    /// the stream's output buffer takes its copy.
     fn relay_batch(&mut self, core: &mut Core, id: RelayId, now: Now) {
         for i in 0..self.relay_rx.len() {
             let (payload, peer) = self.relay_rx.datagram(i);
@@ -267,7 +271,12 @@ impl Datapath {
                     self.listeners[n].queue(message, client.client);
                     self.guess = n;
                 }
-                Transport::Tcp | Transport::Tls => core.send_to_stream(&client, message),
+                Transport::Tcp | Transport::Tls => {
+                    core.send_to_stream(&client, message);
+                    // The relay's next datagram is most likely for the same stream client:
+                    // straight into the scratch buffer, not a listener slot and back.
+                    self.guess = STREAM_CLIENT;
+                }
             }
         }
     }
