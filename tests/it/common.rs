@@ -267,6 +267,18 @@ impl TestServer {
         self.running().allocations()
     }
 
+    /// Waits up to `within` for exactly `count` allocations; whether that happened.
+    pub async fn wait_allocations(&self, count: u32, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.allocations() != count {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// The listener for `transport` (IPv4).
     pub fn address(&self, transport: Transport) -> SocketAddr {
         self.find(transport, false)

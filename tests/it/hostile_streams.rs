@@ -211,13 +211,12 @@ async fn a_tcp_connection_that_only_receives_from_its_peer_stays_open_until_the_
             "peer data kept the connection open"
         );
         // Silence: the idle timeout closes it, and the allocation ends with it.
-        for _ in 0..150 {
-            if server.allocations() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("an idle connection stayed open");
+        assert!(
+            server
+                .wait_allocations(0, Duration::from_millis(3000))
+                .await,
+            "an idle connection stayed open"
+        );
     })
     .await;
 }
@@ -236,13 +235,12 @@ async fn an_allocated_tcp_connection_sending_data_for_an_unbound_channel_is_clos
             .expect("dropped ChannelData kept the connection open");
         assert!(took < Duration::from_secs(2), "closed after {took:?}");
         // Closing the connection ends its allocation (RFC 8656 §3.1).
-        for _ in 0..50 {
-            if server.allocations() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the allocation outlived its connection");
+        assert!(
+            server
+                .wait_allocations(0, Duration::from_millis(1000))
+                .await,
+            "the allocation outlived its connection"
+        );
     })
     .await;
 }
@@ -361,13 +359,12 @@ async fn a_relaying_tcp_client_that_stops_reading_is_closed_after_tcp_handshake_
             }
         }
         // A stalled write ends the connection, and with it the allocation (RFC 8656 §3.1).
-        for _ in 0..150 {
-            if server.allocations() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("a client that never reads kept its connection and allocation");
+        assert!(
+            server
+                .wait_allocations(0, Duration::from_millis(3000))
+                .await,
+            "a client that never reads kept its connection and allocation"
+        );
     })
     .await;
 }

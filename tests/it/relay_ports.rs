@@ -41,13 +41,7 @@ async fn a_full_port_range_answers_508_and_a_closed_tcp_allocation_gives_its_por
         // The TCP client leaves: its allocation ends (RFC 8656 §5), io closes the relay
         // socket and the port goes back to the pool.
         drop(second);
-        for _ in 0..100 {
-            if server.allocations() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(server.allocations(), 1);
+        assert!(server.wait_allocations(1, Duration::from_secs(2)).await);
         let (user, password) = rest_credentials("fourth");
         let udp = Conn::connect(&server, Transport::Udp).await;
         let (relayed, _, _) = TurnClient::new(udp, &user, &password).allocate().await;
