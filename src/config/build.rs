@@ -7,7 +7,7 @@ use crate::auth::CredentialStore;
 use crate::core::policy::PeerRules;
 use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
-use crate::io::{ListenerSpec, RequestLimits, ServerSpec, StreamLimits, UsageSink};
+use crate::io::{FastPathSpec, ListenerSpec, RequestLimits, ServerSpec, StreamLimits, UsageSink};
 
 use super::{Config, Protocol};
 
@@ -161,6 +161,11 @@ impl Config {
                 ipv6_prefix_length: self.limits.ipv6_prefix_length,
             },
             usage,
+            fast_path: FastPathSpec {
+                mode: self.relay.fast_path,
+                interfaces: self.relay.fast_path_interfaces.clone(),
+                capped: self.limits.bandwidth_capped(),
+            },
         })
     }
 }

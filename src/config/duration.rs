@@ -59,7 +59,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 /// the inverse of [`parse_duration`] for whole milliseconds.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let secs = ms / 1000;

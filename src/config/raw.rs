@@ -102,6 +102,8 @@ pub(super) struct RawRelay {
     pub ports: PortRange,
     pub external_address: Option<Ip>,
     pub external_address_v6: Option<Ip>,
+    pub fast_path: String,
+    pub fast_path_interfaces: Vec<String>,
 }
 
 impl Default for RawRelay {
@@ -113,6 +115,8 @@ impl Default for RawRelay {
             ports: PortRange(49152..=65535),
             external_address: None,
             external_address_v6: None,
+            fast_path: "auto".into(),
+            fast_path_interfaces: Vec::new(),
         }
     }
 }

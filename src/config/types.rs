@@ -235,6 +235,10 @@ pub struct RelayConfig {
     pub external_address: Option<IpAddr>,
     /// IPv6 address advertised instead of `address_v6`.
     pub external_address_v6: Option<IpAddr>,
+    /// The kernel fast path: off, auto (when it loads) or on (required).
+    pub fast_path: crate::io::FastPathMode,
+    /// Interfaces to attach it to; empty: those holding the listener and relay addresses.
+    pub fast_path_interfaces: Vec<String>,
 }
 
 /// `[auth]`: long-term credentials (RFC 8489 §9.2).
@@ -330,6 +334,13 @@ pub struct LimitsConfig {
     pub max_tracked_ips: usize,
     /// The request limiter and TCP cap count IPv6 sources per prefix of this length.
     pub ipv6_prefix_length: u8,
+}
+
+impl LimitsConfig {
+    /// Whether a bandwidth cap (per allocation or in total) is set.
+    pub fn bandwidth_capped(&self) -> bool {
+        self.max_allocation_bitrate != 0 || self.max_total_bitrate != 0
+    }
 }
 
 /// `[usage]`: where usage records go.

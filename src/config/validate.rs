@@ -13,6 +13,7 @@ use super::types::{
 };
 use super::validate_ops::{admin, alternate_server, usage};
 use super::validate_policy::{auth, limits, peers};
+use crate::io::FastPathMode;
 
 /// Builds the typed config, or returns every problem (load problems first).
 pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -36,6 +37,14 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
         limits: limits(raw.limits, &mut ctx),
         usage: usage(raw.usage, base_dir, &mut ctx),
     };
+    if config.relay.fast_path == FastPathMode::On && config.limits.bandwidth_capped() {
+        ctx.push(
+            "relay.fast_path",
+            "\"on\" cannot be combined with limits.max_allocation_bitrate or \
+             limits.max_total_bitrate: bandwidth caps are enforced in userspace, so the kernel \
+             would relay nothing; use \"auto\" or remove the caps",
+        );
+    }
     ctx.finish(config)
 }
 
@@ -231,12 +240,34 @@ fn relay(raw: RawRelay, ctx: &mut Ctx) -> RelayConfig {
             "needs relay.address_v6: IPv6 relays are off without it",
         );
     }
+    let fast_path = match raw.fast_path.as_str() {
+        "off" => FastPathMode::Off,
+        "auto" => FastPathMode::Auto,
+        "on" => FastPathMode::On,
+        other => {
+            ctx.push(
+                "relay.fast_path",
+                format!("\"{other}\" is not one of \"off\", \"auto\", \"on\""),
+            );
+            FastPathMode::Off
+        }
+    };
+    for name in &raw.fast_path_interfaces {
+        if name.is_empty() || name.len() > 15 || name.contains('/') {
+            ctx.push(
+                "relay.fast_path_interfaces",
+                format!("\"{name}\" is not an interface name"),
+            );
+        }
+    }
     RelayConfig {
         address,
         address_v6,
         ports: raw.ports.0,
         external_address,
         external_address_v6,
+        fast_path,
+        fast_path_interfaces: raw.fast_path_interfaces,
     }
 }
 

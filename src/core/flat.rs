@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use super::keys::{
     ChannelEntry, ChannelKey, PeerEntry, PeerKey, PermissionEntry, PermissionKey, Slot, Tick,
 };
+use super::mirror::Mirror;
 use super::quota::TokenBucket;
 use super::stats::Traffic;
 
@@ -48,6 +49,8 @@ pub(crate) struct FlatTables {
     pub channels: HashMap<ChannelKey, ChannelEntry, Seeded>,
     pub peers: HashMap<PeerKey, PeerEntry, Seeded>,
     pub permissions: HashMap<PermissionKey, PermissionEntry, Seeded>,
+    /// Dirty marks for the kernel fast path's copy, when there is one (`super::mirror`).
+    pub mirror: Option<Mirror>,
 }
 
 impl Default for FlatTables {
@@ -56,6 +59,7 @@ impl Default for FlatTables {
             channels: HashMap::with_capacity_and_hasher(INITIAL_ENTRIES, Seeded::default()),
             peers: HashMap::with_capacity_and_hasher(INITIAL_ENTRIES, Seeded::default()),
             permissions: HashMap::with_capacity_and_hasher(INITIAL_ENTRIES, Seeded::default()),
+            mirror: None,
         }
     }
 }
@@ -69,18 +73,28 @@ impl FlatTables {
         if let Some(e) = self.peers.get_mut(peer) {
             e.permission_expires = at;
         }
+        self.changed(channel, peer);
+    }
+
+    /// Marks a channel's entries for the kernel mirror, if there is one.
+    pub fn changed(&mut self, channel: &ChannelKey, peer: &PeerKey) {
+        if let Some(mirror) = &mut self.mirror {
+            mirror.channel_changed(*channel, *peer);
+        }
     }
 
     /// Installs or refreshes both entries of a channel.
     pub fn set_channel(&mut self, keys: (ChannelKey, PeerKey), entries: (ChannelEntry, PeerEntry)) {
         self.channels.insert(keys.0, entries.0);
         self.peers.insert(keys.1, entries.1);
+        self.changed(&keys.0, &keys.1);
     }
 
     /// Removes both entries of a channel.
     pub fn remove_channel(&mut self, channel: &ChannelKey, peer: &PeerKey) {
         self.channels.remove(channel);
         self.peers.remove(peer);
+        self.changed(channel, peer);
     }
 
     /// The counters slot of a live entry, checked against the counters array.

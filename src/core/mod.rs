@@ -11,6 +11,7 @@ mod data;
 mod flat;
 pub mod keys;
 pub mod live_ports;
+mod mirror;
 mod own_addrs;
 mod peer_addr;
 mod pending;
@@ -38,6 +39,7 @@ mod tests;
 pub mod testkit;
 
 pub use allocation::AllocId;
+pub use mirror::{MirrorOp, MirroredChannel};
 pub use quota::Bandwidth;
 pub use relay::{
     OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayRequest, RelayToken,
@@ -48,7 +50,7 @@ pub(crate) use server::next_random;
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
 pub use shared::SharedState;
-pub use stats::{Counters, EndReason, UsageRecord};
+pub use stats::{Counters, EndReason, Traffic, UsageRecord};
 
 use std::net::SocketAddr;
 use std::ops::Range;

@@ -89,6 +89,24 @@ impl Table {
         self.epoch.map_or(Tick(0), |epoch| Tick::since(epoch, at))
     }
 
+    /// Tick 0, once the first allocation was made.
+    pub fn epoch(&self) -> Option<Instant> {
+        self.epoch
+    }
+
+    /// A slot's generation and expiry (expiry 0 while it is free).
+    pub fn slot_state(&self, index: u32) -> Option<(u32, Tick)> {
+        let c = self.counters.get(index as usize)?;
+        Some((c.generation, c.expires))
+    }
+
+    /// Marks a slot for the kernel mirror, if there is one.
+    fn slot_changed(&mut self, index: u32) {
+        if let Some(mirror) = &mut self.flat.mirror {
+            mirror.slot_changed(index);
+        }
+    }
+
     /// `tick(now)` for the data plane: the conversion (a timespec subtraction and a 128-bit
     /// multiply) is done once per distinct `now`, which io reads once per batch.
     pub fn tick_now(&mut self, now: Instant) -> Tick {
@@ -135,6 +153,7 @@ impl Table {
             self.by_relay.insert(relay.id, id);
         }
         self.slots[index as usize] = Some(allocation);
+        self.slot_changed(index);
         id
     }
 
@@ -149,6 +168,7 @@ impl Table {
         counters.bucket = None;
         let traffic = std::mem::take(&mut counters.traffic);
         self.free.push(id.index);
+        self.slot_changed(id.index);
         self.by_five_tuple.remove(&allocation.five_tuple);
         for relay in allocation.relays.iter().flatten() {
             self.by_relay.remove(&relay.id);
@@ -192,6 +212,7 @@ impl Table {
         };
         a.expires = expires;
         self.counters[id.index as usize].expires = tick;
+        self.slot_changed(id.index);
     }
 
     pub fn id_by_five_tuple(&self, ft: &FiveTuple) -> Option<AllocId> {
@@ -359,6 +380,7 @@ impl Table {
                     flat.remove_channel(&channel, &peer);
                 } else if let Some(e) = flat.channels.get_mut(&channel) {
                     e.live_gated = u8::from(c.live_gated);
+                    flat.changed(&channel, &peer);
                 }
             }
             a.channels.retain(|c| policy.check(c.peer).is_ok());

@@ -53,6 +53,9 @@ pub enum StartError {
          {0}"
     )]
     HostAddresses(std::io::Error),
+    /// `[relay] fast_path = "on"` and the fast path cannot be active.
+    #[error("fast_path = \"on\", but the kernel fast path cannot be used: {0}")]
+    FastPath(#[from] super::fastpath::FastPathError),
 }
 
 /// The sockets of one worker.

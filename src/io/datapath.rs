@@ -14,7 +14,7 @@ use crate::core::{
     FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerAddr, PeerHandled, RelayId, Transport,
 };
 
-use super::publish::{Publisher, publish_global};
+use super::publish::{Publisher, publish_fast_path, publish_global};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
 use super::worker::{Core, Worker};
 use super::{clock, host_ips};
@@ -161,6 +161,10 @@ impl Datapath {
         }
         if now.mono >= self.next_publish {
             self.next_publish = now.mono + TICK;
+            let Core { mirror, server, .. } = &mut *core;
+            if let Some(mirror) = mirror {
+                mirror.collect(server);
+            }
             self.publish(&core, now.mono);
         }
         let opens = core.take_opens();
@@ -291,6 +295,9 @@ impl Datapath {
             return;
         }
         worker.shared.admission.housekeeping();
+        if let Some(mirror) = &core.mirror {
+            publish_fast_path(mirror.fast_path());
+        }
         let (rate_limited, tls_failures) = worker.shared.take_global_deltas();
         let streams = worker.shared.streams.open();
         publish_global(

@@ -10,6 +10,7 @@ mod bind;
 pub mod clock;
 pub(crate) mod conn_slots;
 mod datapath;
+pub mod fastpath;
 mod fd_limit;
 mod forward;
 mod host_ips;
@@ -32,6 +33,7 @@ mod worker;
 
 pub use admission::{Admission, is_stun_request};
 pub use bind::StartError;
+pub use fastpath::{FastPathMode, FastPathSpec};
 pub use runtime::{RunningServer, start};
 pub use spec::{
     ListenerSpec, MAX_STREAM_TIMEOUT, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink,

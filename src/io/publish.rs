@@ -102,3 +102,12 @@ pub(crate) fn publish_global(
     counter!("turnstone_tls_handshake_failures_total").increment(tls_failures_delta);
     gauge!("turnstone_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
+
+/// The kernel fast path's event counters (absolute, process-wide: published by worker 0):
+/// what it relayed, and why a packet it matched went to userspace after all.
+pub(crate) fn publish_fast_path(fast_path: &super::fastpath::FastPath) {
+    gauge!("turnstone_fast_path_active").set(1.0);
+    for (name, n) in super::fastpath::EVENTS.iter().zip(fast_path.events()) {
+        counter!("turnstone_fast_path_events_total", "event" => *name).absolute(n);
+    }
+}

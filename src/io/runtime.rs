@@ -23,7 +23,7 @@ use super::relay::Relays;
 use super::shared::{Control, IoShared};
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
 use super::worker::{self, Worker};
-use super::{fd_limit, host_ips, stream};
+use super::{fastpath, fd_limit, host_ips, stream};
 use crate::sys::poller::{Poller, Waker};
 
 /// A running server.
@@ -155,6 +155,12 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     let live = Arc::new(LivePorts::default());
     let host_ips = Some(host_ips::read_at_start()?);
     let settings = policy_for(spec.settings, &bound, &spec.relay_ports, &live, host_ips);
+    let relay_ips: Vec<_> = [settings.relay_v4, settings.relay_v6]
+        .into_iter()
+        .flatten()
+        .map(|r| r.bind)
+        .collect();
+    let fast_path = fastpath::start(&spec.fast_path, &bound, &relay_ips, workers)?;
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;
@@ -191,8 +197,10 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             Arc::clone(&shared),
             seed,
         );
+        let mirror = fast_path.as_ref().map(|fp| fp.worker(index));
         let ctx = WorkerContext {
             server,
+            mirror,
             sockets,
             usage: Arc::clone(&spec.usage),
             limits: spec.stream_limits,
@@ -221,6 +229,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
 
 struct WorkerContext {
     server: Server,
+    mirror: Option<fastpath::WorkerMirror>,
     sockets: WorkerSockets,
     usage: UsageSink,
     limits: StreamLimits,
@@ -234,7 +243,8 @@ struct WorkerContext {
 /// thread, a current_thread tokio runtime for TCP/TLS connections and reloads.
 fn run_worker(ctx: WorkerContext) {
     let WorkerContext {
-        server,
+        mut server,
+        mirror,
         sockets,
         usage,
         limits,
@@ -251,7 +261,11 @@ fn run_worker(ctx: WorkerContext) {
         (Err(e), _) | (_, Err(e)) => return fail("cannot create the epoll instance", e),
     };
     let relays = Relays::new(Arc::clone(&io_shared.ports), poller.clone());
+    if let Some(m) = &mirror {
+        server.enable_mirror(m.slot_limit());
+    }
     let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker);
+    worker.lock().mirror = mirror;
     let udp = sockets.udp.into_iter().map(|(_, sock)| sock).collect();
     let datapath = match Datapath::new(Arc::clone(&worker), poller, udp) {
         Ok(d) => d,

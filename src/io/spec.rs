@@ -81,4 +81,6 @@ pub struct ServerSpec {
     pub request_limits: RequestLimits,
     /// Usage record sink.
     pub usage: UsageSink,
+    /// The kernel fast path (`[relay] fast_path`).
+    pub fast_path: super::fastpath::FastPathSpec,
 }

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
+use super::fastpath::WorkerMirror;
 use super::forward::ForwardBatch;
 use super::relay::{self, Open, Relays};
 use super::shared::{Control, IoShared};
@@ -51,6 +52,8 @@ pub(crate) struct Core {
     /// between the data-plane thread's sockets and found their relays to open): the data-plane
     /// thread sends them from the client's listener on its next wake-up.
     pub udp_answers: Vec<(FiveTuple, Vec<u8>)>,
+    /// The kernel fast path's copy of this worker's flat tables, when it is active.
+    pub mirror: Option<WorkerMirror>,
 }
 
 impl Core {
@@ -93,6 +96,9 @@ impl Core {
                 Command::CloseRelay { relay } => self.relays.close(relay),
                 Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
+        }
+        if let Some(mirror) = &mut self.mirror {
+            mirror.sync(&mut self.server);
         }
     }
 
@@ -154,6 +160,7 @@ impl Worker {
                 usage,
                 opens: Vec::new(),
                 udp_answers: Vec::new(),
+                mirror: None,
             }),
             limits,
             shared,

@@ -42,3 +42,20 @@ pub fn now() -> Reading {
     });
     Reading { mono, unix_secs }
 }
+
+/// `at` on the kernel's `CLOCK_MONOTONIC` in nanoseconds (what eBPF's `bpf_ktime_get_ns()`
+/// reads). `Instant` is that clock on Linux but opaque, so this reads both once and offsets.
+#[allow(clippy::disallowed_methods)]
+pub fn monotonic_nanos(at: Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = Instant::now();
+    let now_ns = (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64;
+    let ahead = now.saturating_duration_since(at).as_nanos() as u64;
+    let behind = at.saturating_duration_since(now).as_nanos() as u64;
+    now_ns.saturating_sub(ahead).saturating_add(behind)
+}

@@ -7,6 +7,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Every IP address configured on the host's interfaces, sorted and deduplicated.
 pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = interface_addresses()?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every (interface name, IP address) pair, in the kernel's order.
+pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `head` is a valid out-pointer; on success the list is freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -17,15 +28,17 @@ pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
         let entry = unsafe { &*cur };
-        if let Some(ip) = address_of(entry.ifa_addr) {
-            out.push(ip);
+        if let Some(ip) = address_of(entry.ifa_addr)
+            && !entry.ifa_name.is_null()
+        {
+            // SAFETY: a non-null ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+            out.push((name.to_string_lossy().into_owned(), ip));
         }
         cur = entry.ifa_next;
     }
     // SAFETY: `head` came from a successful getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    out.sort_unstable();
-    out.dedup();
     Ok(out)
 }
 
