@@ -122,6 +122,8 @@ address_v6 = "::1"              # optional; enables IPv6 relays
 ports = "49152-65535"           # "lo-hi", lo <= hi, lo >= 1
 external_address = "203.0.113.7"   # optional, advertised instead of address (1:1 NAT); must be same family as address
 external_address_v6 = "2001:db8::7" # optional
+fast_path = "auto"              # off | auto (default: when it loads, logged) | on (start fails without it)
+fast_path_interfaces = ["lo"]   # optional; default: the interfaces of the UDP listeners and relay addresses
 [auth]
 secrets = ["change-me"]         # TURN REST API shared secrets; any verifies, the first mints; empty strings refused
 nonce_lifetime = "10m"
@@ -337,7 +339,7 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(
             only_error("[relay]\nport = \"1-2\"\n"),
             "relay.port: unknown key; expected one of `address`, `address_v6`, `ports`, \
-             `external_address`, `external_address_v6`"
+             `external_address`, `external_address_v6`, `fast_path`, `fast_path_interfaces`"
         );
     }
 

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use super::allocation::AllocId;
 use super::keys::{AddrKey, ChannelKey, PeerKey, Slot, Tick};
-use super::server::Server;
-use super::stats::Traffic;
+use super::server::{Command, Server};
+use super::stats::{Traffic, UsageRecord};
 use super::table::Table;
 
 /// One channel as the kernel sees it: both directions' keys and what they lead to.
@@ -65,11 +65,18 @@ pub(crate) struct Mirror {
     channels: Vec<(ChannelKey, PeerKey)>,
     slots: Vec<u32>,
     installed: HashMap<ChannelKey, MirroredChannel, foldhash::fast::RandomState>,
+    /// Records of ended allocations, waiting for the kernel's last counts
+    /// ([`Server::release_usage`]).
+    held: Vec<(Slot, UsageRecord)>,
 }
 
 impl Mirror {
     pub fn channel_changed(&mut self, channel: ChannelKey, peer: PeerKey) {
         self.channels.push((channel, peer));
+    }
+
+    pub fn hold(&mut self, slot: Slot, record: UsageRecord) {
+        self.held.push((slot, record));
     }
 
     pub fn slot_changed(&mut self, index: u32) {
@@ -102,12 +109,38 @@ impl Server {
         c.bytes_to_peer += t.bytes_to_peer;
         c.packets_to_client += t.packets_to_client;
         c.bytes_to_client += t.bytes_to_client;
-        if let Some(counters) = self.table.counters_mut(slot) {
-            let a = &mut counters.traffic;
-            a.packets_to_peer += t.packets_to_peer;
-            a.bytes_to_peer += t.bytes_to_peer;
-            a.packets_to_client += t.packets_to_client;
-            a.bytes_to_client += t.bytes_to_client;
+        let a = if self.table.counters_mut(slot).is_some() {
+            match self.table.counters_mut(slot) {
+                Some(counters) => &mut counters.traffic,
+                None => return,
+            }
+        } else {
+            // The allocation ended; its record waits for these counts.
+            let held = self.table.flat.mirror.as_mut().and_then(|m| {
+                m.held
+                    .iter_mut()
+                    .find(|(s, _)| *s == slot)
+                    .map(|(_, r)| &mut r.traffic)
+            });
+            match held {
+                Some(traffic) => traffic,
+                None => return,
+            }
+        };
+        a.packets_to_peer += t.packets_to_peer;
+        a.bytes_to_peer += t.bytes_to_peer;
+        a.packets_to_client += t.packets_to_client;
+        a.bytes_to_client += t.bytes_to_client;
+    }
+
+    /// Lets the usage records of ended allocations go (as [`Command::Usage`]): call after
+    /// applying [`Server::drain_mirror`]'s ops, whose slot changes read the kernel's last
+    /// counts of each ended allocation into its record.
+    pub fn release_usage(&mut self) {
+        if let Some(mirror) = &mut self.table.flat.mirror {
+            for (_, record) in mirror.held.drain(..) {
+                self.commands.push_back(Command::Usage(record));
+            }
         }
     }
 

@@ -337,7 +337,7 @@ impl Server {
         self.counters.ended_by_reason[reason.index()] += 1;
         tracing::debug!(target: "turnstone::relay", client = %allocation.five_tuple.client,
             user = %allocation.username, reason = reason.name(), "allocation ended");
-        self.commands.push_back(Command::Usage(UsageRecord {
+        let record = UsageRecord {
             user: allocation.username.to_string(),
             five_tuple: allocation.five_tuple,
             relays: allocation
@@ -351,7 +351,12 @@ impl Server {
             started_unix: allocation.started_unix,
             ended_unix: now.unix_secs,
             reason,
-        }));
+        };
+        match &mut self.table.flat.mirror {
+            // What the kernel relayed since its last count is added before the record leaves.
+            Some(mirror) => mirror.hold(Table::slot_of(id), record),
+            None => self.commands.push_back(Command::Usage(record)),
+        }
     }
 
     /// The allocation of `from`, checked to belong to the authenticated user (RFC 8656 §7: 437, 441).

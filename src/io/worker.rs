@@ -81,6 +81,11 @@ impl Core {
     /// to the sink now; relays to open are kept for [`Core::take_opens`], since binding waits
     /// until the lock is released.
     pub fn drain_commands(&mut self) {
+        // First: mirror changes read the kernel's last counts into ended allocations' usage
+        // records, which then join the commands.
+        if let Some(mirror) = &mut self.mirror {
+            mirror.sync(&mut self.server);
+        }
         while let Some(command) = self.server.next_command() {
             match command {
                 Command::Usage(record) => (self.usage)(record),
@@ -96,9 +101,6 @@ impl Core {
                 Command::CloseRelay { relay } => self.relays.close(relay),
                 Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
-        }
-        if let Some(mirror) = &mut self.mirror {
-            mirror.sync(&mut self.server);
         }
     }
 

@@ -9,7 +9,7 @@ use crate::core::{DropReason, Handled, PeerHandled, Settings};
 
 use super::harness::{Harness, LISTENER, RELAY_V4, RELAY_V6, sa, settings};
 
-fn denying(deny: &[&str]) -> Settings {
+pub(super) fn denying(deny: &[&str]) -> Settings {
     let deny: Vec<Cidr> = deny.iter().map(|c| c.parse().unwrap()).collect();
     Settings {
         policy: PeerPolicy::new(vec![], deny, vec![RELAY_V4, RELAY_V6], vec![LISTENER])

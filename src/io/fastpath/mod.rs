@@ -374,9 +374,13 @@ impl WorkerMirror {
     /// changed: one branch in the core.
     pub fn sync(&mut self, server: &mut Server) {
         server.drain_mirror(&mut self.ops);
-        if self.ops.is_empty() {
-            return;
+        if !self.ops.is_empty() {
+            self.apply_all(server);
         }
+        server.release_usage();
+    }
+
+    fn apply_all(&mut self, server: &mut Server) {
         let clock = match self.clock {
             Some(c) => c,
             None => match server.tick_epoch() {
