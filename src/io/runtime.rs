@@ -36,6 +36,7 @@ pub struct RunningServer {
     live: Arc<LivePorts>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<SharedState>,
+    fast_path: Option<Arc<fastpath::FastPath>>,
 }
 
 impl RunningServer {
@@ -55,6 +56,11 @@ impl RunningServer {
     /// Allocations alive across all workers.
     pub fn allocations(&self) -> u32 {
         self.shared.total()
+    }
+
+    /// The kernel fast path's event counters ([`fastpath::EVENTS`] order), when it is active.
+    pub fn fast_path_events(&self) -> Option<[u64; fastpath::EVENTS.len()]> {
+        self.fast_path.as_ref().map(|fp| fp.events())
     }
 
     /// Applies a reloaded configuration: credentials, limits, lifetimes, peer policy and TLS
@@ -224,6 +230,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         live,
         threads,
         shared,
+        fast_path,
     })
 }
 
