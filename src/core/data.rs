@@ -11,7 +11,7 @@ use crate::proto::{
 
 use super::allocation::AllocId;
 use super::flat::SlotCounters;
-use super::keys::{AddrKey, ChannelKey, FiveTupleKey, PeerKey, PermissionKey, Slot, Tick};
+use super::keys::{ChannelKey, FiveTupleKey, PeerKey, PermissionKey, Slot, Tick};
 use super::quota::{Bandwidth, TokenBucket, admit};
 use super::relay::RelayId;
 use super::server::{Server, next_random};
@@ -32,11 +32,7 @@ impl Server {
             self.counters.dropped_malformed += 1;
             return Handled::Drop(DropReason::Malformed);
         };
-        let key = ChannelKey {
-            client: FiveTupleKey::new(&from),
-            channel: cd.channel(),
-            pad: 0,
-        };
+        let key = ChannelKey::new(&from, cd.channel());
         let Some(entry) = self.table.flat.channels.get(&key).copied() else {
             self.counters.dropped_other += 1;
             // Only a drop pays a second lookup, to say which it is.
@@ -106,11 +102,7 @@ impl Server {
         let Some(relay) = allocation.relay_for(peer.ip()).copied() else {
             return Handled::Drop(DropReason::NoPermission);
         };
-        let key = PermissionKey {
-            relay: relay.id.0,
-            peer: AddrKey::ip_only(peer.ip()),
-            pad: 0,
-        };
+        let key = PermissionKey::new(relay.id.0, peer.ip());
         let permitted = self.table.flat.permissions.get(&key);
         if permitted.is_none_or(|p| p.expires <= tick) {
             self.counters.dropped_no_permission += 1;
@@ -148,11 +140,7 @@ impl Server {
         payload: Range<usize>,
     ) -> PeerHandled {
         let tick = self.table.tick_now(now.mono);
-        let key = PeerKey {
-            relay: relay.0,
-            peer: AddrKey::new(peer.0),
-            pad: 0,
-        };
+        let key = PeerKey::new(relay.0, peer.0);
         let (client, channel, permission_expires, slot, shown) =
             match self.table.flat.peers.get(&key) {
                 Some(e) if e.expires > tick => (
@@ -234,11 +222,7 @@ impl Server {
         relay: RelayId,
         peer: SocketAddr,
     ) -> Result<(FiveTupleKey, Tick, super::keys::Slot, SocketAddr), DropReason> {
-        let key = |peer: SocketAddr| PermissionKey {
-            relay: relay.0,
-            peer: AddrKey::ip_only(peer.ip()),
-            pad: 0,
-        };
+        let key = |peer: SocketAddr| PermissionKey::new(relay.0, peer.ip());
         if let Some(p) = self.table.flat.permissions.get(&key(peer)) {
             return Ok((p.client, p.expires, p.slot, peer));
         }

@@ -186,6 +186,17 @@ pub struct ChannelKey {
     pub pad: u16,
 }
 
+impl ChannelKey {
+    /// The key of channel `channel` of the client on `client`.
+    pub fn new(client: &FiveTuple, channel: u16) -> Self {
+        Self {
+            client: FiveTupleKey::new(client),
+            channel,
+            pad: 0,
+        }
+    }
+}
+
 impl Hash for ChannelKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u128(u128::from_ne_bytes(self.client.client.ip));
@@ -232,6 +243,17 @@ pub struct PeerKey {
     pub pad: u32,
 }
 
+impl PeerKey {
+    /// The key of what `peer` sends to relay socket `relay`.
+    pub fn new(relay: u64, peer: SocketAddr) -> Self {
+        Self {
+            relay,
+            peer: AddrKey::new(peer),
+            pad: 0,
+        }
+    }
+}
+
 /// Relay id, port and family in one word (relay ids are small sequential numbers).
 fn relay_port(relay: u64, peer: &AddrKey) -> u64 {
     relay << 24 ^ u64::from(peer.port) << 8 ^ u64::from(peer.family)
@@ -272,6 +294,18 @@ pub struct PermissionKey {
     pub peer: AddrKey,
     /// Zero.
     pub pad: u32,
+}
+
+impl PermissionKey {
+    /// The key of a permission for `peer`'s IP on relay socket `relay` (the port is ignored,
+    /// RFC 8656 §9).
+    pub fn new(relay: u64, peer: IpAddr) -> Self {
+        Self {
+            relay,
+            peer: AddrKey::ip_only(peer),
+            pad: 0,
+        }
+    }
 }
 
 impl Hash for PermissionKey {

@@ -44,26 +44,14 @@ pub(crate) struct Table {
 fn channel_keys(a: &Allocation, c: &Channel) -> Option<(ChannelKey, PeerKey, SocketAddr)> {
     let relay = a.relay_for(c.peer.ip())?;
     let wire = relay.hairpin_out(c.peer);
-    let channel = ChannelKey {
-        client: FiveTupleKey::new(&a.five_tuple),
-        channel: c.number,
-        pad: 0,
-    };
-    let peer = PeerKey {
-        relay: relay.id.0,
-        peer: AddrKey::new(wire),
-        pad: 0,
-    };
+    let channel = ChannelKey::new(&a.five_tuple, c.number);
+    let peer = PeerKey::new(relay.id.0, wire);
     Some((channel, peer, wire))
 }
 
 /// The flat key of a permission of `a`.
 fn permission_key(a: &Allocation, ip: IpAddr) -> Option<PermissionKey> {
-    Some(PermissionKey {
-        relay: a.relay_for(ip)?.id.0,
-        peer: AddrKey::ip_only(ip),
-        pad: 0,
-    })
+    Some(PermissionKey::new(a.relay_for(ip)?.id.0, ip))
 }
 
 /// Brings the permission expiry in `a`'s channel entries to the peer `ip` to `at`.
@@ -299,11 +287,7 @@ impl Table {
     pub fn wire_channel(&self, id: AllocId, peer: SocketAddr) -> Option<u16> {
         let a = self.get(id)?;
         let relay = a.relay_for(peer.ip())?;
-        let key = PeerKey {
-            relay: relay.id.0,
-            peer: AddrKey::new(relay.hairpin_out(peer)),
-            pad: 0,
-        };
+        let key = PeerKey::new(relay.id.0, relay.hairpin_out(peer));
         self.flat.peers.get(&key).map(|e| e.channel)
     }
 
