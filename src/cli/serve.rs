@@ -258,8 +258,13 @@ fn init_logging(level: LogLevel) {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Trace => LevelFilter::TRACE,
     };
+    // Colour only for a person at a terminal: a log file or journal gets plain text, and
+    // NO_COLOR (https://no-color.org) turns it off anywhere.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
