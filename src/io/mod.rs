@@ -34,5 +34,6 @@ pub use admission::{Admission, is_stun_request};
 pub use bind::StartError;
 pub use runtime::{RunningServer, start};
 pub use spec::{
-    ListenerSpec, MAX_STREAM_TIMEOUT, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink,
+    ListenerSpec, MAX_STREAM_TIMEOUT, NatDiscoverySpec, RequestLimits, ServerSpec, StreamLimits,
+    TlsSlot, UsageSink,
 };

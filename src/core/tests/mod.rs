@@ -9,6 +9,7 @@ mod channels;
 mod data;
 mod flat_tables;
 mod lifetimes;
+mod nat_discovery;
 mod permissions;
 mod policy_forms;
 mod relay_confirm;
