@@ -44,10 +44,12 @@ impl Server {
         // RFC 5780 §6.1: without an alternate address CHANGE-REQUEST cannot be honoured, and a
         // server that cannot honour it treats it as an unknown attribute.
         if matches!(msg.change_request(), Some(Ok((ip, port))) if ip || port) {
-            let rejection = Rejection::new(
-                ec::UNKNOWN_ATTRIBUTE,
-                "CHANGE-REQUEST needs an alternate address",
-            );
+            let reason = match (self.settings.nat_discovery, from.transport) {
+                (None, _) => "CHANGE-REQUEST needs an alternate address",
+                (Some(_), Transport::Udp) => "CHANGE-REQUEST is served on the RFC 5780 port only",
+                (Some(_), Transport::Tcp | Transport::Tls) => "CHANGE-REQUEST works over UDP only",
+            };
+            let rejection = Rejection::new(ec::UNKNOWN_ATTRIBUTE, reason);
             return self.finish_error(msg, rejection, None, out, |w| {
                 w.add_unknown_attributes(&[attr::CHANGE_REQUEST])
                     .map(|_| ())

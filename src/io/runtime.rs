@@ -64,7 +64,8 @@ impl RunningServer {
     }
 
     /// Applies a reloaded configuration: credentials, limits, lifetimes, peer policy and TLS
-    /// certificates. Listeners, relay ports and the worker count need a restart.
+    /// certificates. Listeners (RFC 5780's alternate address and port among them), relay
+    /// ports and the worker count need a restart.
     pub fn reload(&self, spec: ServerSpec) {
         // A failed read leaves the host addresses unset: each worker keeps its own.
         let host_ips = host_ips::read_for_reload();

@@ -274,6 +274,7 @@ fn a_tcp_client_is_answered_as_by_a_server_without_an_alternate_address() {
     resp.err(420);
     let unknown: Vec<u16> = resp.msg().unknown_attributes().collect();
     assert_eq!(unknown, [attr::CHANGE_REQUEST]);
+    assert_eq!(resp.reason(), "CHANGE-REQUEST works over UDP only");
     // RESPONSE-PORT cannot move an answer off the connection: ignored, as before.
     let (ty, value) = response_port(40123);
     h.exchange(ft, &bare(&[(ty, &value)])).ok();
