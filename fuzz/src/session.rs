@@ -2,7 +2,8 @@
 //! static user, driven through the core's test kit (`core::testkit`: the scripted relay side
 //! confirming every relay at once, the virtual clock, the scripted client's signing), and
 //! checks on every output: replies parse as STUN, ChannelData and Data indications carry the
-//! payload, forwards stay inside the packet and reach only peers the policy allows, and at
+//! payload, forwards stay inside the packet and reach only peers the policy allows, RFC 5780
+//! answers leave from one of the server's discovery sockets to the client's own IP, and at
 //! shutdown no relay socket, reservation or quota slot outlives the allocations.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,8 +14,8 @@ use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
 use turnstone::core::testkit::{Client, Harness, Resp};
 use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    RelayFamily, RelayId, Settings, Transport,
+    DropReason, FiveTuple, Handled, Lifetimes, NatDiscovery, PEER_HEADROOM, PEER_TAILROOM,
+    PeerHandled, RelayFamily, RelayId, Settings, Transport,
 };
 use turnstone::proto::{
     ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
@@ -31,6 +32,9 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-pw";
 /// The listener clients reach.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478);
+/// The RFC 5780 alternate address (IP and port) beside [`LISTENER`], so that Binding input
+/// also runs NAT behaviour discovery.
+pub const ALTERNATE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 3479);
 /// The IPv4 relay address (never bound: the relay side is scripted).
 pub const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 /// The IPv6 relay address.
@@ -66,6 +70,7 @@ pub fn settings() -> Settings {
         allocation_bandwidth: None,
         worker_bandwidth: None,
         alternate_server: None,
+        nat_discovery: NatDiscovery::new(LISTENER, ALTERNATE),
     }
 }
 
@@ -162,6 +167,31 @@ impl Session {
         );
         match handled {
             Handled::Drop(_) => Vec::new(),
+            Handled::ReplyFrom { len, local, to } => {
+                // RFC 5780: a Binding answer from one of the four sockets, to the client's IP.
+                assert_eq!(ft.transport, Transport::Udp, "redirected stream answer");
+                let nat = NatDiscovery::new(LISTENER, ALTERNATE).expect("two corners");
+                assert!(
+                    nat.contains(local),
+                    "sent from {local}, not a discovery socket"
+                );
+                assert_eq!(to.ip(), ft.client.ip(), "sent to another host");
+                assert!(len <= OUT, "reply of {len} past the buffer");
+                let reply = Message::parse(&out[..len])
+                    .unwrap_or_else(|e| panic!("reply does not parse: {e:?}"));
+                assert_eq!(reply.method(), Method::BINDING);
+                assert_eq!(reply.class(), Class::Success);
+                if let Ok(req) = Message::parse(pkt) {
+                    assert_eq!(reply.transaction_id(), req.transaction_id());
+                    // Unauthenticated: within 4x the request (no reflection amplifier).
+                    assert!(
+                        len <= 4 * pkt.len(),
+                        "{} bytes answered with {len}",
+                        pkt.len()
+                    );
+                }
+                out[..len].to_vec()
+            }
             Handled::Reply(n) => {
                 assert!(n <= OUT, "reply of {n} past the buffer");
                 let reply = Message::parse(&out[..n])

@@ -39,6 +39,11 @@ pub(super) fn run(
     for (transport, address) in server.bound() {
         tracing::info!(target: "turnstone::io", "listening on {} {address}", transport.name());
     }
+    if let Some(nat) = server.nat_discovery() {
+        let [_, second_port, second_ip, other] = nat.addresses();
+        tracing::info!(target: "turnstone::io",
+            "RFC 5780 NAT discovery: also listening on udp {second_port}, {second_ip} and {other}");
+    }
     let admin_state = Arc::new(AdminState::new(install_recorder()));
     admin_state.set_issuer(issuer(&config, &credentials, &server));
     let _admin = match &config.admin {

@@ -7,7 +7,10 @@ use crate::auth::CredentialStore;
 use crate::core::policy::PeerRules;
 use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
-use crate::io::{FastPathSpec, ListenerSpec, RequestLimits, ServerSpec, StreamLimits, UsageSink};
+use crate::io::{
+    FastPathSpec, ListenerSpec, NatDiscoverySpec, RequestLimits, ServerSpec, StreamLimits,
+    UsageSink,
+};
 
 use super::{Config, Protocol};
 
@@ -130,6 +133,8 @@ impl Config {
             ),
             worker_bandwidth: worker_share(limits.max_total_bitrate, workers),
             alternate_server: self.server.alternate_server,
+            // The four discovery sockets are known once bound: io sets this at start.
+            nat_discovery: None,
         })
     }
 
@@ -143,6 +148,11 @@ impl Config {
         Ok(ServerSpec {
             workers,
             listeners: self.listener_specs()?,
+            nat_discovery: self.server.nat_discovery.map(|n| NatDiscoverySpec {
+                listener: n.listener,
+                alternate_ip: n.address,
+                alternate_port: n.port,
+            }),
             relay_ports: self.relay.ports.clone(),
             settings: self.core_settings(workers)?,
             credentials,

@@ -14,6 +14,7 @@ mod raw;
 mod types;
 mod units;
 mod validate;
+mod validate_nat;
 mod validate_ops;
 mod validate_policy;
 
@@ -24,8 +25,8 @@ pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use types::{
     AdminConfig, AuthConfig, Config, LimitsConfig, ListenerConfig, LogConfig, LogLevel,
-    LogLevelError, PeersConfig, Protocol, ProtocolError, RelayConfig, ServerConfig, TlsFiles,
-    UsageConfig, UsageOutput, UserConfig,
+    LogLevelError, NatDiscoveryConfig, PeersConfig, Protocol, ProtocolError, RelayConfig,
+    ServerConfig, TlsFiles, UsageConfig, UsageOutput, UserConfig,
 };
 pub use units::{BitrateError, ByteSizeError, parse_bitrate, parse_byte_size};
 
@@ -101,6 +102,8 @@ software = "turnstone"          # SOFTWARE attribute text; "" omits it; default 
 workers = 0                     # 0 = one per available core
 drain_grace = "45s"             # SIGTERM: how long allocations keep relaying; default "30s"
 alternate_server = "203.0.113.8:3478"   # optional; 300 Try Alternate while draining
+alternate_address = "127.0.0.2" # optional; RFC 5780 NAT discovery: a second IP of this host, same family as the first udp listener (which needs a specific IP)
+alternate_port = 3479           # RFC 5780 second port; default: the first udp listener's port + 1
 [log]
 level = "info"                  # error|warn|info|debug|trace
 [[listen]]
@@ -166,6 +169,14 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(c.server.workers, 0);
         assert_eq!(c.server.drain_grace, Duration::from_secs(45));
         assert_eq!(c.server.alternate_server, Some(addr("203.0.113.8:3478")));
+        assert_eq!(
+            c.server.nat_discovery,
+            Some(NatDiscoveryConfig {
+                listener: 0,
+                address: ip("127.0.0.2"),
+                port: 3479,
+            })
+        );
         assert_eq!(c.log.level, LogLevel::Info);
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.listeners[0].protocol, Protocol::Udp);
@@ -242,6 +253,7 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         );
         assert_eq!(c.server.drain_grace, Duration::from_secs(30));
         assert_eq!(c.server.alternate_server, None);
+        assert_eq!(c.server.nat_discovery, None);
         assert_eq!(
             c.admin,
             Some(AdminConfig {

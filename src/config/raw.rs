@@ -27,6 +27,10 @@ pub(super) struct RawServer {
     pub workers: usize,
     pub drain_grace: Dur,
     pub alternate_server: Option<Addr>,
+    /// RFC 5780: a second IP of this host; `None`: no NAT behaviour discovery.
+    pub alternate_address: Option<Ip>,
+    /// RFC 5780: the second port; `None`: the first UDP listener's port + 1.
+    pub alternate_port: Option<u16>,
 }
 
 impl Default for RawServer {
@@ -37,6 +41,8 @@ impl Default for RawServer {
             workers: 0,
             drain_grace: Dur::secs(30),
             alternate_server: None,
+            alternate_address: None,
+            alternate_port: None,
         }
     }
 }

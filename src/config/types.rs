@@ -46,6 +46,21 @@ pub struct ServerConfig {
     /// While draining, Allocate gets 300 (Try Alternate) with this ALTERNATE-SERVER
     /// (RFC 8656 §7.2); `None`: 508 (Insufficient Capacity).
     pub alternate_server: Option<SocketAddr>,
+    /// RFC 5780 NAT behaviour discovery (`alternate_address`, `alternate_port`); `None`: off.
+    pub nat_discovery: Option<NatDiscoveryConfig>,
+}
+
+/// RFC 5780 NAT behaviour discovery: a second IP and a second port beside the first UDP
+/// listener, so that the server listens on every pairing of the two IPs with the two ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatDiscoveryConfig {
+    /// Index in [`Config::listeners`] of the primary listener: the first UDP one.
+    pub listener: usize,
+    /// `server.alternate_address`: a second IP of this host, of the listener's family.
+    pub address: IpAddr,
+    /// `server.alternate_port`, by default the listener's port + 1; 0 (a free port chosen at
+    /// start) only when the listener's port is 0 too.
+    pub port: u16,
 }
 
 /// `[log]`.

@@ -11,6 +11,7 @@ use super::raw::{Ip, RawListener, RawRelay, RawServer};
 use super::types::{
     Config, ListenerConfig, LogConfig, Protocol, RelayConfig, ServerConfig, TlsFiles,
 };
+use super::validate_nat::nat_discovery;
 use super::validate_ops::{admin, alternate_server, usage};
 use super::validate_policy::{auth, limits, peers};
 use crate::io::FastPathMode;
@@ -83,6 +84,7 @@ fn server(raw: RawServer, listeners: &[ListenerConfig], ctx: &mut Ctx) -> Server
         // Zero is allowed: exit as soon as the signal arrives.
         drain_grace: raw.drain_grace.0,
         alternate_server: alternate_server(raw.alternate_server, listeners, ctx),
+        nat_discovery: nat_discovery(raw.alternate_address, raw.alternate_port, listeners, ctx),
     }
 }
 

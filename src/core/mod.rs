@@ -12,6 +12,7 @@ mod flat;
 pub mod keys;
 pub mod live_ports;
 mod mirror;
+mod nat_discovery;
 mod own_addrs;
 mod peer_addr;
 mod pending;
@@ -40,6 +41,7 @@ pub mod testkit;
 
 pub use allocation::AllocId;
 pub use mirror::{MirrorOp, MirroredChannel};
+pub use nat_discovery::NatDiscovery;
 pub use quota::Bandwidth;
 pub use relay::{
     OpenedRelay, RelayError, RelayId, RelayIdHasher, RelayMap, RelayRequest, RelayToken,
@@ -152,6 +154,18 @@ pub enum Handled {
     Drop(DropReason),
     /// Send `out[..len]` back to the client on the same 5-tuple.
     Reply(usize),
+    /// Send `out[..len]` over UDP from the local address `local` to `to`: a Binding answer
+    /// that RFC 5780 sends from another of the server's addresses (CHANGE-REQUEST, §7.2) or
+    /// to another port of the client's IP (RESPONSE-PORT, §7.5). Only for UDP clients; `to`
+    /// has the client's IP, and `local` is one of [`Settings::nat_discovery`]'s addresses.
+    ReplyFrom {
+        /// The answer's length in the output buffer.
+        len: usize,
+        /// The server address (a UDP listening socket) to send from.
+        local: SocketAddr,
+        /// The destination: the client's IP, its port or the RESPONSE-PORT.
+        to: SocketAddr,
+    },
     /// Send `pkt[payload]` from relay socket `relay` to `peer`.
     Forward {
         /// The relay socket to send from.

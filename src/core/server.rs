@@ -188,7 +188,7 @@ impl Server {
         match msg.class() {
             Class::Request => {
                 let handled = self.handle_request(now, from, &msg, out);
-                if let Handled::Reply(n) = handled {
+                if let Handled::Reply(n) | Handled::ReplyFrom { len: n, .. } = handled {
                     let code = response_code(&out[..n]);
                     self.counters.count_response(msg.method().name(), code);
                 }

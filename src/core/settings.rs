@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::nat_discovery::NatDiscovery;
 use super::policy::{BoundAddrs, PeerPolicy, PeerRules};
 use super::quota::Bandwidth;
 
@@ -75,11 +76,16 @@ pub struct Settings<Policy = PeerPolicy> {
     pub worker_bandwidth: Option<Bandwidth>,
     /// Where to send clients while draining (300 Try Alternate); `None` = refuse with 508.
     pub alternate_server: Option<SocketAddr>,
+    /// RFC 5780 NAT behaviour discovery: the four UDP listening addresses. Known only once
+    /// io has bound them (port 0 resolved), so the configuration leaves it `None` and
+    /// [`Settings::complete`] sets it; `None` answers as a server without a second address.
+    pub nat_discovery: Option<NatDiscovery>,
 }
 
 impl Settings<PeerRules> {
-    /// The settings the core runs with, once the IO layer has bound its sockets.
-    pub fn complete(self, bound: BoundAddrs) -> Settings {
+    /// The settings the core runs with, once the IO layer has bound its sockets (and, with
+    /// RFC 5780 discovery, the four addresses it bound for it).
+    pub fn complete(self, bound: BoundAddrs, nat_discovery: Option<NatDiscovery>) -> Settings {
         Settings {
             software: self.software,
             relay_v4: self.relay_v4,
@@ -93,6 +99,7 @@ impl Settings<PeerRules> {
             allocation_bandwidth: self.allocation_bandwidth,
             worker_bandwidth: self.worker_bandwidth,
             alternate_server: self.alternate_server,
+            nat_discovery,
         }
     }
 }

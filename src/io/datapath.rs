@@ -15,7 +15,7 @@ use crate::core::{
 };
 
 use super::publish::{Publisher, publish_fast_path, publish_global};
-use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE};
+use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE, Redirects};
 use super::worker::{Core, Worker};
 use super::{clock, host_ips};
 use crate::sys::mmsg::RecvBatch;
@@ -36,6 +36,8 @@ pub(crate) struct Datapath {
     worker: Arc<Worker>,
     poller: Poller,
     listeners: Vec<Listener>,
+    /// RFC 5780 answers that leave from another listener than the one read.
+    redirects: Redirects,
     ready: Ready,
     /// recvmmsg batch for listening sockets.
     client_rx: RecvBatch,
@@ -80,6 +82,7 @@ impl Datapath {
             worker,
             poller,
             listeners,
+            redirects: Redirects::default(),
             ready: Ready::new(),
             client_rx: RecvBatch::new(BATCH, MAX_DATAGRAM),
             relay_rx: RecvBatch::new(BATCH, PEER_MAX),
@@ -140,7 +143,11 @@ impl Datapath {
                 Token::Listener(n) => {
                     if let Some(listener) = self.listeners.get_mut(n) {
                         let admission = &worker.shared.admission;
-                        listener.drain(&mut core, &mut self.client_rx, admission, now);
+                        let redirects = &mut self.redirects;
+                        listener.drain(&mut core, &mut self.client_rx, admission, now, redirects);
+                    }
+                    if !self.redirects.is_empty() {
+                        self.redirects.send(&mut self.listeners);
                     }
                 }
                 Token::Relay(id) => self.drain_relay(&mut core, RelayId(id), now),

@@ -29,7 +29,8 @@ pub(crate) fn fds_needed(spec: &ServerSpec) -> u64 {
     let relays = (ports * families.max(1)).min(allocations.saturating_mul(families.max(1)));
     fds_for(
         spec.workers,
-        spec.listeners.len(),
+        // RFC 5780 discovery adds three UDP sockets per worker.
+        spec.listeners.len() + if spec.nat_discovery.is_some() { 3 } else { 0 },
         relays,
         spec.stream_limits.max_connections,
     )

@@ -36,5 +36,6 @@ pub use bind::StartError;
 pub use fastpath::{FastPathMode, FastPathSpec};
 pub use runtime::{RunningServer, start};
 pub use spec::{
-    ListenerSpec, MAX_STREAM_TIMEOUT, RequestLimits, ServerSpec, StreamLimits, TlsSlot, UsageSink,
+    ListenerSpec, MAX_STREAM_TIMEOUT, NatDiscoverySpec, RequestLimits, ServerSpec, StreamLimits,
+    TlsSlot, UsageSink,
 };

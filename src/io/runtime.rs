@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::auth::Nonces;
 use crate::core::live_ports::LivePorts;
 use crate::core::policy::{BoundAddrs, PeerRules};
-use crate::core::{Server, Settings, SharedState, Transport};
+use crate::core::{NatDiscovery, Server, Settings, SharedState, Transport};
 
 use super::admission::Admission;
 use super::bind::{Bound, StartError, WorkerSockets, bind_all};
@@ -29,6 +29,7 @@ use crate::sys::poller::{Poller, Waker};
 /// A running server.
 pub struct RunningServer {
     bound: Vec<(Transport, SocketAddr)>,
+    nat: Option<NatDiscovery>,
     shutdown: watch::Sender<bool>,
     control: watch::Sender<Control>,
     tls_slots: Vec<Option<TlsSlot>>,
@@ -43,6 +44,11 @@ impl RunningServer {
     /// The bound listening addresses, in configuration order.
     pub fn bound(&self) -> &[(Transport, SocketAddr)] {
         &self.bound
+    }
+
+    /// RFC 5780 discovery's four bound UDP addresses, when an alternate address is configured.
+    pub fn nat_discovery(&self) -> Option<NatDiscovery> {
+        self.nat
     }
 
     /// The first bound address of a transport.
@@ -64,13 +70,15 @@ impl RunningServer {
     }
 
     /// Applies a reloaded configuration: credentials, limits, lifetimes, peer policy and TLS
-    /// certificates. Listeners, relay ports and the worker count need a restart.
+    /// certificates. Listeners (RFC 5780's alternate address and port among them), relay
+    /// ports and the worker count need a restart.
     pub fn reload(&self, spec: ServerSpec) {
         // A failed read leaves the host addresses unset: each worker keeps its own.
         let host_ips = host_ips::read_for_reload();
         let settings = policy_for(
             spec.settings,
             &self.bound,
+            self.nat,
             &self.relay_ports,
             &self.live,
             host_ips,
@@ -122,10 +130,12 @@ fn random_u64() -> Result<u64, StartError> {
 }
 
 /// The settings the workers run with: the configured peer rules completed with what only io
-/// knows (the bound listeners, the relay port range in use, live relay ports, host addresses).
+/// knows (the bound listeners, the relay port range in use, live relay ports, host addresses),
+/// and RFC 5780 discovery's bound addresses (a reload keeps the sockets bound at start).
 fn policy_for(
     settings: Settings<PeerRules>,
     bound: &[(Transport, SocketAddr)],
+    nat: Option<NatDiscovery>,
     relay_ports: &RangeInclusive<u16>,
     live: &Arc<LivePorts>,
     host_ips: Option<Vec<IpAddr>>,
@@ -136,13 +146,17 @@ fn policy_for(
         .iter()
         .filter(|(transport, _)| *transport == Transport::Udp)
         .map(|(_, a)| *a)
+        .chain(nat.iter().flat_map(NatDiscovery::addresses))
         .collect();
-    settings.complete(BoundAddrs {
-        udp_listeners,
-        relay_ports: relay_ports.clone(),
-        live: Arc::clone(live),
-        host_ips,
-    })
+    settings.complete(
+        BoundAddrs {
+            udp_listeners,
+            relay_ports: relay_ports.clone(),
+            live: Arc::clone(live),
+            host_ips,
+        },
+        nat,
+    )
 }
 
 /// Binds every listener for every worker and starts the workers.
@@ -156,11 +170,19 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         per_worker,
         addresses: bound,
         tls_slots,
-    } = bind_all(&spec.listeners, workers)?;
+        nat,
+    } = bind_all(&spec.listeners, spec.nat_discovery.as_ref(), workers)?;
 
     let live = Arc::new(LivePorts::default());
     let host_ips = Some(host_ips::read_at_start()?);
-    let settings = policy_for(spec.settings, &bound, &spec.relay_ports, &live, host_ips);
+    let settings = policy_for(
+        spec.settings,
+        &bound,
+        nat,
+        &spec.relay_ports,
+        &live,
+        host_ips,
+    );
     let relay_ips: Vec<_> = [settings.relay_v4, settings.relay_v6]
         .into_iter()
         .flatten()
@@ -223,6 +245,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     }
     Ok(RunningServer {
         bound,
+        nat,
         shutdown,
         control,
         tls_slots,

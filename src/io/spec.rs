@@ -1,7 +1,7 @@
 //! What `io::start` takes: listeners, limits and the rest of a server's specification,
 //! built by `config` (which depends on io, never the reverse).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,6 +22,19 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// The TLS configuration for TLS listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// RFC 5780 NAT behaviour discovery: a second IP and a second port beside a UDP listener.
+/// `io::start` binds three more UDP sockets per worker, so that every pairing of {primary
+/// IP, alternate IP} with {primary port, alternate port} listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatDiscoverySpec {
+    /// Index in [`ServerSpec::listeners`] of the primary listener: UDP, on a concrete IP.
+    pub listener: usize,
+    /// The alternate IP: another address of this host, of the primary's family.
+    pub alternate_ip: IpAddr,
+    /// The alternate port; 0 takes a free one at start (for a primary on port 0).
+    pub alternate_port: u16,
 }
 
 /// A TLS listener's current configuration; SIGHUP swaps it for new connections.
@@ -68,6 +81,8 @@ pub struct ServerSpec {
     pub workers: usize,
     /// Listening sockets.
     pub listeners: Vec<ListenerSpec>,
+    /// RFC 5780 discovery: the alternate address beside one UDP listener, if configured.
+    pub nat_discovery: Option<NatDiscoverySpec>,
     /// Relay port range.
     pub relay_ports: RangeInclusive<u16>,
     /// Core settings with the configured peer rules; `start` (and `reload`) completes them

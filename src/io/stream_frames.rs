@@ -90,7 +90,9 @@ pub(crate) fn handle_run(
                 // Data the core relayed is the allocation's traffic.
                 run.own_traffic = true;
             }
-            Handled::Reply(len) => {
+            // The core sends from another address or to another port (RFC 5780) only for
+            // UDP clients; a stream has one way back anyway.
+            Handled::Reply(len) | Handled::ReplyFrom { len, .. } => {
                 replies.extend_from_slice(&scratch[..len]);
                 // A TURN request (Allocate, Refresh, permissions, channels) answered while
                 // the allocation lives is its traffic; a Binding concerns no allocation.

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::fd::AsFd;
 
 use crate::core::{FiveTuple, Handled, Now, Transport};
@@ -39,8 +40,16 @@ impl Listener {
     }
 
     /// Reads the socket until it is empty (or for a bounded number of batches), handing each
-    /// datagram to the core: replies are queued here, forwards go out of relay sockets.
-    pub fn drain(&mut self, core: &mut Core, rx: &mut RecvBatch, admission: &Admission, now: Now) {
+    /// datagram to the core: replies are queued here (or in `redirects` when they leave from
+    /// another listener), forwards go out of relay sockets.
+    pub fn drain(
+        &mut self,
+        core: &mut Core,
+        rx: &mut RecvBatch,
+        admission: &Admission,
+        now: Now,
+        redirects: &mut Redirects,
+    ) {
         for _ in 0..ROUNDS_PER_WAKE {
             let n = match rx.recv(self.socket.as_fd()) {
                 Ok(n) => n,
@@ -51,7 +60,7 @@ impl Listener {
                     continue;
                 }
             };
-            self.handle_batch(core, rx, admission, now);
+            self.handle_batch(core, rx, admission, now, redirects);
             // A short batch emptied the queue: skip the recvmmsg that would only see EAGAIN.
             if n < BATCH {
                 return;
@@ -59,8 +68,16 @@ impl Listener {
         }
     }
 
-    fn handle_batch(&mut self, core: &mut Core, rx: &RecvBatch, admission: &Admission, now: Now) {
+    fn handle_batch(
+        &mut self,
+        core: &mut Core,
+        rx: &RecvBatch,
+        admission: &Admission,
+        now: Now,
+        redirects: &mut Redirects,
+    ) {
         let Core { server, relays, .. } = core;
+        let here = self.local;
         for i in 0..rx.len() {
             let (pkt, from) = rx.datagram(i);
             let request = is_stun_request(pkt);
@@ -74,7 +91,7 @@ impl Listener {
             }
             let five_tuple = FiveTuple {
                 client: from,
-                server: self.local,
+                server: here,
                 transport: Transport::Udp,
             };
             let Some(buf) = self.next_buf() else {
@@ -82,6 +99,16 @@ impl Listener {
             };
             match server.handle_client(now, five_tuple, pkt, buf) {
                 Handled::Reply(len) => self.out.commit(len, from),
+                // RFC 5780: RESPONSE-PORT alone changes only the destination; CHANGE-REQUEST
+                // names another listening socket, which sends it after this drain.
+                Handled::ReplyFrom { len, local, to } if same_address(local, here) => {
+                    self.out.commit(len, to);
+                }
+                Handled::ReplyFrom { len, local, to } => {
+                    if let Some(message) = buf.get(..len) {
+                        redirects.push(local, to, message);
+                    }
+                }
                 Handled::Forward {
                     relay,
                     peer,
@@ -129,4 +156,49 @@ impl Listener {
             self.out.clear();
         }
     }
+}
+
+/// Replies to send from another listening socket than the one the request reached (RFC 5780
+/// CHANGE-REQUEST): copied out of the reading listener's send slot, then queued on the
+/// listener bound to their local address. Kept across wake-ups, so no allocation once warm.
+#[derive(Default)]
+pub(crate) struct Redirects {
+    bytes: Vec<u8>,
+    /// (local address, destination, the message in `bytes`).
+    entries: Vec<(SocketAddr, SocketAddr, Range<usize>)>,
+}
+
+impl Redirects {
+    fn push(&mut self, local: SocketAddr, to: SocketAddr, message: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(message);
+        self.entries.push((local, to, start..self.bytes.len()));
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Queues each reply on the listener bound to its local address (every worker binds all
+    /// four RFC 5780 sockets), then forgets them.
+    pub fn send(&mut self, listeners: &mut [Listener]) {
+        for (local, to, range) in self.entries.drain(..) {
+            let Some(message) = self.bytes.get(range) else {
+                continue;
+            };
+            match listeners.iter_mut().find(|l| same_address(l.local, local)) {
+                Some(listener) => listener.queue(message, to),
+                None => {
+                    tracing::debug!(target: "turnstone::io", %local, "no listener to send an RFC 5780 answer from")
+                }
+            }
+        }
+        self.bytes.clear();
+    }
+}
+
+/// Equal IP and port: a bound IPv6 socket's flow label and scope do not name another socket.
+fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() && a.port() == b.port()
 }

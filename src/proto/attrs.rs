@@ -122,6 +122,29 @@ pub fn encode_xor_address_into(addr: SocketAddr, tid: &TransactionId, out: &mut 
     out.copy_from_slice(&v[..n]);
 }
 
+/// A plain address value (RFC 8489 §14.1: 8 bytes for IPv4, 20 for IPv6), encoded ahead of
+/// writing, for responses that size their attributes before writing them (OTHER-ADDRESS and
+/// RESPONSE-ORIGIN, RFC 5780 §7.3, §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressValue {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl AddressValue {
+    /// The encoding of `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let mut buf = [0u8; 20];
+        let len = encode_address(addr, None, &mut buf);
+        Self { buf, len }
+    }
+
+    /// The attribute value.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 fn fixed<const N: usize>(ty: u16, v: &[u8]) -> Result<[u8; N], AttrError> {
     v.try_into().map_err(|_| AttrError::BadLength(ty))
 }

@@ -15,7 +15,8 @@ mod types;
 mod writer;
 
 pub use attrs::{
-    AttrError, ErrorCodeValue, decode_address, decode_xor_address, encode_xor_address_into,
+    AddressValue, AttrError, ErrorCodeValue, decode_address, decode_xor_address,
+    encode_xor_address_into,
 };
 pub use channel::{ChannelData, ChannelDataError, MAX_CHANNEL, MIN_CHANNEL, write_channel_data};
 pub use framing::{Frame, FrameKind, FramingError, MAX_FRAME, next_frame};

@@ -355,3 +355,16 @@ fn writer_reports_small_buffers() {
     );
     assert_eq!(w.add_fingerprint().err(), Some(WriteError::BufferTooSmall));
 }
+
+#[test]
+fn address_value_decodes_back_to_its_address_for_both_families() {
+    for text in ["192.0.2.1:3479", "[2001:db8::2]:3479"] {
+        let addr: SocketAddr = text.parse().unwrap();
+        let value = AddressValue::new(addr);
+        assert_eq!(value.as_bytes().len(), if addr.is_ipv4() { 8 } else { 20 });
+        assert_eq!(
+            decode_address(attr::OTHER_ADDRESS, value.as_bytes()),
+            Ok(addr)
+        );
+    }
+}

@@ -100,7 +100,19 @@ impl Default for Options {
     }
 }
 
+/// The alternate IP of [`Options::nat_discovery`]: 127.0.0.0/8 is all loopback on Linux.
+pub const ALTERNATE_IP: &str = "127.0.0.2";
+
 impl Options {
+    /// The defaults with RFC 5780 discovery: [`ALTERNATE_IP`] beside the UDP listener on
+    /// 127.0.0.1 (its port and the alternate port both picked at start).
+    pub fn nat_discovery() -> Options {
+        Options {
+            server: format!("alternate_address = \"{ALTERNATE_IP}\""),
+            ..Options::default()
+        }
+    }
+
     /// The defaults with these `[limits]` lines instead.
     pub fn limits(limits: &str) -> Options {
         Options {
@@ -250,6 +262,13 @@ impl TestServer {
     /// The IPv6 UDP listener ([::1]).
     pub fn udp6(&self) -> SocketAddr {
         self.find(Transport::Udp, true)
+    }
+
+    /// RFC 5780 discovery's four UDP addresses (with [`Options::nat_discovery`]).
+    pub fn nat_discovery(&self) -> turnstone::core::NatDiscovery {
+        self.running()
+            .nat_discovery()
+            .expect("started with an alternate address")
     }
 
     /// The TCP listener.

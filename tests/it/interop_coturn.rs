@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use turnstone::core::Transport;
 
-use crate::common::{PASSWORD, SECRET, TempDir, TestServer, USER};
+use crate::common::{Options, PASSWORD, SECRET, TempDir, TestServer, USER};
 
 /// Bound on one coturn tool run (uclient takes about 5 s).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -230,4 +230,69 @@ fn coturn_uclient_relays_over_tcp_with_channels_and_send_indications_without_los
 #[test]
 fn coturn_uclient_relays_over_tls_with_channels_and_send_indications_without_loss() {
     uclient_relays_without_loss(Transport::Tls);
+}
+
+/// Runs `turnutils_natdiscovery` (RFC 5780 mapping and filtering tests, `-m -f`) against a
+/// server with an alternate address, once plain and once with 1500 bytes of PADDING (`-P`).
+/// On loopback there is no NAT: both behaviours are endpoint-independent.
+#[test]
+fn coturn_natdiscovery_finds_endpoint_independent_mapping_and_filtering() {
+    let server = TestServer::start_with(&Options::nat_discovery());
+    let nat = server.nat_discovery();
+    let dir = TempDir::new();
+    let runs: Vec<Tool> = [("natdiscovery", false), ("natdiscovery-padded", true)]
+        .into_iter()
+        .map(|(label, padded)| {
+            // -L binds the client's socket to 127.0.0.1, so that the local and the reflexive
+            // address can be compared, and every test reuses the same local port.
+            let mut args = format!("-m -f -L 127.0.0.1 -p {}", nat.primary().port());
+            if padded {
+                args.push_str(" -P");
+            }
+            args.push_str(" 127.0.0.1");
+            let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+            Tool::spawn(&dir.0, label, "turnutils_natdiscovery", &args)
+        })
+        .collect();
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    for run in runs {
+        let name = run.name.clone();
+        let (status, out) = run.wait(deadline);
+        assert!(status.success(), "{name} exited with {status}:\n{out}");
+        let troubles: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                // "Not received mapped address attribute." is the tool's ALG check, which
+                // compares MAPPED-ADDRESS with XOR-MAPPED-ADDRESS: Turnstone sends only the
+                // latter (MAPPED-ADDRESS is for RFC 3489 clients, RFC 8489 §14.1), so no
+                // comparison is made; it is not a failure.
+                ["error", "timeout", "cannot", "wrong", "not a"]
+                    .iter()
+                    .any(|bad| l.contains(bad))
+            })
+            .collect();
+        assert!(troubles.is_empty(), "{name}: {troubles:?}\n{out}");
+        // Two Bindings for mapping, two for filtering (the second with CHANGE-REQUEST), each
+        // answered with OTHER-ADDRESS.
+        let answers = out
+            .lines()
+            .filter(|l| l.contains("RFC 5780 response"))
+            .count();
+        assert_eq!(answers, 4, "{name}:\n{out}");
+        assert!(
+            out.contains("NAT with Endpoint Independent Mapping!"),
+            "{name}:\n{out}"
+        );
+        assert!(
+            out.contains("NAT with Endpoint Independent Filtering!"),
+            "{name}:\n{out}"
+        );
+        assert!(!out.contains("Dependent"), "{name}:\n{out}");
+        assert!(
+            out.contains(&nat.alternate().to_string()),
+            "{name}: OTHER-ADDRESS {} not shown:\n{out}",
+            nat.alternate()
+        );
+    }
 }

@@ -14,6 +14,7 @@ mod interop_coturn;
 mod interop_stun_crate;
 mod interop_turn_crate;
 mod loadgen_udp;
+mod nat_discovery;
 mod netns;
 mod ops_admin;
 mod ops_lifecycle;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use turnstone::core::Transport;
 use turnstone::diag::{self, Credentials, ProbeConfig, Report, Status, Step};
 
-use crate::common::{PASSWORD, SECRET, TempDir, TestServer, USER, bounded};
+use crate::common::{Options, PASSWORD, SECRET, TempDir, TestServer, USER, bounded};
 
 /// The URI of `addr` for `transport`.
 fn uri(transport: Transport, addr: SocketAddr) -> String {
@@ -259,6 +259,58 @@ async fn a_stun_uri_stops_after_binding() {
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn nat_discovery_against_a_server_with_an_alternate_address_finds_no_nat() {
+    bounded(async {
+        let server = TestServer::start_with(&Options::nat_discovery());
+        for target in [
+            format!("stun:{}", server.udp()),
+            uri(Transport::Udp, server.udp()),
+        ] {
+            let mut c = config(&target, user(USER, PASSWORD));
+            c.nat = true;
+            let report = diag::probe(&c).await;
+            assert!(report.ok(), "{}", report.to_text());
+            let nat = report.step(Step::Nat).unwrap();
+            assert_eq!(nat.status, Status::Pass, "{}", report.to_text());
+            // Loopback: the reflexive address is the local one, and the answer from the other
+            // IP and port (CHANGE-REQUEST) arrives.
+            assert_eq!(
+                nat.detail,
+                "no NAT (the reflexive address is the local one); endpoint-independent \
+                 filtering (anyone may send to the mapping): direct connections work when the \
+                 firewall lets them in",
+                "{target}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_probe_command_reports_the_nat_verdict() {
+    let server = TestServer::start_with(&Options::nat_discovery());
+    let target = format!("stun:{}", server.udp());
+    let out = bounded(tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_turnstone"))
+            .args(["probe", &target, "--nat", "--timeout", "2s"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }))
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "✔ nat: no NAT (the reflexive address is the local one); endpoint-independent filtering"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("result: every step passed\n"), "{stdout}");
 }
 
 /// Runs the `turnstone probe` binary with static credentials.

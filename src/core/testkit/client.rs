@@ -215,6 +215,10 @@ impl Resp {
     pub fn xor(&self, ty: u16) -> Option<SocketAddr> {
         self.msg().xor_address(ty).map(Result::unwrap)
     }
+    /// The first plain address of type `ty` (OTHER-ADDRESS, RESPONSE-ORIGIN, ALTERNATE-SERVER).
+    pub fn address(&self, ty: u16) -> Option<SocketAddr> {
+        self.msg().address(ty).map(Result::unwrap)
+    }
     /// Every XOR address of type `ty`, in order.
     pub fn xors(&self, ty: u16) -> Vec<SocketAddr> {
         let msg = self.msg();

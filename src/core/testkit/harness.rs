@@ -191,6 +191,18 @@ impl Harness {
         }
     }
 
+    /// Feeds a request that must be answered, over UDP from any of the server's addresses to
+    /// any port: the answer, the local address it leaves from and its destination (RFC 5780
+    /// CHANGE-REQUEST and RESPONSE-PORT; a plain reply leaves on `ft`).
+    #[track_caller]
+    pub fn exchange_routed(&mut self, ft: FiveTuple, pkt: &[u8]) -> (Resp, SocketAddr, SocketAddr) {
+        match self.input(ft, pkt) {
+            (Handled::Reply(n), out) => (Resp(out[..n].to_vec()), ft.server, ft.client),
+            (Handled::ReplyFrom { len, local, to }, out) => (Resp(out[..len].to_vec()), local, to),
+            (other, _) => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
     /// One request as the client currently stands (no retry).
     #[track_caller]
     pub fn send(&mut self, c: &mut Client, method: Method, attrs: &[Attr]) -> Resp {

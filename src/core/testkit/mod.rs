@@ -79,6 +79,7 @@ pub fn settings() -> Settings {
         allocation_bandwidth: None,
         worker_bandwidth: None,
         alternate_server: None,
+        nat_discovery: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod data;
 mod flat_tables;
 mod lifetimes;
 mod mirror;
+mod nat_discovery;
 mod permissions;
 mod policy_forms;
 mod relay_confirm;
