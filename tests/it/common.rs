@@ -85,6 +85,8 @@ pub struct Options {
     pub peers: String,
     /// The relay port range.
     pub relay_ports: String,
+    /// The relay address (`[relay] address`).
+    pub relay_address: String,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             secrets: vec![SECRET.to_string()],
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
+            relay_address: "127.0.0.1".to_string(),
         }
     }
 }
@@ -130,6 +133,7 @@ impl Options {
             secrets,
             peers,
             relay_ports,
+            relay_address,
         } = self;
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
@@ -162,7 +166,7 @@ private_key = "key.pem"
 enabled = false
 
 [relay]
-address = "127.0.0.1"
+address = "{relay_address}"
 ports = "{relay_ports}"
 
 [auth]
