@@ -376,7 +376,16 @@ fn kernel_and_userspace_relay_the_same_bytes_over_both_families_both_ways() {
 
 /// Datagrams past userspace's limits ([`CLIENT_DATAGRAM_MAX`], [`PEER_DATAGRAM_MAX`]) up to
 /// near 64 KiB, which loopback carries whole: the two paths must still agree.
+///
+/// BUG (fast path, reported; un-ignore once fixed): the program relays client ChannelData
+/// of any size that fits the path, and peer datagrams up to what fits after growing by the
+/// 4-byte header, while userspace drops a client datagram over 4096 bytes and a peer datagram
+/// over 4044 (its receive buffers; MSG_TRUNC is a drop). So 4045–~61000-byte peer datagrams
+/// and 4097–65535-byte client datagrams reach the other side only when the fast path is
+/// active. (Over ~61000 bytes peer → client the program's `bpf_skb_adjust_room` fails,
+/// counted as `rewrite_failed`, and userspace drops: the paths agree again.)
 #[test]
+#[ignore = "BUG(fast path): the kernel relays datagrams larger than userspace's buffers, which userspace drops"]
 fn kernel_and_userspace_agree_on_datagrams_past_the_userspace_buffers() {
     on_private_lo("fp-big", move || async move {
         let on = Server::start(&Cfg::loopback("on"));
@@ -419,9 +428,17 @@ fn kernel_and_userspace_agree_on_datagrams_past_the_userspace_buffers() {
                     .map(|x| x.as_ref().map(Vec::len))
                     .collect::<Vec<_>>()
             };
+            // What the kernel delivered, it delivered as the RFC says.
+            for (got, want) in kernel.iter().zip(expected(&script)) {
+                assert!(
+                    got.is_none() || *got == want,
+                    "the kernel mangled a datagram"
+                );
+            }
             if first_difference(&script, &kernel, &user).is_some() {
                 failures.push(format!(
-                    "{}: sizes delivered with the fast path {:?}, without {:?} (steps {:?}; program events {relayed:?})",
+                    "{}: sizes delivered with the fast path {:?}, without {:?} \
+                     (steps {:?}; program events {relayed:?})",
                     if v6 { "IPv6" } else { "IPv4" },
                     summary(&kernel),
                     summary(&user),
