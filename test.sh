@@ -3,9 +3,9 @@
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
 # iproute2 (the hostile-network and fast path tests build private network namespaces, which
 # needs root), ethtool and sysctl (the fast path's veth tests switch checksum offload and
-# forwarding inside their namespaces), setpriv from
-# util-linux (the fast path's fallback test drops privileges), and the browser test's npm
-# packages. Interop tests fail, never skip, when a tool is missing.
+# forwarding inside their namespaces), setpriv from util-linux (the fast path's fallback test
+# drops privileges), and the browser test's npm packages. Interop tests fail, never skip,
+# when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
