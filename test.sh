@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
-# iproute2 (the hostile-network tests build private network namespaces, which needs root),
-# clang and libbpf-dev (the kernel fast path is built from C),
-# and the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
+# iproute2 (the hostile-network and fast path tests build private network namespaces, which
+# needs root), clang and libbpf-dev (the kernel fast path is built from C), ethtool and
+# sysctl (the fast path's veth tests switch checksum offload and forwarding inside their
+# namespaces), setpriv from util-linux (the fast path's fallback test drops privileges), and
+# the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,6 +20,9 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"

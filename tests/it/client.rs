@@ -270,9 +270,19 @@ impl TurnClient {
     /// Allocate (UDP relay): first without credentials to get the 401 challenge, then
     /// authenticated. Returns (relayed address, mapped address, lifetime).
     pub async fn allocate(&mut self) -> (SocketAddr, SocketAddr, u32) {
+        self.allocate_with(|_| {}).await
+    }
+
+    /// [`TurnClient::allocate`] with `extra` attributes in both requests (e.g.
+    /// REQUESTED-ADDRESS-FAMILY for an IPv6 relay).
+    pub async fn allocate_with(
+        &mut self,
+        extra: impl Fn(&mut MessageWriter<'_>),
+    ) -> (SocketAddr, SocketAddr, u32) {
         let udp_transport = |w: &mut MessageWriter<'_>| {
             // RFC 8656 §18.7: protocol 17 (UDP) in the first byte.
             w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
+            extra(w);
         };
         let (tid, bytes) = build(Method::ALLOCATE, Class::Request, None, udp_transport);
         let reply = self.transact(tid, &bytes).await;

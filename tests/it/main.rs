@@ -7,6 +7,7 @@ mod binding;
 mod client;
 mod common;
 mod deploy;
+mod fastpath;
 mod hostile;
 mod hostile_admin;
 mod hostile_streams;

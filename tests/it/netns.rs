@@ -19,12 +19,14 @@ use crate::client::{Conn, TurnClient, build, channel_data, error_of, parse};
 use crate::common::{PASSWORD, REALM, USER};
 
 /// A network namespace, removed on drop (also when the test fails).
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    /// Its name under /var/run/netns.
+    pub name: String,
 }
 
 impl Netns {
-    fn new(tag: &str) -> Netns {
+    /// Creates `ts-<tag>-<pid>-<n>` with its loopback up.
+    pub fn new(tag: &str) -> Netns {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ts-{tag}-{}-{n}", std::process::id());
@@ -35,13 +37,21 @@ impl Netns {
     }
 
     /// `ip -n NAME args…`, which must succeed.
-    fn ip(&self, args: &[&str]) {
+    pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         run("ip", &all);
     }
 
-    fn path(&self) -> PathBuf {
+    /// `ip netns exec NAME cmd args…`, which must succeed.
+    pub fn exec(&self, cmd: &str, args: &[&str]) {
+        let mut all = vec!["netns", "exec", self.name.as_str(), cmd];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// Its file, for `setns(2)`.
+    pub fn path(&self) -> PathBuf {
         PathBuf::from("/var/run/netns").join(&self.name)
     }
 }
@@ -54,7 +64,8 @@ impl Drop for Netns {
     }
 }
 
-fn run(cmd: &str, args: &[&str]) {
+/// Runs `cmd args…`, which must succeed.
+pub(crate) fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -69,7 +80,7 @@ fn run(cmd: &str, args: &[&str]) {
 /// Moves the calling thread (only) into the network namespace at `path` (`setns(2)`); its
 /// sockets, and threads it spawns afterwards, live there. Test-only: the server never changes
 /// namespace, so this stays out of the library.
-fn enter(path: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn enter(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(path)?;
     // SAFETY: a valid open descriptor and a namespace type constant; affects this thread only.
@@ -80,7 +91,7 @@ fn enter(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Runs `body` on a thread inside `ns` (its sockets and the server's threads live there).
-fn inside<F>(ns: &Netns, body: F)
+pub(crate) fn inside<F>(ns: &Netns, body: F)
 where
     F: FnOnce() + Send + 'static,
 {

@@ -499,3 +499,97 @@ impl WorkerMirror {
         &self.fast_path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{FastPathError, classify};
+
+    /// A loader error shaped like aya's: a message over an OS error (its `source`).
+    #[derive(Debug)]
+    struct LoadError {
+        text: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for LoadError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl std::error::Error for LoadError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    fn load_error(errno: i32, text: &str) -> LoadError {
+        LoadError {
+            text: text.to_string(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// Wraps `inner` once more, as the loader's error enums nest.
+    #[derive(Debug)]
+    struct Outer(LoadError);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "loading the program failed")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn eperm_anywhere_in_the_source_chain_is_no_privilege() {
+        let direct = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(matches!(classify(&direct), FastPathError::NoPrivilege));
+        let nested = Outer(load_error(libc::EPERM, "map create failed"));
+        assert!(matches!(classify(&nested), FastPathError::NoPrivilege));
+    }
+
+    /// `Program::load` fails with the log in its message (aya's `ProgramError::LoadError`).
+    #[test]
+    fn a_verifier_log_is_reduced_to_the_line_saying_what_was_refused() {
+        // The verifier refuses with EACCES or EINVAL, never EPERM: a refusal, not privilege.
+        let log = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). \
+                   Verifier output: 0: R1=ctx() R10=fp0\n\
+                   0: (bf) r6 = r1                       ; R1=ctx() R6_w=ctx()\n\
+                   1: (61) r2 = *(u32 *)(r6 +76)\n\
+                   invalid bpf_context access off=76 size=4\n\
+                   processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 \
+                   peak_states 0 mark_read 0\n\
+                   verification time 17 usec\n\
+                   stack depth 0\n\n";
+        for errno in [libc::EACCES, libc::EINVAL] {
+            match classify(&load_error(errno, log)) {
+                FastPathError::Rejected(reason) => {
+                    assert_eq!(reason, "invalid bpf_context access off=76 size=4")
+                }
+                other => panic!("errno {errno}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_verifier_log_the_message_is_the_reason() {
+        let text = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). \
+                    Verifier output: ";
+        match classify(&load_error(libc::EINVAL, text)) {
+            FastPathError::Rejected(reason) => assert_eq!(reason, text.trim()),
+            other => panic!("{other:?}"),
+        }
+        // No OS error at all (e.g. an object the loader cannot parse): refused too.
+        let parse = std::io::Error::other("error parsing ELF data");
+        match classify(&parse) {
+            FastPathError::Rejected(reason) => assert_eq!(reason, "error parsing ELF data"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
