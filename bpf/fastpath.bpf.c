@@ -13,8 +13,9 @@
 // (src/core/keys.rs, src/core/flat.rs). A packet it is unsure of goes on unchanged to the
 // next program or the stack, where the userspace server handles it exactly as without this
 // program: STUN, Send/Data indications, unknown channels, fragments, IP options or extension
-// headers, expired entries, missing routes or neighbours, checksum-offloaded packets that
-// would leave through a device, and anything too big for the path. Expiry is checked here
+// headers, expired entries, a destination whose interface is not known yet, checksum-
+// offloaded packets that would leave through a device, and anything too big for the path or
+// for userspace's buffers (so both paths relay exactly the same datagrams). Expiry is checked here
 // too (a timestamp compare against CLOCK_MONOTONIC), so a stale entry never relays.
 //
 // Structs are shared with src/fastpath/maps.rs (#[repr(C)], sizes asserted on both sides).
@@ -38,6 +39,11 @@
 #define MAX_SLOTS 65536
 #define MAX_ENTRIES (1 << 20)
 
+// Userspace's limits, set by the loader, so that both paths relay exactly the same
+// datagrams: the largest client datagram and the largest peer payload it relays.
+volatile const __u32 max_client_datagram = 0xffff;
+volatile const __u32 max_peer_payload = 0xffff;
+
 struct chan_key {
 	__u8 client_ip[16];
 	__u8 server_ip[16];
@@ -55,9 +61,14 @@ struct chan_val {
 	__be16 peer_port;
 	__u32 slot;
 	__u32 generation;
-	__u32 pad;
+	// The interface the client's ChannelData last arrived on (learned here; 0 until then).
+	__u32 client_ifindex;
 	__u64 expires;
 	__u64 permission_expires;
+	// Where the peer's datagrams arrive, so where to send it this channel's data (learned
+	// from the peer side; 0 until the peer has sent: then userspace sends).
+	__u32 peer_ifindex;
+	__u32 pad;
 };
 
 struct peer_key {
@@ -80,6 +91,11 @@ struct peer_val {
 	__u32 generation;
 	__u64 expires;
 	__u64 permission_expires;
+	// The interface the peer's datagrams last arrived on (learned here).
+	__u32 peer_ifindex;
+	// Where the client's ChannelData arrives, so where to send it (learned from the client
+	// side; 0 until then).
+	__u32 client_ifindex;
 };
 
 // One allocation: its generation (a reused slot never matches an old entry) and expiry.
@@ -273,16 +289,24 @@ static __always_inline __s64 sum_payload(struct __sk_buff *skb, __u32 l4, __u32 
 
 struct route {
 	int local;
+	// bpf_redirect_neigh to `ifindex` (the kernel resolves the next hop), or, with `macs`,
+	// a plain redirect with the FIB lookup's addresses.
+	int macs;
 	__u32 ifindex;
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
 };
 
 // Where the rewritten packet goes. On loopback it is delivered here (every address on lo is
-// local). Elsewhere it must leave through the interface it came in on, to a known
-// neighbour, within that interface's MTU; otherwise userspace sends it.
+// local). Elsewhere: the FIB's answer when it gives one, as long as it leaves through the
+// interface the packet came in on (a relay on one interface; anything else stays in
+// userspace). Without IP forwarding on the interface (the default) the FIB lookup refuses,
+// and the packet leaves through the interface the destination's own packets arrive on
+// (learned per channel, both ways, `learned`), with the kernel's routing and neighbour
+// tables filling in the next hop (bpf_redirect_neigh), within that interface's MTU; until
+// that side has been seen, userspace sends.
 static __always_inline int route(struct __sk_buff *skb, int v6, const __u8 *src,
-				 const __u8 *dst, __u16 l3_len, struct route *r)
+				 const __u8 *dst, __u32 l3_len, __u32 learned, struct route *r)
 {
 	if (skb->ifindex == LOOPBACK_IFINDEX) {
 		r->local = 1;
@@ -301,14 +325,23 @@ static __always_inline int route(struct __sk_buff *skb, int v6, const __u8 *src,
 		__builtin_memcpy(&fib.ipv4_dst, dst, 4);
 	}
 	int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	r->local = 0;
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex == skb->ingress_ifindex) {
+		r->macs = 1;
+		r->ifindex = fib.ifindex;
+		__builtin_memcpy(r->smac, fib.smac, ETH_ALEN);
+		__builtin_memcpy(r->dmac, fib.dmac, ETH_ALEN);
+		return 0;
+	}
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return EV_TOO_BIG;
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != skb->ingress_ifindex)
+	if (rc != BPF_FIB_LKUP_RET_FWD_DISABLED || learned == 0)
 		return EV_NO_ROUTE;
-	r->local = 0;
-	r->ifindex = fib.ifindex;
-	__builtin_memcpy(r->smac, fib.smac, ETH_ALEN);
-	__builtin_memcpy(r->dmac, fib.dmac, ETH_ALEN);
+	__u32 mtu = l3_len;
+	if (bpf_check_mtu(skb, learned, &mtu, 0, 0))
+		return EV_TOO_BIG;
+	r->macs = 0;
+	r->ifindex = learned;
 	return 0;
 }
 
@@ -316,6 +349,8 @@ static __always_inline int send(struct __sk_buff *skb, const struct route *r)
 {
 	if (r->local)
 		return TC_ACT_OK;
+	if (!r->macs)
+		return bpf_redirect_neigh(r->ifindex, 0, 0, 0);
 	if (bpf_skb_store_bytes(skb, 0, r->dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, r->smac, ETH_ALEN, 0))
 		return drop_failed();
@@ -478,8 +513,12 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 	__u16 data_len = bpf_ntohl(p->first) & 0xffff;
 	__u16 payload = p->udp_len - sizeof(struct udphdr);
 	// Padding up to a multiple of 4 may follow over UDP too (§12.5); anything else is
-	// userspace's to judge.
-	if (CHANNEL_HEADER + data_len > payload || payload - CHANNEL_HEADER - data_len > 3)
+	// userspace's to judge (its checksum arithmetic below assumes the padding ends a
+	// 4-byte word of the datagram).
+	__u32 pad = payload - CHANNEL_HEADER - data_len;
+	if (payload > max_client_datagram)
+		return pass_because(EV_TOO_BIG);
+	if (CHANNEL_HEADER + data_len > payload || pad > 3 || (pad && ((data_len + pad) & 3)))
 		return pass();
 
 	struct chan_key k = {};
@@ -494,6 +533,22 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 		return pass();
 	if (!live(v->slot, v->generation, v->expires, v->permission_expires, bpf_ktime_get_ns()))
 		return pass_because(EV_STALE);
+	__u32 in = skb->ingress_ifindex;
+	if (v->client_ifindex != in && skb->ifindex != LOOPBACK_IFINDEX) {
+		// The client came in on another interface than before (or for the first time):
+		// the peer side's entry learns where to send to it.
+		v->client_ifindex = in;
+		struct peer_key pk = {};
+		__builtin_memcpy(pk.relay_ip, v->relay_ip, 16);
+		__builtin_memcpy(pk.peer_ip, v->peer_ip, 16);
+		pk.relay_port = v->relay_port;
+		pk.peer_port = v->peer_port;
+		pk.family = k.family;
+		struct peer_val *pv = bpf_map_lookup_elem(&peers, &pk);
+		if (pv)
+			pv->client_ifindex = in;
+	}
+	__u32 out_ifindex = v->peer_ifindex;
 
 	__u8 relay_ip[16], peer_ip[16];
 	__builtin_memcpy(relay_ip, v->relay_ip, 16);
@@ -510,7 +565,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 						       (__u64)bpf_htons(IPPROTO_UDP));
 
 	struct route r = {};
-	int ev = route(skb, p->v6, relay_ip, peer_ip, l3_hdr + new_udp, &r);
+	int ev = route(skb, p->v6, relay_ip, peer_ip, l3_hdr + new_udp, out_ifindex, &r);
 	if (ev)
 		return pass_because(ev);
 	if (offloaded && !r.local)
@@ -518,7 +573,6 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 
 	// The words that leave the checksummed segment or change in it: ports, length, the
 	// channel header and any padding (RFC 1624 incremental update).
-	__u32 pad = payload - CHANNEL_HEADER - data_len;
 	__u32 old_w[4] = {}, new_w[3] = {};
 	__builtin_memcpy(&old_w[0], &p->sport, 2);
 	__builtin_memcpy((__u8 *)&old_w[0] + 2, &p->dport, 2);
@@ -596,6 +650,22 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
 		return pass();
 	if (!live(v->slot, v->generation, v->expires, v->permission_expires, bpf_ktime_get_ns()))
 		return pass_because(EV_STALE);
+	__u32 in = skb->ingress_ifindex;
+	if (v->peer_ifindex != in && skb->ifindex != LOOPBACK_IFINDEX) {
+		// As in to_peer, the other way: the client side's entry learns the peer's interface.
+		v->peer_ifindex = in;
+		struct chan_key ck = {};
+		__builtin_memcpy(ck.client_ip, v->client_ip, 16);
+		__builtin_memcpy(ck.server_ip, v->server_ip, 16);
+		ck.client_port = v->client_port;
+		ck.server_port = v->server_port;
+		ck.channel = v->channel;
+		ck.family = k.family;
+		struct chan_val *cv = bpf_map_lookup_elem(&channels, &ck);
+		if (cv)
+			cv->peer_ifindex = in;
+	}
+	__u32 out_ifindex = v->client_ifindex;
 
 	__u8 client_ip[16], server_ip[16];
 	__builtin_memcpy(client_ip, v->client_ip, 16);
@@ -604,6 +674,8 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
 	__u16 number = v->channel;
 	__u32 slot = v->slot;
 	__u16 data_len = p->udp_len - sizeof(struct udphdr);
+	if (data_len > max_peer_payload)
+		return pass_because(EV_TOO_BIG);
 	__u32 grown = (__u32)p->udp_len + CHANNEL_HEADER;
 	__u16 l3_hdr = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	if (grown + l3_hdr > 0xffff)
@@ -617,7 +689,7 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
 						       (__u64)bpf_htons(IPPROTO_UDP));
 
 	struct route r = {};
-	int ev = route(skb, p->v6, server_ip, client_ip, l3_hdr + new_udp, &r);
+	int ev = route(skb, p->v6, server_ip, client_ip, l3_hdr + new_udp, out_ifindex, &r);
 	if (ev)
 		return pass_because(ev);
 	if (offloaded && !r.local)

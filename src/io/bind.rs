@@ -58,7 +58,7 @@ pub enum StartError {
     )]
     HostAddresses(std::io::Error),
     /// `[relay] fast_path = "on"` and the fast path cannot be active.
-    #[error("fast_path = \"on\", but the kernel fast path cannot be used: {0}")]
+    #[error("fast_path = \"on\", but the kernel fast path cannot be used")]
     FastPath(#[from] super::fastpath::FastPathError),
 }
 

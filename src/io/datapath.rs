@@ -22,7 +22,7 @@ use crate::sys::mmsg::RecvBatch;
 use crate::sys::poller::{Poller, Ready, Token};
 
 /// Largest peer payload: a datagram buffer minus the room for a ChannelData or Data header.
-const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
+pub(super) const PEER_MAX: usize = MAX_DATAGRAM - PEER_HEADROOM - PEER_TAILROOM;
 /// The loop wakes at least this often: new allocations may add earlier deadlines, and metrics
 /// are published about once a second.
 const TICK: Duration = Duration::from_secs(1);
@@ -127,7 +127,10 @@ impl Datapath {
                 self.next_hosts = now.mono + host_ips::REFRESH;
                 self.hosts
                     .refresh(crate::sys::ifaddrs::host_addresses, |ips| {
-                        worker.lock().server.set_host_addresses(ips);
+                        let mut core = worker.lock();
+                        core.server.set_host_addresses(ips);
+                        // What the new addresses revoke leaves the kernel's copy too.
+                        core.drain_commands();
                     });
             }
         }

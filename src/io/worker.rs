@@ -249,5 +249,8 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
+        // A tightened policy revoked channels: the kernel's copy loses them now, not at the
+        // data plane's next wake-up (which kernel-relayed traffic never causes).
+        core.drain_commands();
     }
 }

@@ -33,9 +33,13 @@ pub struct ChanVal {
     pub peer_port: u16,
     pub slot: u32,
     pub generation: u32,
-    pub pad: u32,
+    /// Learned by the program; 0 from userspace.
+    pub client_ifindex: u32,
     pub expires: u64,
     pub permission_expires: u64,
+    /// Learned by the program; 0 from userspace.
+    pub peer_ifindex: u32,
+    pub pad: u32,
 }
 
 /// `struct peer_key`: peer → client, by relay and peer address.
@@ -64,6 +68,10 @@ pub struct PeerVal {
     pub generation: u32,
     pub expires: u64,
     pub permission_expires: u64,
+    /// Learned by the program; 0 from userspace.
+    pub peer_ifindex: u32,
+    /// Learned by the program; 0 from userspace.
+    pub client_ifindex: u32,
 }
 
 /// `struct slot`: an allocation's generation and expiry.
@@ -140,9 +148,11 @@ pub fn entries(
         peer_port: c.peer.port.to_be(),
         slot,
         generation,
-        pad: 0,
+        client_ifindex: 0,
         expires,
         permission_expires,
+        peer_ifindex: 0,
+        pad: 0,
     };
     (
         (chan_key, chan_val),
@@ -176,6 +186,8 @@ fn peer_val(c: &MirroredChannel, slot: u32, expires: u64, permission_expires: u6
         generation: c.slot.generation,
         expires,
         permission_expires,
+        peer_ifindex: 0,
+        client_ifindex: 0,
     }
 }
 
@@ -213,9 +225,9 @@ mod tests {
     #[test]
     fn structs_have_the_programs_sizes() {
         assert_eq!(size_of::<ChanKey>(), 40);
-        assert_eq!(size_of::<ChanVal>(), 64);
+        assert_eq!(size_of::<ChanVal>(), 72);
         assert_eq!(size_of::<PeerKey>(), 40);
-        assert_eq!(size_of::<PeerVal>(), 64);
+        assert_eq!(size_of::<PeerVal>(), 72);
         assert_eq!(size_of::<SlotVal>(), 16);
         assert_eq!(size_of::<SlotStats>(), 32);
     }

@@ -267,7 +267,12 @@ impl FastPath {
                 });
             }
         }
+        // Userspace's datagram limits, so the kernel relays exactly what userspace would.
+        let max_client_datagram = super::udp::MAX_DATAGRAM as u32;
+        let max_peer_payload = super::datapath::PEER_MAX as u32;
         let mut ebpf = aya::EbpfLoader::new()
+            .override_global("max_client_datagram", &max_client_datagram, true)
+            .override_global("max_peer_payload", &max_peer_payload, true)
             .load(OBJECT)
             .map_err(|e| classify(&e))?;
         let program: &mut SchedClassifier = ebpf

@@ -8,11 +8,11 @@
 //! the program relays them; with it on (the veth default), they arrive as CHECKSUM_PARTIAL
 //! leftovers it cannot redirect, and userspace relays them ("offloaded").
 //!
-//! The server's veth has IPv4 and IPv6 forwarding on: the kernel's FIB lookup helper answers
-//! "forwarding disabled" on an interface without it, whatever the lookup's flags, and the
-//! program then leaves every packet to userspace ("no_route"). That is a bug on a default
-//! host (forwarding off), demonstrated by the ignored
-//! [`over_veth_the_program_relays_with_forwarding_off_as_on_a_default_host`].
+//! With IP forwarding on the server's veth, the program sends where the kernel's FIB lookup
+//! says. Without it (a default host) the lookup answers "forwarding disabled", and the program
+//! sends through the interface each side's own packets arrive on, learned per channel: the
+//! client's first ChannelData teaches the way to the client, the peer's first datagram the
+//! way to the peer, which that datagram therefore takes through userspace ("no_route").
 //!
 //! The server must see its namespace's /sys (the loader checks the interface type there), so
 //! it runs in a child process started by `ip netns exec` ([`super::run_inner`]); that process
@@ -183,17 +183,13 @@ fn over_veth_checksum_offloaded_packets_are_relayed_by_userspace() {
     });
 }
 
-/// BUG (fast path, reported; un-ignore once fixed): the program takes 1–3 trailing bytes
-/// after the data as padding whatever the total (its check is `payload - 4 - len <= 3`,
-/// though its comment says "up to a multiple of 4"), and takes them out of the checksum as
-/// if the datagram's last 4 bytes sat at an even offset. When data + padding is odd they do
-/// not: the 16-bit words of the sum are cut one byte off, the updated UDP checksum is wrong
-/// unless the padding bytes happen to cancel out, and the peer's stack drops the datagram
-/// (UDP InCsumErrors) — userspace would have relayed it. Loopback hides it (locally sent
-/// packets are checksum-offloaded, and the program then writes a fresh checksum); the
-/// redirect path shows it. E.g. 100 bytes of data + 3 bytes 5c a3 17, IPv4.
+/// Trailing bytes that do not end the datagram on a 4-byte boundary are not RFC 8656 §12.5
+/// padding: the program leaves them to userspace (its incremental checksum takes padding out
+/// as the tail of the datagram's last 4-byte word), which relays the same data. Found as a
+/// bug: the program once took them too and broke the checksum when data + padding was odd
+/// (e.g. 100 bytes + 5c a3 17), which only the redirect path shows (loopback packets are
+/// checksum-offloaded).
 #[test]
-#[ignore = "BUG(fast path): padding leaving an odd total gets a wrong UDP checksum on the redirect path"]
 fn over_veth_padding_that_leaves_an_odd_total_keeps_the_checksum_valid() {
     veth(Scenario {
         offload: false,
@@ -202,15 +198,12 @@ fn over_veth_padding_that_leaves_an_odd_total_keeps_the_checksum_valid() {
     });
 }
 
-/// BUG (fast path, reported; un-ignore once fixed): on an interface without IP forwarding
-/// (the default: net.ipv4.conf.<dev>.forwarding = 0) `bpf_fib_lookup` returns
-/// BPF_FIB_LKUP_RET_FWD_DISABLED even with BPF_FIB_LOOKUP_OUTPUT, the program counts it as
-/// "no_route" and leaves every packet to userspace: on a default host the fast path relays
-/// nothing outside loopback, silently (it logs "active"). Turning forwarding on changes the
-/// host's behaviour as a router (IPv6 ignores router advertisements unless accept_ra = 2),
-/// so it is no fix an operator should need; `bpf_redirect_neigh` has no such check.
+/// On an interface without IP forwarding (the default: net.ipv4.conf.<dev>.forwarding = 0)
+/// `bpf_fib_lookup` answers BPF_FIB_LKUP_RET_FWD_DISABLED whatever its flags; the program
+/// then sends through the interface each side's packets arrive on, learned per channel, with
+/// `bpf_redirect_neigh`. Found as a bug: the program once left every packet to userspace
+/// there, while it logged "active".
 #[test]
-#[ignore = "BUG(fast path): without IP forwarding on the interface, nothing is relayed in the kernel"]
 fn over_veth_the_program_relays_with_forwarding_off_as_on_a_default_host() {
     veth(Scenario {
         offload: false,
@@ -226,6 +219,7 @@ struct Tally {
     kernel_to_peer: u64,
     kernel_to_client: u64,
     too_big: u64,
+    no_route: u64,
     to_peer: u64,
     to_client: u64,
 }
@@ -269,6 +263,15 @@ async fn exchange(server: &Server, v6: bool, scenario: Scenario, tally: &mut Tal
     let channel = if v6 { 0x4ffe } else { 0x4001 };
     bind(&mut c, channel, peer.local_addr().unwrap()).await;
     settle(&mut c).await;
+    if !scenario.forwarding {
+        // Without forwarding the program learns where the peer is from the peer's own
+        // first datagram, which userspace relays meanwhile.
+        peer.send_to(b"hello peer", relayed).await.unwrap();
+        let got = c.conn.recv_within(REPLY_TIMEOUT).await;
+        assert_eq!(got, Some(channel_data(channel, b"hello peer", &[])));
+        tally.no_route += 1;
+        tally.to_client += 1;
+    }
 
     let sends = if scenario.odd_padding {
         ODD_PADDED
@@ -295,9 +298,11 @@ async fn exchange(server: &Server, v6: bool, scenario: Scenario, tally: &mut Tal
         );
         assert_eq!(got, data, "client → peer, {len} bytes");
         tally.to_peer += 1;
-        // Only what left the client unfragmented is the program's.
+        // Only what left the client unfragmented is the program's, and only padding that
+        // ends on a 4-byte boundary (RFC 8656 §12.5): other trailing bytes go to userspace.
         let unfragmented = if v6 { 1500 - 40 - 8 } else { 1500 - 20 - 8 };
-        if 4 + len + pad.len() <= unfragmented {
+        let rfc_padding = pad.is_empty() || (len + pad.len()) % 4 == 0;
+        if 4 + len + pad.len() <= unfragmented && rfc_padding {
             tally.kernel_to_peer += 1;
         }
     }
@@ -386,6 +391,7 @@ fn inner() {
                     ("relayed_to_peer", tally.kernel_to_peer),
                     ("relayed_to_client", tally.kernel_to_client),
                     ("too_big", tally.too_big),
+                    ("no_route", tally.no_route),
                 ])
             };
             assert_eq!(got, want, "program events (IPv6 {v6}, {scenario:?})");
