@@ -235,7 +235,7 @@ fn kernel_counts(script: &Script) -> Events {
         .iter()
         .filter(|s| {
             matches!(s, Step::ToPeer { data, pad, .. }
-                if pad.is_empty() || (data.len() + pad.len()) % 4 == 0)
+                if pad.is_empty() || (data.len() + pad.len()).is_multiple_of(4))
         })
         .count() as u64;
     let to_client = script

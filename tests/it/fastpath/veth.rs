@@ -301,7 +301,7 @@ async fn exchange(server: &Server, v6: bool, scenario: Scenario, tally: &mut Tal
         // Only what left the client unfragmented is the program's, and only padding that
         // ends on a 4-byte boundary (RFC 8656 §12.5): other trailing bytes go to userspace.
         let unfragmented = if v6 { 1500 - 40 - 8 } else { 1500 - 20 - 8 };
-        let rfc_padding = pad.is_empty() || (len + pad.len()) % 4 == 0;
+        let rfc_padding = pad.is_empty() || (len + pad.len()).is_multiple_of(4);
         if 4 + len + pad.len() <= unfragmented && rfc_padding {
             tally.kernel_to_peer += 1;
         }
