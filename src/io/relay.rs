@@ -220,7 +220,12 @@ mod tests {
 
     #[test]
     fn closing_a_relay_clears_its_live_port_and_returns_the_port_to_the_pool() {
-        let mut relays = relays(41300..=41300);
+        // A port free right now (a fixed one may be another test's or process's).
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        let mut relays = relays(port..=port);
         let ip = "127.0.0.1".parse().unwrap();
         let opened = relays.open(RelayRequest::Any { ip }).unwrap();
         assert_eq!(
@@ -229,9 +234,9 @@ mod tests {
             "a one-port range is exhausted by one relay"
         );
         relays.close(opened.id);
-        assert!(!relays.ports.live.is_open(false, 41300));
+        assert!(!relays.ports.live.is_open(false, port));
         assert!(relays.socket(opened.id).is_none());
         let again = relays.open(RelayRequest::Any { ip }).unwrap();
-        assert_eq!(again.addr.0.port(), 41300);
+        assert_eq!(again.addr.0.port(), port);
     }
 }
