@@ -188,7 +188,11 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         .flatten()
         .map(|r| r.bind)
         .collect();
-    let fast_path = fastpath::start(&spec.fast_path, &bound, &relay_ips, workers)?;
+    let limits = fastpath::DatagramLimits {
+        client_datagram: super::udp::MAX_DATAGRAM as u32,
+        peer_payload: super::datapath::PEER_MAX as u32,
+    };
+    let fast_path = fastpath::start(&spec.fast_path, &bound, &relay_ips, workers, limits)?;
 
     let shared = Arc::new(SharedState::default());
     let nonce_key = Nonces::random_key()?;

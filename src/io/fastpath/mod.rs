@@ -116,12 +116,23 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
+/// The largest datagrams userspace relays (its receive buffers): the program takes no larger
+/// one, so both paths relay exactly the same datagrams.
+#[derive(Clone, Copy, Debug)]
+pub struct DatagramLimits {
+    /// A client's datagram (ChannelData with its header and padding).
+    pub client_datagram: u32,
+    /// A peer's payload.
+    pub peer_payload: u32,
+}
+
 /// Decides, loads and logs: `Ok(None)` when it is off or (under `auto`) cannot be active.
 pub fn start(
     spec: &FastPathSpec,
     listeners: &[(Transport, SocketAddr)],
     relay_ips: &[IpAddr],
     workers: usize,
+    limits: DatagramLimits,
 ) -> Result<Option<Arc<FastPath>>, FastPathError> {
     if spec.mode == FastPathMode::Off {
         return Ok(None);
@@ -154,7 +165,7 @@ pub fn start(
         } else {
             spec.interfaces.clone()
         };
-        FastPath::load(&interfaces, workers)
+        FastPath::load(&interfaces, workers, limits)
     };
     match attempt() {
         Ok(fp) => {
@@ -246,13 +257,21 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> FastPathError {
 impl FastPath {
     /// Loads the program, attaches it to `interfaces` and takes its maps.
     #[cfg(not(turnstone_bpf))]
-    pub fn load(_interfaces: &[String], _workers: usize) -> Result<Self, FastPathError> {
+    pub fn load(
+        _interfaces: &[String],
+        _workers: usize,
+        _limits: DatagramLimits,
+    ) -> Result<Self, FastPathError> {
         Err(FastPathError::NotBuilt)
     }
 
     /// Loads the program, attaches it to `interfaces` and takes its maps.
     #[cfg(turnstone_bpf)]
-    pub fn load(interfaces: &[String], workers: usize) -> Result<Self, FastPathError> {
+    pub fn load(
+        interfaces: &[String],
+        workers: usize,
+        limits: DatagramLimits,
+    ) -> Result<Self, FastPathError> {
         use aya::programs::{SchedClassifier, TcAttachType, tc};
         if interfaces.is_empty() {
             return Err(FastPathError::NothingToServe(
@@ -267,12 +286,9 @@ impl FastPath {
                 });
             }
         }
-        // Userspace's datagram limits, so the kernel relays exactly what userspace would.
-        let max_client_datagram = super::udp::MAX_DATAGRAM as u32;
-        let max_peer_payload = super::datapath::PEER_MAX as u32;
         let mut ebpf = aya::EbpfLoader::new()
-            .override_global("max_client_datagram", &max_client_datagram, true)
-            .override_global("max_peer_payload", &max_peer_payload, true)
+            .override_global("max_client_datagram", &limits.client_datagram, true)
+            .override_global("max_peer_payload", &limits.peer_payload, true)
             .load(OBJECT)
             .map_err(|e| classify(&e))?;
         let program: &mut SchedClassifier = ebpf
