@@ -135,6 +135,7 @@ impl Config {
             alternate_server: self.server.alternate_server,
             // The four discovery sockets are known once bound: io sets this at start.
             nat_discovery: None,
+            selftest: None,
         })
     }
 

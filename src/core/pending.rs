@@ -12,6 +12,7 @@ use super::ReservationId;
 use super::allocation::Relay;
 use super::authn::Authenticated;
 use super::reply::Macs;
+use super::selftest::SelftestSlot;
 
 /// One Allocate waiting for its relays.
 pub(crate) struct Pending {
@@ -35,6 +36,8 @@ pub(crate) struct Pending {
     pub failed: Option<Rejection>,
     /// Why the additional (IPv6) relay of a dual-stack Allocate failed: ADDRESS-ERROR-CODE.
     pub v6_error: Option<Rejection>,
+    /// A self-test Allocate: the slots it took and its bandwidth cap.
+    pub selftest: Option<SelftestSlot>,
 }
 
 impl Pending {
@@ -57,6 +60,7 @@ impl Pending {
             waiting: 0,
             failed: None,
             v6_error: None,
+            selftest: None,
         }
     }
 }
