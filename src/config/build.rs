@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::CredentialStore;
 use crate::core::policy::PeerRules;
-use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
+use crate::core::{Bandwidth, Lifetimes, RelayFamily, SelftestLimits, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
 use crate::io::{
     FastPathSpec, ListenerSpec, NatDiscoverySpec, RequestLimits, ServerSpec, StreamLimits,
@@ -135,7 +135,17 @@ impl Config {
             alternate_server: self.server.alternate_server,
             // The four discovery sockets are known once bound: io sets this at start.
             nat_discovery: None,
-            selftest: None,
+            selftest: self.selftest.as_ref().map(|t| SelftestLimits {
+                max_lifetime: t.max_allocation_lifetime,
+                max_allocations_per_ip: t.max_allocations_per_ip,
+                max_allocations: t.max_allocations,
+                ipv6_prefix_length: limits.ipv6_prefix_length,
+                // Validation refuses a cap of 0; the floor keeps it a cap regardless.
+                bandwidth: bandwidth(t.max_bitrate.max(8), 0).unwrap_or(Bandwidth {
+                    bytes_per_sec: 1,
+                    burst_bytes: MIN_AUTO_BURST_BYTES,
+                }),
+            }),
         })
     }
 
