@@ -25,6 +25,12 @@ pub enum BuildError {
         /// What went wrong.
         source: TlsConfigError,
     },
+    /// The self-test page's certificate or key did not load.
+    #[error("selftest: {source}")]
+    SelftestTls {
+        /// What went wrong.
+        source: TlsConfigError,
+    },
     /// `relay.address` is not set and the host has no route to find its address. There is no
     /// fallback to loopback: a relay on 127.0.0.1 is a way into the host's local services.
     #[error(
