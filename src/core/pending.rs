@@ -11,8 +11,8 @@ use super::Rejection;
 use super::ReservationId;
 use super::allocation::Relay;
 use super::authn::Authenticated;
+use super::quota::Bandwidth;
 use super::reply::Macs;
-use super::selftest::SelftestSlot;
 
 /// One Allocate waiting for its relays.
 pub(crate) struct Pending {
@@ -63,4 +63,13 @@ impl Pending {
             selftest: None,
         }
     }
+}
+
+/// The slots a self-test Allocate holds while its relay is opened.
+#[derive(Clone, Debug)]
+pub(crate) struct SelftestSlot {
+    /// Its per-source quota key.
+    pub source: Arc<str>,
+    /// Its bandwidth cap, fixed when it was accepted (a reload cannot lift it).
+    pub bandwidth: Bandwidth,
 }

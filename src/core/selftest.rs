@@ -15,17 +15,8 @@ use crate::proto::error_code as ec;
 use super::Rejection;
 use super::cidr::Cidr;
 use super::peer_addr::canonical;
-use super::quota::Bandwidth;
+use super::pending::SelftestSlot;
 use super::server::Server;
-
-/// The slots a self-test Allocate holds while its relay is opened.
-#[derive(Clone, Debug)]
-pub(crate) struct SelftestSlot {
-    /// Its per-source quota key.
-    pub source: Arc<str>,
-    /// Its bandwidth cap, fixed when it was accepted (a reload cannot lift it).
-    pub bandwidth: Bandwidth,
-}
 
 impl Server {
     /// Takes a self-test allocation's slots for a client at `ip`: 403 when the self-test page
