@@ -85,6 +85,19 @@ pub struct Options {
     pub peers: String,
     /// The relay port range.
     pub relay_ports: String,
+    /// Turn the self-test page's credentials on (`[selftest]`, signed with [`SELFTEST_KEY`]);
+    /// only the TURN side: the page's listener is not started here.
+    pub selftest: bool,
+}
+
+/// The self-test key of a server started with [`Options::selftest`].
+pub const SELFTEST_KEY: [u8; 32] = [0x51; 32];
+
+/// A self-test credential of [`SELFTEST_KEY`] for report ID number `n`, valid for 5 minutes.
+pub fn selftest_credentials(n: u8) -> (String, String) {
+    let id = turnstone::auth::ReportId::from_random([n, 0, 0, 0, n]);
+    let expiry = turnstone::io::clock::now().unix_secs + 300;
+    turnstone::auth::SelftestKey::new(SELFTEST_KEY).mint(&id, expiry)
 }
 
 impl Default for Options {
@@ -96,6 +109,7 @@ impl Default for Options {
             secrets: vec![SECRET.to_string()],
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
+            selftest: false,
         }
     }
 }
@@ -130,7 +144,13 @@ impl Options {
             secrets,
             peers,
             relay_ports,
+            selftest,
         } = self;
+        let selftest = if *selftest {
+            "[selftest]\naddress = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
         format!(
@@ -178,8 +198,19 @@ allow = ["127.0.0.0/8"]
 
 [limits]
 {limits}
+
+{selftest}
 "#
         )
+    }
+}
+
+/// The credential store of `config`, with [`SELFTEST_KEY`] when `[selftest]` is on.
+fn store_of(config: &Config) -> turnstone::auth::CredentialStore {
+    let store = config.credential_store();
+    match config.selftest {
+        Some(_) => store.with_selftest(turnstone::auth::SelftestKey::new(SELFTEST_KEY)),
+        None => store,
     }
 }
 
@@ -216,7 +247,7 @@ impl TestServer {
         let sink_records = Arc::clone(&usage);
         let sink: UsageSink = Arc::new(move |record| sink_records.lock().unwrap().push(record));
         let spec = config
-            .server_spec(Arc::new(config.credential_store()), sink)
+            .server_spec(Arc::new(store_of(&config)), sink)
             .unwrap();
         let running = turnstone::io::start(spec).unwrap();
         TestServer {
@@ -233,7 +264,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("reloaded test config refused:\n{e}"));
         let noop: UsageSink = Arc::new(|_| {});
         let spec = config
-            .server_spec(Arc::new(config.credential_store()), noop)
+            .server_spec(Arc::new(store_of(&config)), noop)
             .unwrap();
         self.running().reload(spec);
     }
