@@ -247,3 +247,37 @@ fn a_rest_secret_cannot_mint_a_selftest_credential_and_an_expired_one_is_refused
     h.advance(Duration::from_secs(301));
     h.request(&mut late, Method::ALLOCATE, &[udp()]).err(401);
 }
+
+#[test]
+fn a_reload_revokes_selftest_channels_to_addresses_no_longer_our_relays() {
+    use crate::core::cidr::Cidr;
+    use crate::core::policy::PeerPolicy;
+    let live = Arc::new(LivePorts::default());
+    let mut h = harness(&live);
+    let mut a = selftest_client(&mut h, [198, 51, 100, 1]);
+    let mut b = selftest_client(&mut h, [198, 51, 100, 2]);
+    allocate_live(&mut h, &live, &mut a);
+    let relay_b = allocate_live(&mut h, &live, &mut b);
+    h.bind(&mut a, 0x4000, relay_b).ok();
+    // The new configuration allows everything to ordinary users, and RELAY_V4 is no longer
+    // one of our relay addresses: a self-test channel to it must go.
+    let everything: Cidr = "0.0.0.0/0".parse().unwrap();
+    let policy = PeerPolicy::new(
+        vec![everything],
+        vec![],
+        vec![super::harness::RELAY_V6],
+        vec![LISTENER],
+    )
+    .with_relay_ports(49152..=65535)
+    .with_live_ports(Arc::clone(&live));
+    h.server.set_settings(Settings {
+        policy,
+        selftest: Some(limits()),
+        ..settings()
+    });
+    assert_eq!(
+        h.channel_data(a.ft, 0x4000, b"x").0,
+        Handled::Drop(DropReason::NoChannel)
+    );
+    h.bind(&mut a, 0x4001, sa("8.8.8.8:53")).err(403);
+}

@@ -16,6 +16,7 @@
 //! only, lifetime, bandwidth, per-source and total allocations); here requests are limited per
 //! source, connections per source and in total, request heads and bodies in size and time.
 
+mod api;
 mod limiter;
 mod report;
 
@@ -25,17 +26,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::auth::{ReportId, SelftestKey};
+use crate::auth::SelftestKey;
 use crate::config::{BuildError, Config};
 use crate::core::Transport;
 use crate::io::accept::AcceptBackoff;
@@ -44,7 +44,6 @@ use crate::io::conn_slots::{ConnectionSlots, SlotCaps};
 use crate::io::tls::load_server_config;
 
 use limiter::Limiter;
-use report::{MAX_REPORT_BYTES, Report};
 
 /// The page, built into the binary.
 const PAGE: &str = include_str!("page.html");
@@ -289,8 +288,8 @@ async fn route(
                 TEXT,
                 "no body expected\n".into(),
             ),
-            (&Method::POST, "/credential") => credential(&state.site, &req, now.unix_secs),
-            (&Method::POST, "/report") => report(&state, client, req).await,
+            (&Method::POST, "/credential") => api::credential(&state.site, &req, now.unix_secs),
+            (&Method::POST, "/report") => api::report(&state, client, req).await,
             (_, "/" | "/credential" | "/report") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 TEXT,
@@ -336,181 +335,6 @@ fn has_body(req: &Request<Incoming>) -> bool {
         || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-/// What `POST /credential` answers.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Issued {
-    id: String,
-    username: String,
-    credential: String,
-    ttl: u64,
-    stun: Option<String>,
-    transports: Vec<Offer>,
-    duration_ms: u64,
-    bytes: u64,
-}
-
-/// One transport to test.
-#[derive(Serialize)]
-struct Offer {
-    name: &'static str,
-    url: String,
-    port: u16,
-}
-
-/// A fresh report ID and its self-test credential.
-fn credential(site: &SelftestSite, req: &Request<Incoming>, unix_now: u64) -> Answer {
-    let mut random = [0u8; 5];
-    if getrandom::fill(&mut random).is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "no randomness\n".into(),
-        );
-    }
-    let id = ReportId::from_random(random);
-    let ttl = site.credential_ttl.as_secs();
-    let (username, credential) = site.key.mint(&id, unix_now.saturating_add(ttl));
-    let host = site
-        .host
-        .clone()
-        .or_else(|| request_host(req))
-        .unwrap_or_else(|| site.fallback_host.clone());
-    let port_of = |t| {
-        site.listeners
-            .iter()
-            .find(|(tr, _)| *tr == t)
-            .map(|(_, p)| *p)
-    };
-    let transports = site
-        .listeners
-        .iter()
-        .map(|&(transport, port)| match transport {
-            Transport::Udp => Offer {
-                name: "udp",
-                url: format!("turn:{host}:{port}?transport=udp"),
-                port,
-            },
-            Transport::Tcp => Offer {
-                name: "tcp",
-                url: format!("turn:{host}:{port}?transport=tcp"),
-                port,
-            },
-            Transport::Tls => Offer {
-                name: "tls",
-                url: format!("turns:{host}:{port}?transport=tcp"),
-                port,
-            },
-        })
-        .collect();
-    let issued = Issued {
-        id: id.to_string(),
-        username,
-        credential,
-        ttl,
-        stun: port_of(Transport::Udp).map(|port| format!("stun:{host}:{port}")),
-        transports,
-        duration_ms: u64::try_from(site.test_duration.as_millis()).unwrap_or(u64::MAX),
-        bytes: site.test_bytes,
-    };
-    metrics::counter!("turnstone_selftest_credentials_total").increment(1);
-    match serde_json::to_string(&issued) {
-        Ok(body) => (StatusCode::OK, JSON, body),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            TEXT,
-            "cannot encode\n".into(),
-        ),
-    }
-}
-
-/// The host part of the request's Host header, when it is a plain host name or IP.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let value = req.headers().get(header::HOST)?.to_str().ok()?;
-    let host = match value.strip_prefix('[') {
-        Some(rest) => {
-            return rest
-                .split_once(']')
-                .map(|(ip, _)| format!("[{ip}]"))
-                .filter(|h| h[1..h.len() - 1].parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => value.split(':').next()?,
-    };
-    let plain = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    plain.then(|| host.to_owned())
-}
-
-/// Checks, logs and counts the page's report.
-async fn report(state: &State, client: IpAddr, req: Request<Incoming>) -> Answer {
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(JSON));
-    // A cross-origin page cannot send this content type without a preflight we never answer.
-    if !json {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            TEXT,
-            "send application/json\n".into(),
-        );
-    }
-    let body = match Limited::new(req.into_body(), MAX_REPORT_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                TEXT,
-                "report too large\n".into(),
-            );
-        }
-    };
-    let report = match Report::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
-    };
-    let now = clock::now();
-    let ttl = state.site.credential_ttl;
-    let Some((id, expiry)) = state.site.key.verify(&report.username, &report.password) else {
-        return (
-            StatusCode::FORBIDDEN,
-            TEXT,
-            "not a credential of this server\n".into(),
-        );
-    };
-    // A report may arrive up to one credential lifetime after its credential expired.
-    if now.unix_secs > expiry.saturating_add(ttl.as_secs()) {
-        return (StatusCode::FORBIDDEN, TEXT, "credential expired\n".into());
-    }
-    let fresh = state
-        .limiter
-        .lock()
-        .map(|mut l| l.take_report(id, now.mono, ttl * 2))
-        .unwrap_or(false);
-    if !fresh {
-        return (
-            StatusCode::CONFLICT,
-            TEXT,
-            "this report ID was already reported\n".into(),
-        );
-    }
-    report.log(&id, client);
-    metrics::counter!("turnstone_selftest_reports_total", "outcome" => report.outcome())
-        .increment(1);
-    (
-        StatusCode::OK,
-        JSON,
-        format!("{{\"ok\":true,\"id\":\"{id}\"}}"),
-    )
 }
 
 fn host_of(ip: IpAddr) -> String {
