@@ -2,7 +2,8 @@
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
 # iproute2 (the hostile-network tests build private network namespaces, which needs root),
-# nftables (the self-test page's test blocks UDP inside such a namespace),
+# nftables (the self-test page's test blocks UDP inside such a namespace), firefox-esr (the
+# page's Firefox run),
 # clang and libbpf-dev (the kernel fast path is built from C),
 # and the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
@@ -16,6 +17,8 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The self-test page's browser test drops UDP inside a network namespace with an nft rule.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# ... and runs in Firefox too (driven over Marionette, no geckodriver).
+command -v firefox-esr >/dev/null 2>&1 || missing+=(firefox-esr)
 # The kernel fast path is compiled from C to BPF at build time (build.rs); without these the
 # build leaves it out and its tests fail.
 command -v clang >/dev/null 2>&1 || missing+=(clang)

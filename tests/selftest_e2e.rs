@@ -155,11 +155,27 @@ impl PageResult {
 
 /// Opens `url` in headless Chromium (inside `ns` when given) until the page is done.
 fn run_page(url: &str, screenshot: Option<&Path>, ns: Option<&Netns>) -> PageResult {
-    let mut input = format!(
-        r#"{{"url":{},"chromium":{},"timeoutMs":120000"#,
-        json_str(url),
+    let input = format!(
+        r#""chromium":{}"#,
         json_str(&chromium_path().to_string_lossy())
     );
+    run_script("selftest.mjs", url, &input, screenshot, ns)
+}
+
+/// Headless Firefox (Debian `firefox-esr`, or env `FIREFOX`).
+fn firefox_path() -> PathBuf {
+    std::env::var_os("FIREFOX").map_or_else(|| PathBuf::from("/usr/bin/firefox-esr"), PathBuf::from)
+}
+
+/// Runs one of the page scripts with `extra` input fields until the page is done.
+fn run_script(
+    script: &str,
+    url: &str,
+    extra: &str,
+    screenshot: Option<&Path>,
+    ns: Option<&Netns>,
+) -> PageResult {
+    let mut input = format!(r#"{{"url":{},"timeoutMs":120000,{extra}"#, json_str(url));
     if let Some(path) = screenshot {
         input.push_str(&format!(
             r#","screenshot":{}"#,
@@ -171,10 +187,8 @@ fn run_page(url: &str, screenshot: Option<&Path>, ns: Option<&Netns>) -> PageRes
         Some(ns) => ns.command("node"),
         None => Command::new("node"),
     };
-    cmd.arg("selftest.mjs")
-        .arg(input)
-        .current_dir(browser_dir());
-    let out = wait_with_timeout(spawn(&mut cmd, "node"), SCRIPT_TIMEOUT, "selftest.mjs");
+    cmd.arg(script).arg(input).current_dir(browser_dir());
+    let out = wait_with_timeout(spawn(&mut cmd, "node"), SCRIPT_TIMEOUT, script);
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     assert!(
@@ -309,6 +323,59 @@ fn chromium_is_told_that_udp_is_blocked_when_the_network_drops_it() {
         assert!(lines[0].contains(fragment), "{fragment} in {}", lines[0]);
     }
     assert!(reports_metric("partial").is_some());
+    drop(page);
+    server.shutdown();
+}
+
+/// Firefox over UDP and TCP. Not TLS: Firefox ignores `turns:` URLs with an IP address
+/// (nICEr logs "No TURN servers specified"), which the page reports as not tested rather than
+/// blocked; with a host name it checks the TURN server's certificate against its own trust
+/// store, refusing the test's self-signed one (`BadCertificate` in the server's log) even
+/// with `acceptInsecureCerts`.
+#[test]
+fn firefox_runs_the_selftest_page_over_udp_and_tcp() {
+    logs();
+    let _ = turnstone::ops::install_recorder();
+    check_prerequisites();
+    let firefox = firefox_path();
+    assert!(
+        firefox.is_file(),
+        "Firefox not found at {} (install the Debian package `firefox-esr`, or set FIREFOX)",
+        firefox.display()
+    );
+    let dir = TempDir::new();
+    let (server, page) = start(&dir.0);
+    let extra = format!(r#""firefox":{}"#, json_str(&firefox.to_string_lossy()));
+    let result = run_script("selftest-firefox.mjs", &page.url(), &extra, None, None);
+    let port = |t| server.address(t).unwrap().port();
+    for (name, transport) in [("UDP", Transport::Udp), ("TCP", Transport::Tcp)] {
+        let line = format!(
+            r#""mark":"ok","what":"{name} to port {}: works""#,
+            port(transport)
+        );
+        assert!(result.has(&line), "{name} must work: {}", result.stdout);
+    }
+    assert!(result.has(r#""posted":true"#), "{}", result.stdout);
+    let id = result.report_id();
+    let lines = report_lines(&id);
+    assert_eq!(lines.len(), 1, "one log line per report: {lines:?}");
+    let tls = port(Transport::Tls);
+    assert!(
+        result.has(&format!(
+            r#""mark":"warn","what":"TLS to port {tls}: not tested in this browser""#
+        )),
+        "{}",
+        result.stdout
+    );
+    for fragment in [
+        "outcome=\"ok\"",
+        "udp=works",
+        "tcp=works",
+        "tls=skipped",
+        "browser=\"Firefox",
+    ] {
+        assert!(lines[0].contains(fragment), "{fragment} in {}", lines[0]);
+    }
     drop(page);
     server.shutdown();
 }

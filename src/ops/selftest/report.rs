@@ -104,6 +104,9 @@ pub(super) enum Verdict {
     Blocked,
     /// A relay candidate, but the data channel did not carry data.
     Failed,
+    /// Not tested: the browser did not try the URL (Firefox ignores `turns:` URLs with an IP
+    /// address).
+    Skipped,
 }
 
 impl Verdict {
@@ -113,6 +116,7 @@ impl Verdict {
             Self::Degraded => "degraded",
             Self::Blocked => "blocked",
             Self::Failed => "failed",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -147,16 +151,19 @@ impl Report {
         Ok(report)
     }
 
-    /// `ok` when every transport connects, `partial` when some do, `failed` when none does.
+    /// Of the transports tested: `ok` when every one connects, `partial` when some do,
+    /// `failed` when none does.
     pub fn outcome(&self) -> &'static str {
-        let working = self
+        let tested = self
             .transports
             .iter()
-            .filter(|t| t.verdict.connects())
-            .count();
+            .filter(|t| t.verdict != Verdict::Skipped);
+        let (tested, working) = tested.fold((0, 0), |(n, w), t| {
+            (n + 1, w + usize::from(t.verdict.connects()))
+        });
         match working {
             0 => "failed",
-            n if n == self.transports.len() => "ok",
+            w if w == tested => "ok",
             _ => "partial",
         }
     }
@@ -252,6 +259,8 @@ mod tests {
     fn a_report_parses_into_verdicts_and_an_outcome() {
         let r = Report::parse(GOOD.as_bytes()).unwrap();
         assert_eq!(r.outcome(), "partial");
+        let skipped = GOOD.replace("\"blocked\"", "\"skipped\"");
+        assert_eq!(Report::parse(skipped.as_bytes()).unwrap().outcome(), "ok");
         assert_eq!(
             r.transports[1].summary(),
             "works relay=40ms rtt=3ms loss=0% 4801kbps"
