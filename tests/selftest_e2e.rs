@@ -266,7 +266,12 @@ fn chromium_runs_the_selftest_page_over_udp_tcp_and_tls_and_the_server_logs_its_
 
     let lines = report_lines(&id);
     assert_eq!(lines.len(), 1, "one log line per report: {lines:?}");
-    for fragment in ["outcome=\"ok\"", "udp=works", "tcp=works", "tls=works"] {
+    for fragment in [
+        "outcome=\"ok\"",
+        "udp=\"works",
+        "tcp=\"works",
+        "tls=\"works",
+    ] {
         assert!(lines[0].contains(fragment), "{fragment} in {}", lines[0]);
     }
     let metric = reports_metric("ok").expect("turnstone_selftest_reports_total{outcome=\"ok\"}");
@@ -316,9 +321,9 @@ fn chromium_is_told_that_udp_is_blocked_when_the_network_drops_it() {
     assert_eq!(lines.len(), 1, "one log line per report: {lines:?}");
     for fragment in [
         "outcome=\"partial\"",
-        "udp=blocked",
-        "tcp=works",
-        "tls=works",
+        "udp=\"blocked",
+        "tcp=\"works",
+        "tls=\"works",
     ] {
         assert!(lines[0].contains(fragment), "{fragment} in {}", lines[0]);
     }
@@ -369,9 +374,9 @@ fn firefox_runs_the_selftest_page_over_udp_and_tcp() {
     );
     for fragment in [
         "outcome=\"ok\"",
-        "udp=works",
-        "tcp=works",
-        "tls=skipped",
+        "udp=\"works",
+        "tcp=\"works",
+        "tls=\"skipped",
         "browser=\"Firefox",
     ] {
         assert!(lines[0].contains(fragment), "{fragment} in {}", lines[0]);

@@ -182,8 +182,8 @@ impl Report {
             (false, false) => "none",
         };
         tracing::info!(target: "turnstone::selftest", id = %id, client = %client,
-            outcome = self.outcome(), udp = %field(TransportName::Udp),
-            tcp = %field(TransportName::Tcp), tls = %field(TransportName::Tls), direct,
+            outcome = self.outcome(), udp = ?field(TransportName::Udp),
+            tcp = ?field(TransportName::Tcp), tls = ?field(TransportName::Tls), direct,
             browser = self.browser.as_deref().unwrap_or("-"), "self-test report");
     }
 }
