@@ -19,6 +19,7 @@ mod netns;
 mod ops_admin;
 mod ops_lifecycle;
 mod ops_limits;
+mod ops_selftest;
 mod ops_tls;
 mod policy_reload;
 mod probe;
