@@ -84,6 +84,17 @@ impl Config {
             .collect()
     }
 
+    /// The self-test page's HTTPS configuration, when `[selftest]` gives a certificate (also
+    /// used by `check-config`).
+    pub fn selftest_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, BuildError> {
+        let Some(files) = self.selftest.as_ref().and_then(|t| t.tls.as_ref()) else {
+            return Ok(None);
+        };
+        load_server_config(&files.certificate, &files.private_key)
+            .map(Some)
+            .map_err(|source| BuildError::SelftestTls { source })
+    }
+
     /// The worker thread count: `server.workers`, or one per available core when it is 0.
     pub fn worker_count(&self) -> usize {
         match self.server.workers {

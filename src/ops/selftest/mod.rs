@@ -41,7 +41,6 @@ use crate::core::Transport;
 use crate::io::accept::AcceptBackoff;
 use crate::io::clock;
 use crate::io::conn_slots::{ConnectionSlots, SlotCaps};
-use crate::io::tls::load_server_config;
 
 use limiter::Limiter;
 
@@ -83,13 +82,7 @@ impl SelftestSite {
         let Some(t) = &config.selftest else {
             return Ok(None);
         };
-        let tls = match &t.tls {
-            Some(files) => Some(
-                load_server_config(&files.certificate, &files.private_key)
-                    .map_err(|source| BuildError::SelftestTls { source })?,
-            ),
-            None => None,
-        };
+        let tls = config.selftest_tls()?;
         let tls = tls.map(|c| {
             let mut c = Arc::unwrap_or_clone(c);
             c.alpn_protocols = vec![b"http/1.1".to_vec()];
