@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,7 +13,7 @@ use turnstone::config::Config;
 use turnstone::core::Transport;
 use turnstone::ops::selftest::{SelftestHandle, SelftestSite, spawn_selftest};
 
-use crate::common::{REPLY_TIMEOUT, bounded};
+use crate::common::{REPLY_TIMEOUT, TempDir, bounded};
 
 const KEY: [u8; 32] = [0x77; 32];
 
@@ -159,6 +160,53 @@ async fn requests_are_limited_per_source() {
         }
         let (status, _, body) = http(addr, "POST", "/credential", None, "").await;
         assert_eq!(status, 429, "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_page_is_served_over_https_and_tests_the_host_the_user_typed() {
+    bounded(async {
+        let dir = TempDir::new();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.0.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.0.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+        // No public_host: the URLs take the host of the request.
+        let text = "[relay]\naddress = \"127.0.0.1\"\n[admin]\nenabled = false\n\
+                    [selftest]\naddress = \"127.0.0.1:0\"\ncertificate = \"cert.pem\"\n\
+                    private_key = \"key.pem\"\n";
+        let config = Config::from_toml(text, &dir.0).unwrap();
+        let bound = [(Transport::Udp, "127.0.0.1:3478".parse().unwrap())];
+        let site = SelftestSite::from_config(&config, &bound, SelftestKey::new(KEY))
+            .unwrap()
+            .unwrap();
+        let page = spawn_selftest(site).unwrap();
+        assert!(page.url().starts_with("https://"));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(page.address()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let port = page.address().port();
+        let request = format!(
+            "POST /credential HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains(r#""stun":"stun:localhost:3478""#), "{text}");
     })
     .await;
 }
