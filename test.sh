@@ -2,10 +2,12 @@
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
 # iproute2 (the hostile-network and fast path tests build private network namespaces, which
-# needs root), clang and libbpf-dev (the kernel fast path is built from C), ethtool and
-# sysctl (the fast path's veth tests switch checksum offload and forwarding inside their
-# namespaces), setpriv from util-linux (the fast path's fallback test drops privileges), and
-# the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
+# needs root), nftables (the self-test page's test blocks UDP inside such a namespace),
+# firefox-esr (the page's Firefox run), clang and libbpf-dev (the kernel fast path is built
+# from C), ethtool and sysctl (the fast path's veth tests switch checksum offload and
+# forwarding inside their namespaces), setpriv from util-linux (the fast path's fallback test
+# drops privileges), and the browser test's npm packages. Interop tests fail, never skip,
+# when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,6 +17,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The self-test page's browser test drops UDP inside a network namespace with an nft rule.
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# ... and runs in Firefox too (driven over Marionette, no geckodriver).
+command -v firefox-esr >/dev/null 2>&1 || missing+=(firefox-esr)
 # The kernel fast path is compiled from C to BPF at build time (build.rs); without these the
 # build leaves it out and its tests fail.
 command -v clang >/dev/null 2>&1 || missing+=(clang)

@@ -71,6 +71,7 @@ pub fn settings() -> Settings {
         worker_bandwidth: None,
         alternate_server: None,
         nat_discovery: NatDiscovery::new(LISTENER, ALTERNATE),
+        selftest: None,
     }
 }
 

@@ -12,11 +12,13 @@
 mod key;
 mod nonce;
 mod rest;
+mod selftest;
 mod store;
 
 pub use key::{Key, PasswordAlgorithm, long_term_key, userhash};
 pub use nonce::{NONCE_COOKIE, NonceBuf, NonceCheck, Nonces, SecurityFeatures};
 pub use rest::{rest_expiry, rest_password, rest_username};
+pub use selftest::{REPORT_ID_LEN, ReportId, SELFTEST_MARKER, SelftestKey, is_selftest_username};
 pub use store::{CredentialStore, KeyList, Lookup, MAX_SECRETS};
 
 /// Errors of the credential module.

@@ -9,6 +9,7 @@ use super::nonce::SecurityFeatures;
 use super::rest::{
     HmacSha1, hmac_sha1, parse_rest_expiry, rest_password_buf, rest_password_with, rest_username,
 };
+use super::selftest::{SelftestKey, is_selftest_username};
 
 /// Most REST secrets active at once; [`CredentialStore::new`] ignores the rest.
 /// Several secrets let an operator rotate without downtime; 8 is plenty and
@@ -38,6 +39,9 @@ pub struct CredentialStore {
     by_hash: HashMap<[u8; 32], String>,
     /// Pre-keyed HMAC-SHA1 states, one per secret, at most [`MAX_SECRETS`].
     secrets: Vec<HmacSha1>,
+    /// The key of self-test credentials (see [`super::selftest`]); `None` while the
+    /// self-test page is off, and then every name with the reserved marker is unknown.
+    selftest: Option<SelftestKey>,
 }
 
 impl CredentialStore {
@@ -69,7 +73,20 @@ impl CredentialStore {
                 .take(MAX_SECRETS)
                 .map(|s| hmac_sha1(s))
                 .collect(),
+            selftest: None,
         }
+    }
+
+    /// The store that also accepts self-test credentials signed with `key`.
+    #[must_use]
+    pub fn with_selftest(mut self, key: SelftestKey) -> Self {
+        self.selftest = Some(key);
+        self
+    }
+
+    /// Whether self-test credentials are accepted.
+    pub fn accepts_selftest(&self) -> bool {
+        self.selftest.is_some()
     }
 
     /// Candidate keys for `username` at `unix_now` for algorithm `alg`: a
@@ -78,7 +95,14 @@ impl CredentialStore {
     ///
     /// A REST username stays valid through its expiry second
     /// (`unix_now <= expiry`). Does not allocate.
+    ///
+    /// A name with the reserved self-test marker is checked before anything else and only
+    /// against the self-test key ([`Lookup::SelfTest`]), so no static user or REST secret
+    /// can stand in for the class, and a self-test credential is never anything else.
     pub fn lookup(&self, username: &[u8], alg: PasswordAlgorithm, unix_now: u64) -> Lookup {
+        if is_selftest_username(username) {
+            return self.lookup_selftest(username, alg, unix_now);
+        }
         let user = std::str::from_utf8(username)
             .ok()
             .and_then(|u| self.users.get(u));
@@ -113,6 +137,27 @@ impl CredentialStore {
             return Lookup::Unknown;
         }
         Lookup::Keys(keys)
+    }
+
+    /// A self-test name: one key, from the self-test key, while it has not expired.
+    fn lookup_selftest(&self, username: &[u8], alg: PasswordAlgorithm, unix_now: u64) -> Lookup {
+        let (Some(key), Some(expiry)) = (&self.selftest, parse_rest_expiry(username)) else {
+            return Lookup::Unknown;
+        };
+        if expiry < unix_now {
+            return Lookup::Expired;
+        }
+        let Some(password) = key.password(username) else {
+            return Lookup::Unknown;
+        };
+        let mut keys = KeyList::new();
+        keys.push(long_term_key(
+            alg,
+            username,
+            self.realm.as_bytes(),
+            &password,
+        ));
+        Lookup::SelfTest(keys)
     }
 
     /// The static user whose USERHASH (RFC 8489 §14.4) is `hash`. REST users
@@ -168,6 +213,7 @@ impl fmt::Debug for CredentialStore {
             .field("realm", &self.realm)
             .field("static_users", &self.users.len())
             .field("secrets", &self.secrets.len())
+            .field("selftest", &self.selftest.is_some())
             .finish()
     }
 }
@@ -181,6 +227,9 @@ impl fmt::Debug for CredentialStore {
 pub enum Lookup {
     /// Candidate keys: try each against the message integrity.
     Keys(KeyList),
+    /// The key of a self-test credential (see [`super::selftest`]): an allocation made with
+    /// it may reach only the server's own relay addresses.
+    SelfTest(KeyList),
     /// A REST username whose expiry has passed (answer 401).
     Expired,
     /// Neither a static user nor a REST username this store can check.
@@ -390,6 +439,42 @@ mod tests {
     #[test]
     fn minting_without_secrets_gives_none() {
         assert!(store(&[("a", "b")], &[]).mint_rest(None, 60, NOW).is_none());
+    }
+
+    #[test]
+    fn selftest_names_are_checked_only_against_the_selftest_key() {
+        use crate::auth::{ReportId, SelftestKey};
+        let sk = SelftestKey::new([5; 32]);
+        let id = ReportId::from_random([1; 5]);
+        let (username, password) = sk.mint(&id, NOW + 60);
+        let alg = PasswordAlgorithm::Md5;
+        // Without the key, even a name signed with a REST secret is unknown: the marker is
+        // reserved, so a REST credential can never claim the class.
+        let rest_only = store(&[(username.as_str(), "static")], &[b"secret"]);
+        assert!(matches!(
+            rest_only.lookup(username.as_bytes(), alg, NOW),
+            Lookup::Unknown
+        ));
+        let s = store(&[], &[b"secret"]).with_selftest(sk);
+        assert!(s.accepts_selftest());
+        match s.lookup(username.as_bytes(), alg, NOW) {
+            Lookup::SelfTest(list) => assert_eq!(
+                list.iter()
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect::<Vec<_>>(),
+                vec![key(alg, &username, &password)]
+            ),
+            other => panic!("expected a self-test key, got {other:?}"),
+        }
+        assert!(matches!(
+            s.lookup(username.as_bytes(), alg, NOW + 61),
+            Lookup::Expired
+        ));
+        // Ordinary REST names are still REST names.
+        assert!(matches!(
+            s.lookup(b"1700000000:alice", alg, NOW),
+            Lookup::Keys(_)
+        ));
     }
 
     #[test]

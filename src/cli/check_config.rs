@@ -17,7 +17,11 @@ pub(super) fn run(file: &Path) -> anyhow::Result<()> {
         }
     };
     // Certificates and keys must load too.
-    if let Err(e) = config.listener_specs() {
+    let loaded = config
+        .listener_specs()
+        .map(drop)
+        .and_then(|()| config.selftest_tls().map(drop));
+    if let Err(e) = loaded {
         println!("{}: {e}", file.display());
         bail!("1 problem in {}", file.display());
     }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::auth::{CredentialStore, Nonces};
+use crate::auth::{CredentialStore, Nonces, SelftestKey};
 use crate::config::{Config, LogLevel, UsageOutput};
 use crate::core::{Transport, UsageRecord};
 use crate::io::{self, RunningServer, UsageSink, clock};
+use crate::ops::selftest::{SelftestSite, spawn_selftest};
 use crate::ops::{AdminState, CredentialIssuer, install_recorder, spawn_admin};
 
 pub(super) fn run(
@@ -30,7 +31,17 @@ pub(super) fn run(
     };
     init_logging(level);
 
-    let credentials = Arc::new(credentials_or_generated(&config)?);
+    // Self-test credentials are signed with a key made for this process only: none outlives it.
+    let selftest_key = match &config.selftest {
+        Some(_) => Some(SelftestKey::new(
+            Nonces::random_key().context("cannot generate the self-test key")?,
+        )),
+        None => None,
+    };
+    let credentials = Arc::new(with_selftest(
+        credentials_or_generated(&config)?,
+        selftest_key.as_ref(),
+    ));
     let usage = usage_sink(&config.usage.output)?;
     let spec = config
         .server_spec(Arc::clone(&credentials), usage)
@@ -55,6 +66,22 @@ pub(super) fn run(
         }
         None => None,
     };
+    let _selftest = match &selftest_key {
+        Some(key) => {
+            let site = SelftestSite::from_config(&config, server.bound(), key.clone())
+                .context("cannot prepare the self-test page")?;
+            match site {
+                Some(site) => {
+                    let handle =
+                        spawn_selftest(site).context("cannot listen for the self-test page")?;
+                    tracing::info!(target: "turnstone::selftest", "self-test page on {}", handle.url());
+                    Some(handle)
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
     admin_state.set_ready(true);
     let grace = config.server.drain_grace;
     let mut current = credentials;
@@ -63,7 +90,7 @@ pub(super) fn run(
             tracing::info!(target: "turnstone::io", "SIGHUP: running on the built-in configuration; nothing to reload");
             return;
         };
-        match reload(path, external, &current) {
+        match reload(path, external, &current, selftest_key.as_ref()) {
             Ok((new_config, new_credentials, spec)) => {
                 server.reload(spec);
                 admin_state.set_issuer(issuer(&new_config, &new_credentials, server));
@@ -97,12 +124,14 @@ fn reload(
     path: &Path,
     external: Option<IpAddr>,
     current: &Arc<CredentialStore>,
+    selftest_key: Option<&SelftestKey>,
 ) -> anyhow::Result<(Config, Arc<CredentialStore>, io::ServerSpec)> {
     let config = load(Some(path), external)?;
     let store = config.credential_store();
-    // A server started without credentials keeps its generated secret.
+    // A server started without credentials keeps its generated secret; the self-test page's
+    // key stays while its listener does (it changes only with a restart).
     let credentials = if store.has_credentials() {
-        Arc::new(store)
+        Arc::new(with_selftest(store, selftest_key))
     } else {
         Arc::clone(current)
     };
@@ -181,6 +210,14 @@ fn credentials_or_generated(config: &Config) -> anyhow::Result<CredentialStore> 
          in a config file and run `turnstone serve --config FILE` (see conf/full.toml)."
     );
     Ok(store)
+}
+
+/// `store`, accepting self-test credentials when the self-test page runs.
+fn with_selftest(store: CredentialStore, key: Option<&SelftestKey>) -> CredentialStore {
+    match key {
+        Some(key) => store.with_selftest(key.clone()),
+        None => store,
+    }
 }
 
 /// Where usage records go: log lines, stdout or an append-only file (one JSON object a line).

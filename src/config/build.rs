@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::CredentialStore;
 use crate::core::policy::PeerRules;
-use crate::core::{Bandwidth, Lifetimes, RelayFamily, Settings, Transport};
+use crate::core::{Bandwidth, Lifetimes, RelayFamily, SelftestLimits, Settings, Transport};
 use crate::io::tls::{TlsConfigError, load_server_config};
 use crate::io::{
     FastPathSpec, ListenerSpec, NatDiscoverySpec, RequestLimits, ServerSpec, StreamLimits,
@@ -22,6 +22,12 @@ pub enum BuildError {
     Tls {
         /// The listener's index in the file.
         index: usize,
+        /// What went wrong.
+        source: TlsConfigError,
+    },
+    /// The self-test page's certificate or key did not load.
+    #[error("selftest: {source}")]
+    SelftestTls {
         /// What went wrong.
         source: TlsConfigError,
     },
@@ -76,6 +82,17 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// The self-test page's HTTPS configuration, when `[selftest]` gives a certificate (also
+    /// used by `check-config`).
+    pub fn selftest_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, BuildError> {
+        let Some(files) = self.selftest.as_ref().and_then(|t| t.tls.as_ref()) else {
+            return Ok(None);
+        };
+        load_server_config(&files.certificate, &files.private_key)
+            .map(Some)
+            .map_err(|source| BuildError::SelftestTls { source })
     }
 
     /// The worker thread count: `server.workers`, or one per available core when it is 0.
@@ -135,6 +152,17 @@ impl Config {
             alternate_server: self.server.alternate_server,
             // The four discovery sockets are known once bound: io sets this at start.
             nat_discovery: None,
+            selftest: self.selftest.as_ref().map(|t| SelftestLimits {
+                max_lifetime: t.max_allocation_lifetime,
+                max_allocations_per_ip: t.max_allocations_per_ip,
+                max_allocations: t.max_allocations,
+                ipv6_prefix_length: limits.ipv6_prefix_length,
+                // Validation refuses a cap of 0; the floor keeps it a cap regardless.
+                bandwidth: bandwidth(t.max_bitrate.max(8), 0).unwrap_or(Bandwidth {
+                    bytes_per_sec: 1,
+                    burst_bytes: MIN_AUTO_BURST_BYTES,
+                }),
+            }),
         })
     }
 

@@ -14,8 +14,8 @@ use super::error::{ConfigError, Location};
 use super::raw::{RawConfig, RawUser};
 
 /// The sections a configuration file may contain, in the order they are read.
-const SECTIONS: [&str; 9] = [
-    "server", "log", "listen", "admin", "relay", "auth", "peers", "limits", "usage",
+const SECTIONS: [&str; 10] = [
+    "server", "log", "listen", "admin", "relay", "auth", "peers", "limits", "usage", "selftest",
 ];
 
 /// What the loader found: the raw config (bad keys replaced by defaults), the
@@ -104,6 +104,9 @@ pub(super) fn load(text: &str) -> Result<Loaded, ConfigError> {
     }
     if let Some(v) = root.remove("usage") {
         out.raw.usage = section(v, "usage", &mut out);
+    }
+    if let Some(v) = root.remove("selftest") {
+        out.raw.selftest = Some(section(v, "selftest", &mut out));
     }
     Ok(out)
 }

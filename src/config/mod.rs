@@ -17,6 +17,7 @@ mod validate;
 mod validate_nat;
 mod validate_ops;
 mod validate_policy;
+mod validate_selftest;
 
 use std::path::Path;
 
@@ -26,7 +27,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use types::{
     AdminConfig, AuthConfig, Config, LimitsConfig, ListenerConfig, LogConfig, LogLevel,
     LogLevelError, NatDiscoveryConfig, PeersConfig, Protocol, ProtocolError, RelayConfig,
-    ServerConfig, TlsFiles, UsageConfig, UsageOutput, UserConfig,
+    SelftestConfig, ServerConfig, TlsFiles, UsageConfig, UsageOutput, UserConfig,
 };
 pub use units::{BitrateError, ByteSizeError, parse_bitrate, parse_byte_size};
 
@@ -159,6 +160,19 @@ max_tracked_ips = 5000          # >= 1
 ipv6_prefix_length = 56         # 32..=128
 [usage]
 output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the config file)
+[selftest]
+address = "0.0.0.0:8443"        # the section turns the public self-test page on; address required
+certificate = "cert.pem"        # optional pair: HTTPS; neither: plain HTTP
+private_key = "key.pem"
+public_host = "turn.example.com"   # optional host for the page's stun:/turn: URLs
+credential_ttl = "5m"           # 1s..=1h
+max_allocation_lifetime = "2m"  # 1s..=1h
+max_allocations_per_ip = 8      # >= 1
+max_allocations = 100           # >= 1
+max_bitrate = "5Mbps"           # per self-test allocation, >= 64kbps, never unlimited
+requests_per_minute_per_ip = 30 # >= 1
+test_duration = "4s"            # 1s..=30s, per transport
+test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
 "#;
 
     #[test]
@@ -228,6 +242,83 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(
             c.usage.output,
             UsageOutput::File(PathBuf::from("/etc/turnstone/usage.jsonl"))
+        );
+        assert_eq!(
+            c.selftest,
+            Some(SelftestConfig {
+                address: addr("0.0.0.0:8443"),
+                tls: Some(TlsFiles {
+                    certificate: PathBuf::from("/etc/turnstone/cert.pem"),
+                    private_key: PathBuf::from("/etc/turnstone/key.pem"),
+                }),
+                public_host: Some("turn.example.com".into()),
+                credential_ttl: Duration::from_secs(300),
+                max_allocation_lifetime: Duration::from_secs(120),
+                max_allocations_per_ip: 8,
+                max_allocations: 100,
+                max_bitrate: 5_000_000,
+                requests_per_minute_per_ip: 30,
+                test_duration: Duration::from_secs(4),
+                test_bytes: 1024 * 1024,
+            })
+        );
+    }
+
+    #[test]
+    fn the_selftest_page_is_off_without_the_section_and_needs_an_address_with_it() {
+        assert_eq!(parse("").unwrap().selftest, None);
+        let c = parse("[selftest]\naddress = \"127.0.0.1:8080\"\n").unwrap();
+        let t = c.selftest.unwrap();
+        assert_eq!((t.address, t.tls), (addr("127.0.0.1:8080"), None));
+        assert!(
+            only_error("[selftest]\n").starts_with("selftest.address: required"),
+            "an empty section must not be a silent no-op"
+        );
+    }
+
+    #[test]
+    fn selftest_limits_cannot_be_turned_off() {
+        let base = "[selftest]\naddress = \"127.0.0.1:8080\"\n";
+        assert_eq!(
+            only_error(&format!("{base}max_allocations_per_ip = 0\n")),
+            "selftest.max_allocations_per_ip: must be at least 1; self-test limits cannot be \
+             turned off (remove the [selftest] section to turn the page off)"
+        );
+        assert!(
+            only_error(&format!("{base}max_bitrate = \"0\"\n"))
+                .starts_with("selftest.max_bitrate: must be at least 64kbps")
+        );
+        assert!(
+            only_error(&format!("{base}credential_ttl = \"2h\"\n"))
+                .starts_with("selftest.credential_ttl: must be at most 1h")
+        );
+        assert!(
+            only_error(&format!("{base}test_bytes = \"1GiB\"\n"))
+                .starts_with("selftest.test_bytes: ")
+        );
+    }
+
+    #[test]
+    fn selftest_https_needs_both_files_and_its_own_address() {
+        let base = "[selftest]\naddress = \"127.0.0.1:8443\"\n";
+        assert!(
+            only_error(&format!("{base}certificate = \"c.pem\"\n"))
+                .starts_with("selftest.private_key: missing or empty")
+        );
+        assert_eq!(
+            only_error(
+                "[admin]\naddress = \"127.0.0.1:9641\"\n[selftest]\naddress = \"127.0.0.1:9641\"\n"
+            ),
+            "selftest.address: 127.0.0.1:9641 is the admin listener's; the self-test page needs \
+             its own (the admin listener stays private)"
+        );
+    }
+
+    #[test]
+    fn a_static_user_cannot_take_the_selftest_marker() {
+        assert!(
+            only_error("[[auth.users]]\nname = \"#selftest-x\"\npassword = \"p\"\n")
+                .starts_with("auth.users[0].name: names with the #selftest marker are reserved")
         );
     }
 

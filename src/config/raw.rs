@@ -99,6 +99,46 @@ impl Default for RawAdmin {
     }
 }
 
+/// `[selftest]`: the public self-test page; the section's presence turns it on.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSelftest {
+    pub address: Option<Addr>,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub public_host: Option<String>,
+    pub credential_ttl: Dur,
+    pub max_allocation_lifetime: Dur,
+    pub max_allocations_per_ip: u32,
+    pub max_allocations: u32,
+    pub max_bitrate: Bitrate,
+    pub requests_per_minute_per_ip: u32,
+    pub test_duration: Dur,
+    pub test_bytes: ByteSize,
+}
+
+impl Default for RawSelftest {
+    fn default() -> Self {
+        Self {
+            address: None,
+            certificate: None,
+            private_key: None,
+            public_host: None,
+            // Long enough for a slow run of the page, short enough to be useless to keep.
+            credential_ttl: Dur::secs(300),
+            max_allocation_lifetime: Dur::secs(120),
+            // The page holds at most three at once (gathering, then two per transport); a
+            // few people behind one NAT address can run it together.
+            max_allocations_per_ip: 8,
+            max_allocations: 100,
+            max_bitrate: Bitrate(5_000_000),
+            requests_per_minute_per_ip: 30,
+            test_duration: Dur::secs(4),
+            test_bytes: ByteSize(1024 * 1024),
+        }
+    }
+}
+
 /// `[relay]`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -245,6 +285,8 @@ pub(super) struct RawConfig {
     pub peers: RawPeers,
     pub limits: RawLimits,
     pub usage: RawUsage,
+    /// `None`: no `[selftest]` section, the page is off.
+    pub selftest: Option<RawSelftest>,
 }
 
 /// A duration written with a unit (`"10m"`).

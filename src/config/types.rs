@@ -30,6 +30,38 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[usage]`: where usage records (one per finished allocation) go.
     pub usage: UsageConfig,
+    /// `[selftest]`: the public self-test page; `None` (no section): off.
+    pub selftest: Option<SelftestConfig>,
+}
+
+/// `[selftest]`: a page anyone may open to test, from their browser, whether calls through
+/// this server work from their network; its own listener, HTTP or HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelftestConfig {
+    /// Where the page is served (`/`).
+    pub address: SocketAddr,
+    /// Certificate and key for HTTPS; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Host name or IP put in the `stun:`/`turn:`/`turns:` URLs the page uses; `None`:
+    /// `admin.public_host`, else `relay.external_address`, else `relay.address`, else the
+    /// listener's IP.
+    pub public_host: Option<String>,
+    /// Lifetime of a self-test credential (at most 1 h).
+    pub credential_ttl: Duration,
+    /// Longest lifetime of a self-test allocation.
+    pub max_allocation_lifetime: Duration,
+    /// Self-test allocations one source (IPv4 address or IPv6 prefix) holds at once.
+    pub max_allocations_per_ip: u32,
+    /// Self-test allocations the server holds at once.
+    pub max_allocations: u32,
+    /// Bandwidth cap of each self-test allocation, bits per second (never 0).
+    pub max_bitrate: u64,
+    /// Requests to the page's listener per source per minute (page, credential, report).
+    pub requests_per_minute_per_ip: u32,
+    /// How long the page measures each transport's data channel.
+    pub test_duration: Duration,
+    /// Most bytes the page sends per transport for the throughput measurement.
+    pub test_bytes: u64,
 }
 
 /// `[server]`.

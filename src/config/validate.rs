@@ -14,6 +14,7 @@ use super::types::{
 use super::validate_nat::nat_discovery;
 use super::validate_ops::{admin, alternate_server, usage};
 use super::validate_policy::{auth, limits, peers};
+use super::validate_selftest::selftest;
 use crate::io::FastPathMode;
 
 /// Builds the typed config, or returns every problem (load problems first).
@@ -25,18 +26,21 @@ pub(super) fn validate(loaded: Loaded, base_dir: &Path) -> Result<Config, Vec<Co
     } = loaded;
     let mut ctx = Ctx::new(errors, failed);
     let listeners = listeners(raw.listen, base_dir, &mut ctx);
+    let admin = admin(raw.admin, &listeners, &mut ctx);
+    let selftest = selftest(raw.selftest, &listeners, admin.as_ref(), base_dir, &mut ctx);
     let config = Config {
         server: server(raw.server, &listeners, &mut ctx),
         log: LogConfig {
             level: raw.log.level,
         },
-        admin: admin(raw.admin, &listeners, &mut ctx),
+        admin,
         listeners,
         relay: relay(raw.relay, &mut ctx),
         auth: auth(raw.auth, &mut ctx),
         peers: peers(raw.peers, &mut ctx),
         limits: limits(raw.limits, &mut ctx),
         usage: usage(raw.usage, base_dir, &mut ctx),
+        selftest,
     };
     if config.relay.fast_path == FastPathMode::On && config.limits.bandwidth_capped() {
         ctx.push(

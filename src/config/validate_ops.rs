@@ -57,7 +57,7 @@ pub(super) fn admin(
         );
     }
     if let Some(host) = &raw.public_host {
-        check_public_host(host, ctx);
+        check_public_host(host, "admin.public_host", ctx);
     }
     Some(AdminConfig {
         address,
@@ -68,8 +68,7 @@ pub(super) fn admin(
 }
 
 /// The host put in `turn:host:port` URLs: a DNS name or a concrete IP, no scheme or port.
-fn check_public_host(host: &str, ctx: &mut Ctx) {
-    let path = "admin.public_host";
+pub(super) fn check_public_host(host: &str, path: &str, ctx: &mut Ctx) {
     if host.trim().is_empty() {
         ctx.push(
             path,

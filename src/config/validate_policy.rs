@@ -32,6 +32,12 @@ pub(super) fn auth(raw: RawAuth, ctx: &mut Ctx) -> AuthConfig {
         let password_path = format!("auth.users[{i}].password");
         if user.name.is_empty() && !ctx.failed(&name_path) {
             ctx.push(name_path, "missing or empty; every user needs a name");
+        } else if crate::auth::is_selftest_username(user.name.as_bytes()) {
+            ctx.push(
+                name_path,
+                "names with the #selftest marker are reserved for the self-test page's \
+                 credentials; choose another name",
+            );
         } else if user.name.len() > MAX_USERNAME_BYTES {
             ctx.push(name_path, "too long; USERNAME must be under 509 bytes");
         } else if let Some(j) = first_index.get(user.name.as_str()) {

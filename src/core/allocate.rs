@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::proto::{Message, MessageWriter, WriteError, attr, error_code as ec};
 
-use super::authn::Authenticated;
+use super::authn::{Authenticated, CredentialClass};
 use super::pending::Pending;
 use super::relay::RelayRequest;
 use super::server::Server;
@@ -107,7 +107,16 @@ impl Server {
                 "RESERVATION-TOKEN cannot come with EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
             ));
         }
-        let lifetime = self.granted_lifetime(msg)?;
+        let selftest = auth.class == CredentialClass::SelfTest;
+        // A reserved port outlives the allocation that asked for it and is claimed by a
+        // second one; a self-test needs neither, so its credentials cannot hold ports that way.
+        if selftest && (token.is_some() || even == Some(true)) {
+            return Err(Rejection::new(
+                ec::FORBIDDEN,
+                "self-test credentials cannot reserve relay ports",
+            ));
+        }
+        let lifetime = self.granted_lifetime(msg, selftest)?;
         let username: std::sync::Arc<str> =
             std::sync::Arc::from(String::from_utf8_lossy(auth.username).as_ref());
         // Quotas are taken now, while the relay is still being opened, so a flood of
@@ -151,7 +160,21 @@ impl Server {
                 return Err(rejection);
             }
         };
+        let selftest_slot = if selftest {
+            match self.acquire_selftest(from.client.ip()) {
+                Ok(slot) => Some(slot),
+                Err(rejection) => {
+                    for _ in 0..slots {
+                        self.shared.release(&username);
+                    }
+                    return Err(rejection);
+                }
+            }
+        } else {
+            None
+        };
         let mut pending = Pending::new(msg.transaction_id(), username, auth, lifetime);
+        pending.selftest = selftest_slot;
         pending.slots = slots;
         pending.reserving = reserving;
         let dont_fragment = msg.has(attr::DONT_FRAGMENT);
@@ -215,15 +238,24 @@ impl Server {
         Ok(families)
     }
 
-    /// RFC 8656 §7.2: max(default, min(requested, maximum)).
-    pub(crate) fn granted_lifetime(&self, msg: &Message<'_>) -> Result<Duration, Rejection> {
+    /// RFC 8656 §7.2: max(default, min(requested, maximum)); for a self-test allocation at
+    /// most `Settings::selftest`'s lifetime.
+    pub(crate) fn granted_lifetime(
+        &self,
+        msg: &Message<'_>,
+        selftest: bool,
+    ) -> Result<Duration, Rejection> {
         let l = &self.settings.lifetimes;
-        match msg.u32_attr(attr::LIFETIME) {
-            None => Ok(l.allocation_default),
-            Some(Err(_)) => Err(Rejection::new(ec::BAD_REQUEST, "LIFETIME malformed")),
-            Some(Ok(secs)) => Ok(Duration::from_secs(u64::from(secs))
+        let granted = match msg.u32_attr(attr::LIFETIME) {
+            None => l.allocation_default,
+            Some(Err(_)) => return Err(Rejection::new(ec::BAD_REQUEST, "LIFETIME malformed")),
+            Some(Ok(secs)) => Duration::from_secs(u64::from(secs))
                 .min(l.allocation_max)
-                .max(l.allocation_default)),
+                .max(l.allocation_default),
+        };
+        match self.settings.selftest {
+            Some(limits) if selftest => Ok(granted.min(limits.max_lifetime)),
+            _ => Ok(granted),
         }
     }
 

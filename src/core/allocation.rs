@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::FiveTuple;
+use super::policy::PeerScope;
 use super::relay::RelayId;
 
 /// A slot index plus a generation, so a stale id never reaches a newer allocation.
@@ -86,9 +87,20 @@ pub(crate) struct Allocation {
     /// Its channels, each mirrored in the flat channel and peer tables.
     pub channels: Vec<Channel>,
     pub peers_seen: u32,
+    /// Made with a self-test credential: the per-source quota key it counts against (see
+    /// `Server::acquire_selftest`). Such an allocation reaches only our own relays.
+    pub selftest_source: Option<Arc<str>>,
 }
 
 impl Allocation {
+    /// Which peers it may reach.
+    pub fn scope(&self) -> PeerScope {
+        match self.selftest_source {
+            Some(_) => PeerScope::OwnRelays,
+            None => PeerScope::Policy,
+        }
+    }
+
     /// The relay of the peer's family.
     pub fn relay_for(&self, peer: IpAddr) -> Option<&Relay> {
         self.relays[usize::from(peer.is_ipv6())].as_ref()

@@ -48,6 +48,18 @@ pub(crate) struct Authenticated<'m> {
     pub key: Key,
     /// The integrity attributes responses carry (see the module note).
     pub macs: Macs,
+    /// Which class of credential it was.
+    pub class: CredentialClass,
+}
+
+/// The class of a credential, which decides what its allocations may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CredentialClass {
+    /// A static user or a TURN REST credential.
+    Normal,
+    /// A self-test credential (`auth::selftest`): its allocations reach only our own relays,
+    /// within `Settings::selftest`.
+    SelfTest,
 }
 
 /// How the check failed. A challenge's `reason` is the detail for logs and the
@@ -122,8 +134,9 @@ pub(crate) fn authenticate<'m>(
             None => return refuse("unknown USERHASH"),
         },
     };
-    let keys = match store.lookup(username, alg, unix_now) {
-        Lookup::Keys(keys) => keys,
+    let (keys, class) = match store.lookup(username, alg, unix_now) {
+        Lookup::Keys(keys) => (keys, CredentialClass::Normal),
+        Lookup::SelfTest(keys) => (keys, CredentialClass::SelfTest),
         Lookup::Expired => return refuse("time-limited credential expired"),
         Lookup::Unknown => return refuse("unknown username"),
     };
@@ -133,6 +146,7 @@ pub(crate) fn authenticate<'m>(
                 username,
                 key: *key,
                 macs: response_macs(msg, negotiated),
+                class,
             });
         }
     }

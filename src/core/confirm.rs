@@ -131,6 +131,7 @@ impl Server {
         for _ in 0..pending.slots {
             self.shared.release(&pending.username);
         }
+        self.release_selftest(pending.selftest.as_ref().map(|s| &*s.source));
     }
 
     /// Closes what IO opened for a request nobody waits for.
@@ -181,6 +182,7 @@ impl Server {
                 for _ in 0..p.slots {
                     self.shared.release(&p.username);
                 }
+                self.release_selftest(p.selftest.as_ref().map(|s| &*s.source));
                 self.counters.requests_rejected += 1;
                 tracing::info!(target: "turnstone::relay", client = %from.client, user = %p.username,
                     method = Method::ALLOCATE.name(), code = rejection.code, reason = rejection.reason, "request rejected");
@@ -241,11 +243,15 @@ impl Server {
             permissions: Vec::new(),
             channels: Vec::new(),
             peers_seen: 0,
+            selftest_source: p.selftest.as_ref().map(|s| Arc::clone(&s.source)),
         };
-        let bucket = self
-            .settings
-            .allocation_bandwidth
-            .map(|b| TokenBucket::new(b, now.mono));
+        // A self-test allocation has its own cap, never more than any allocation's.
+        let cap = match (&p.selftest, self.settings.allocation_bandwidth) {
+            (Some(s), Some(b)) if b.bytes_per_sec < s.bandwidth.bytes_per_sec => Some(b),
+            (Some(s), _) => Some(s.bandwidth),
+            (None, b) => b,
+        };
+        let bucket = cap.map(|b| TokenBucket::new(b, now.mono));
         let id = self.table.insert(allocation, bucket, now.mono);
         self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
         self.counters.allocations_created += 1;

@@ -26,6 +26,7 @@ mod request;
 mod response_cache;
 mod revoke;
 mod roles;
+mod selftest;
 mod server;
 mod settings;
 mod shared;
@@ -51,7 +52,7 @@ pub use relay::{
 pub use roles::{ClientAddr, PeerAddr, RelayAddr};
 pub(crate) use server::next_random;
 pub use server::{Command, Server};
-pub use settings::{Lifetimes, RelayFamily, Settings};
+pub use settings::{Lifetimes, RelayFamily, SelftestLimits, Settings};
 pub use shared::SharedState;
 pub use stats::{Counters, EndReason, Traffic, UsageRecord};
 

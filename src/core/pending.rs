@@ -11,6 +11,7 @@ use super::Rejection;
 use super::ReservationId;
 use super::allocation::Relay;
 use super::authn::Authenticated;
+use super::quota::Bandwidth;
 use super::reply::Macs;
 
 /// One Allocate waiting for its relays.
@@ -35,6 +36,8 @@ pub(crate) struct Pending {
     pub failed: Option<Rejection>,
     /// Why the additional (IPv6) relay of a dual-stack Allocate failed: ADDRESS-ERROR-CODE.
     pub v6_error: Option<Rejection>,
+    /// A self-test Allocate: the slots it took and its bandwidth cap.
+    pub selftest: Option<SelftestSlot>,
 }
 
 impl Pending {
@@ -57,6 +60,16 @@ impl Pending {
             waiting: 0,
             failed: None,
             v6_error: None,
+            selftest: None,
         }
     }
+}
+
+/// The slots a self-test Allocate holds while its relay is opened.
+#[derive(Clone, Debug)]
+pub(crate) struct SelftestSlot {
+    /// Its per-source quota key.
+    pub source: Arc<str>,
+    /// Its bandwidth cap, fixed when it was accepted (a reload cannot lift it).
+    pub bandwidth: Bandwidth,
 }

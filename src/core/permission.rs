@@ -8,7 +8,7 @@ use crate::proto::{MAX_CHANNEL, MIN_CHANNEL, Message, attr, error_code as ec};
 use super::allocate::Answer;
 use super::allocation::{AllocId, Channel};
 use super::authn::Authenticated;
-use super::policy::PolicyRejection;
+use super::policy::{PeerScope, PolicyRejection};
 use super::reply;
 use super::server::{AllocIdKey, Server, Timer};
 use super::stats::EndReason;
@@ -50,7 +50,11 @@ impl Server {
             self.end_allocation(now, id, EndReason::Deleted);
             Duration::ZERO
         } else {
-            let lifetime = self.granted_lifetime(msg)?;
+            let selftest = self
+                .table
+                .get(id)
+                .is_some_and(|a| a.selftest_source.is_some());
+            let lifetime = self.granted_lifetime(msg, selftest)?;
             let expires = now.mono + lifetime;
             self.table.set_expires(id, expires);
             self.schedule(expires, Timer::Allocation(AllocIdKey(id)));
@@ -154,7 +158,8 @@ impl Server {
             }
         };
         let peer = self.checked_peer(id, peer).inspect_err(log_refusal)?;
-        let live_gated = self.settings.policy.is_live_gated(peer);
+        let scope = self.table.get(id).map(|a| a.scope()).unwrap_or_default();
+        let live_gated = self.settings.policy.is_live_gated_for(peer, scope);
         let lifetimes = self.settings.lifetimes;
         let (max_channels, max_permissions) =
             (self.settings.max_channels, self.settings.max_permissions);
@@ -218,12 +223,24 @@ impl Server {
         Ok(self.signed_success(out, msg, auth, reply::nothing))
     }
 
+    /// The peers allocation `id` may reach (a self-test allocation: our own relays only).
+    fn scope_of(&self, id: AllocId) -> Result<PeerScope, PeerRefusal> {
+        self.table
+            .get(id)
+            .map(|a| a.scope())
+            .ok_or(PeerRefusal::Other(Rejection::new(
+                ec::ALLOCATION_MISMATCH,
+                "no allocation",
+            )))
+    }
+
     /// Policy (403) and family (443) checks for a peer IP; returns the canonical IP.
     fn checked_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<IpAddr, PeerRefusal> {
+        let scope = self.scope_of(id)?;
         let ip = self
             .settings
             .policy
-            .check_ip(ip)
+            .check_ip_for(ip, scope)
             .map_err(PeerRefusal::Policy)?;
         self.family_check(id, ip)?;
         Ok(ip)
@@ -235,10 +252,11 @@ impl Server {
         id: AllocId,
         peer: SocketAddr,
     ) -> Result<SocketAddr, PeerRefusal> {
+        let scope = self.scope_of(id)?;
         let peer = self
             .settings
             .policy
-            .check(peer)
+            .check_for(peer, scope)
             .map_err(PeerRefusal::Policy)?;
         self.family_check(id, peer.ip())?;
         Ok(peer)

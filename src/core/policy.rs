@@ -45,6 +45,19 @@ impl PolicyRejection {
     }
 }
 
+/// Which peers an allocation may reach, by the class of credential that made it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerScope {
+    /// Whatever the policy allows ([`PeerPolicy::check`]).
+    #[default]
+    Policy,
+    /// Only this server's own relay addresses at ports with a live relay socket, whatever the
+    /// allow list says: the scope of self-test credentials, which anyone can get from the
+    /// public self-test page (`auth::selftest`). The page relays to itself, relay to relay;
+    /// nothing else is reachable with such a credential (RFC 8656 §21).
+    OwnRelays,
+}
+
 /// Decides whether a client may reach a peer address through its relay.
 #[derive(Clone, Debug)]
 pub struct PeerPolicy {
@@ -219,6 +232,45 @@ impl PeerPolicy {
         self.decide(peer, ip, None).map(|()| ip)
     }
 
+    /// [`Self::check`] within `scope`: for [`PeerScope::OwnRelays`] the peer must also be one
+    /// of our relay addresses at a port with a live relay socket. The deny list and the
+    /// listener rule still apply first; the allow list opens nothing more.
+    pub fn check_for(
+        &self,
+        peer: SocketAddr,
+        scope: PeerScope,
+    ) -> Result<SocketAddr, PolicyRejection> {
+        let checked = self.check(peer)?;
+        match scope {
+            PeerScope::Policy => Ok(checked),
+            PeerScope::OwnRelays => {
+                let ip = checked.ip();
+                match self.own.verdict(ip, Some(checked.port())) {
+                    OwnVerdict::LiveRelay => Ok(checked),
+                    _ => Err(reject(SELFTEST_OWN_RELAYS_ONLY)),
+                }
+            }
+        }
+    }
+
+    /// [`Self::check_ip`] within `scope` (CreatePermission, RFC 8656 §9: no port): for
+    /// [`PeerScope::OwnRelays`] the IP must be one of our relay addresses; the port is
+    /// checked when data is sent or a channel is bound.
+    pub fn check_ip_for(&self, peer: IpAddr, scope: PeerScope) -> Result<IpAddr, PolicyRejection> {
+        let ip = self.check_ip(peer)?;
+        match scope {
+            PeerScope::Policy => Ok(ip),
+            PeerScope::OwnRelays if self.own.is_relay_ip(ip) => Ok(ip),
+            PeerScope::OwnRelays => Err(reject(SELFTEST_OWN_RELAYS_ONLY)),
+        }
+    }
+
+    /// [`Self::is_live_gated`] within `scope`: a channel of an own-relays allocation is always
+    /// gated on the relay socket at its peer's port, whatever the allow list opens.
+    pub fn is_live_gated_for(&self, peer: SocketAddr, scope: PeerScope) -> bool {
+        scope == PeerScope::OwnRelays || self.is_live_gated(peer)
+    }
+
     /// Whether a peer that passed [`Self::check`] stays valid only while a relay socket is open
     /// at its port: one of our own relay addresses that no deliberate allow entry opens (a
     /// loopback range or that single address). Decided once, when a channel is bound, so the per-packet path
@@ -332,6 +384,9 @@ fn reject(reason: &'static str) -> PolicyRejection {
 
 pub(crate) const LISTENER: &str = "peer is one of this server's own listening sockets";
 const CONFIG_DENY: &str = "peer address is in the configured deny list";
+/// What a self-test credential is told about any peer but our live relays.
+pub(crate) const SELFTEST_OWN_RELAYS_ONLY: &str =
+    "self-test credentials reach only this server's relay addresses";
 /// What a client is told about one of our own addresses outside every built-in category.
 pub(crate) const NOT_ALLOWED: &str = "peer address is not allowed";
 

@@ -333,6 +333,7 @@ impl Server {
                 .push_back(Command::CloseRelay { relay: relay.id });
         }
         self.shared.release(&allocation.username);
+        self.release_selftest(allocation.selftest_source.as_deref());
         self.counters.allocations_ended += 1;
         self.counters.ended_by_reason[reason.index()] += 1;
         tracing::debug!(target: "turnstone::relay", client = %allocation.five_tuple.client,

@@ -80,6 +80,28 @@ pub struct Settings<Policy = PeerPolicy> {
     /// io has bound them (port 0 resolved), so the configuration leaves it `None` and
     /// [`Settings::complete`] sets it; `None` answers as a server without a second address.
     pub nat_discovery: Option<NatDiscovery>,
+    /// What allocations made with self-test credentials may use (`[selftest]`); `None`: the
+    /// self-test page is off and such allocations are refused (403).
+    pub selftest: Option<SelftestLimits>,
+}
+
+/// Limits of allocations made with self-test credentials (the public self-test page's; see
+/// `auth::selftest`). Whoever opens the page gets one, so everything it can hold is bounded
+/// per source address and in total, and it can reach only this server's own relays
+/// (`PeerScope::OwnRelays`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelftestLimits {
+    /// The longest lifetime granted (RFC 8656 §7.2's default and maximum are capped by it, for
+    /// Allocate and Refresh alike).
+    pub max_lifetime: Duration,
+    /// Self-test allocations one source holds at once (IPv4 address or IPv6 prefix).
+    pub max_allocations_per_ip: u32,
+    /// Self-test allocations the whole server holds at once.
+    pub max_allocations: u32,
+    /// IPv6 sources are counted per prefix of this length.
+    pub ipv6_prefix_length: u8,
+    /// Each self-test allocation's bandwidth cap (both directions together).
+    pub bandwidth: Bandwidth,
 }
 
 impl Settings<PeerRules> {
@@ -100,6 +122,7 @@ impl Settings<PeerRules> {
             worker_bandwidth: self.worker_bandwidth,
             alternate_server: self.alternate_server,
             nat_discovery,
+            selftest: self.selftest,
         }
     }
 }

@@ -73,6 +73,42 @@ impl SharedState {
         }
     }
 
+    /// Takes one slot of a class count `key` (self-test allocations in total and per source)
+    /// under `max`, beside the allocation's own slot: it does not count toward the total.
+    /// The keys start with the reserved self-test marker, so they never meet a user's.
+    pub fn try_acquire_class(&self, key: &str, max: u32) -> bool {
+        let Ok(mut users) = self.per_user.lock() else {
+            return false;
+        };
+        if users.get(key).copied().unwrap_or(0) >= max {
+            return false;
+        }
+        *users.entry(key.to_owned()).or_insert(0) += 1;
+        true
+    }
+
+    /// Returns a slot taken by [`Self::try_acquire_class`].
+    pub fn release_class(&self, key: &str) {
+        let Ok(mut users) = self.per_user.lock() else {
+            return;
+        };
+        if let Some(count) = users.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(key);
+            }
+        }
+    }
+
+    /// Slots taken of a class count (tests and diagnostics).
+    pub fn class_count(&self, key: &str) -> u32 {
+        self.per_user
+            .lock()
+            .ok()
+            .and_then(|users| users.get(key).copied())
+            .unwrap_or(0)
+    }
+
     /// Records a reservation token (RFC 8656 §7.2) made by `user`, whose quota slot it holds.
     pub(crate) fn add_reservation(
         &self,

@@ -342,32 +342,35 @@ impl Table {
                 continue;
             };
             let before = a.permissions.len() + a.channels.len();
+            let scope = a.scope();
             for p in a
                 .permissions
                 .iter()
-                .filter(|p| policy.check_ip(p.ip).is_err())
+                .filter(|p| policy.check_ip_for(p.ip, scope).is_err())
             {
                 unpermit(flat, a, p);
             }
-            a.permissions.retain(|p| policy.check_ip(p.ip).is_ok());
+            a.permissions
+                .retain(|p| policy.check_ip_for(p.ip, scope).is_ok());
             // A channel is checked with its port (a listener port may be refused alone); one
             // that stays is gated on its relay socket again if the new allow list no longer
             // opens our address deliberately.
             for c in a.channels.iter_mut() {
-                c.live_gated = policy.is_live_gated(c.peer);
+                c.live_gated = policy.is_live_gated_for(c.peer, scope);
             }
             for c in &a.channels {
                 let Some((channel, peer, _)) = channel_keys(a, c) else {
                     continue;
                 };
-                if policy.check(c.peer).is_err() {
+                if policy.check_for(c.peer, scope).is_err() {
                     flat.remove_channel(&channel, &peer);
                 } else if let Some(e) = flat.channels.get_mut(&channel) {
                     e.live_gated = u8::from(c.live_gated);
                     flat.changed(&channel, &peer);
                 }
             }
-            a.channels.retain(|c| policy.check(c.peer).is_ok());
+            a.channels
+                .retain(|c| policy.check_for(c.peer, scope).is_ok());
             removed += before - a.permissions.len() - a.channels.len();
         }
         removed

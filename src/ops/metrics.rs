@@ -62,6 +62,14 @@ fn describe() {
         "Kernel fast path: packets relayed (relayed_to_peer, relayed_to_client) and why a \
          matched packet went to userspace (stale, no_route, offloaded, too_big, rewrite_failed)."
     );
+    describe_counter!(
+        "turnstone_selftest_credentials_total",
+        "Self-test credentials the self-test page handed out."
+    );
+    describe_counter!(
+        "turnstone_selftest_reports_total",
+        "Self-test reports logged, by outcome: ok (every transport connects), partial, failed."
+    );
     describe_gauge!("turnstone_allocations_active", "Allocations alive.");
     describe_gauge!(
         "turnstone_tcp_connections",

@@ -279,6 +279,28 @@ impl TurnClient {
         &mut self,
         extra: impl Fn(&mut MessageWriter<'_>),
     ) -> (SocketAddr, SocketAddr, u32) {
+        let reply = self.allocate_reply_with(extra).await;
+        let msg = parse(&reply);
+        assert_eq!(
+            (msg.method(), msg.class()),
+            (Method::ALLOCATE, Class::Success),
+            "{:?}",
+            msg.error_code()
+        );
+        let relayed = msg.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().unwrap();
+        let mapped = msg.xor_address(attr::XOR_MAPPED_ADDRESS).unwrap().unwrap();
+        let lifetime = msg.u32_attr(attr::LIFETIME).unwrap().unwrap();
+        (relayed, mapped, lifetime)
+    }
+
+    /// Allocate (UDP relay) as [`Self::allocate`] makes it, answered however the server
+    /// answers the authenticated request.
+    pub async fn allocate_reply(&mut self) -> Vec<u8> {
+        self.allocate_reply_with(|_| {}).await
+    }
+
+    /// [`Self::allocate_reply`] with `extra` attributes in both requests.
+    pub async fn allocate_reply_with(&mut self, extra: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
         let udp_transport = |w: &mut MessageWriter<'_>| {
             // RFC 8656 §18.7: protocol 17 (UDP) in the first byte.
             w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
@@ -304,19 +326,7 @@ impl TurnClient {
         )
         .as_bytes()
         .to_vec();
-
-        let reply = self.request(Method::ALLOCATE, udp_transport).await;
-        let msg = parse(&reply);
-        assert_eq!(
-            (msg.method(), msg.class()),
-            (Method::ALLOCATE, Class::Success),
-            "{:?}",
-            msg.error_code()
-        );
-        let relayed = msg.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().unwrap();
-        let mapped = msg.xor_address(attr::XOR_MAPPED_ADDRESS).unwrap().unwrap();
-        let lifetime = msg.u32_attr(attr::LIFETIME).unwrap().unwrap();
-        (relayed, mapped, lifetime)
+        self.request(Method::ALLOCATE, udp_transport).await
     }
 
     /// A request that must succeed.

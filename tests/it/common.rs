@@ -87,6 +87,19 @@ pub struct Options {
     pub relay_ports: String,
     /// The relay address (`[relay] address`).
     pub relay_address: String,
+    /// Turn the self-test page's credentials on (`[selftest]`, signed with [`SELFTEST_KEY`]);
+    /// only the TURN side: the page's listener is not started here.
+    pub selftest: bool,
+}
+
+/// The self-test key of a server started with [`Options::selftest`].
+pub const SELFTEST_KEY: [u8; 32] = [0x51; 32];
+
+/// A self-test credential of [`SELFTEST_KEY`] for report ID number `n`, valid for 5 minutes.
+pub fn selftest_credentials(n: u8) -> (String, String) {
+    let id = turnstone::auth::ReportId::from_random([n, 0, 0, 0, n]);
+    let expiry = turnstone::io::clock::now().unix_secs + 300;
+    turnstone::auth::SelftestKey::new(SELFTEST_KEY).mint(&id, expiry)
 }
 
 impl Default for Options {
@@ -99,6 +112,7 @@ impl Default for Options {
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
             relay_address: "127.0.0.1".to_string(),
+            selftest: false,
         }
     }
 }
@@ -134,7 +148,13 @@ impl Options {
             peers,
             relay_ports,
             relay_address,
+            selftest,
         } = self;
+        let selftest = if *selftest {
+            "[selftest]\naddress = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
         format!(
@@ -182,8 +202,19 @@ allow = ["127.0.0.0/8"]
 
 [limits]
 {limits}
+
+{selftest}
 "#
         )
+    }
+}
+
+/// The credential store of `config`, with [`SELFTEST_KEY`] when `[selftest]` is on.
+fn store_of(config: &Config) -> turnstone::auth::CredentialStore {
+    let store = config.credential_store();
+    match config.selftest {
+        Some(_) => store.with_selftest(turnstone::auth::SelftestKey::new(SELFTEST_KEY)),
+        None => store,
     }
 }
 
@@ -220,7 +251,7 @@ impl TestServer {
         let sink_records = Arc::clone(&usage);
         let sink: UsageSink = Arc::new(move |record| sink_records.lock().unwrap().push(record));
         let spec = config
-            .server_spec(Arc::new(config.credential_store()), sink)
+            .server_spec(Arc::new(store_of(&config)), sink)
             .unwrap();
         let running = turnstone::io::start(spec).unwrap();
         TestServer {
@@ -237,7 +268,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("reloaded test config refused:\n{e}"));
         let noop: UsageSink = Arc::new(|_| {});
         let spec = config
-            .server_spec(Arc::new(config.credential_store()), noop)
+            .server_spec(Arc::new(store_of(&config)), noop)
             .unwrap();
         self.running().reload(spec);
     }

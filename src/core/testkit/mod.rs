@@ -80,6 +80,7 @@ pub fn settings() -> Settings {
         worker_bandwidth: None,
         alternate_server: None,
         nat_discovery: None,
+        selftest: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod relay_confirm;
 mod revocation;
 mod rfc8489_order;
 mod rfc_client;
+mod selftest;
 
 // The harness is the crate's test kit (shared with the fuzz targets, the benches and the
 // zero-allocation test); this name keeps the tests' `super::harness::…` imports as they are.
