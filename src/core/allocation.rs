@@ -86,6 +86,11 @@ pub(crate) struct Allocation {
     /// Its channels, each mirrored in the flat channel and peer tables.
     pub channels: Vec<Channel>,
     pub peers_seen: u32,
+    /// A TCP allocation (RFC 6062): relays are listening sockets, peers are reached through
+    /// peer data connections, never channels or Send indications.
+    pub tcp: bool,
+    /// Its peer data connections (RFC 6062 §5), at most `Settings::max_tcp_connections`.
+    pub connections: Vec<super::tcp::ConnectionId>,
 }
 
 impl Allocation {

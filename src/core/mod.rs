@@ -7,6 +7,8 @@ mod authn;
 mod binding;
 pub mod cidr;
 mod confirm;
+mod connect;
+mod connection_bind;
 mod data;
 mod flat;
 pub mod keys;
@@ -30,6 +32,7 @@ mod settings;
 mod shared;
 mod stats;
 mod table;
+mod tcp;
 mod tokens;
 
 #[cfg(test)]
@@ -53,6 +56,7 @@ pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, Settings};
 pub use shared::SharedState;
 pub use stats::{Counters, EndReason, Traffic, UsageRecord};
+pub use tcp::{Arrived, BIND_WINDOW, ConnectError, ConnectionId, Direction, TcpRelayed};
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -126,8 +130,11 @@ pub enum DropReason {
     Bandwidth,
     /// The reply did not fit the output buffer.
     Internal,
-    /// An Allocate waits for its relay socket: [`Server::relay_opened`] answers it.
+    /// An Allocate waits for its relay socket: [`Server::relay_opened`] answers it (or a
+    /// Connect for its peer connection: [`Server::peer_connected`]).
     Pending,
+    /// A peer connection over the allocation's cap on connections (RFC 6062).
+    Capacity,
 }
 
 impl DropReason {
@@ -143,6 +150,7 @@ impl DropReason {
             DropReason::Bandwidth => "bandwidth",
             DropReason::Internal => "internal",
             DropReason::Pending => "pending",
+            DropReason::Capacity => "capacity",
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Pending {
     pub failed: Option<Rejection>,
     /// Why the additional (IPv6) relay of a dual-stack Allocate failed: ADDRESS-ERROR-CODE.
     pub v6_error: Option<Rejection>,
+    /// A TCP allocation (RFC 6062 §5.1): its relays are listening sockets.
+    pub tcp: bool,
 }
 
 impl Pending {
@@ -57,6 +59,7 @@ impl Pending {
             waiting: 0,
             failed: None,
             v6_error: None,
+            tcp: false,
         }
     }
 }

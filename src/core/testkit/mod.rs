@@ -56,6 +56,7 @@ pub fn policy(allow: &[&str]) -> PeerPolicy {
     let allow = allow.iter().map(|c| c.parse::<Cidr>().unwrap()).collect();
     PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
         .with_relay_ports(49152..=65535)
+        .with_tcp_listeners(vec![LISTENER])
 }
 
 /// Dual-stack settings with RFC default lifetimes and no quotas.
@@ -74,6 +75,8 @@ pub fn settings() -> Settings {
         policy: policy(&[]),
         max_permissions: 32,
         max_channels: 32,
+        tcp_relay: true,
+        max_tcp_connections: 8,
         max_allocations_per_user: 0,
         max_allocations: 0,
         allocation_bandwidth: None,
