@@ -12,6 +12,7 @@
 mod client;
 mod harness;
 mod relays;
+mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::core::{Lifetimes, RelayFamily, Settings};
 pub use client::{Attr, Client, Resp, channel, even_port, family, lifetime, peer, transport, udp};
 pub use harness::Harness;
 pub use relays::ScriptedRelays;
+pub use tcp::{connection_id, tcp};
 
 /// The realm of the test users.
 pub const REALM: &str = "example.org";

@@ -17,6 +17,8 @@ mod relay_confirm;
 mod revocation;
 mod rfc8489_order;
 mod rfc_client;
+mod tcp_relay;
+mod tcp_relay_data;
 
 // The harness is the crate's test kit (shared with the fuzz targets, the benches and the
 // zero-allocation test); this name keeps the tests' `super::harness::…` imports as they are.
