@@ -77,6 +77,15 @@ impl Conn {
         }
     }
 
+    /// The byte stream and what was read from it but not framed yet (TCP or TLS only): an
+    /// RFC 6062 data connection carries raw bytes after its ConnectionBind.
+    pub fn into_raw(self) -> (Box<dyn Stream>, Vec<u8>) {
+        match self {
+            Conn::Stream { io, buf, .. } => (io, buf),
+            Conn::Udp { .. } => panic!("a UDP client has no byte stream"),
+        }
+    }
+
     /// Whether this is TCP or TLS (ChannelData padded to 4 bytes, RFC 8656 §12.5).
     pub fn is_stream(&self) -> bool {
         matches!(self, Conn::Stream { .. })
@@ -267,21 +276,17 @@ impl TurnClient {
         panic!("438 Stale Nonce twice in a row");
     }
 
-    /// Allocate (UDP relay): first without credentials to get the 401 challenge, then
-    /// authenticated. Returns (relayed address, mapped address, lifetime).
-    pub async fn allocate(&mut self) -> (SocketAddr, SocketAddr, u32) {
-        let udp_transport = |w: &mut MessageWriter<'_>| {
-            // RFC 8656 §18.7: protocol 17 (UDP) in the first byte.
-            w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
-        };
-        let (tid, bytes) = build(Method::ALLOCATE, Class::Request, None, udp_transport);
+    /// Sends `method` without credentials and learns realm, nonce and key from the 401.
+    pub async fn challenge(&mut self, method: Method, attrs: impl FnOnce(&mut MessageWriter<'_>)) {
+        let (tid, bytes) = build(method, Class::Request, None, attrs);
         let reply = self.transact(tid, &bytes).await;
         let challenge = parse(&reply);
-        assert_eq!(challenge.method(), Method::ALLOCATE);
+        assert_eq!(challenge.method(), method);
         assert_eq!(
             error_of(&challenge),
             error_code::UNAUTHENTICATED,
-            "unauthenticated Allocate must get 401"
+            "unauthenticated {} must get 401",
+            method.name()
         );
         self.realm = challenge.realm().unwrap().unwrap().to_vec();
         self.nonce = challenge.nonce().unwrap().unwrap().to_vec();
@@ -294,7 +299,22 @@ impl TurnClient {
         )
         .as_bytes()
         .to_vec();
+    }
 
+    /// Allocate (UDP relay): first without credentials to get the 401 challenge, then
+    /// authenticated. Returns (relayed address, mapped address, lifetime).
+    pub async fn allocate(&mut self) -> (SocketAddr, SocketAddr, u32) {
+        self.allocate_transport(17).await
+    }
+
+    /// Allocate with REQUESTED-TRANSPORT `protocol` (17 UDP, 6 TCP for RFC 6062).
+    pub async fn allocate_transport(&mut self, protocol: u32) -> (SocketAddr, SocketAddr, u32) {
+        let udp_transport = |w: &mut MessageWriter<'_>| {
+            // RFC 8656 §18.7: the protocol number in the first byte.
+            w.add_u32(attr::REQUESTED_TRANSPORT, protocol << 24)
+                .unwrap();
+        };
+        self.challenge(Method::ALLOCATE, udp_transport).await;
         let reply = self.request(Method::ALLOCATE, udp_transport).await;
         let msg = parse(&reply);
         assert_eq!(

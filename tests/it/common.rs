@@ -85,6 +85,8 @@ pub struct Options {
     pub peers: String,
     /// The relay port range.
     pub relay_ports: String,
+    /// Extra lines of the `[relay]` table (e.g. `tcp = true`).
+    pub relay: String,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             secrets: vec![SECRET.to_string()],
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
+            relay: String::new(),
         }
     }
 }
@@ -130,6 +133,7 @@ impl Options {
             secrets,
             peers,
             relay_ports,
+            relay,
         } = self;
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
@@ -164,6 +168,7 @@ enabled = false
 [relay]
 address = "127.0.0.1"
 ports = "{relay_ports}"
+{relay}
 
 [auth]
 secrets = [{secrets}]

@@ -24,5 +24,6 @@ mod policy_reload;
 mod probe;
 mod relay_ports;
 mod second_instance;
+mod tcp_relay;
 mod turn_stream;
 mod turn_udp;
