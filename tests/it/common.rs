@@ -336,6 +336,11 @@ impl TestServer {
         ServerName::try_from("localhost").unwrap()
     }
 
+    /// Every usage record written so far.
+    pub fn usage_records(&self) -> Vec<UsageRecord> {
+        self.usage.lock().unwrap().clone()
+    }
+
     /// Waits (polling) for a usage record matching `pred`.
     pub async fn wait_usage(&self, pred: impl Fn(&UsageRecord) -> bool) -> UsageRecord {
         let poll = async {

@@ -11,6 +11,7 @@ mod hostile;
 mod hostile_admin;
 mod hostile_streams;
 mod interop_coturn;
+mod interop_coturn_tcp;
 mod interop_stun_crate;
 mod interop_turn_crate;
 mod loadgen_udp;

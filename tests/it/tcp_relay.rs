@@ -191,11 +191,10 @@ async fn connect_and_connection_bind_relay_raw_bytes_over_tls() {
     bounded(active(Transport::Tls)).await;
 }
 
-#[tokio::test]
-async fn a_permitted_peer_connecting_in_gets_a_connection_attempt_and_is_relayed() {
-    bounded(async {
+async fn passive(transport: Transport) {
+    {
         let server = server();
-        let conn = Conn::connect(&server, Transport::Tcp).await;
+        let conn = Conn::connect(&server, transport).await;
         let mut client = TurnClient::new(conn, USER, PASSWORD);
         let (relayed, _, _) = client.allocate_transport(6).await;
         // No permission yet: the server closes the peer at once and tells the client nothing
@@ -220,7 +219,7 @@ async fn a_permitted_peer_connecting_in_gets_a_connection_attempt_and_is_relayed
         );
         // What the peer sends before the bind waits for it (RFC 6062 §5.3).
         peer.write_all(b"early bytes").await.unwrap();
-        let (mut data, mut early) = bind_early(&server, Transport::Tcp, connection_id(&msg)).await;
+        let (mut data, mut early) = bind_early(&server, transport, connection_id(&msg)).await;
         let mut rest = vec![0u8; 11 - early.len()];
         data.read_exact(&mut rest).await.unwrap();
         early.extend(rest);
@@ -231,8 +230,17 @@ async fn a_permitted_peer_connecting_in_gets_a_connection_attempt_and_is_relayed
         peer.shutdown().await.unwrap();
         drop(peer);
         closed(&mut data).await;
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn a_permitted_peer_connecting_in_gets_a_connection_attempt_and_is_relayed() {
+    bounded(passive(Transport::Tcp)).await;
+}
+
+#[tokio::test]
+async fn a_permitted_peer_connecting_in_over_tls_gets_a_connection_attempt() {
+    bounded(passive(Transport::Tls)).await;
 }
 
 #[tokio::test]
