@@ -158,6 +158,14 @@ static __always_inline int pass(void)
 	return TC_ACT_UNSPEC;
 }
 
+// A rewrite that failed halfway leaves a packet neither path can use: it is dropped, and
+// counted (the stack would have dropped nothing; this should stay at zero).
+static __always_inline int drop_failed(void)
+{
+	count(EV_REWRITE_FAILED);
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int pass_because(__u32 ev)
 {
 	count(ev);
@@ -310,7 +318,7 @@ static __always_inline int send(struct __sk_buff *skb, const struct route *r)
 		return TC_ACT_OK;
 	if (bpf_skb_store_bytes(skb, 0, r->dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, r->smac, ETH_ALEN, 0))
-		return TC_ACT_SHOT;
+		return drop_failed();
 	return bpf_redirect(r->ifindex, 0);
 }
 
@@ -538,35 +546,35 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 
 	// Past this point the packet is changed: a failure drops it.
 	if (pad && bpf_skb_change_tail(skb, p->l4 + p->udp_len - pad, 0))
-		return TC_ACT_SHOT;
+		return drop_failed();
 	if (bpf_skb_adjust_room(skb, -CHANNEL_HEADER, BPF_ADJ_ROOM_NET, 0))
-		return TC_ACT_SHOT;
+		return drop_failed();
 	if (write_l3(skb, p->v6, relay_ip, peer_ip, new_udp))
-		return TC_ACT_SHOT;
+		return drop_failed();
 	__u32 l4 = p->l4;
 	__u64 csum_flags = p->v6 ? 0 : BPF_F_MARK_MANGLED_0;
 	if (offloaded && !p->v6) {
 		// Delivered here, from an offloaded packet: IPv4 may carry no checksum (RFC 768).
 		if (write_udp(skb, l4, relay_port, peer_port, new_udp, 0))
-			return TC_ACT_SHOT;
+			return drop_failed();
 	} else if (offloaded) {
 		// IPv6 needs one: compute it in full (RFC 8200 §8.1).
 		if (write_udp(skb, l4, relay_port, peer_port, new_udp, 0))
-			return TC_ACT_SHOT;
+			return drop_failed();
 		__s64 sum = sum_payload(skb, l4, new_udp);
 		if (sum < 0)
-			return TC_ACT_SHOT;
+			return drop_failed();
 		__u16 c = ~fold((__u64)sum + sum_words(new_pseudo, 9) +
 				(__u64)bpf_htons(IPPROTO_UDP));
 		if (c == 0)
 			c = 0xffff;
 		if (bpf_skb_store_bytes(skb, l4 + 6, &c, 2, 0))
-			return TC_ACT_SHOT;
+			return drop_failed();
 	} else {
 		if (write_udp(skb, l4, relay_port, peer_port, new_udp, p->check) ||
 		    bpf_l4_csum_replace(skb, l4 + 6, 0, data_diff, csum_flags) ||
 		    bpf_l4_csum_replace(skb, l4 + 6, 0, pseudo_diff, csum_flags | BPF_F_PSEUDO_HDR))
-			return TC_ACT_SHOT;
+			return drop_failed();
 	}
 	add_stats(slot, 1, data_len);
 	count(EV_RELAYED_TO_PEER);
@@ -642,7 +650,7 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
 	    bpf_skb_store_bytes(skb, l4 + sizeof(struct udphdr), &header, 4, 0) ||
 	    bpf_l4_csum_replace(skb, l4 + 6, 0, data_diff, csum_flags) ||
 	    bpf_l4_csum_replace(skb, l4 + 6, 0, pseudo_diff, csum_flags | BPF_F_PSEUDO_HDR))
-		return TC_ACT_SHOT;
+		return drop_failed();
 	add_stats(slot, 0, data_len);
 	count(EV_RELAYED_TO_CLIENT);
 	return send(skb, &r);

@@ -10,6 +10,16 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// An outcome that is not a plain failure: `main` exits with `code` (1 is any other error).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
 /// Turnstone: a STUN/TURN relay server for WebRTC.
 #[derive(Debug, Parser)]
 #[command(name = "turnstone", version, about, long_about = None)]
@@ -44,6 +54,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Diagnose TURN connectivity to a server (Turnstone, coturn, ...): resolve, connect, TLS,
     /// Binding, Allocate, a relay round trip and cleanup, each failure explained in plain words.
+    /// Exit status: 0 every step passed, 1 a step failed, 2 nothing failed but the relay
+    /// path could not be tested.
     Probe(probe::ProbeArgs),
 }
 

@@ -70,6 +70,12 @@ pub(super) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     // A closed pipe (`| head`) is not worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     match report.first_failure() {
+        // Exit 2: nothing failed, but nothing showed the relay works either.
+        None if report.relay_untested() => Err(super::Exit {
+            code: 2,
+            message: "the relay path was not tested (see the relay step)".into(),
+        }
+        .into()),
         None => Ok(()),
         Some(step) => bail!("the {} step failed", step.step.name()),
     }

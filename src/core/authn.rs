@@ -141,6 +141,27 @@ pub(crate) fn authenticate<'m>(
     ))
 }
 
+/// A short, stable label for an authentication failure's reason (the `reason` label of
+/// `turnstone_auth_failures_total`); logs keep the sentence.
+pub(crate) fn failure_label(reason: &str) -> &'static str {
+    match reason {
+        "credentials required" => "no_credentials",
+        "NONCE missing or malformed" => "bad_nonce",
+        "REALM missing or malformed" => "bad_realm",
+        "USERNAME or USERHASH missing or malformed" => "bad_username",
+        "nonce expired" => "stale_nonce",
+        "nonce not issued to this client" => "foreign_nonce",
+        "unknown USERHASH" => "unknown_userhash",
+        "time-limited credential expired" => "expired_credential",
+        "unknown username" => "unknown_user",
+        "message integrity check failed (wrong password)" => "wrong_password",
+        "PASSWORD-ALGORITHMS differs from the server's list" => "algorithms_mismatch",
+        "unsupported PASSWORD-ALGORITHM" => "unsupported_algorithm",
+        "PASSWORD-ALGORITHM and PASSWORD-ALGORITHMS must come together" => "algorithm_incomplete",
+        _ => "other",
+    }
+}
+
 /// RFC 8489 §9.2.4: MESSAGE-INTEGRITY-SHA256 when an algorithm was negotiated, else
 /// MESSAGE-INTEGRITY; plus MESSAGE-INTEGRITY when the request was signed with it, so the
 /// client can check the attribute it used (see the module note).

@@ -14,6 +14,7 @@ mod flat;
 pub mod keys;
 pub mod live_ports;
 mod mirror;
+mod mirror_sync;
 mod nat_discovery;
 mod own_addrs;
 mod peer_addr;

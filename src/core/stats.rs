@@ -131,6 +131,7 @@ impl Counters {
 
     /// Counts one authentication failure.
     pub(crate) fn count_auth_failure(&mut self, reason: &'static str) {
+        let reason = super::authn::failure_label(reason);
         self.auth_failures += 1;
         match self
             .auth_failures_by_reason

@@ -134,6 +134,93 @@ impl Session<'_> {
     }
 }
 
+impl Session<'_> {
+    /// Relay to relay: this session's channel carries ping `i` to the other allocation,
+    /// which sends it back on its own channel; the round-trip time, or `None` on loss.
+    pub(super) async fn ping_via(
+        &mut self,
+        other: &mut Session<'_>,
+        i: u32,
+        wait: Duration,
+    ) -> Result<Option<Duration>, ConnError> {
+        let payload = format!("turnstone-probe relay ping {i}");
+        let Some(frame) = channel_data_frame(CHANNEL, payload.as_bytes(), self.conn.is_stream())
+        else {
+            return Ok(None);
+        };
+        let sent = Instant::now();
+        self.conn.send(&frame).await?;
+        let deadline = sent + wait;
+        loop {
+            let Ok(msg) = timeout_at(deadline, other.conn.recv()).await else {
+                return Ok(None);
+            };
+            let msg = msg?;
+            if channel_data(&msg) == Some((CHANNEL, payload.as_bytes())) {
+                break;
+            }
+        }
+        let Some(back) = channel_data_frame(CHANNEL, payload.as_bytes(), other.conn.is_stream())
+        else {
+            return Ok(None);
+        };
+        other.conn.send(&back).await?;
+        loop {
+            let Ok(msg) = timeout_at(deadline, self.conn.recv()).await else {
+                return Ok(None);
+            };
+            if channel_data(&msg?) == Some((CHANNEL, payload.as_bytes())) {
+                return Ok(Some(sent.elapsed()));
+            }
+        }
+    }
+
+    /// [`PINGS`] relay-to-relay round trips (channels already bound both ways).
+    pub(super) async fn relay_round_trips(
+        &mut self,
+        other: &mut Session<'_>,
+        relayed: SocketAddr,
+        other_relayed: SocketAddr,
+    ) -> StepReport {
+        let timeout = self.config.timeout;
+        let mut rtts = Vec::new();
+        for i in 0..PINGS {
+            match self.ping_via(other, i, timeout / PINGS).await {
+                Ok(Some(rtt)) => rtts.push(rtt),
+                Ok(None) => {}
+                Err(e) => {
+                    let v = unanswered(Request::ChannelBind, &e, timeout);
+                    return StepReport::fail(Step::Relay, v.what, v.todo);
+                }
+            }
+        }
+        let Some(&min) = rtts.iter().min() else {
+            return StepReport::fail(
+                Step::Relay,
+                format!(
+                    "none of {PINGS} ChannelData messages relayed from {relayed} to a second allocation at {other_relayed} came back"
+                ),
+                "the server cannot relay between its own relay addresses: check its log, its host firewall (UDP between the relay ports) and, behind 1:1 NAT, whether it hairpins to its public address",
+            );
+        };
+        let max = rtts.iter().max().copied().unwrap_or(min);
+        let avg = rtts.iter().sum::<Duration>() / rtts.len().max(1) as u32;
+        StepReport::pass(
+            Step::Relay,
+            format!(
+                "{}/{PINGS} ChannelData round trips from {relayed} to a second allocation at {other_relayed} and back: RTT min {}, avg {}, max {}",
+                rtts.len(),
+                millis(min),
+                millis(avg),
+                millis(max)
+            ),
+        )
+        .with_caveat(
+            "peers outside the server: this machine's address is private, so the server (rightly) refuses it as a peer, and the relay was tested between two of its own allocations only; a firewall in front of the relay ports would not show. Run the probe from a machine with a public address to test that path",
+        )
+    }
+}
+
 /// Echoes every datagram from the relay back to it; until the first arrives, sends [`HELLO`]
 /// every 250 ms so that the relay learns this socket's address (and a NAT opens for it).
 pub(super) async fn echo_loop(socket: UdpSocket) {

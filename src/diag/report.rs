@@ -67,6 +67,8 @@ pub struct StepReport {
     pub detail: String,
     /// What to do about a failure.
     pub advice: Option<String>,
+    /// What this step could not test, though it passed.
+    pub caveat: Option<String>,
 }
 
 impl StepReport {
@@ -77,6 +79,7 @@ impl StepReport {
             status: Status::Pass,
             detail: detail.into(),
             advice: None,
+            caveat: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl StepReport {
             status: Status::Fail,
             detail: detail.into(),
             advice: Some(advice.into()),
+            caveat: None,
         }
     }
 
@@ -97,7 +101,14 @@ impl StepReport {
             status: Status::Skipped,
             detail: why.into(),
             advice: None,
+            caveat: None,
         }
+    }
+
+    /// The same report, saying what it could not test.
+    pub fn with_caveat(mut self, caveat: impl Into<String>) -> Self {
+        self.caveat = Some(caveat.into());
+        self
     }
 }
 
@@ -121,6 +132,12 @@ impl Report {
         self.steps.iter().find(|s| s.step == step)
     }
 
+    /// A TURN probe whose relay step did not run although nothing failed before it.
+    pub fn relay_untested(&self) -> bool {
+        self.step(Step::Relay)
+            .is_some_and(|s| s.status == Status::Skipped)
+    }
+
     /// The first failed step.
     pub fn first_failure(&self) -> Option<&StepReport> {
         self.steps.iter().find(|s| s.status == Status::Fail)
@@ -140,13 +157,20 @@ impl Report {
             if let Some(advice) = &s.advice {
                 let _ = writeln!(out, "    what to do: {advice}");
             }
+            if let Some(caveat) = &s.caveat {
+                let _ = writeln!(out, "    not tested: {caveat}");
+            }
         }
         let failed = self
             .steps
             .iter()
             .filter(|s| s.status == Status::Fail)
             .count();
-        if failed == 0 {
+        if failed == 0 && self.relay_untested() {
+            out.push_str("result: no step failed, but the relay path was NOT tested (see above)\n");
+        } else if failed == 0 && self.steps.iter().any(|s| s.caveat.is_some()) {
+            out.push_str("result: every step passed (with what was not tested above)\n");
+        } else if failed == 0 {
             out.push_str("result: every step passed\n");
         } else {
             let _ = writeln!(out, "result: {failed} step(s) failed");
@@ -157,9 +181,11 @@ impl Report {
     /// One JSON object: `{"target":…,"ok":…,"steps":[{"step":…,"status":…,"detail":…,"advice":…}]}`.
     pub fn to_json(&self) -> String {
         let mut out = format!(
-            "{{\"target\":\"{}\",\"ok\":{},\"steps\":[",
+            "{{\"target\":\"{}\",\"ok\":{},\"relay_tested\":{},\"steps\":[",
             json_escape(&self.target),
-            self.ok()
+            self.ok(),
+            self.step(Step::Relay)
+                .is_some_and(|s| s.status == Status::Pass)
         );
         for (i, s) in self.steps.iter().enumerate() {
             if i > 0 {
@@ -176,12 +202,17 @@ impl Report {
                 s.step.name(),
                 json_escape(&s.detail)
             );
-            match &s.advice {
-                Some(a) => {
-                    let _ = write!(out, ",\"advice\":\"{}\"}}", json_escape(a));
+            for (key, value) in [("advice", &s.advice), ("not_tested", &s.caveat)] {
+                match value {
+                    Some(v) => {
+                        let _ = write!(out, ",\"{key}\":\"{}\"", json_escape(v));
+                    }
+                    None => {
+                        let _ = write!(out, ",\"{key}\":null");
+                    }
                 }
-                None => out.push_str(",\"advice\":null}"),
             }
+            out.push('}');
         }
         out.push_str("]}");
         out
@@ -245,10 +276,40 @@ mod tests {
         let json = sample().to_json();
         assert!(json.starts_with("{\"target\":\"turn:x:3478?transport=udp\",\"ok\":false,"));
         assert!(json.contains(
-            "{\"step\":\"binding\",\"status\":\"fail\",\"detail\":\"no answer\",\"advice\":\"open UDP \\\"3478\\\"\"}"
+            "{\"step\":\"binding\",\"status\":\"fail\",\"detail\":\"no answer\",\"advice\":\"open UDP \\\"3478\\\"\",\"not_tested\":null}"
         ));
         assert!(json.contains("\"status\":\"skipped\""));
-        assert!(json.ends_with("\"advice\":null}]}"));
+        assert!(json.ends_with("\"advice\":null,\"not_tested\":null}]}"));
         assert_eq!(json_escape("a\u{1}\n"), "a\\u0001\\n");
+    }
+
+    #[test]
+    fn a_skipped_relay_is_not_every_step_passed_and_a_caveat_is_printed() {
+        let report = |relay: StepReport| Report {
+            target: "turn:x:3478?transport=udp".into(),
+            steps: vec![StepReport::pass(Step::Allocate, "relayed"), relay],
+        };
+        let skipped = report(StepReport::skipped(Step::Relay, "skipped: refused"));
+        assert!(skipped.ok() && skipped.relay_untested());
+        assert!(
+            skipped.to_text().ends_with(
+                "result: no step failed, but the relay path was NOT tested (see above)\n"
+            )
+        );
+        assert!(skipped.to_json().contains("\"relay_tested\":false"));
+        let caveat = report(StepReport::pass(Step::Relay, "3/3").with_caveat("outside peers"));
+        assert!(!caveat.relay_untested());
+        let text = caveat.to_text();
+        assert!(
+            text.contains("✔ relay: 3/3\n    not tested: outside peers\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("result: every step passed (with what was not tested above)\n"));
+        assert!(caveat.to_json().contains("\"relay_tested\":true"));
+        assert!(
+            caveat
+                .to_json()
+                .contains("\"not_tested\":\"outside peers\"")
+        );
     }
 }

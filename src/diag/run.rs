@@ -35,7 +35,8 @@ pub(super) async fn run(config: &ProbeConfig, steps: &mut Vec<StepReport>) {
         return;
     };
     if config.target.turn {
-        turn::run(config, server, &mut conn, bound.reflexive, steps).await;
+        let second = async || connect(config, server, &mut Vec::new()).await;
+        turn::run(config, server, &mut conn, bound.reflexive, steps, second).await;
     }
     drop(conn);
     if config.nat {

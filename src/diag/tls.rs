@@ -29,8 +29,8 @@ const SYSTEM_BUNDLES: [&str; 3] = [
 /// A TLS client configuration and what the `--insecure` verifier saw.
 pub(crate) struct TlsClient {
     connector: TlsConnector,
-    /// With `--insecure`: the refusal a real verification would have given.
-    finding: Option<Arc<Mutex<Option<rustls::Error>>>>,
+    /// With `--insecure`: every refusal a real verification would have given.
+    finding: Option<Arc<Mutex<Vec<rustls::Error>>>>,
     /// Where the trusted roots came from, and how many.
     pub(crate) roots: String,
 }
@@ -57,7 +57,7 @@ impl TlsClient {
             .with_safe_default_protocol_versions()
             .map_err(|e| verdict(format!("TLS setup failed: {e}"), "report this as a bug"))?;
         let (config, finding) = if insecure {
-            let finding = Arc::new(Mutex::new(None));
+            let finding = Arc::new(Mutex::new(Vec::new()));
             let verifier = Recording {
                 inner: webpki,
                 provider,
@@ -120,11 +120,15 @@ impl TlsClient {
                 .map_or_else(|| "?".to_owned(), |c| format!("{:?}", c.suite()))
         );
         let unverified = self.finding.as_ref().and_then(|f| {
-            let found = f.lock().ok()?.take()?;
-            Some(match &found {
-                rustls::Error::InvalidCertificate(c) => certificate_problem(host, c),
-                other => tls_failed(host, other),
-            })
+            let found = std::mem::take(&mut *f.lock().ok()?);
+            let verdicts: Vec<Verdict> = found
+                .iter()
+                .map(|e| match e {
+                    rustls::Error::InvalidCertificate(c) => certificate_problem(host, c),
+                    other => tls_failed(host, other),
+                })
+                .collect();
+            combine(verdicts)
         });
         Ok(Handshake {
             stream,
@@ -171,6 +175,17 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, rustls::pki_t
     CertificateDer::pem_file_iter(path)?.collect()
 }
 
+/// Several certificate problems as one verdict: each finding, then each thing to do.
+fn combine(verdicts: Vec<Verdict>) -> Option<Verdict> {
+    let mut it = verdicts.into_iter();
+    let first = it.next()?;
+    Some(it.fold(first, |mut all, v| {
+        all.what = format!("{}; and {}", all.what, v.what);
+        all.todo = format!("{}; {}", all.todo, v.todo);
+        all
+    }))
+}
+
 fn verdict(what: impl Into<String>, todo: impl Into<String>) -> Verdict {
     Verdict {
         expected: false,
@@ -185,7 +200,85 @@ fn verdict(what: impl Into<String>, todo: impl Into<String>) -> Verdict {
 struct Recording {
     inner: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
-    finding: Arc<Mutex<Option<rustls::Error>>>,
+    finding: Arc<Mutex<Vec<rustls::Error>>>,
+}
+
+/// Problems of the same kind (an expired date, a wrong name, ...) count once.
+fn same_kind(a: &rustls::Error, b: &rustls::Error) -> bool {
+    use rustls::CertificateError as C;
+    let kind = |e: &rustls::Error| -> String {
+        match e {
+            rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+                format!("{:?}", C::NotValidForName)
+            }
+            rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+                format!("{:?}", C::Expired)
+            }
+            rustls::Error::InvalidCertificate(C::NotValidYetContext { .. }) => {
+                format!("{:?}", C::NotValidYet)
+            }
+            other => format!("{other:?}"),
+        }
+    };
+    kind(a) == kind(b)
+}
+
+impl Recording {
+    /// Every problem a real check finds, not only the first: webpki stops at an unknown
+    /// issuer, so the chain is checked again against its own top certificate (which shows an
+    /// expired or not-yet-valid certificate), and the name is checked on its own.
+    fn findings(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Vec<rustls::Error> {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let first = match &self.inner {
+            Some(inner) => inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .err(),
+            None => Some(unknown.clone()),
+        };
+        let mut found: Vec<rustls::Error> = first.into_iter().collect();
+        if found.iter().any(|e| same_kind(e, &unknown)) {
+            let top = intermediates.last().unwrap_or(end_entity);
+            let mut roots = RootCertStore::empty();
+            let own = roots.add(top.clone().into_owned()).ok().and_then(|()| {
+                WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&self.provider),
+                )
+                .build()
+                .ok()
+            });
+            if let Some(own) = own
+                && let Err(e) = own.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                )
+            {
+                found.push(e);
+            }
+        }
+        if let Ok(parsed) = rustls::server::ParsedCertificate::try_from(end_entity)
+            && let Err(e) = rustls::client::verify_server_name(&parsed, server_name)
+        {
+            found.push(e);
+        }
+        let mut unique: Vec<rustls::Error> = Vec::new();
+        for e in found {
+            if !unique.iter().any(|u| same_kind(u, &e)) {
+                unique.push(e);
+            }
+        }
+        unique
+    }
 }
 
 impl ServerCertVerifier for Recording {
@@ -197,14 +290,7 @@ impl ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let found = match &self.inner {
-            Some(inner) => inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-                .err(),
-            None => Some(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            )),
-        };
+        let found = self.findings(end_entity, intermediates, server_name, ocsp_response, now);
         if let Ok(mut slot) = self.finding.lock() {
             *slot = found;
         }
@@ -290,5 +376,50 @@ mod tests {
             TlsClient::new(true, Some(&missing)).is_err(),
             "a bad --ca-file still fails"
         );
+    }
+
+    /// A self-signed certificate for `names`, valid until `until` (year).
+    fn self_signed(names: &[&str], until: i32) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until, 1, 1);
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn findings_for(cert: &CertificateDer<'_>, host: &str) -> Vec<String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let recording = Recording {
+            inner: None,
+            provider,
+            finding: Arc::new(Mutex::new(Vec::new())),
+        };
+        let name = ServerName::try_from(host.to_owned()).unwrap();
+        recording
+            .findings(cert, &[], &name, &[], UnixTime::now())
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn insecure_mode_lists_every_certificate_problem_not_only_the_issuer() {
+        // Self-signed (unknown issuer), for another name, and expired: all three are named.
+        let cert = self_signed(&["other.example"], 2021);
+        let found = findings_for(&cert, "turn.example.com");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("UnknownIssuer"), "{found:?}");
+        assert!(found.iter().any(|f| f.contains("Expired")), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.contains("NotValidForName")),
+            "{found:?}"
+        );
+        // The right name and in date: only the issuer.
+        let cert = self_signed(&["turn.example.com"], 2100);
+        let found = findings_for(&cert, "turn.example.com");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("UnknownIssuer"), "{found:?}");
     }
 }

@@ -1,25 +1,28 @@
 //! The TURN steps: the 401 challenge, Allocate, CreatePermission toward the probe's own echo
 //! socket, a ChannelData round trip through the relay, and Refresh with LIFETIME 0.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::ProbeConfig;
 use super::conn::{Conn, ConnError, udp_socket};
 use super::relay;
-use super::report::{Step, StepReport};
+use super::report::{Status, Step, StepReport};
 use super::session::{Session, context, unanswered};
 use super::verdict::{Request, Verdict, bug, error_verdict, is_private};
 use super::verdict_net::{allocate_unanswered, missing_challenge};
-use super::wire::{Auth, Integrity, Req, random_tid, request};
+use super::wire::{self, Auth, Integrity, Req, random_tid, request};
 use crate::proto::error_code as ec;
 
-/// Steps 4 to 6, after a successful Binding.
+/// Steps 4 to 6, after a successful Binding. `second` opens another connection to the
+/// server, for a relay test between two allocations when the server refuses this machine as
+/// a peer.
 pub(super) async fn run(
     config: &ProbeConfig,
     server: SocketAddr,
     conn: &mut Conn,
     reflexive: SocketAddr,
     steps: &mut Vec<StepReport>,
+    second: impl AsyncFnOnce() -> Option<Conn>,
 ) {
     let Some((realm, nonce)) = challenge(config, conn, steps).await else {
         return;
@@ -42,9 +45,28 @@ pub(super) async fn run(
     let Some(relayed) = session.allocate(server, steps).await else {
         return;
     };
-    session
+    let refused = session
         .permission_and_relay(relayed, reflexive, steps)
         .await;
+    if let Some(private) = refused {
+        let report = match second().await {
+            Some(mut other) => {
+                session
+                    .relay_to_relay(server, relayed, &mut other, &username, &password)
+                    .await
+            }
+            None => None,
+        };
+        steps.push(report.unwrap_or_else(|| {
+            StepReport::skipped(
+                Step::Relay,
+                format!(
+                    "skipped: the server refuses this machine's private address {private} as a peer (as a safe server should), and a second allocation to relay to could not be made"
+                ),
+            )
+            .with_caveat("the relay path: run the probe from a machine with a public address")
+        }));
+    }
     let released = match session
         .transact(Req::Refresh { lifetime: 0 }, Request::Refresh, None)
         .await
@@ -154,13 +176,14 @@ impl Session<'_> {
     }
 
     /// Step 5: a permission for the probe's echo socket, then ChannelData through the relay to
-    /// it and back.
+    /// it and back. Returns the echo socket's IP when the server refuses it as a peer (a
+    /// private address, which a safe server refuses): the relay step is then still to do.
     async fn permission_and_relay(
         &mut self,
         relayed: SocketAddr,
         reflexive: SocketAddr,
         steps: &mut Vec<StepReport>,
-    ) {
+    ) -> Option<IpAddr> {
         // The echo socket is connected to the relayed address: its local IP is the one that
         // routes there, and it hears only the relay.
         let echo = match udp_socket(relayed)
@@ -174,7 +197,7 @@ impl Session<'_> {
                     format!("could not open the probe's echo socket toward {relayed}: {e}"),
                     "check this machine's network (an IPv6 relay needs IPv6 here)",
                 ));
-                return;
+                return None;
             }
         };
         let (echo_local, echo) = echo;
@@ -204,20 +227,86 @@ impl Session<'_> {
             )),
             Err(v) if v.expected => {
                 steps.push(StepReport::pass(Step::Permission, v.what));
-                steps.push(StepReport::skipped(
-                    Step::Relay,
-                    format!("skipped: the server refuses the private address {peer_ip}, so the probe cannot be its own peer"),
-                ));
-                return;
+                return Some(peer_ip);
             }
             Err(v) => {
                 steps.push(StepReport::fail(Step::Permission, v.what, v.todo));
-                return;
+                return None;
             }
         }
         let echo_task = tokio::spawn(relay::echo_loop(echo));
         let report = self.round_trips(relayed, peer_ip, echo_local).await;
         echo_task.abort();
+        // A permission for the IP may pass (it is also our relay address, say) while the
+        // channel to the echo port is refused: the relay step is still to do.
+        if report.status == Status::Skipped {
+            return Some(peer_ip);
+        }
         steps.push(report);
+        None
+    }
+
+    /// The relay step without a peer of our own: a second allocation on `other`, a channel
+    /// bound each way (RFC 8656 §12), and round trips between them. `None` when the second
+    /// allocation cannot be made; a refused channel is a skipped step (the server may refuse
+    /// its own relay addresses as peers).
+    async fn relay_to_relay(
+        &mut self,
+        server: SocketAddr,
+        relayed: SocketAddr,
+        other: &mut Conn,
+        username: &str,
+        password: &str,
+    ) -> Option<StepReport> {
+        let mut scratch = Vec::new();
+        let (realm, nonce) = challenge(self.config, other, &mut scratch).await?;
+        let mut second = Session {
+            conn: other,
+            auth: Auth::new(username, password, &realm, &nonce),
+            config: self.config,
+            minted: self.minted,
+        };
+        let other_relayed = second.allocate(server, &mut scratch).await?;
+        let bind = |peer| Req::ChannelBind {
+            channel: wire::CHANNEL,
+            peer,
+        };
+        let bound = match self
+            .transact(
+                bind(other_relayed),
+                Request::ChannelBind,
+                Some(other_relayed.ip()),
+            )
+            .await
+        {
+            Ok(_) => second
+                .transact(bind(relayed), Request::ChannelBind, Some(relayed.ip()))
+                .await
+                .map(|_| ()),
+            Err(v) => Err(v),
+        };
+        let report = match bound {
+            Ok(()) => {
+                self.relay_round_trips(&mut second, relayed, other_relayed)
+                    .await
+            }
+            Err(v) if v.expected => StepReport::skipped(
+                Step::Relay,
+                format!(
+                    "skipped: the server refuses this machine's private address as a peer, and a channel between two of its own allocations too ({})",
+                    v.what
+                ),
+            )
+            .with_caveat("the relay path: run the probe from a machine with a public address"),
+            Err(v) => StepReport::fail(
+                Step::Relay,
+                format!("ChannelBind between two allocations failed: {}", v.what),
+                v.todo,
+            ),
+        };
+        let _ = second
+            .transact(Req::Refresh { lifetime: 0 }, Request::Refresh, None)
+            .await;
+        Some(report)
     }
 }

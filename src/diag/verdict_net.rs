@@ -33,10 +33,10 @@ pub fn binding_unanswered(
     match (transport, silence) {
         (Transport::Udp, Silence::PortUnreachable) => problem(
             format!(
-                "no answer: nothing listens on UDP port {port} at {} (the host answered 'port unreachable'): server down or wrong port",
+                "no answer: the host {} answered 'port unreachable' for UDP port {port}: nothing listens there, or a firewall rejects the traffic (a REJECT rule sends the same message)",
                 server.ip()
             ),
-            "start the server, or fix the port in the URI (3478 is the usual one)",
+            "start the server or fix the port in the URI (3478 is the usual one); if it runs, check the firewalls between here and the server for a rule rejecting UDP to this port",
         ),
         (Transport::Udp, _) => problem(
             format!("no answer within {secs}: UDP blocked or server down"),
@@ -91,10 +91,10 @@ pub fn connect_failed(server: SocketAddr, timeout: Duration, err: &io::Error) ->
     match err.kind() {
         io::ErrorKind::ConnectionRefused => problem(
             format!(
-                "connection refused: nothing listens on TCP port {port} at {}",
+                "connection refused on TCP port {port} at {}: nothing listens there, or a firewall rejects the connection (a REJECT rule answers the same way)",
                 server.ip()
             ),
-            "start the server, fix the port, or enable its TCP/TLS listener",
+            "start the server, fix the port, or enable its TCP/TLS listener; if it runs, check the firewalls between here and the server for a rule rejecting this port",
         ),
         io::ErrorKind::TimedOut => problem(
             format!(
@@ -148,6 +148,13 @@ pub fn tls_failed(host: &str, err: &rustls::Error) -> Verdict {
     }
 }
 
+/// A name as rustls prints it (`DnsName("turn.example.com")`, `IpAddress(…)`), plainly.
+fn plain_name(name: &str) -> String {
+    name.strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .map_or_else(|| name.to_string(), str::to_string)
+}
+
 /// A certificate the verifier refused.
 pub fn certificate_problem(host: &str, err: &CertificateError) -> Verdict {
     match err {
@@ -175,7 +182,11 @@ pub fn certificate_problem(host: &str, err: &CertificateError) -> Verdict {
         CertificateError::NotValidForNameContext { presented, .. } => problem(
             format!(
                 "wrong name: the certificate is not valid for {host:?} (it names: {})",
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|n| plain_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             format!(
                 "connect with a name the certificate lists, or get a certificate that includes {host}"
@@ -201,7 +212,7 @@ pub fn certificate_problem(host: &str, err: &CertificateError) -> Verdict {
         }
         // webpki reports some refusals only as text (its error type is not ours to match).
         other if format!("{other:?}").contains("CaUsedAsEndEntity") => problem(
-            "the server presents a CA certificate (basicConstraints CA:TRUE) as its own: clients refuse it",
+            "the server presents a CA certificate (basicConstraints CA:TRUE) as its own: clients that check this as RFC 5280 says refuse it (rustls and webpki-based ones, like this probe and webrtc-rs); OpenSSL-based ones may accept it, so it can look fine elsewhere",
             "issue a leaf certificate (CA:FALSE); with openssl req -x509 add -addext basicConstraints=critical,CA:FALSE",
         ),
         other => problem(
@@ -279,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn port_unreachable_says_nothing_listens() {
+    fn port_unreachable_says_nothing_listens_or_a_firewall_rejects() {
         let v = binding_unanswered(
             Transport::Udp,
             SERVER.parse().unwrap(),
@@ -287,9 +298,23 @@ mod tests {
             Silence::PortUnreachable,
         );
         assert!(
+            v.what.starts_with(
+                "no answer: the host 192.0.2.1 answered 'port unreachable' for UDP port 3478"
+            ),
+            "{}",
             v.what
-                .starts_with("no answer: nothing listens on UDP port 3478")
         );
+        assert!(v.what.contains("or a firewall rejects"), "{}", v.what);
+        assert!(v.todo.contains("rejecting UDP"), "{}", v.todo);
+    }
+
+    #[test]
+    fn certificate_names_are_printed_plainly() {
+        assert_eq!(
+            plain_name("DnsName(\"turn.example.com\")"),
+            "turn.example.com"
+        );
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "IpAddress(127.0.0.1)");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Options {
     pub relay_ports: String,
     /// Extra lines of the `[relay]` table (e.g. `tcp = true`).
     pub relay: String,
+    /// The relay address (`[relay] address`).
+    pub relay_address: String,
 }
 
 impl Default for Options {
@@ -99,6 +101,7 @@ impl Default for Options {
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
             relay: String::new(),
+            relay_address: "127.0.0.1".to_string(),
         }
     }
 }
@@ -134,6 +137,7 @@ impl Options {
             peers,
             relay_ports,
             relay,
+            relay_address,
         } = self;
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let secrets = secrets.join(", ");
@@ -166,7 +170,7 @@ private_key = "key.pem"
 enabled = false
 
 [relay]
-address = "127.0.0.1"
+address = "{relay_address}"
 ports = "{relay_ports}"
 {relay}
 

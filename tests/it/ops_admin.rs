@@ -267,7 +267,14 @@ async fn isolated_metrics_session() {
             .lines()
             .find(|l| l.starts_with("turnstone_auth_failures_total{"))
             .unwrap();
-        assert!(failure.contains("wrong password"), "{failure}");
+        assert!(failure.contains("reason=\"wrong_password\""), "{failure}");
+        // Every published metric says what it counts.
+        for (name, _, _) in EXPECTED {
+            assert!(
+                now.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
+        }
     })
     .await;
 }

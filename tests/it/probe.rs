@@ -362,3 +362,75 @@ async fn the_probe_command_exits_zero_on_success_and_one_on_failure() {
         "{stdout}"
     );
 }
+
+/// A server that refuses this machine (127.0.0.1) as a peer, as a safe server refuses private
+/// addresses, with its relay on `relay_address`.
+fn refusing_loopback_peers(relay_address: &str) -> TestServer {
+    TestServer::start_with(&Options {
+        peers: "deny = [\"127.0.0.1/32\"]".into(),
+        relay_address: relay_address.into(),
+        ..Options::default()
+    })
+}
+
+#[tokio::test]
+async fn refused_as_a_peer_the_probe_relays_between_two_allocations_and_says_what_it_did_not_test()
+{
+    // The relay on 127.0.0.2: the probe's own address (127.0.0.1) is refused, the server's
+    // relay addresses are not.
+    let server = refusing_loopback_peers("127.0.0.2");
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let target = uri(transport, server.address(transport));
+        let report = bounded(diag::probe(&config(&target, user(USER, PASSWORD)))).await;
+        let relay = report.step(Step::Relay).unwrap();
+        assert_eq!(relay.status, Status::Pass, "{}", report.to_text());
+        assert!(
+            relay
+                .detail
+                .contains("to a second allocation at 127.0.0.2:"),
+            "{}",
+            relay.detail
+        );
+        assert!(
+            relay
+                .caveat
+                .as_deref()
+                .is_some_and(|c| c.contains("peers outside the server")),
+            "{}",
+            report.to_text()
+        );
+        assert!(
+            report
+                .to_text()
+                .ends_with("result: every step passed (with what was not tested above)\n")
+        );
+        assert!(
+            server.wait_allocations(0, Duration::from_secs(2)).await,
+            "both released"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_probe_command_exits_two_when_the_relay_path_could_not_be_tested() {
+    // The relay's own address refused too: no peer the probe can reach, not even relay to relay.
+    let server = refusing_loopback_peers("127.0.0.1");
+    let target = uri(Transport::Udp, server.udp());
+    let out = bounded(tokio::task::spawn_blocking(move || {
+        run_binary(&target, PASSWORD)
+    }))
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("- relay: skipped"), "{stdout}");
+    assert!(
+        stdout.ends_with("result: no step failed, but the relay path was NOT tested (see above)\n"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the relay path was not tested"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

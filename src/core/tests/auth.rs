@@ -115,7 +115,7 @@ fn expired_rest_credential_is_answered_401() {
     // The wire says what every 401 says; the metric keeps the detail.
     assert_eq!(resp.reason(), "Unauthorized");
     let by_reason = h.server.counters().auth_failures_by_reason;
-    assert_eq!(by_reason, vec![("time-limited credential expired", 1)]);
+    assert_eq!(by_reason, vec![("expired_credential", 1)]);
 }
 
 #[test]
