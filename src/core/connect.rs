@@ -10,10 +10,11 @@ use crate::proto::{Message, Method, TransactionId, attr, error_code as ec};
 use super::allocation::AllocId;
 use super::authn::Authenticated;
 use super::confirm::answer;
+use super::connections::{Connecting, Connection, Origin, State};
 use super::permission::PeerRefusal;
 use super::reply::Signer;
 use super::server::{Command, Server, Timer};
-use super::tcp::{BIND_WINDOW, ConnectError, Connecting, Connection, ConnectionId, Origin, State};
+use super::tcp::{BIND_WINDOW, ConnectError, ConnectionId};
 use super::{Deferred, FiveTuple, Now, PeerAddr, Rejection};
 
 impl Server {

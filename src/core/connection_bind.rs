@@ -7,12 +7,13 @@ use crate::proto::{Class, Message, MessageType, MessageWriter, Method, Transacti
 
 use super::allocate::Answer;
 use super::authn::Authenticated;
+use super::connections::{Origin, State};
 use super::quota::charge;
 use super::relay::RelayId;
 use super::reply;
 use super::server::{Command, Server, next_random};
 use super::table::Table;
-use super::tcp::{Arrived, BIND_WINDOW, ConnectionId, Direction, Origin, State, TcpRelayed};
+use super::tcp::{Arrived, BIND_WINDOW, ConnectionId, Direction, TcpRelayed};
 use super::{Deferred, DropReason, FiveTuple, Now, PeerAddr, Rejection};
 
 /// The 400 of a ConnectionBind naming no connection this client may bind: unknown, already

@@ -9,6 +9,7 @@ pub mod cidr;
 mod confirm;
 mod connect;
 mod connection_bind;
+mod connections;
 mod data;
 mod flat;
 pub mod keys;

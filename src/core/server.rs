@@ -11,6 +11,7 @@ use crate::proto::{self, Class, Message, Method, error_code as ec};
 
 use super::allocation::AllocId;
 use super::authn::Authenticated;
+use super::connections::Connections;
 use super::pending::Pending;
 use super::quota::TokenBucket;
 use super::relay::{RelayId, RelayRequest, RelayToken, ReservationId};
@@ -19,7 +20,7 @@ use super::settings::Settings;
 use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
 use super::table::Table;
-use super::tcp::{ConnectionId, Connections};
+use super::tcp::ConnectionId;
 use super::tokens::TokenSource;
 use super::{DropReason, FiveTuple, Handled, Now, PeerAddr, PeerHandled, Rejection, RelayAddr};
 
