@@ -255,6 +255,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if let Some(((owner, ready), early)) = spliced {
+        // Raw bytes from here: the framing buffers go, only the splice's own stay.
+        drop((input, scratch, replies, writes));
         tcp_tasks::splice(owner, ready, &mut reader, &mut writer, &early).await;
     }
 }
