@@ -116,19 +116,21 @@ impl Server {
         let c = self.connections.get(connection).ok_or(NOT_WAITING)?;
         let waiting = c.deadline().is_some_and(|d| d > now.mono);
         // RFC 6062 §5.4: the same credentials as the control connection.
-        let same_user = self
+        let control = self
             .table
             .get(c.allocation)
-            .is_some_and(|a| a.expires > now.mono && a.username.as_bytes() == auth.username);
-        if !waiting || !same_user {
+            .filter(|a| a.expires > now.mono && a.username.as_bytes() == auth.username)
+            .map(|a| a.five_tuple);
+        let Some(control) = control.filter(|_| waiting) else {
             return Err(NOT_WAITING);
-        }
+        };
         if let Some(c) = self.connections.get_mut(connection) {
             c.state = State::Bound { data: from };
         }
         self.commands.push_back(Command::Splice {
             data_connection: from,
             connection,
+            control,
         });
         tracing::debug!(target: "turnstone::relay", client = %from.client,
             connection = connection.0, "client data connection bound");

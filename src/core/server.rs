@@ -81,6 +81,9 @@ pub enum Command {
         data_connection: FiveTuple,
         /// The peer data connection.
         connection: ConnectionId,
+        /// The allocation's control connection: what is relayed is its allocation's traffic
+        /// (TCP/TLS idle timeout), though it never crosses it.
+        control: FiveTuple,
     },
     /// Close a peer data connection and, once spliced, its client data connection (RFC 6062
     /// §5.3: not bound in time; or its allocation ended). Also sent for a connection IO

@@ -21,6 +21,7 @@ use crate::core::{ConnectionId, FiveTuple, PeerAddr, RelayId, RelayMap};
 
 use super::conn_slots::Slot;
 use super::ports::RelayPorts;
+use super::stream_out::StreamOut;
 
 /// A peer data connection's socket and the connection slot it holds (peers count against the
 /// per-source and server-wide TCP connection caps, keyed by the peer's address).
@@ -68,6 +69,8 @@ pub(crate) struct Ready {
     pub connection: ConnectionId,
     pub socket: PeerSocket,
     pub stop: Arc<Notify>,
+    /// The allocation's control connection, whose idle timer the relayed bytes reset.
+    pub control: Option<Arc<StreamOut>>,
 }
 
 /// One worker's TCP relay state.
@@ -151,7 +154,12 @@ impl TcpRelays {
     }
 
     /// `Command::Splice`: the waiting peer connection goes to the data connection's task.
-    pub fn splice(&mut self, data_connection: FiveTuple, connection: ConnectionId) {
+    pub fn splice(
+        &mut self,
+        data_connection: FiveTuple,
+        connection: ConnectionId,
+        control: Option<Arc<StreamOut>>,
+    ) {
         let Some(socket) = self.waiting.remove(&connection) else {
             return;
         };
@@ -163,6 +171,7 @@ impl TcpRelays {
                 connection,
                 socket,
                 stop,
+                control,
             },
         );
     }

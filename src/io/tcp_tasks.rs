@@ -22,6 +22,7 @@ use crate::proto::{Message, attr};
 use super::accept::AcceptBackoff;
 use super::clock;
 use super::conn_slots::SlotCaps;
+use super::stream_out::StreamOut;
 use super::tcp_relay::{PeerSocket, Ready, Spawn};
 use super::worker::Worker;
 
@@ -253,27 +254,19 @@ pub(crate) async fn splice<R, W>(
         connection,
         socket,
         stop,
+        control,
     } = ready;
     let PeerSocket { stream, slot } = socket;
     if let Ok(peer) = TcpStream::from_std(stream) {
         let _ = peer.set_nodelay(true);
         let (mut peer_in, mut peer_out) = peer.into_split();
-        let to_peer = pump(
-            &owner,
+        let side = Side {
+            owner: &owner,
             connection,
-            Direction::ToPeer,
-            client_in,
-            &mut peer_out,
-            early,
-        );
-        let to_client = pump(
-            &owner,
-            connection,
-            Direction::ToClient,
-            &mut peer_in,
-            client_out,
-            &[],
-        );
+            control: control.as_deref(),
+        };
+        let to_peer = pump(side, Direction::ToPeer, client_in, &mut peer_out, early);
+        let to_client = pump(side, Direction::ToClient, &mut peer_in, client_out, &[]);
         tokio::select! {
             () = stop.notified() => {}
             _ = async { tokio::try_join!(to_peer, to_client) } => {}
@@ -287,11 +280,20 @@ pub(crate) async fn splice<R, W>(
     core.drain_commands();
 }
 
+/// What both directions of a splice report to.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    /// The worker whose core owns the connection.
+    owner: &'a Worker,
+    connection: ConnectionId,
+    /// The allocation's control connection (its idle timer).
+    control: Option<&'a StreamOut>,
+}
+
 /// One direction of a splice: read at most [`SPLICE_BUFFER`], report it to the core, write
 /// it all, repeat; at the end of `from`, the end of `to` (a half close) and done.
 async fn pump<R, W>(
-    owner: &Worker,
-    connection: ConnectionId,
+    side: Side<'_>,
     direction: Direction,
     from: &mut R,
     to: &mut W,
@@ -302,7 +304,7 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     if !early.is_empty() {
-        relay(owner, connection, direction, to, early).await?;
+        relay(side, direction, to, early).await?;
     }
     let mut buf = vec![0u8; SPLICE_BUFFER];
     loop {
@@ -311,28 +313,28 @@ where
             to.shutdown().await?;
             return Ok(());
         };
-        relay(owner, connection, direction, to, data).await?;
+        relay(side, direction, to, data).await?;
     }
 }
 
 /// Counts `data` with the core (and honours a bandwidth cap's pause), then writes it.
-async fn relay<W>(
-    owner: &Worker,
-    connection: ConnectionId,
-    direction: Direction,
-    to: &mut W,
-    data: &[u8],
-) -> io::Result<()>
+async fn relay<W>(side: Side<'_>, direction: Direction, to: &mut W, data: &[u8]) -> io::Result<()>
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let verdict =
-        owner
-            .lock()
-            .server
-            .handle_tcp_relayed(clock::now(), connection, direction, data.len());
+    let verdict = side.owner.lock().server.handle_tcp_relayed(
+        clock::now(),
+        side.connection,
+        direction,
+        data.len(),
+    );
     if verdict == TcpRelayed::Closed {
         return Err(io::Error::other("connection closed by the server"));
+    }
+    // The allocation's traffic keeps its control connection open (`tcp_idle_timeout`),
+    // though it never crosses it.
+    if let Some(control) = side.control {
+        control.saw_traffic();
     }
     to.write_all(data).await?;
     to.flush().await?;

@@ -121,7 +121,11 @@ impl Core {
                 Command::Splice {
                     data_connection,
                     connection,
-                } => self.tcp.splice(data_connection, connection),
+                    control,
+                } => {
+                    let control = self.streams.get(&control).cloned();
+                    self.tcp.splice(data_connection, connection, control);
+                }
                 Command::CloseConnection { connection } => self.tcp.close(connection),
                 Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }

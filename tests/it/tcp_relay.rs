@@ -313,3 +313,33 @@ async fn tcp_allocations_are_refused_442_unless_enabled_and_400_over_udp() {
     })
     .await;
 }
+
+/// Relayed bytes never cross the control connection, yet they are its allocation's traffic:
+/// they keep it from the TCP idle timeout (which would end the allocation and every
+/// connection with it).
+#[tokio::test]
+async fn relayed_bytes_keep_the_control_connection_from_the_idle_timeout() {
+    bounded(async {
+        let server = TestServer::start_with(&Options {
+            relay: "tcp = true".into(),
+            limits: "tcp_idle_timeout = \"1s\"".into(),
+            ..Options::default()
+        });
+        let (mut client, _) = control(&server, Transport::Tcp).await;
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reply = connect(&mut client, peer.local_addr().unwrap()).await;
+        let (mut peer, _) = peer.accept().await.unwrap();
+        let mut data = bind(&server, Transport::Tcp, connection_id(&parse(&reply))).await;
+        for round in 0..12u8 {
+            transfer(&mut data, &mut peer, 1000, round).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Three idle timeouts later the allocation still answers on its control connection.
+        client
+            .request_ok(Method::REFRESH, |w| {
+                w.add_u32(attr::LIFETIME, 600).unwrap();
+            })
+            .await;
+    })
+    .await;
+}

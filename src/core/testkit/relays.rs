@@ -178,6 +178,7 @@ impl ScriptedRelays {
                 Command::Splice {
                     data_connection,
                     connection,
+                    ..
                 } => self.splices.push((data_connection, connection)),
                 Command::CloseConnection { connection } => {
                     self.connects.retain(|(c, _, _)| *c != connection);
