@@ -6,6 +6,7 @@ mod allocation;
 mod authn;
 mod binding;
 pub mod cidr;
+mod command;
 mod confirm;
 mod connect;
 mod connection_bind;
