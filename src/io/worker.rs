@@ -362,5 +362,8 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
+        // What a tightened policy revoked takes effect now, not at the next wake-up: the
+        // kernel fast path's copy of the tables, and the RFC 6062 peer connections it closes.
+        core.drain_commands();
     }
 }
