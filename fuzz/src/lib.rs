@@ -8,3 +8,4 @@ pub mod framing;
 pub mod relays;
 pub mod server;
 pub mod session;
+pub mod tcp;

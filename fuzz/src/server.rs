@@ -44,8 +44,12 @@ pub fn check_authed(data: &[u8]) {
     s.finish();
 }
 
-/// One record of `server_authed`.
+/// One record of `server_authed`; ops 8 to 12 are RFC 6062 TCP relay records (`tcp`).
 fn apply(s: &mut Session, op: u8, body: &[u8]) {
+    if (8..=12).contains(&op) {
+        super::tcp::apply(s, op, body);
+        return;
+    }
     match op % 8 {
         // Raw bytes from the allocation's 5-tuple.
         0 => {
@@ -139,7 +143,7 @@ fn apply(s: &mut Session, op: u8, body: &[u8]) {
 
 /// A peer address: `[0][ip4][port]` or `[1][ip6][port]` (the low bit of the first byte picks
 /// the family); returns it and the bytes after it.
-fn address(bytes: &[u8]) -> Option<(SocketAddr, &[u8])> {
+pub(crate) fn address(bytes: &[u8]) -> Option<(SocketAddr, &[u8])> {
     let (family, rest) = bytes.split_first()?;
     let (ip, rest) = if family & 1 == 0 {
         let (ip, rest) = rest.split_first_chunk::<4>()?;

@@ -14,8 +14,8 @@ use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
 use turnstone::core::testkit::{Client, Harness, Resp};
 use turnstone::core::{
-    DropReason, FiveTuple, Handled, Lifetimes, NatDiscovery, PEER_HEADROOM, PEER_TAILROOM,
-    PeerHandled, RelayFamily, RelayId, Settings, Transport,
+    ConnectError, ConnectionId, DropReason, FiveTuple, Handled, Lifetimes, NatDiscovery,
+    PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayFamily, RelayId, Settings, Transport,
 };
 use turnstone::proto::{
     ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
@@ -50,7 +50,8 @@ const OUT: usize = 2048;
 pub fn settings() -> Settings {
     let allow = vec![Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).expect("cidr")];
     let policy = PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
-        .with_relay_ports(49152..=65535);
+        .with_relay_ports(49152..=65535)
+        .with_tcp_listeners(vec![LISTENER]);
     Settings {
         software: Some("turnstone-fuzz".into()),
         relay_v4: Some(RelayFamily {
@@ -65,6 +66,8 @@ pub fn settings() -> Settings {
         policy,
         max_permissions: 8,
         max_channels: 8,
+        tcp_relay: true,
+        max_tcp_connections: 4,
         max_allocations_per_user: 2,
         max_allocations: 4,
         allocation_bandwidth: None,
@@ -91,6 +94,8 @@ pub struct Session {
     next_tid: u64,
     /// The allocation's IPv4 relay socket.
     pub relay: RelayId,
+    /// RFC 6062 peer connections seen (Connect answers, ConnectionAttempts), live or not.
+    pub connections: Vec<ConnectionId>,
 }
 
 impl Session {
@@ -116,6 +121,7 @@ impl Session {
             key: key.as_bytes().to_vec(),
             next_tid: 0,
             relay: RelayId(0),
+            connections: Vec::new(),
         }
     }
 
@@ -157,9 +163,16 @@ impl Session {
 
     /// Feeds client bytes, checks the outcome; returns the reply, if any.
     pub fn client(&mut self, ft: FiveTuple, pkt: &[u8]) -> Vec<u8> {
-        // The kit plays IO: an Allocate is answered when its relay is confirmed, here at once.
-        let (handled, out) = self.h.input(ft, pkt);
+        // The kit plays IO: an Allocate is answered when its relay is confirmed, here at once;
+        // so is an RFC 6062 Connect (`confirm_connects`).
+        let (mut handled, mut out) = self.h.input(ft, pkt);
         self.h.answers.clear();
+        if handled == Handled::Drop(DropReason::Pending)
+            && let Some(answer) = self.confirm_connects(ft)
+        {
+            out[..answer.len()].copy_from_slice(&answer);
+            handled = Handled::Reply(answer.len());
+        }
         self.check_relays();
         assert_ne!(
             handled,
@@ -234,6 +247,44 @@ impl Session {
                 Vec::new()
             }
         }
+    }
+
+    /// Plays IO for the Connects waiting (RFC 6062 §5.2): a peer at an even port accepts, one
+    /// at an odd port fails (447). Returns the answer to `ft`, if one was waiting.
+    fn confirm_connects(&mut self, ft: FiveTuple) -> Option<Vec<u8>> {
+        let mut mine = None;
+        for (connection, _, peer) in std::mem::take(&mut self.h.relays.connects) {
+            let result = if peer.0.port() % 2 == 0 {
+                Ok(())
+            } else {
+                Err(ConnectError::Failed)
+            };
+            let now = self.h.now();
+            let mut out = vec![0u8; OUT];
+            let answer = self
+                .h
+                .server
+                .peer_connected(now, connection, result, &mut out);
+            if result.is_ok() {
+                self.h.relays.connections.push(connection);
+            }
+            self.h.pump();
+            let Some(answer) = answer else { continue };
+            let reply = Message::parse(&out[..answer.len]).expect("a Connect answer parses");
+            assert_eq!(reply.method(), Method::CONNECT);
+            assert!(
+                reply.verify_integrity(&self.key).is_ok(),
+                "unsigned Connect answer"
+            );
+            match result {
+                Ok(()) => assert_eq!(reply.class(), Class::Success),
+                Err(_) => assert_eq!(reply.class(), Class::Error),
+            }
+            if answer.to == ft {
+                mine = Some(out[..answer.len].to_vec());
+            }
+        }
+        mine
     }
 
     /// After the kit played IO: nothing closed or released twice, or never opened.
@@ -362,6 +413,17 @@ impl Session {
             h.relays.reserved
         );
         assert_eq!(h.shared.total(), 0, "quota slots left taken");
+        assert_eq!(
+            h.server.peer_connection_count(),
+            0,
+            "RFC 6062 connections left"
+        );
+        assert!(
+            h.relays.connections.is_empty() && h.relays.connects.is_empty(),
+            "peer connections left open: {:?} {:?}",
+            h.relays.connections,
+            h.relays.connects
+        );
     }
 }
 

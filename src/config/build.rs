@@ -142,6 +142,8 @@ impl Config {
             policy: PeerRules::new(self.peers.allow.clone(), self.peers.deny.clone(), relay_ips),
             max_permissions: limits.max_permissions_per_allocation,
             max_channels: limits.max_channels_per_allocation,
+            tcp_relay: self.relay.tcp,
+            max_tcp_connections: limits.max_peer_connections_per_allocation,
             max_allocations_per_user: limits.max_allocations_per_user,
             max_allocations: u32::try_from(limits.max_allocations).unwrap_or(u32::MAX),
             allocation_bandwidth: bandwidth(
@@ -191,6 +193,7 @@ impl Config {
                 max_connections_per_ip: self.limits.max_tcp_connections_per_ip,
                 auth_timeout: self.limits.tcp_auth_timeout,
                 ipv6_prefix_length: self.limits.ipv6_prefix_length,
+                connect_timeout: self.limits.tcp_connect_timeout,
             },
             request_limits: RequestLimits {
                 per_second: self.limits.requests_per_second_per_ip,

@@ -128,6 +128,7 @@ external_address = "203.0.113.7"   # optional, advertised instead of address (1:
 external_address_v6 = "2001:db8::7" # optional
 fast_path = "auto"              # off | auto (default: when it loads, logged) | on (start fails without it)
 fast_path_interfaces = ["lo"]   # optional; default: the interfaces of the UDP listeners and relay addresses
+tcp = true                      # RFC 6062 TCP relays; default false
 [auth]
 secrets = ["change-me"]         # TURN REST API shared secrets; any verifies, the first mints; empty strings refused
 nonce_lifetime = "10m"
@@ -151,6 +152,8 @@ tcp_idle_timeout = "5m"
 max_tcp_connections = 10000
 max_tcp_connections_per_ip = 500  # per IPv4 address or IPv6 prefix
 tcp_auth_timeout = "20s"        # to get an allocation, from connect
+max_peer_connections_per_allocation = 8   # RFC 6062 peer connections of one TCP allocation; default 16
+tcp_connect_timeout = "45s"     # RFC 6062 Connect to a peer; default "30s"
 max_allocation_bitrate = "2Mbps"   # bps|kbps|Mbps|Gbps; "0" = unlimited
 allocation_burst = "64KiB"      # B|KB|MB|GB|KiB|MiB|GiB; "0" = one second at the bitrate
 max_total_bitrate = "1Gbps"     # "0" = unlimited
@@ -214,6 +217,7 @@ test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
         assert_eq!(c.relay.ports, 49152..=65535);
         assert_eq!(c.relay.external_address, Some(ip("203.0.113.7")));
         assert_eq!(c.relay.external_address_v6, Some(ip("2001:db8::7")));
+        assert!(c.relay.tcp);
         assert_eq!(c.auth.secrets, ["change-me"]);
         assert_eq!(c.auth.nonce_lifetime, Duration::from_secs(600));
         assert_eq!(c.auth.users[0].name, "alice");
@@ -233,6 +237,8 @@ test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
         assert_eq!(l.max_tcp_connections, 10_000);
         assert_eq!(l.max_tcp_connections_per_ip, 500);
         assert_eq!(l.tcp_auth_timeout, Duration::from_secs(20));
+        assert_eq!(l.max_peer_connections_per_allocation, 8);
+        assert_eq!(l.tcp_connect_timeout, Duration::from_secs(45));
         assert_eq!(l.max_allocation_bitrate, 2_000_000);
         assert_eq!(l.allocation_burst_bytes, 65_536);
         assert_eq!(l.max_total_bitrate, 1_000_000_000);
@@ -355,6 +361,8 @@ test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
             })
         );
         assert_eq!(c.relay.address, None);
+        // RFC 6062 TCP relays are off unless an operator turns them on (README).
+        assert!(!c.relay.tcp);
         assert!(c.auth.secrets.is_empty() && c.auth.users.is_empty());
         assert!(c.peers.allow.is_empty());
         let l = &c.limits;
@@ -365,7 +373,22 @@ test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
             (50, 100)
         );
         assert_eq!((l.max_tracked_ips, l.ipv6_prefix_length), (100_000, 64));
+        assert_eq!(l.max_peer_connections_per_allocation, 16);
+        assert_eq!(l.tcp_connect_timeout, Duration::from_secs(30));
         assert_eq!(c.usage.output, UsageOutput::Log);
+    }
+
+    #[test]
+    fn a_zero_peer_connection_cap_or_connect_timeout_is_refused() {
+        assert_eq!(
+            only_error("[limits]\nmax_peer_connections_per_allocation = 0\n"),
+            "limits.max_peer_connections_per_allocation: must be at least 1; set relay.tcp = \
+             false to turn TCP relays off"
+        );
+        assert!(
+            only_error("[limits]\ntcp_connect_timeout = \"0s\"\n")
+                .starts_with("limits.tcp_connect_timeout: ")
+        );
     }
 
     #[test]
@@ -442,7 +465,7 @@ test_bytes = "1MiB"             # 1KiB..=16MiB, per transport
         assert_eq!(
             only_error("[relay]\nport = \"1-2\"\n"),
             "relay.port: unknown key; expected one of `address`, `address_v6`, `ports`, \
-             `external_address`, `external_address_v6`, `fast_path`, `fast_path_interfaces`"
+             `external_address`, `external_address_v6`, `fast_path`, `fast_path_interfaces`, `tcp`"
         );
     }
 

@@ -150,6 +150,7 @@ pub(super) struct RawRelay {
     pub external_address_v6: Option<Ip>,
     pub fast_path: String,
     pub fast_path_interfaces: Vec<String>,
+    pub tcp: bool,
 }
 
 impl Default for RawRelay {
@@ -163,6 +164,9 @@ impl Default for RawRelay {
             external_address_v6: None,
             fast_path: "auto".into(),
             fast_path_interfaces: Vec::new(),
+            // RFC 6062 TCP relays let clients open TCP connections from this host: off
+            // until an operator means it (see the README).
+            tcp: false,
         }
     }
 }
@@ -219,6 +223,8 @@ pub(super) struct RawLimits {
     pub max_tcp_connections: usize,
     pub max_tcp_connections_per_ip: u32,
     pub tcp_auth_timeout: Dur,
+    pub max_peer_connections_per_allocation: usize,
+    pub tcp_connect_timeout: Dur,
     pub max_allocation_bitrate: Bitrate,
     pub allocation_burst: ByteSize,
     pub max_total_bitrate: Bitrate,
@@ -246,6 +252,9 @@ impl Default for RawLimits {
             // A big office behind one NAT address stays under it; one host cannot hoard.
             max_tcp_connections_per_ip: 500,
             tcp_auth_timeout: Dur::secs(20),
+            max_peer_connections_per_allocation: 16,
+            // RFC 6062 §5.2: at least 30 s before a Connect is answered 447.
+            tcp_connect_timeout: Dur::secs(30),
             max_allocation_bitrate: Bitrate(0),
             allocation_burst: ByteSize(0),
             max_total_bitrate: Bitrate(0),

@@ -286,6 +286,8 @@ pub struct RelayConfig {
     pub fast_path: crate::io::FastPathMode,
     /// Interfaces to attach it to; empty: those holding the listener and relay addresses.
     pub fast_path_interfaces: Vec<String>,
+    /// RFC 6062 TCP relays (Allocate with REQUESTED-TRANSPORT TCP over TCP/TLS); off by default.
+    pub tcp: bool,
 }
 
 /// `[auth]`: long-term credentials (RFC 8489 §9.2).
@@ -367,6 +369,11 @@ pub struct LimitsConfig {
     pub max_tcp_connections_per_ip: u32,
     /// Time a new TCP/TLS client has to get an allocation (an authenticated Allocate).
     pub tcp_auth_timeout: Duration,
+    /// Peer data connections one TCP allocation may hold (RFC 6062: connecting, waiting for
+    /// a ConnectionBind, or relaying).
+    pub max_peer_connections_per_allocation: usize,
+    /// How long a Connect waits for the peer before it is answered 447 (RFC 6062 §5.2).
+    pub tcp_connect_timeout: Duration,
     /// Relayed bits per second per allocation, both directions together; 0 = unlimited.
     pub max_allocation_bitrate: u64,
     /// Depth of an allocation's token bucket in bytes; 0 = one second at the bitrate.

@@ -274,6 +274,7 @@ fn relay(raw: RawRelay, ctx: &mut Ctx) -> RelayConfig {
         external_address_v6,
         fast_path,
         fast_path_interfaces: raw.fast_path_interfaces,
+        tcp: raw.tcp,
     }
 }
 

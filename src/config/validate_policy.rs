@@ -140,6 +140,12 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
             "must be at least 1; remove the tcp and tls listeners to turn TCP off",
         );
     }
+    if raw.max_peer_connections_per_allocation == 0 {
+        ctx.push(
+            "limits.max_peer_connections_per_allocation",
+            "must be at least 1; set relay.tcp = false to turn TCP relays off",
+        );
+    }
     check_rates(&raw, ctx);
     LimitsConfig {
         allocation_lifetime,
@@ -159,6 +165,12 @@ pub(super) fn limits(raw: RawLimits, ctx: &mut Ctx) -> LimitsConfig {
         max_tcp_connections: raw.max_tcp_connections,
         max_tcp_connections_per_ip: raw.max_tcp_connections_per_ip,
         tcp_auth_timeout: stream_timeout(raw.tcp_auth_timeout, "limits.tcp_auth_timeout", ctx),
+        max_peer_connections_per_allocation: raw.max_peer_connections_per_allocation,
+        tcp_connect_timeout: stream_timeout(
+            raw.tcp_connect_timeout,
+            "limits.tcp_connect_timeout",
+            ctx,
+        ),
         max_allocation_bitrate: raw.max_allocation_bitrate.0,
         allocation_burst_bytes: raw.allocation_burst.0,
         max_total_bitrate: raw.max_total_bitrate.0,

@@ -6,10 +6,11 @@ use crate::proto::{Message, MessageWriter, WriteError, attr, error_code as ec};
 
 use super::authn::{Authenticated, CredentialClass};
 use super::pending::Pending;
-use super::relay::RelayRequest;
-use super::server::Server;
+use super::relay::{RelayRequest, RelayToken};
+use super::server::{Command, Server};
 use super::shared::QuotaFull;
 use super::stats::EndReason;
+use super::tcp::TCP;
 use super::{FiveTuple, Now, Rejection};
 
 const UDP: u8 = 17;
@@ -77,13 +78,19 @@ impl Server {
                 ));
             }
             Some(Ok(UDP)) => {}
+            Some(Ok(TCP)) if self.settings.tcp_relay => check_tcp_allocate(from, msg)?,
             Some(Ok(_)) => {
                 return Err(Rejection::new(
                     ec::UNSUPPORTED_TRANSPORT_PROTOCOL,
-                    "only UDP relaying is offered",
+                    if self.settings.tcp_relay {
+                        "only UDP and TCP relaying are offered"
+                    } else {
+                        "only UDP relaying is offered"
+                    },
                 ));
             }
         }
+        let tcp = msg.requested_transport() == Some(Ok(TCP));
         let families = self.requested_families(msg)?;
         let token = match msg.reservation_token() {
             Some(Ok(t)) => Some(t),
@@ -114,6 +121,14 @@ impl Server {
             return Err(Rejection::new(
                 ec::FORBIDDEN,
                 "self-test credentials cannot reserve relay ports",
+            ));
+        }
+        // A TCP relay (RFC 6062) reaches peers through Connect, which the self-test scope
+        // (our own UDP relays only) does not cover: the page needs none.
+        if selftest && tcp {
+            return Err(Rejection::new(
+                ec::FORBIDDEN,
+                "self-test credentials cannot make TCP relays",
             ));
         }
         let lifetime = self.granted_lifetime(msg, selftest)?;
@@ -177,15 +192,16 @@ impl Server {
         pending.selftest = selftest_slot;
         pending.slots = slots;
         pending.reserving = reserving;
+        pending.tcp = tcp;
         let dont_fragment = msg.has(attr::DONT_FRAGMENT);
-        self.request_relay(from, &mut pending, false, primary, dont_fragment);
+        self.request_relay(from, &mut pending, false, open(tcp, primary, dont_fragment));
         // RFC 8656 §7.2 / RFC 6156: dual stack asks for both relays at once; the IPv6 one is
         // best effort (ADDRESS-ERROR-CODE when it fails).
         if families.dual {
             match self.family_ip(true) {
                 Ok(ip) => {
                     let request = RelayRequest::Any { ip };
-                    self.request_relay(from, &mut pending, true, request, dont_fragment);
+                    self.request_relay(from, &mut pending, true, open(tcp, request, dont_fragment));
                 }
                 Err(rejection) => pending.v6_error = Some(rejection),
             }
@@ -286,6 +302,44 @@ impl Server {
                 ec::ADDRESS_FAMILY_NOT_SUPPORTED,
                 "no relay address of this family",
             ))
+    }
+}
+
+/// RFC 6062 §5.1: a TCP allocation is made over TCP or TLS only, and without the
+/// attributes that mean nothing for a listening socket.
+fn check_tcp_allocate(from: FiveTuple, msg: &Message<'_>) -> Result<(), Rejection> {
+    if !from.transport.is_stream() {
+        return Err(Rejection::new(
+            ec::BAD_REQUEST,
+            "a TCP allocation needs a TCP or TLS control connection",
+        ));
+    }
+    if msg.has(attr::DONT_FRAGMENT) || msg.has(attr::EVEN_PORT) || msg.has(attr::RESERVATION_TOKEN)
+    {
+        return Err(Rejection::new(
+            ec::BAD_REQUEST,
+            "DONT-FRAGMENT, EVEN-PORT and RESERVATION-TOKEN do not apply to a TCP allocation",
+        ));
+    }
+    Ok(())
+}
+
+/// The command opening one relay: a UDP socket as `request` says, or for a TCP allocation a
+/// listening socket on the request's IP (`check_tcp_allocate` left only `Any` for those).
+fn open(
+    tcp: bool,
+    request: RelayRequest,
+    dont_fragment: bool,
+) -> impl FnOnce(RelayToken) -> Command {
+    move |token| match (tcp, request) {
+        (true, RelayRequest::Any { ip } | RelayRequest::Even { ip, .. }) => {
+            Command::OpenTcpRelay { token, ip }
+        }
+        _ => Command::OpenRelay {
+            token,
+            request,
+            dont_fragment,
+        },
     }
 }
 

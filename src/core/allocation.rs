@@ -90,6 +90,11 @@ pub(crate) struct Allocation {
     /// Made with a self-test credential: the per-source quota key it counts against (see
     /// `Server::acquire_selftest`). Such an allocation reaches only our own relays.
     pub selftest_source: Option<Arc<str>>,
+    /// A TCP allocation (RFC 6062): relays are listening sockets, peers are reached through
+    /// peer data connections, never channels or Send indications.
+    pub tcp: bool,
+    /// Its peer data connections (RFC 6062 §5), at most `Settings::max_tcp_connections`.
+    pub connections: Vec<super::tcp::ConnectionId>,
 }
 
 impl Allocation {

@@ -21,7 +21,7 @@ use super::allocate::{FAMILY_V6, add_address_error};
 use super::allocation::{Allocation, Relay};
 use super::pending::Pending;
 use super::quota::TokenBucket;
-use super::relay::{OpenedRelay, RelayError, RelayRequest, RelayToken};
+use super::relay::{OpenedRelay, RelayError, RelayToken};
 use super::reply::{self, Signer};
 use super::server::{AllocIdKey, Command, RESERVATION_LIFETIME, Server, Timer};
 use super::{Deferred, FiveTuple, Now, Rejection};
@@ -51,24 +51,20 @@ impl Server {
         self.pending.get(from).is_some_and(|p| p.tid == *tid)
     }
 
-    /// Emits an OpenRelay for `pending` (`additional`: the IPv6 relay of a dual stack).
+    /// Emits the command `open` builds (an OpenRelay, or an OpenTcpRelay for a TCP
+    /// allocation) for `pending` (`additional`: the IPv6 relay of a dual stack).
     pub(crate) fn request_relay(
         &mut self,
         from: FiveTuple,
         pending: &mut Pending,
         additional: bool,
-        request: RelayRequest,
-        dont_fragment: bool,
+        open: impl FnOnce(RelayToken) -> Command,
     ) {
         let token = RelayToken(self.next_relay_token);
         self.next_relay_token += 1;
         self.relay_tokens.insert(token, (from, additional));
         pending.waiting += 1;
-        self.commands.push_back(Command::OpenRelay {
-            token,
-            request,
-            dont_fragment,
-        });
+        self.commands.push_back(open(token));
     }
 
     /// IO's confirmation of an [`Command::OpenRelay`]. When it was the last one an Allocate
@@ -187,13 +183,21 @@ impl Server {
                 tracing::info!(target: "turnstone::relay", client = %from.client, user = %p.username,
                     method = Method::ALLOCATE.name(), code = rejection.code, reason = rejection.reason, "request rejected");
                 let software = self.settings.software.as_deref();
-                answer(out, p.tid, Some(rejection), software, signer, |_| Ok(()))
+                answer(
+                    out,
+                    Method::ALLOCATE,
+                    p.tid,
+                    Some(rejection),
+                    software,
+                    signer,
+                    |_| Ok(()),
+                )
             }
             None => {
                 let (lifetime, token) = self.create(now, from, &p);
                 self.counters.requests_ok += 1;
                 let software = self.settings.software.as_deref();
-                answer(out, p.tid, None, software, signer, |w| {
+                answer(out, Method::ALLOCATE, p.tid, None, software, signer, |w| {
                     for relay in p.opened.iter().flatten() {
                         w.add_xor_address(attr::XOR_RELAYED_ADDRESS, relay.advertised)?;
                     }
@@ -244,6 +248,8 @@ impl Server {
             channels: Vec::new(),
             peers_seen: 0,
             selftest_source: p.selftest.as_ref().map(|s| Arc::clone(&s.source)),
+            tcp: p.tcp,
+            connections: Vec::new(),
         };
         // A self-test allocation has its own cap, never more than any allocation's.
         let cap = match (&p.selftest, self.settings.allocation_bandwidth) {
@@ -261,9 +267,11 @@ impl Server {
     }
 }
 
-/// Writes the Allocate answer for transaction `tid`: a success when `error` is `None`.
-fn answer(
+/// Writes the answer of a request that waited for IO (Allocate, RFC 6062 Connect) for
+/// transaction `tid`: a success when `error` is `None`.
+pub(crate) fn answer(
     out: &mut [u8],
+    method: Method,
     tid: TransactionId,
     error: Option<Rejection>,
     software: Option<&str>,
@@ -275,7 +283,7 @@ fn answer(
     } else {
         Class::Success
     };
-    let mut w = MessageWriter::new(out, MessageType::new(Method::ALLOCATE, class), tid)?;
+    let mut w = MessageWriter::new(out, MessageType::new(method, class), tid)?;
     if let Some(rejection) = error {
         w.add_error_code_with(rejection.code, rejection.reason)?;
     }

@@ -99,6 +99,12 @@ impl Server {
         let Some(allocation) = self.table.get(id).filter(|a| a.expires > now.mono) else {
             return Handled::Drop(DropReason::NoAllocation);
         };
+        // RFC 6062: a TCP allocation's relays are listening sockets; data goes through peer
+        // data connections only.
+        if allocation.tcp {
+            self.counters.dropped_other += 1;
+            return Handled::Drop(DropReason::Ignored);
+        }
         let Some(relay) = allocation.relay_for(peer.ip()).copied() else {
             return Handled::Drop(DropReason::NoPermission);
         };

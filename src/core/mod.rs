@@ -6,7 +6,11 @@ mod allocation;
 mod authn;
 mod binding;
 pub mod cidr;
+mod command;
 mod confirm;
+mod connect;
+mod connection_bind;
+mod connections;
 mod data;
 mod flat;
 pub mod keys;
@@ -32,6 +36,7 @@ mod settings;
 mod shared;
 mod stats;
 mod table;
+mod tcp;
 mod tokens;
 
 #[cfg(test)]
@@ -55,6 +60,7 @@ pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, SelftestLimits, Settings};
 pub use shared::SharedState;
 pub use stats::{Counters, EndReason, Traffic, UsageRecord};
+pub use tcp::{Arrived, BIND_WINDOW, ConnectError, ConnectionId, Direction, TcpRelayed};
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -128,8 +134,11 @@ pub enum DropReason {
     Bandwidth,
     /// The reply did not fit the output buffer.
     Internal,
-    /// An Allocate waits for its relay socket: [`Server::relay_opened`] answers it.
+    /// An Allocate waits for its relay socket: [`Server::relay_opened`] answers it (or a
+    /// Connect for its peer connection: [`Server::peer_connected`]).
     Pending,
+    /// A peer connection over the allocation's cap on connections (RFC 6062).
+    Capacity,
 }
 
 impl DropReason {
@@ -145,6 +154,7 @@ impl DropReason {
             DropReason::Bandwidth => "bandwidth",
             DropReason::Internal => "internal",
             DropReason::Pending => "pending",
+            DropReason::Capacity => "capacity",
         }
     }
 }

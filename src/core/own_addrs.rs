@@ -35,6 +35,8 @@ pub(crate) struct OwnAddrs {
     pub relay_ports: RangeInclusive<u16>,
     /// Ports with an open relay socket; without it (tests, fuzzing) the whole range counts.
     pub live: Option<Arc<LivePorts>>,
+    /// Ports with an open TCP relay listener (RFC 6062), for TCP peers; the same fallback.
+    pub live_tcp: Option<Arc<LivePorts>>,
 }
 
 pub(crate) const OWN_NOT_LIVE: &str = "peer is this server's own address at a port with no relay";
@@ -62,12 +64,14 @@ impl OwnAddrs {
     }
 
     /// The rule for a canonical IP, with the port when there is one (CreatePermission has
-    /// none, RFC 8656 §9: the port is checked when data is sent or a channel is bound).
-    pub fn verdict(&self, ip: IpAddr, port: Option<u16>) -> OwnVerdict {
+    /// none, RFC 8656 §9: the port is checked when data is sent or a channel is bound), for a
+    /// UDP peer or, with `tcp`, a TCP one (RFC 6062 Connect): each has its own live ports.
+    pub fn verdict(&self, ip: IpAddr, port: Option<u16>, tcp: bool) -> OwnVerdict {
         if self.is_relay_ip(ip) {
             return match port {
                 None => OwnVerdict::LiveRelay,
-                Some(p) if self.is_live(ip.is_ipv6(), p) => OwnVerdict::LiveRelay,
+                Some(p) if !tcp && self.is_live(ip.is_ipv6(), p) => OwnVerdict::LiveRelay,
+                Some(p) if tcp && self.is_live_tcp(ip.is_ipv6(), p) => OwnVerdict::LiveRelay,
                 Some(_) => OwnVerdict::Refused(OWN_NOT_LIVE),
             };
         }
@@ -86,6 +90,15 @@ impl OwnAddrs {
     pub fn is_live(&self, v6: bool, port: u16) -> bool {
         self.relay_ports.contains(&port)
             && self.live.as_ref().is_none_or(|live| live.is_open(v6, port))
+    }
+
+    /// Whether `port` of the family is in the relay range with a TCP relay listener open now.
+    pub fn is_live_tcp(&self, v6: bool, port: u16) -> bool {
+        self.relay_ports.contains(&port)
+            && self
+                .live_tcp
+                .as_ref()
+                .is_none_or(|live| live.is_open(v6, port))
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Pending {
     pub v6_error: Option<Rejection>,
     /// A self-test Allocate: the slots it took and its bandwidth cap.
     pub selftest: Option<SelftestSlot>,
+    /// A TCP allocation (RFC 6062 §5.1): its relays are listening sockets.
+    pub tcp: bool,
 }
 
 impl Pending {
@@ -61,6 +63,7 @@ impl Pending {
             failed: None,
             v6_error: None,
             selftest: None,
+            tcp: false,
         }
     }
 }

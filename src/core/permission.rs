@@ -133,6 +133,13 @@ impl Server {
         out: &mut [u8],
     ) -> Answer {
         let id = self.owned_allocation(&from, auth, now)?;
+        // RFC 6062 §5.1: a TCP allocation relays through peer data connections, not channels.
+        if self.table.get(id).is_some_and(|a| a.tcp) {
+            return Err(Rejection::new(
+                ec::BAD_REQUEST,
+                "a TCP allocation has no channels",
+            ));
+        }
         let number = match msg.channel_number() {
             Some(Ok(n)) if (MIN_CHANNEL..=MAX_CHANNEL).contains(&n) => n,
             Some(Ok(_)) => {

@@ -65,6 +65,8 @@ pub struct PeerPolicy {
     deny: Vec<Cidr>,
     own: OwnAddrs,
     listeners: Vec<SocketAddr>,
+    /// TCP and TLS listeners: what a TCP relay (RFC 6062 Connect) must not reach.
+    tcp_listeners: Vec<SocketAddr>,
     /// Whether the host's addresses were given. A policy without them (a reload whose read
     /// of the interfaces failed) inherits the ones in use, see [`Self::knows_host_ips`].
     host_ips_known: bool,
@@ -94,6 +96,10 @@ pub struct BoundAddrs {
     pub relay_ports: RangeInclusive<u16>,
     /// Ports with a relay socket open now, kept up to date by the IO layer.
     pub live: Arc<LivePorts>,
+    /// The bound TCP and TLS listeners: a TCP relay's Connect (RFC 6062 §5.2) reaches these.
+    pub tcp_listeners: Vec<SocketAddr>,
+    /// Ports with a TCP relay listener open now (RFC 6062), kept up to date by the IO layer.
+    pub live_tcp: Arc<LivePorts>,
     /// Every address of the host's interfaces; `None` when they could not be read (on
     /// reload: the server then keeps the ones in use, see [`PeerPolicy::knows_host_ips`]).
     pub host_ips: Option<Vec<IpAddr>>,
@@ -119,7 +125,9 @@ impl PeerRules {
         let policy = self
             .with_listeners(bound.udp_listeners)
             .with_relay_ports(bound.relay_ports)
-            .with_live_ports(bound.live);
+            .with_live_ports(bound.live)
+            .with_tcp_listeners(bound.tcp_listeners)
+            .with_live_tcp_ports(bound.live_tcp);
         match bound.host_ips {
             Some(ips) => policy.with_host_ips(ips),
             None => policy,
@@ -137,11 +145,13 @@ impl PeerRules {
                 host_ips: Vec::new(),
                 relay_ports: 0..=u16::MAX,
                 live: None,
+                live_tcp: None,
             },
             listeners: listeners
                 .into_iter()
                 .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
                 .collect(),
+            tcp_listeners: Vec::new(),
             host_ips_known: false,
         }
     }
@@ -179,6 +189,24 @@ impl PeerPolicy {
         self
     }
 
+    /// The TCP and TLS listeners: never valid TCP peers (RFC 6062 Connect), port-aware.
+    #[must_use]
+    pub fn with_tcp_listeners(mut self, listeners: Vec<SocketAddr>) -> Self {
+        self.tcp_listeners = listeners
+            .into_iter()
+            .map(|l| SocketAddr::new(canonical(l.ip()), l.port()))
+            .collect();
+        self
+    }
+
+    /// Accept the server's own relay IPs as TCP peers only at ports where a TCP relay
+    /// listener is open now (RFC 6062: client to client through two TCP allocations).
+    #[must_use]
+    pub fn with_live_tcp_ports(mut self, live: Arc<LivePorts>) -> Self {
+        self.own.live_tcp = Some(live);
+        self
+    }
+
     /// Every address of the host's interfaces (read by the IO layer at start,
     /// on reload and periodically): refused as peers unless an allow entry names
     /// them deliberately (a loopback range or that single address; a broad range does not), and at listener ports always.
@@ -212,16 +240,32 @@ impl PeerPolicy {
     /// Ok(canonical peer address) or the rejection. The returned address is
     /// the canonical form (see [`canonical`]) that the relay should send to.
     pub fn check(&self, peer: SocketAddr) -> Result<SocketAddr, PolicyRejection> {
+        self.check_on(peer, false)
+    }
+
+    /// The same decision for a TCP peer (RFC 6062 Connect): the server's TCP and TLS
+    /// listeners are refused instead of the UDP ones, and our own relay addresses are valid
+    /// only at ports with a TCP relay listener open now.
+    pub fn check_tcp(&self, peer: SocketAddr) -> Result<SocketAddr, PolicyRejection> {
+        self.check_on(peer, true)
+    }
+
+    fn check_on(&self, peer: SocketAddr, tcp: bool) -> Result<SocketAddr, PolicyRejection> {
         let ip = canonical(peer.ip());
         let peer_canon = if ip == peer.ip() {
             peer
         } else {
             SocketAddr::new(ip, peer.port())
         };
-        if self.is_own_listener(peer_canon) {
+        let listeners = if tcp {
+            &self.tcp_listeners
+        } else {
+            &self.listeners
+        };
+        if self.is_own_listener(listeners, peer_canon) {
             return Err(masked(ip, LISTENER));
         }
-        self.decide(peer.ip(), ip, Some(peer.port()))
+        self.decide(peer.ip(), ip, Some(peer.port()), tcp)
             .map(|()| peer_canon)
     }
 
@@ -229,7 +273,7 @@ impl PeerPolicy {
     /// port, RFC 8656 §9): everything but the listener rule.
     pub fn check_ip(&self, peer: IpAddr) -> Result<IpAddr, PolicyRejection> {
         let ip = canonical(peer);
-        self.decide(peer, ip, None).map(|()| ip)
+        self.decide(peer, ip, None, false).map(|()| ip)
     }
 
     /// [`Self::check`] within `scope`: for [`PeerScope::OwnRelays`] the peer must also be one
@@ -245,7 +289,7 @@ impl PeerPolicy {
             PeerScope::Policy => Ok(checked),
             PeerScope::OwnRelays => {
                 let ip = checked.ip();
-                match self.own.verdict(ip, Some(checked.port())) {
+                match self.own.verdict(ip, Some(checked.port()), false) {
                     OwnVerdict::LiveRelay => Ok(checked),
                     _ => Err(reject(SELFTEST_OWN_RELAYS_ONLY)),
                 }
@@ -289,13 +333,19 @@ impl PeerPolicy {
 
     /// The decision after the listener rule. `raw` is the address as given,
     /// `ip` its canonical form. Allocation-free: a few short slice scans.
-    fn decide(&self, raw: IpAddr, ip: IpAddr, port: Option<u16>) -> Result<(), PolicyRejection> {
+    fn decide(
+        &self,
+        raw: IpAddr,
+        ip: IpAddr,
+        port: Option<u16>,
+        tcp: bool,
+    ) -> Result<(), PolicyRejection> {
         // The deny list also sees the raw form, so an operator can refuse a
         // whole wrapper prefix (e.g. 2002::/16) whatever it embeds.
         if self.deny.iter().any(|c| c.contains(ip) || c.contains(raw)) {
             return Err(reject(CONFIG_DENY));
         }
-        match self.own.verdict(ip, port) {
+        match self.own.verdict(ip, port, tcp) {
             OwnVerdict::LiveRelay => return Ok(()),
             // Only an entry that names our own address deliberately opens it; a broad entry
             // (10.0.0.0/8 to reach internal media servers) must not open the host's own
@@ -328,10 +378,10 @@ impl PeerPolicy {
         })
     }
 
-    /// Whether `peer` (canonical) would reach one of our listening sockets.
-    fn is_own_listener(&self, peer: SocketAddr) -> bool {
+    /// Whether `peer` (canonical) would reach one of `listeners` (ours, of one transport).
+    fn is_own_listener(&self, listeners: &[SocketAddr], peer: SocketAddr) -> bool {
         let ip = peer.ip();
-        self.listeners
+        listeners
             .iter()
             .filter(|l| l.port() == peer.port())
             .any(|l| {
@@ -345,7 +395,12 @@ impl PeerPolicy {
 
     /// Addresses known to belong to this host.
     fn is_local_ip(&self, ip: IpAddr) -> bool {
-        self.own.is_local(ip) || self.listeners.iter().any(|l| l.ip() == ip)
+        self.own.is_local(ip)
+            || self
+                .listeners
+                .iter()
+                .chain(&self.tcp_listeners)
+                .any(|l| l.ip() == ip)
     }
 }
 
@@ -877,6 +932,8 @@ mod tests {
             udp_listeners: vec![sa("0.0.0.0:3478")],
             relay_ports: 49152..=65535,
             live: Arc::clone(&live),
+            tcp_listeners: vec![sa("0.0.0.0:3478")],
+            live_tcp: Arc::default(),
             host_ips,
         };
         let rules = PeerRules::new(

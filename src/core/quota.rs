@@ -1,7 +1,7 @@
 //! Token buckets for bandwidth caps: per allocation and per worker (the worker's share of the
 //! total cap, so no lock is taken on the data plane).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A rate in bytes per second and a burst in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +54,25 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `bytes` whatever the balance (they were already read from a byte stream, RFC
+    /// 6062): returns how long until the bucket is out of debt, zero when it never was. The
+    /// debt is paid by refills from now until then.
+    pub fn charge(&mut self, now: Instant, bytes: u64) -> Duration {
+        self.refill(now);
+        if self.tokens >= bytes {
+            self.tokens -= bytes;
+            return Duration::ZERO;
+        }
+        let deficit = bytes - self.tokens;
+        self.tokens = 0;
+        let nanos =
+            u128::from(deficit) * 1_000_000_000 / u128::from(self.limit.bytes_per_sec.max(1));
+        let wait = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        // No tokens are earned before `now + wait`: they pay the deficit.
+        self.last = self.last.max(now) + wait;
+        wait
+    }
+
     /// Whether `bytes` are available now, without taking them.
     fn has(&mut self, now: Instant, bytes: u64) -> bool {
         self.refill(now);
@@ -86,10 +105,28 @@ pub(crate) fn admit(
     fits
 }
 
+/// Charges `bytes` of a byte stream to the allocation's cap and the worker's share of the
+/// total cap (see [`TokenBucket::charge`]): the longer of the two waits.
+pub(crate) fn charge(
+    allocation: &mut Option<TokenBucket>,
+    worker: &mut Option<TokenBucket>,
+    worker_limit: Option<Bandwidth>,
+    now: Instant,
+    bytes: u64,
+) -> Duration {
+    let mut wait = allocation
+        .as_mut()
+        .map_or(Duration::ZERO, |b| b.charge(now, bytes));
+    if let Some(limit) = worker_limit {
+        let bucket = worker.get_or_insert_with(|| TokenBucket::new(limit, now));
+        wait = wait.max(bucket.charge(now, bytes));
+    }
+    wait
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     #[allow(

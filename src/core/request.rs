@@ -39,7 +39,12 @@ impl Server {
         }
         if !matches!(
             method,
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+            Method::ALLOCATE
+                | Method::REFRESH
+                | Method::CREATE_PERMISSION
+                | Method::CHANNEL_BIND
+                | Method::CONNECT
+                | Method::CONNECTION_BIND
         ) {
             let rejection = Rejection::new(ec::BAD_REQUEST, "unsupported method");
             return self.finish_error(msg, rejection, None, out, reply::nothing);
@@ -52,7 +57,7 @@ impl Server {
         }
         // A retransmitted Allocate whose relay is still being opened: the answer follows the
         // confirmation (RFC 8489 §6.3.1: one transaction, one answer; no second relay).
-        if self.is_pending(&from, &tid) {
+        if self.is_pending(&from, &tid) || self.is_connecting(&from, &tid) {
             return Handled::Drop(DropReason::Pending);
         }
         let credentials = Arc::clone(&self.credentials);
@@ -77,6 +82,12 @@ impl Server {
                     Ok(()) => return Handled::Drop(DropReason::Pending),
                     Err(rejection) => Err(rejection),
                 },
+                // RFC 6062 §5.2: answered by `peer_connected` once IO tried the peer.
+                Method::CONNECT => match self.connect(now, from, msg, &auth) {
+                    Ok(()) => return Handled::Drop(DropReason::Pending),
+                    Err(rejection) => Err(rejection),
+                },
+                Method::CONNECTION_BIND => self.connection_bind(now, from, msg, &auth, out),
                 Method::REFRESH => self.refresh(now, from, msg, &auth, out),
                 Method::CREATE_PERMISSION => self.create_permission(now, from, msg, &auth, out),
                 _ => self.channel_bind(now, from, msg, &auth, out),

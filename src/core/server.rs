@@ -11,53 +11,29 @@ use crate::proto::{self, Class, Message, Method, error_code as ec};
 
 use super::allocation::AllocId;
 use super::authn::Authenticated;
+pub use super::command::Command;
+use super::connections::Connections;
 use super::pending::Pending;
 use super::quota::TokenBucket;
-use super::relay::{RelayId, RelayRequest, RelayToken, ReservationId};
+use super::relay::{RelayId, RelayToken};
 use super::response_cache::ResponseCache;
 use super::settings::Settings;
 use super::shared::SharedState;
 use super::stats::{Counters, EndReason, UsageRecord};
 use super::table::Table;
+use super::tcp::ConnectionId;
 use super::tokens::TokenSource;
 use super::{DropReason, FiveTuple, Handled, Now, PeerAddr, PeerHandled, Rejection, RelayAddr};
 
 /// RFC 8656 §7.2: an unclaimed reservation lapses after about 30 s.
 pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// Work for the IO layer that is not a reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// An allocation ended: write its usage record.
-    Usage(UsageRecord),
-    /// Open a relay socket, then confirm it with [`Server::relay_opened`] under `token`, also
-    /// when it failed: the Allocate waiting for it is answered only then (DESIGN.md §3).
-    OpenRelay {
-        /// Names this request in the confirmation.
-        token: RelayToken,
-        /// Family (the IP to bind), EVEN-PORT and its R bit, or a reservation to claim.
-        request: RelayRequest,
-        /// Set the DF bit on what the relay sends (RFC 8656 §7.2, DONT-FRAGMENT).
-        dont_fragment: bool,
-    },
-    /// Close a relay socket and give its port back (its allocation ended, or nobody waits
-    /// for it any more).
-    CloseRelay {
-        /// The relay, as confirmed.
-        relay: RelayId,
-    },
-    /// Close a held port (RFC 8656 §7.2 EVEN-PORT R bit) whose reservation lapsed or was never
-    /// handed out.
-    ReleaseReservation {
-        /// The reservation, as confirmed.
-        reservation: ReservationId,
-    },
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     Allocation(AllocIdKey),
     Reservation([u8; 8]),
+    /// RFC 6062 §5.3: the bind window of an unbound peer data connection.
+    Connection(ConnectionId),
 }
 
 /// `AllocId` ordered only so it can sit in the timer heap.
@@ -111,6 +87,10 @@ pub struct Server {
     pub(crate) rng: u64,
     /// Reservation tokens (secret: a token is the right to a reserved port).
     pub(crate) tokens: TokenSource,
+    /// Peer data connections of TCP allocations (RFC 6062).
+    pub(crate) connections: Connections,
+    /// This worker's index and the worker count: CONNECTION-IDs are `index` modulo `count`.
+    pub(crate) worker: (u32, u32),
 }
 
 impl Server {
@@ -141,7 +121,18 @@ impl Server {
             draining: false,
             rng: seed,
             tokens: TokenSource::new(&nonce_key, seed),
+            connections: Connections::default(),
+            worker: (0, 1),
         }
+    }
+
+    /// Tells the core which of `count` workers it serves (default: the only one), so that the
+    /// CONNECTION-IDs it hands out name it (RFC 6062 §5.4: a ConnectionBind arrives on a new
+    /// connection, which the kernel may give to any worker; IO routes it by
+    /// [`ConnectionId::worker`]).
+    pub fn set_worker(&mut self, index: u32, count: u32) {
+        let count = count.max(1);
+        self.worker = (index % count, count);
     }
 
     /// Replaces users and secrets (SIGHUP reload); allocations keep their keys.
@@ -244,6 +235,7 @@ impl Server {
                         self.end_allocation(now, id, EndReason::Expired);
                     }
                 }
+                Timer::Connection(id) => self.bind_window_ended(now, id),
                 Timer::Reservation(token) => {
                     self.reservations.retain(|t| *t != token);
                     if let Some((rid, owner)) = self.shared.expire_reservation(&token, now.mono) {
@@ -265,6 +257,12 @@ impl Server {
         for id in self.table.ids() {
             self.end_allocation(now, id, EndReason::Shutdown);
         }
+        // Every connection belongs to an allocation, so none is left; defence in depth.
+        for connection in self.connections.ids() {
+            self.remove_connection(connection);
+            self.commands
+                .push_back(Command::CloseConnection { connection });
+        }
         for token in std::mem::take(&mut self.reservations) {
             if let Some((rid, owner)) = self.shared.take_reservation(&token) {
                 self.commands
@@ -278,15 +276,19 @@ impl Server {
     /// outnumber the live ones the heap is rebuilt, so churn cannot grow it.
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
         self.timers.push(Reverse((at, timer)));
-        let live = self.table.len() + self.reservations.len();
+        let live = self.table.len() + self.reservations.len() + self.connections.len();
         if self.timers.len() > 1024 && self.timers.len() > 2 * live {
             let table = &self.table;
             let reservations = &self.reservations;
+            let connections = &self.connections;
             self.timers.retain(|Reverse((at, timer))| match timer {
                 Timer::Allocation(AllocIdKey(id)) => {
                     table.get(*id).is_some_and(|a| a.expires == *at)
                 }
                 Timer::Reservation(token) => reservations.contains(token),
+                Timer::Connection(id) => connections
+                    .get(*id)
+                    .is_some_and(|c| c.deadline() == Some(*at)),
             });
             self.timers.shrink_to(2 * live);
         }
@@ -328,6 +330,13 @@ impl Server {
         let Some((allocation, traffic)) = self.table.remove(id) else {
             return;
         };
+        // RFC 6062 §5: the peer data connections (and their client data connections) go
+        // with their allocation.
+        for &connection in &allocation.connections {
+            self.connections.remove(connection);
+            self.commands
+                .push_back(Command::CloseConnection { connection });
+        }
         for relay in allocation.relays.iter().flatten() {
             self.commands
                 .push_back(Command::CloseRelay { relay: relay.id });
@@ -347,6 +356,7 @@ impl Server {
                 .flatten()
                 .map(|r| RelayAddr(r.advertised))
                 .collect(),
+            tcp_relay: allocation.tcp,
             peers: allocation.peers_seen,
             traffic,
             started_unix: allocation.started_unix,

@@ -66,6 +66,11 @@ pub struct Settings<Policy = PeerPolicy> {
     pub max_permissions: usize,
     /// Per-allocation channel cap.
     pub max_channels: usize,
+    /// RFC 6062 TCP relays: Allocate with REQUESTED-TRANSPORT TCP is honoured (else 442).
+    pub tcp_relay: bool,
+    /// Per-allocation cap on peer data connections of a TCP allocation (connecting, waiting
+    /// for their ConnectionBind, or spliced).
+    pub max_tcp_connections: usize,
     /// Per-user allocation quota (0 = unlimited).
     pub max_allocations_per_user: u32,
     /// Total allocation quota (0 = unlimited).
@@ -116,6 +121,8 @@ impl Settings<PeerRules> {
             policy: self.policy.with_bound(bound),
             max_permissions: self.max_permissions,
             max_channels: self.max_channels,
+            tcp_relay: self.tcp_relay,
+            max_tcp_connections: self.max_tcp_connections,
             max_allocations_per_user: self.max_allocations_per_user,
             max_allocations: self.max_allocations,
             allocation_bandwidth: self.allocation_bandwidth,

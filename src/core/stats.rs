@@ -62,6 +62,9 @@ pub struct UsageRecord {
     pub five_tuple: FiveTuple,
     /// Relay addresses as advertised.
     pub relays: Vec<RelayAddr>,
+    /// A TCP allocation (RFC 6062): its traffic is the bytes of its spliced connections, each
+    /// read counted as one packet.
+    pub tcp_relay: bool,
     /// Distinct peers permitted.
     pub peers: u32,
     /// Traffic totals.
@@ -147,13 +150,14 @@ impl UsageRecord {
         let relays: Vec<String> = self.relays.iter().map(|r| format!("\"{r}\"")).collect();
         format!(
             concat!(
-                "{{\"user\":{},\"client\":\"{}\",\"transport\":\"{}\",\"relays\":[{}],\"peers\":{},",
+                "{{\"user\":{},\"client\":\"{}\",\"transport\":\"{}\",\"relay_transport\":\"{}\",\"relays\":[{}],\"peers\":{},",
                 "\"packets_to_peer\":{},\"bytes_to_peer\":{},\"packets_to_client\":{},\"bytes_to_client\":{},",
                 "\"start\":{},\"end\":{},\"end_reason\":\"{}\"}}"
             ),
             json_string(&self.user),
             self.five_tuple.client,
             self.five_tuple.transport.name(),
+            if self.tcp_relay { "tcp" } else { "udp" },
             relays.join(","),
             self.peers,
             self.traffic.packets_to_peer,

@@ -179,6 +179,13 @@ impl Table {
             .flatten()
     }
 
+    /// An allocation for changes to its own lists that the flat tables do not mirror (its
+    /// RFC 6062 peer data connections).
+    pub fn get_mut(&mut self, id: AllocId) -> Option<&mut Allocation> {
+        self.get(id)?;
+        self.slots.get_mut(id.index as usize)?.as_mut()
+    }
+
     /// The counters of a live slot (data plane: an array index, no hash).
     pub fn counters_mut(&mut self, slot: Slot) -> Option<&mut SlotCounters> {
         FlatTables::live(&mut self.counters, slot)

@@ -27,6 +27,8 @@ mod stream_buf;
 mod stream_frames;
 mod stream_out;
 mod stream_timers;
+mod tcp_relay;
+mod tcp_tasks;
 pub mod tls;
 mod udp;
 mod worker;

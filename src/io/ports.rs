@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,8 @@ pub(crate) struct RelayPorts {
     pools: [Mutex<PortPool>; 2],
     /// Ports with an open relay socket (the peer policy's view of "our relay").
     pub live: Arc<LivePorts>,
+    /// Ports with an open TCP relay listener (RFC 6062; the policy's view for TCP peers).
+    pub live_tcp: Arc<LivePorts>,
     held: Mutex<HashMap<ReservationId, UdpSocket>>,
     next_reservation: AtomicU64,
     refused: AtomicU64,
@@ -46,10 +48,18 @@ impl RelayPorts {
                 Mutex::new(PortPool::new(range, seed.rotate_left(32) ^ 0x5bd1_e995)),
             ],
             live,
+            live_tcp: Arc::default(),
             held: Mutex::new(HashMap::new()),
             next_reservation: AtomicU64::new(1),
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// Shares `live` as the set of live TCP relay ports (the peer policy reads it).
+    #[must_use]
+    pub fn with_live_tcp(mut self, live: Arc<LivePorts>) -> Self {
+        self.live_tcp = live;
+        self
     }
 
     /// A socket bound on `ip` at a free port of the range (even only, with `even`).
@@ -62,6 +72,30 @@ impl RelayPorts {
             match self.bind_exact(ip, port)? {
                 Some(sock) => return Ok(sock),
                 None => continue,
+            }
+        }
+        Err(RelayError::Exhausted)
+    }
+
+    /// A TCP relay's listening socket on `ip` at a free port of the range (RFC 6062 §5.1).
+    pub fn bind_tcp(&self, ip: IpAddr) -> Result<TcpListener, RelayError> {
+        let pool = &self.pools[usize::from(ip.is_ipv6())];
+        for _ in 0..MAX_TRIES {
+            let Some(port) = pool.lock().pop(false) else {
+                return Err(RelayError::Exhausted);
+            };
+            match socket::tcp_relay_listener(SocketAddr::new(ip, port)) {
+                Ok(listener) => return Ok(listener),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("turnstone_relay_ports_refused_total").increment(1);
+                    self.give_back(ip.is_ipv6(), port);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "turnstone::io", %ip, port, error = %e, "TCP relay listener bind failed");
+                    self.give_back(ip.is_ipv6(), port);
+                    return Err(RelayError::Failed);
+                }
             }
         }
         Err(RelayError::Exhausted)

@@ -3,7 +3,7 @@
 //! under the lock, [`Relays::register`] watches the socket on the worker's [`Poller`] and the
 //! result is confirmed to the core. The sockets are plain non-blocking std sockets.
 
-use std::net::UdpSocket as StdUdpSocket;
+use std::net::{TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -16,18 +16,40 @@ use super::ports::RelayPorts;
 use crate::sys::poller::{Poller, Token};
 use crate::sys::socket;
 
-/// A relay socket the core asked for ([`crate::core::Command::OpenRelay`]).
+/// A relay socket the core asked for ([`crate::core::Command::OpenRelay`], or with `tcp` a
+/// TCP relay's listening socket, [`crate::core::Command::OpenTcpRelay`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Open {
     pub token: RelayToken,
     pub request: RelayRequest,
     pub dont_fragment: bool,
+    /// RFC 6062: a listening TCP socket on the request's IP.
+    pub tcp: bool,
 }
 
 /// A socket bound for an [`Open`], not yet watched: what [`bind`] did outside the lock.
 pub(crate) struct Bound {
     pub token: RelayToken,
     result: Result<(StdUdpSocket, Option<ReservationId>), RelayError>,
+}
+
+/// A TCP relay's listening socket bound for an [`Open`] (RFC 6062 §5.1).
+pub(crate) struct BoundTcp {
+    pub token: RelayToken,
+    pub result: Result<StdTcpListener, RelayError>,
+}
+
+/// Binds the TCP relay listener `open` asks for, without the worker lock (see [`bind`]).
+pub(crate) fn bind_tcp(ports: &RelayPorts, open: Open) -> BoundTcp {
+    let result = match open.request {
+        RelayRequest::Any { ip } | RelayRequest::Even { ip, .. } => ports.bind_tcp(ip),
+        // The core never asks for a reserved port for a TCP allocation (RFC 6062 §5.1).
+        RelayRequest::Reserved(_) => Err(RelayError::UnknownReservation),
+    };
+    BoundTcp {
+        token: open.token,
+        result,
+    }
 }
 
 /// Binds the socket `open` asks for. Called without the worker lock: binding is a system call
@@ -97,6 +119,18 @@ impl Relays {
         self.sockets.get(&id).map(|s| s.as_fd())
     }
 
+    /// A fresh relay id (TCP relays share the numbering, which the core's tables key on).
+    pub fn next_id(&mut self) -> RelayId {
+        let id = RelayId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// The shared port state (TCP relays mark their live ports and give ports back there).
+    pub fn ports(&self) -> &Arc<RelayPorts> {
+        &self.ports
+    }
+
     /// Watches a socket [`bind`] opened (under the worker lock, so the data-plane thread
     /// finds it once it reports readable); the result goes to `Server::relay_opened`.
     pub fn register(&mut self, bound: Bound) -> Result<OpenedRelay, RelayError> {
@@ -117,8 +151,7 @@ impl Relays {
 
     fn watch(&mut self, sock: StdUdpSocket) -> Result<OpenedRelay, RelayError> {
         let addr = sock.local_addr().map_err(|_| RelayError::Failed)?;
-        let id = RelayId(self.next_id);
-        self.next_id += 1;
+        let id = self.next_id();
         if let Err(e) = self.poll.add(sock.as_fd(), Token::Relay(id.0)) {
             tracing::warn!(target: "turnstone::io", error = %e, "cannot watch relay socket");
             drop(sock);
@@ -169,6 +202,7 @@ impl Relays {
             token: RelayToken(0),
             request,
             dont_fragment: false,
+            tcp: false,
         };
         let bound = bind(&self.ports, open);
         self.register(bound)
@@ -189,6 +223,7 @@ mod tests {
             token: RelayToken(1),
             request,
             dont_fragment: true,
+            tcp: false,
         }
     }
 

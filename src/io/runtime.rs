@@ -22,7 +22,7 @@ use super::ports::RelayPorts;
 use super::relay::Relays;
 use super::shared::{Control, IoShared};
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
-use super::worker::{self, Worker};
+use super::worker::{self, Worker, WorkerSet};
 use super::{fastpath, fd_limit, host_ips, stream};
 use crate::sys::poller::{Poller, Waker};
 
@@ -34,7 +34,8 @@ pub struct RunningServer {
     control: watch::Sender<Control>,
     tls_slots: Vec<Option<TlsSlot>>,
     relay_ports: RangeInclusive<u16>,
-    live: Arc<LivePorts>,
+    /// Live UDP relay ports and live TCP relay ports (RFC 6062).
+    live: (Arc<LivePorts>, Arc<LivePorts>),
     threads: Vec<JoinHandle<()>>,
     shared: Arc<SharedState>,
     fast_path: Option<Arc<fastpath::FastPath>>,
@@ -137,22 +138,30 @@ fn policy_for(
     bound: &[(Transport, SocketAddr)],
     nat: Option<NatDiscovery>,
     relay_ports: &RangeInclusive<u16>,
-    live: &Arc<LivePorts>,
+    live: &(Arc<LivePorts>, Arc<LivePorts>),
     host_ips: Option<Vec<IpAddr>>,
 ) -> Settings {
-    // Relays send UDP, so only UDP listeners are reachable through them; a TCP listener on
-    // the same port number is a different socket (and a peer's UDP port may equal it).
+    // UDP relays send UDP, so only UDP listeners are reachable through them; a TCP listener
+    // on the same port number is a different socket (and a peer's UDP port may equal it).
+    // TCP relays (RFC 6062 Connect) reach the TCP and TLS listeners instead.
     let udp_listeners = bound
         .iter()
         .filter(|(transport, _)| *transport == Transport::Udp)
         .map(|(_, a)| *a)
         .chain(nat.iter().flat_map(NatDiscovery::addresses))
         .collect();
+    let tcp_listeners = bound
+        .iter()
+        .filter(|(transport, _)| transport.is_stream())
+        .map(|(_, a)| *a)
+        .collect();
     settings.complete(
         BoundAddrs {
             udp_listeners,
             relay_ports: relay_ports.clone(),
-            live: Arc::clone(live),
+            live: Arc::clone(&live.0),
+            tcp_listeners,
+            live_tcp: Arc::clone(&live.1),
             host_ips,
         },
         nat,
@@ -173,7 +182,10 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         nat,
     } = bind_all(&spec.listeners, spec.nat_discovery.as_ref(), workers)?;
 
-    let live = Arc::new(LivePorts::default());
+    let live = (
+        Arc::new(LivePorts::default()),
+        Arc::new(LivePorts::default()),
+    );
     let host_ips = Some(host_ips::read_at_start()?);
     let settings = policy_for(
         spec.settings,
@@ -206,11 +218,10 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         ),
         streams: Arc::new(ConnectionSlots::default()),
         tls_failures: AtomicU64::new(0),
-        ports: Arc::new(RelayPorts::new(
-            spec.relay_ports.clone(),
-            Arc::clone(&live),
-            random_u64()?,
-        )),
+        ports: Arc::new(
+            RelayPorts::new(spec.relay_ports.clone(), Arc::clone(&live.0), random_u64()?)
+                .with_live_tcp(Arc::clone(&live.1)),
+        ),
         published: Default::default(),
     });
     let (shutdown, _) = watch::channel(false);
@@ -220,6 +231,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
         draining: false,
     });
     let mut threads = Vec::new();
+    let set = Arc::new(WorkerSet::new(workers));
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let seed = random_u64()?;
         let server = Server::new(
@@ -240,6 +252,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             index,
             control: control.subscribe(),
             shutdown: shutdown.subscribe(),
+            set: Arc::clone(&set),
         };
         let thread = std::thread::Builder::new()
             .name(format!("turnstone-worker-{index}"))
@@ -271,6 +284,7 @@ struct WorkerContext {
     index: usize,
     control: watch::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
+    set: Arc<WorkerSet>,
 }
 
 /// Runs one worker: its data-plane thread (UDP listeners and relay sockets) and, on this
@@ -286,6 +300,7 @@ fn run_worker(ctx: WorkerContext) {
         index,
         control,
         mut shutdown,
+        set,
     } = ctx;
     let fail = |what: &str, e: std::io::Error| {
         tracing::error!(target: "turnstone::io", error = %e, "worker {index}: {what}");
@@ -298,7 +313,7 @@ fn run_worker(ctx: WorkerContext) {
     if let Some(m) = &mirror {
         server.enable_mirror(m.slot_limit());
     }
-    let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker);
+    let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker, set);
     worker.lock().mirror = mirror;
     let udp = sockets.udp.into_iter().map(|(_, sock)| sock).collect();
     let datapath = match Datapath::new(Arc::clone(&worker), poller, udp) {

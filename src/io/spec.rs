@@ -73,6 +73,8 @@ pub struct StreamLimits {
     pub ipv6_prefix_length: u8,
     /// Time from connect to an allocation; a connection without one by then is closed.
     pub auth_timeout: Duration,
+    /// RFC 6062 §5.2: how long a Connect waits for the peer to accept (then 447).
+    pub connect_timeout: Duration,
 }
 
 /// Everything needed to run the server.

@@ -30,6 +30,7 @@ use super::stream_buf::InputBuffer;
 use super::stream_frames::handle_run;
 use super::stream_out::{StreamOut, write_buffer};
 use super::stream_timers::Deadlines;
+use super::tcp_tasks;
 use super::worker::Worker;
 
 /// Accepts connections on one listener until the task is dropped.
@@ -154,6 +155,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         within: worker.limits.handshake_timeout,
     };
     let mut timers = Deadlines::new(&worker.limits, accepted, Instant::now());
+    // RFC 6062 §5.4: after a successful ConnectionBind the connection carries raw bytes to
+    // and from a peer: the peer connection, and what followed the request in the input.
+    let mut spliced = None;
     'conn: loop {
         let (deadline, why) = timers.next();
         tokio::select! {
@@ -164,8 +168,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let mut consumed = 0;
                 loop {
-                    let run = handle_run(worker, ft, &input.data()[consumed..], &mut scratch, &mut replies);
+                    let mut run = handle_run(worker, ft, &input.data()[consumed..], &mut scratch, &mut replies);
+                    let start = consumed;
                     consumed += run.consumed;
+                    if !run.spawns.is_empty() {
+                        tcp_tasks::spawn(worker, std::mem::take(&mut run.spawns));
+                    }
                     if run.framed {
                         timers.first_frame = None;
                     }
@@ -186,6 +194,18 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if !run.more {
                         break;
                     }
+                    if let Some(range) = run.bind {
+                        let frame = &input.data()[start + range.start..start + range.end];
+                        let bound = tcp_tasks::connection_bind(worker, ft, frame);
+                        if !writes.write(&mut writer, &bound.reply, &mut timers).await {
+                            break 'conn;
+                        }
+                        if let Some(splice) = bound.splice {
+                            spliced = Some((splice, input.data()[consumed..].to_vec()));
+                            break 'conn;
+                        }
+                        continue;
+                    }
                     if run.opens.is_empty() {
                         continue;
                     }
@@ -196,6 +216,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         .into_iter()
                         .partition(|(to, _)| *to == ft);
                     worker.send_udp_answers(udp);
+                    // A TCP allocation's listener starts accepting (RFC 6062 §5.3).
+                    let spawns = worker.lock().tcp.take_spawns();
+                    tcp_tasks::spawn(worker, spawns);
                     for (_, answer) in mine {
                         if !writes.write(&mut writer, &answer, &mut timers).await {
                             break 'conn;
@@ -230,6 +253,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break 'conn;
             }
         }
+    }
+    if let Some(((owner, ready), early)) = spliced {
+        // Raw bytes from here: the framing buffers go, only the splice's own stay.
+        drop((input, scratch, replies, writes));
+        tcp_tasks::splice(owner, ready, &mut reader, &mut writer, &early).await;
     }
 }
 

@@ -14,6 +14,7 @@ use super::admission::is_stun_request;
 use super::clock;
 use super::relay::Open;
 use super::stream_out::FORWARD_MAX;
+use super::tcp_relay::Spawn;
 use super::worker::{Core, Worker};
 
 /// The outcome of one run of frames.
@@ -28,6 +29,12 @@ pub(crate) struct Run {
     pub opens: Vec<Open>,
     /// The stream cannot be framed: the connection must close (after this run's replies).
     pub unframeable: bool,
+    /// A ConnectionBind request (RFC 6062 §5.4) at this range of the input, not handled yet:
+    /// it goes to the worker owning its connection (`tcp_tasks::connection_bind`), and the
+    /// run stopped there, since after its success the stream carries raw bytes.
+    pub bind: Option<Range<usize>>,
+    /// TCP relay tasks to start (RFC 6062: accepting peers, connecting to them).
+    pub spawns: Vec<Spawn>,
     /// The run stopped with complete frames possibly left (relays to open, or replies to
     /// write first): the caller writes, then calls again.
     pub more: bool,
@@ -53,6 +60,8 @@ pub(crate) fn handle_run(
         own_traffic: false,
         opens: Vec::new(),
         unframeable: false,
+        bind: None,
+        spawns: Vec::new(),
         more: false,
     };
     let admission = &worker.shared.admission;
@@ -79,6 +88,11 @@ pub(crate) fn handle_run(
             // A request may close a relay (Refresh 0) or change what it may reach: data the
             // client sent before it leaves first, as on UDP (`udp.rs`).
             core.stream_forwards.flush(&core.relays);
+            if is_method(pkt, Method::CONNECTION_BIND) {
+                run.bind = Some(run.consumed - frame.len..run.consumed);
+                run.more = true;
+                break;
+            }
         }
         match core.server.handle_client(now, ft, pkt, scratch) {
             Handled::Forward {
@@ -96,7 +110,7 @@ pub(crate) fn handle_run(
                 replies.extend_from_slice(&scratch[..len]);
                 // A TURN request (Allocate, Refresh, permissions, channels) answered while
                 // the allocation lives is its traffic; a Binding concerns no allocation.
-                if !is_binding(pkt) && core.server.has_allocation(&ft) {
+                if !is_method(pkt, Method::BINDING) && core.server.has_allocation(&ft) {
                     run.own_traffic = true;
                 }
             }
@@ -110,6 +124,7 @@ pub(crate) fn handle_run(
         }
     }
     core.stream_forwards.flush(&core.relays);
+    run.spawns = core.tcp.take_spawns();
     run
 }
 
@@ -127,11 +142,11 @@ fn forward(core: &mut Core, relay: RelayId, pkt: &[u8], payload: Range<usize>, p
     }
 }
 
-/// Whether a STUN message is of the Binding method (RFC 8489 §18.1).
-fn is_binding(pkt: &[u8]) -> bool {
+/// Whether a STUN message is of `method` (RFC 8489 §18.1).
+fn is_method(pkt: &[u8], method: Method) -> bool {
     pkt.get(..2)
         .and_then(|t| MessageType::from_u16(u16::from_be_bytes([t[0], t[1]])))
-        .is_some_and(|t| t.method == Method::BINDING)
+        .is_some_and(|t| t.method == method)
 }
 
 #[cfg(test)]
@@ -140,10 +155,12 @@ mod tests {
 
     #[test]
     fn only_binding_messages_are_classified_as_binding() {
+        let is_binding = |pkt: &[u8]| is_method(pkt, Method::BINDING);
         assert!(is_binding(&[0x00, 0x01, 0, 0]));
         assert!(is_binding(&[0x01, 0x01]));
         assert!(!is_binding(&[0x00, 0x03]));
         assert!(!is_binding(&[0x00]));
         assert!(!is_binding(&[0x40, 0x01]));
+        assert!(is_method(&[0x00, 0x0B, 0, 0], Method::CONNECTION_BIND));
     }
 }

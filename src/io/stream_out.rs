@@ -146,6 +146,13 @@ impl StreamOut {
         }
     }
 
+    /// Traffic of this connection's allocation that does not cross it (RFC 6062: bytes
+    /// relayed on its TCP allocation's data connections): the task's idle timer counts it
+    /// like a direct send.
+    pub fn saw_traffic(&self) {
+        self.saw_direct();
+    }
+
     fn saw_direct(&self) {
         let since = clock::now().mono.saturating_duration_since(self.base);
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1);

@@ -91,6 +91,7 @@ mod tests {
             max_connections_per_ip: 1,
             auth_timeout: timeout,
             ipv6_prefix_length: 64,
+            connect_timeout: timeout,
         }
     }
 

@@ -30,6 +30,7 @@ use super::relay::{self, Open, Relays};
 use super::shared::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
 use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, Pushed, StreamOut};
+use super::tcp_relay::{PortLease, TcpRelays};
 use crate::sys::poller::Waker;
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
@@ -54,6 +55,8 @@ pub(crate) struct Core {
     pub udp_answers: Vec<(FiveTuple, Vec<u8>)>,
     /// The kernel fast path's copy of this worker's flat tables, when it is active.
     pub mirror: Option<WorkerMirror>,
+    /// RFC 6062 TCP relays: listeners, peer data connections, tasks to start.
+    pub tcp: TcpRelays,
 }
 
 impl Core {
@@ -97,8 +100,33 @@ impl Core {
                     token,
                     request,
                     dont_fragment,
+                    tcp: false,
                 }),
-                Command::CloseRelay { relay } => self.relays.close(relay),
+                Command::OpenTcpRelay { token, ip } => self.opens.push(Open {
+                    token,
+                    request: crate::core::RelayRequest::Any { ip },
+                    dont_fragment: false,
+                    tcp: true,
+                }),
+                Command::CloseRelay { relay } => {
+                    if !self.tcp.close_listener(relay) {
+                        self.relays.close(relay);
+                    }
+                }
+                Command::ConnectPeer {
+                    connection,
+                    relay,
+                    peer,
+                } => self.tcp.connect(connection, relay, peer),
+                Command::Splice {
+                    data_connection,
+                    connection,
+                    control,
+                } => {
+                    let control = self.streams.get(&control).cloned();
+                    self.tcp.splice(data_connection, connection, control);
+                }
+                Command::CloseConnection { connection } => self.tcp.close(connection),
                 Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
         }
@@ -124,6 +152,7 @@ impl Core {
         self.server.close_all(now);
         self.drain_commands();
         self.relays.clear();
+        self.tcp.clear();
     }
 }
 
@@ -140,19 +169,30 @@ pub(crate) struct Worker {
     /// Signalled when the data-plane thread ends, so the stream side does not outlive it
     /// (its allocations' timers run there).
     pub data_plane_ended: Notify,
+    /// Every worker, for ConnectionBinds naming another worker's connection (RFC 6062).
+    pub set: Arc<WorkerSet>,
 }
 
 impl Worker {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one constructor, called once per worker"
+    )]
     pub fn new(
-        server: Server,
+        mut server: Server,
         relays: Relays,
         usage: UsageSink,
         limits: StreamLimits,
         shared: Arc<IoShared>,
         index: usize,
         waker: Waker,
+        set: Arc<WorkerSet>,
     ) -> Arc<Self> {
-        Arc::new(Worker {
+        server.set_worker(
+            u32::try_from(index).unwrap_or(0),
+            u32::try_from(set.count()).unwrap_or(1),
+        );
+        let worker = Arc::new(Worker {
             core: Mutex::new(Core {
                 server,
                 relays,
@@ -163,6 +203,7 @@ impl Worker {
                 opens: Vec::new(),
                 udp_answers: Vec::new(),
                 mirror: None,
+                tcp: TcpRelays::default(),
             }),
             limits,
             shared,
@@ -170,7 +211,10 @@ impl Worker {
             waker,
             stop: AtomicBool::new(false),
             data_plane_ended: Notify::new(),
-        })
+            set: Arc::clone(&set),
+        });
+        set.register(index, &worker);
+        worker
     }
 
     /// The core, for one batch of work. parking_lot's mutex: the data-plane thread hands it
@@ -196,14 +240,22 @@ impl Worker {
             return answers;
         }
         let ports = &self.shared.ports;
-        let bound: Vec<relay::Bound> = opens.into_iter().map(|o| relay::bind(ports, o)).collect();
+        let (tcp, udp): (Vec<Open>, Vec<Open>) = opens.into_iter().partition(|o| o.tcp);
+        let bound: Vec<relay::Bound> = udp.into_iter().map(|o| relay::bind(ports, o)).collect();
+        let bound_tcp: Vec<relay::BoundTcp> =
+            tcp.into_iter().map(|o| relay::bind_tcp(ports, o)).collect();
         let mut core = self.lock();
         let core = &mut *core;
+        let mut confirmations = Vec::with_capacity(bound.len() + bound_tcp.len());
+        for bound in bound {
+            confirmations.push((bound.token, core.relays.register(bound)));
+        }
+        for bound in bound_tcp {
+            confirmations.push((bound.token, register_tcp(core, bound.result)));
+        }
         // Room for any Allocate answer (two relayed addresses, a token, an address error).
         let mut out = [0u8; 1024];
-        for bound in bound {
-            let token = bound.token;
-            let result = core.relays.register(bound);
+        for (token, result) in confirmations {
             let Some(answer) = core.server.relay_opened(now, token, result, &mut out) else {
                 continue;
             };
@@ -241,6 +293,67 @@ impl Worker {
     }
 }
 
+/// Registers a TCP relay's listening socket (RFC 6062 §5.1): a relay id, its port marked
+/// live for TCP peers, its accept task queued for the stream thread.
+fn register_tcp(
+    core: &mut Core,
+    bound: Result<std::net::TcpListener, crate::core::RelayError>,
+) -> Result<crate::core::OpenedRelay, crate::core::RelayError> {
+    let listener = bound?;
+    let ports = std::sync::Arc::clone(core.relays.ports());
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(_) => return Err(crate::core::RelayError::Failed),
+    };
+    // From here the lease gives the port back whatever happens to the listener.
+    let lease = PortLease { ports, addr };
+    lease.ports.live_tcp.open(addr.is_ipv6(), addr.port());
+    let id = core.relays.next_id();
+    core.tcp.add_listener(id, listener, lease);
+    Ok(crate::core::OpenedRelay {
+        id,
+        addr: crate::core::RelayAddr(addr),
+        reservation: None,
+    })
+}
+
+/// Every worker of the server, by index: a ConnectionBind reaches whichever worker the kernel
+/// picked for its new connection, and is handed to the worker whose core made the
+/// CONNECTION-ID it names (RFC 6062 §5.4, [`crate::core::ConnectionId::worker`]).
+pub(crate) struct WorkerSet {
+    workers: parking_lot::RwLock<Vec<Option<std::sync::Weak<Worker>>>>,
+    count: usize,
+}
+
+impl WorkerSet {
+    /// A set for `count` workers.
+    pub fn new(count: usize) -> Self {
+        Self {
+            workers: parking_lot::RwLock::new(vec![None; count]),
+            count: count.max(1),
+        }
+    }
+
+    /// How many workers the server runs.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Records worker `index` (each worker at its start).
+    pub fn register(&self, index: usize, worker: &Arc<Worker>) {
+        let mut workers = self.workers.write();
+        if workers.len() <= index {
+            workers.resize(index + 1, None);
+        }
+        workers[index] = Some(Arc::downgrade(worker));
+    }
+
+    /// Worker `index`, while it runs.
+    pub fn get(&self, index: usize) -> Option<Arc<Worker>> {
+        self.workers.read().get(index)?.as_ref()?.upgrade()
+    }
+}
+
 /// Applies reloads and drain requests to this worker's core.
 pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiver<Control>) {
     while control.changed().await.is_ok() {
@@ -249,8 +362,8 @@ pub(crate) async fn control_loop(worker: Arc<Worker>, mut control: watch::Receiv
         core.server.set_settings(update.settings);
         core.server.set_credentials(update.credentials);
         core.server.set_draining(update.draining);
-        // A tightened policy revoked channels: the kernel's copy loses them now, not at the
-        // data plane's next wake-up (which kernel-relayed traffic never causes).
+        // What a tightened policy revoked takes effect now, not at the next wake-up: the
+        // kernel fast path's copy of the tables, and the RFC 6062 peer connections it closes.
         core.drain_commands();
     }
 }

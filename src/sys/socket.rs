@@ -43,6 +43,35 @@ pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListene
     Ok(sock.into())
 }
 
+/// Backlog of a TCP relay's listening socket (RFC 6062 §5.3): peers connecting in wait
+/// here until accepted; more than this are refused by the kernel.
+const TCP_RELAY_BACKLOG: i32 = 64;
+
+/// The listening socket of a TCP relay (RFC 6062 §5.1) on exactly `addr`. Bound without
+/// SO_REUSEPORT, so that it fails (`AddrInUse`) while anything else holds the port, our own
+/// SO_REUSEPORT listeners included (it must never join their group and take their
+/// connections); SO_REUSEPORT is set only after the bind, so the outgoing connections of
+/// [`tcp_relay_connect_socket`] can share the address (RFC 6062 §5.2: a Connect's local
+/// end is the relayed transport address).
+pub fn tcp_relay_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.set_reuse_port(true)?;
+    sock.listen(TCP_RELAY_BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// A non-blocking TCP socket bound to a TCP relay's address `local` (see
+/// [`tcp_relay_listener`]), ready to connect to a peer (RFC 6062 §5.2).
+pub fn tcp_relay_connect_socket(local: SocketAddr) -> io::Result<std::net::TcpStream> {
+    let sock = new_socket(local, Type::STREAM, Protocol::TCP)?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&local.into())?;
+    Ok(sock.into())
+}
+
 /// Binds `addr` once without SO_REUSEPORT and closes the socket again, returning the bound
 /// address (port 0 resolved to a port free for everyone). Fails with `AddrInUse` while any
 /// other socket holds the address, including another process's SO_REUSEPORT group, which

@@ -77,6 +77,15 @@ impl Conn {
         }
     }
 
+    /// The byte stream and what was read from it but not framed yet (TCP or TLS only): an
+    /// RFC 6062 data connection carries raw bytes after its ConnectionBind.
+    pub fn into_raw(self) -> (Box<dyn Stream>, Vec<u8>) {
+        match self {
+            Conn::Stream { io, buf, .. } => (io, buf),
+            Conn::Udp { .. } => panic!("a UDP client has no byte stream"),
+        }
+    }
+
     /// Whether this is TCP or TLS (ChannelData padded to 4 bytes, RFC 8656 §12.5).
     pub fn is_stream(&self) -> bool {
         matches!(self, Conn::Stream { .. })
@@ -267,53 +276,17 @@ impl TurnClient {
         panic!("438 Stale Nonce twice in a row");
     }
 
-    /// Allocate (UDP relay): first without credentials to get the 401 challenge, then
-    /// authenticated. Returns (relayed address, mapped address, lifetime).
-    pub async fn allocate(&mut self) -> (SocketAddr, SocketAddr, u32) {
-        self.allocate_with(|_| {}).await
-    }
-
-    /// [`TurnClient::allocate`] with `extra` attributes in both requests (e.g.
-    /// REQUESTED-ADDRESS-FAMILY for an IPv6 relay).
-    pub async fn allocate_with(
-        &mut self,
-        extra: impl Fn(&mut MessageWriter<'_>),
-    ) -> (SocketAddr, SocketAddr, u32) {
-        let reply = self.allocate_reply_with(extra).await;
-        let msg = parse(&reply);
-        assert_eq!(
-            (msg.method(), msg.class()),
-            (Method::ALLOCATE, Class::Success),
-            "{:?}",
-            msg.error_code()
-        );
-        let relayed = msg.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().unwrap();
-        let mapped = msg.xor_address(attr::XOR_MAPPED_ADDRESS).unwrap().unwrap();
-        let lifetime = msg.u32_attr(attr::LIFETIME).unwrap().unwrap();
-        (relayed, mapped, lifetime)
-    }
-
-    /// Allocate (UDP relay) as [`Self::allocate`] makes it, answered however the server
-    /// answers the authenticated request.
-    pub async fn allocate_reply(&mut self) -> Vec<u8> {
-        self.allocate_reply_with(|_| {}).await
-    }
-
-    /// [`Self::allocate_reply`] with `extra` attributes in both requests.
-    pub async fn allocate_reply_with(&mut self, extra: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
-        let udp_transport = |w: &mut MessageWriter<'_>| {
-            // RFC 8656 §18.7: protocol 17 (UDP) in the first byte.
-            w.add_u32(attr::REQUESTED_TRANSPORT, 17 << 24).unwrap();
-            extra(w);
-        };
-        let (tid, bytes) = build(Method::ALLOCATE, Class::Request, None, udp_transport);
+    /// Sends `method` without credentials and learns realm, nonce and key from the 401.
+    pub async fn challenge(&mut self, method: Method, attrs: impl FnOnce(&mut MessageWriter<'_>)) {
+        let (tid, bytes) = build(method, Class::Request, None, attrs);
         let reply = self.transact(tid, &bytes).await;
         let challenge = parse(&reply);
-        assert_eq!(challenge.method(), Method::ALLOCATE);
+        assert_eq!(challenge.method(), method);
         assert_eq!(
             error_of(&challenge),
             error_code::UNAUTHENTICATED,
-            "unauthenticated Allocate must get 401"
+            "unauthenticated {} must get 401",
+            method.name()
         );
         self.realm = challenge.realm().unwrap().unwrap().to_vec();
         self.nonce = challenge.nonce().unwrap().unwrap().to_vec();
@@ -326,7 +299,51 @@ impl TurnClient {
         )
         .as_bytes()
         .to_vec();
-        self.request(Method::ALLOCATE, udp_transport).await
+    }
+
+    /// Allocate (UDP relay): first without credentials to get the 401 challenge, then
+    /// authenticated. Returns (relayed address, mapped address, lifetime).
+    pub async fn allocate(&mut self) -> (SocketAddr, SocketAddr, u32) {
+        self.allocate_with(|_| {}).await
+    }
+
+    /// Allocate with REQUESTED-TRANSPORT `protocol` (17 UDP, 6 TCP for RFC 6062).
+    pub async fn allocate_transport(&mut self, protocol: u32) -> (SocketAddr, SocketAddr, u32) {
+        let reply = self.allocate_reply_of(protocol, |_| {}).await;
+        allocated(&reply)
+    }
+
+    /// [`TurnClient::allocate`] with `extra` attributes in both requests (e.g.
+    /// REQUESTED-ADDRESS-FAMILY for an IPv6 relay).
+    pub async fn allocate_with(
+        &mut self,
+        extra: impl Fn(&mut MessageWriter<'_>),
+    ) -> (SocketAddr, SocketAddr, u32) {
+        let reply = self.allocate_reply_of(17, extra).await;
+        allocated(&reply)
+    }
+
+    /// Allocate (UDP relay) as [`Self::allocate`] makes it, answered however the server
+    /// answers the authenticated request.
+    pub async fn allocate_reply(&mut self) -> Vec<u8> {
+        self.allocate_reply_of(17, |_| {}).await
+    }
+
+    /// Allocate with REQUESTED-TRANSPORT `protocol` and `extra` attributes in both requests;
+    /// the authenticated request's answer.
+    pub async fn allocate_reply_of(
+        &mut self,
+        protocol: u32,
+        extra: impl Fn(&mut MessageWriter<'_>),
+    ) -> Vec<u8> {
+        let transport = |w: &mut MessageWriter<'_>| {
+            // RFC 8656 §18.7: the protocol number in the first byte.
+            w.add_u32(attr::REQUESTED_TRANSPORT, protocol << 24)
+                .unwrap();
+            extra(w);
+        };
+        self.challenge(Method::ALLOCATE, transport).await;
+        self.request(Method::ALLOCATE, transport).await
     }
 
     /// A request that must succeed.
@@ -342,6 +359,21 @@ impl TurnClient {
             msg.error_code()
         );
     }
+}
+
+/// The (relayed address, mapped address, lifetime) of a successful Allocate answer.
+fn allocated(reply: &[u8]) -> (SocketAddr, SocketAddr, u32) {
+    let msg = parse(reply);
+    assert_eq!(
+        (msg.method(), msg.class()),
+        (Method::ALLOCATE, Class::Success),
+        "{:?}",
+        msg.error_code()
+    );
+    let relayed = msg.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().unwrap();
+    let mapped = msg.xor_address(attr::XOR_MAPPED_ADDRESS).unwrap().unwrap();
+    let lifetime = msg.u32_attr(attr::LIFETIME).unwrap().unwrap();
+    (relayed, mapped, lifetime)
 }
 
 /// Frames `data` as ChannelData on `channel`, padded on streams (RFC 8656 §12.5).

@@ -85,6 +85,8 @@ pub struct Options {
     pub peers: String,
     /// The relay port range.
     pub relay_ports: String,
+    /// Extra lines of the `[relay]` table (e.g. `tcp = true`).
+    pub relay: String,
     /// The relay address (`[relay] address`).
     pub relay_address: String,
     /// Turn the self-test page's credentials on (`[selftest]`, signed with [`SELFTEST_KEY`]);
@@ -111,6 +113,7 @@ impl Default for Options {
             secrets: vec![SECRET.to_string()],
             peers: String::new(),
             relay_ports: "40000-49999".to_string(),
+            relay: String::new(),
             relay_address: "127.0.0.1".to_string(),
             selftest: false,
         }
@@ -147,6 +150,7 @@ impl Options {
             secrets,
             peers,
             relay_ports,
+            relay,
             relay_address,
             selftest,
         } = self;
@@ -188,6 +192,7 @@ enabled = false
 [relay]
 address = "{relay_address}"
 ports = "{relay_ports}"
+{relay}
 
 [auth]
 secrets = [{secrets}]
@@ -364,6 +369,11 @@ impl TestServer {
     /// The name the certificate was issued for.
     pub fn tls_name() -> ServerName<'static> {
         ServerName::try_from("localhost").unwrap()
+    }
+
+    /// Every usage record written so far.
+    pub fn usage_records(&self) -> Vec<UsageRecord> {
+        self.usage.lock().unwrap().clone()
     }
 
     /// Waits (polling) for a usage record matching `pred`.

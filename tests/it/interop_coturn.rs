@@ -16,17 +16,17 @@ use turnstone::core::Transport;
 use crate::common::{Options, PASSWORD, SECRET, TempDir, TestServer, USER};
 
 /// Bound on one coturn tool run (uclient takes about 5 s).
-const TOOL_TIMEOUT: Duration = Duration::from_secs(25);
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// A spawned tool with its combined output going to a file; killed by PID when dropped.
-struct Tool {
-    name: String,
+pub(crate) struct Tool {
+    pub(crate) name: String,
     child: Child,
     output: PathBuf,
 }
 
 impl Tool {
-    fn spawn(dir: &Path, label: &str, program: &str, args: &[String]) -> Tool {
+    pub(crate) fn spawn(dir: &Path, label: &str, program: &str, args: &[String]) -> Tool {
         let output = dir.join(format!("{label}.out"));
         let file = File::create(&output).unwrap();
         let child = Command::new(program)
@@ -47,12 +47,12 @@ impl Tool {
         }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 
     /// Waits for exit until `deadline`; on timeout kills the process and fails the test.
-    fn wait(mut self, deadline: Instant) -> (ExitStatus, String) {
+    pub(crate) fn wait(mut self, deadline: Instant) -> (ExitStatus, String) {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status, self.output());
@@ -213,7 +213,7 @@ fn uclient_relays_without_loss(transport: Transport) {
 /// with another when the handshake fails. Turnstone (rustls) refuses those versions with a
 /// handshake_failure alert (40), which uclient logs as
 /// `error:0A000410:SSL routines::sslv3 alert handshake failure`: expected, not a fault.
-fn is_refused_legacy_tls_attempt(line: &str) -> bool {
+pub(crate) fn is_refused_legacy_tls_attempt(line: &str) -> bool {
     line.contains("SSL routines") && line.contains("alert handshake failure")
 }
 

@@ -12,6 +12,7 @@
 mod client;
 mod harness;
 mod relays;
+mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::core::{Lifetimes, RelayFamily, Settings};
 pub use client::{Attr, Client, Resp, channel, even_port, family, lifetime, peer, transport, udp};
 pub use harness::Harness;
 pub use relays::ScriptedRelays;
+pub use tcp::{connection_id, tcp};
 
 /// The realm of the test users.
 pub const REALM: &str = "example.org";
@@ -56,6 +58,7 @@ pub fn policy(allow: &[&str]) -> PeerPolicy {
     let allow = allow.iter().map(|c| c.parse::<Cidr>().unwrap()).collect();
     PeerPolicy::new(allow, vec![], vec![RELAY_V4, RELAY_V6], vec![LISTENER])
         .with_relay_ports(49152..=65535)
+        .with_tcp_listeners(vec![LISTENER])
 }
 
 /// Dual-stack settings with RFC default lifetimes and no quotas.
@@ -74,6 +77,8 @@ pub fn settings() -> Settings {
         policy: policy(&[]),
         max_permissions: 32,
         max_channels: 32,
+        tcp_relay: true,
+        max_tcp_connections: 8,
         max_allocations_per_user: 0,
         max_allocations: 0,
         allocation_bandwidth: None,

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::core::{
-    Command, Deferred, Now, OpenedRelay, RelayAddr, RelayError, RelayId, RelayRequest, RelayToken,
-    ReservationId, Server,
+    Command, ConnectionId, Deferred, FiveTuple, Now, OpenedRelay, PeerAddr, RelayAddr, RelayError,
+    RelayId, RelayRequest, RelayToken, ReservationId, Server,
 };
 
 /// Relay sockets that exist only as addresses; records every request, close and release.
@@ -42,6 +42,17 @@ pub struct ScriptedRelays {
     /// Closes of relays and releases of reservations that were not open: always a bug of the
     /// server (a double close would return a port to the pool twice).
     pub strays: usize,
+    /// TCP relays (RFC 6062 listening sockets) among `open`.
+    pub tcp: Vec<RelayId>,
+    /// Connects asked for (RFC 6062 §5.2) and not confirmed yet: the test confirms them
+    /// with `Server::peer_connected` (`Harness::peer_connected`).
+    pub connects: Vec<(ConnectionId, RelayId, PeerAddr)>,
+    /// Peer connections IO holds (connected or accepted, not closed).
+    pub connections: Vec<ConnectionId>,
+    /// Splices asked for: (client data connection, peer connection).
+    pub splices: Vec<(FiveTuple, ConnectionId)>,
+    /// Peer connections closed on the core's command, in order.
+    pub closed_connections: Vec<ConnectionId>,
     next_id: u64,
 }
 
@@ -139,6 +150,7 @@ impl ScriptedRelays {
                     if self.open.remove(&relay).is_none() {
                         self.strays += 1;
                     }
+                    self.tcp.retain(|r| *r != relay);
                     self.closed.push(relay);
                 }
                 Command::ReleaseReservation { reservation } => {
@@ -146,6 +158,32 @@ impl ScriptedRelays {
                         self.strays += 1;
                     }
                     self.released.push(reservation);
+                }
+                Command::OpenTcpRelay { token, ip } => {
+                    let result = self.open(RelayRequest::Any { ip });
+                    if let Ok(opened) = result {
+                        self.tcp.push(opened.id);
+                    }
+                    if let Some(answer) = server.relay_opened(now, token, result, out)
+                        && let Some(bytes) = out.get(..answer.len)
+                    {
+                        reply(answer, bytes);
+                    }
+                }
+                Command::ConnectPeer {
+                    connection,
+                    relay,
+                    peer,
+                } => self.connects.push((connection, relay, peer)),
+                Command::Splice {
+                    data_connection,
+                    connection,
+                    ..
+                } => self.splices.push((data_connection, connection)),
+                Command::CloseConnection { connection } => {
+                    self.connects.retain(|(c, _, _)| *c != connection);
+                    self.connections.retain(|c| *c != connection);
+                    self.closed_connections.push(connection);
                 }
                 Command::Usage(_) => other.push(command),
             }

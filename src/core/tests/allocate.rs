@@ -58,10 +58,11 @@ fn retransmitted_allocate_gets_the_byte_identical_answer() {
 }
 
 #[test]
-fn requested_transport_tcp_is_answered_442() {
+fn requested_transport_other_than_udp_or_tcp_is_answered_442() {
     let mut h = Harness::new();
-    let mut c = h.client("alice");
-    h.request(&mut c, Method::ALLOCATE, &[transport(6)])
+    let mut c = h.tcp_client("alice");
+    // SCTP (132): RFC 8656 §7.2 step 3 and RFC 6062 §5.1 know UDP and TCP only.
+    h.request(&mut c, Method::ALLOCATE, &[transport(132)])
         .err(442);
     assert_eq!((h.server.allocation_count(), h.shared.total()), (0, 0));
 }

@@ -18,6 +18,8 @@ mod revocation;
 mod rfc8489_order;
 mod rfc_client;
 mod selftest;
+mod tcp_relay;
+mod tcp_relay_data;
 
 // The harness is the crate's test kit (shared with the fuzz targets, the benches and the
 // zero-allocation test); this name keeps the tests' `super::harness::…` imports as they are.

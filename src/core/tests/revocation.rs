@@ -208,3 +208,27 @@ fn a_channel_to_our_relay_address_opened_by_a_single_address_entry_outlives_its_
         Handled::Drop(DropReason::Policy)
     );
 }
+
+#[test]
+fn reload_that_denies_a_peer_closes_its_tcp_relay_connections() {
+    let mut h = Harness::new();
+    let mut c = h.tcp_client("alice");
+    let relayed = h.allocate_tcp(&mut c);
+    let (x, y) = (sa("8.8.8.8:443"), sa("1.1.1.1:443"));
+    h.permit(&mut c, &[x, y]).ok();
+    assert!(h.connect(&mut c, x).is_none());
+    let (to_x, _, _) = h.confirm_connect(Ok(()));
+    let (from_x, _, _) = h.peer_connects(relayed, sa("8.8.8.8:40000")).unwrap();
+    assert!(h.connect(&mut c, y).is_none());
+    let (to_y, _, _) = h.confirm_connect(Ok(()));
+
+    h.server.set_settings(denying(&["8.8.8.0/24"]));
+    h.pump();
+
+    let mut closed = h.relays.closed_connections.clone();
+    closed.sort();
+    let mut expected = vec![to_x, from_x];
+    expected.sort();
+    assert_eq!(closed, expected);
+    assert_eq!(h.server.peer_connection_count(), 1, "{to_y:?} stays");
+}

@@ -281,3 +281,22 @@ fn a_reload_revokes_selftest_channels_to_addresses_no_longer_our_relays() {
     );
     h.bind(&mut a, 0x4001, sa("8.8.8.8:53")).err(403);
 }
+
+#[test]
+fn a_selftest_credential_cannot_make_a_tcp_relay() {
+    // RFC 6062 Connect reaches TCP peers, which the own-relays scope does not cover.
+    let settings = Settings {
+        tcp_relay: true,
+        selftest: Some(limits()),
+        ..settings()
+    };
+    let store = Harness::store(super::harness::REALM, true).with_selftest(SelftestKey::new(KEY));
+    let mut h = Harness::with_store(settings, store);
+    let ft = h.five_tuple(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), Transport::Tcp);
+    let id = ReportId::from_random([9, 1, 2, 3, 4]);
+    let (username, password) = SelftestKey::new(KEY).mint(&id, UNIX_START + 300);
+    let mut c = Client::new(ft, &username, &password);
+    let resp = h.request(&mut c, Method::ALLOCATE, &[super::harness::tcp()]);
+    resp.err(403);
+    assert!(resp.reason().contains("TCP"), "{}", resp.reason());
+}
