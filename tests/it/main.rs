@@ -23,6 +23,7 @@ mod ops_limits;
 mod ops_tls;
 mod policy_reload;
 mod probe;
+mod probe_netns;
 mod relay_ports;
 mod second_instance;
 mod turn_stream;
