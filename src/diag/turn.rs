@@ -3,15 +3,36 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::ProbeConfig;
 use super::conn::{Conn, ConnError, udp_socket};
 use super::relay;
 use super::report::{Status, Step, StepReport};
 use super::session::{Session, context, unanswered};
-use super::verdict::{Request, Verdict, bug, error_verdict, is_private};
+use super::verdict::{
+    Context, Request, SKEW_TTL_SECS, Verdict, bug, clock_skew, error_verdict, is_private,
+    minted_secret_wrong,
+};
 use super::verdict_net::{allocate_unanswered, missing_challenge};
-use super::wire::{self, Auth, Integrity, Req, random_tid, request};
+use super::wire::{self, Auth, Integrity, Reply, Req, random_tid, request};
+use super::{Credentials, ProbeConfig, REST_TTL};
+use crate::auth::{rest_password, rest_username};
 use crate::proto::error_code as ec;
+
+/// What the second Allocate after a 401 to a minted credential found.
+enum ClockCheck {
+    /// Accepted: the clocks differ; the allocation it got.
+    Skew(Reply, Verdict),
+    /// Refused too: the secret is wrong.
+    SecretWrong(Verdict),
+    /// Not a minted credential, not a 401, or no clear answer.
+    NotRun,
+}
+
+/// Whether a 401's reason phrase leaves the cause open (RFC 8489's advice: the same answer for
+/// a wrong password and an unknown user).
+fn generic(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    !(lower.contains("expired") || lower.contains("unknown user"))
+}
 
 /// Steps 4 to 6, after a successful Binding. `second` opens another connection to the
 /// server, for a relay test between two allocations when the server refuses this machine as
@@ -39,6 +60,7 @@ pub(super) async fn run(
     let mut session = Session {
         conn,
         auth,
+        password,
         config,
         minted,
     };
@@ -46,15 +68,11 @@ pub(super) async fn run(
         return;
     };
     let refused = session
-        .permission_and_relay(relayed, reflexive, steps)
+        .permission_and_relay(server, relayed, reflexive, steps)
         .await;
     if let Some(private) = refused {
         let report = match second().await {
-            Some(mut other) => {
-                session
-                    .relay_to_relay(server, relayed, &mut other, &username, &password)
-                    .await
-            }
+            Some(mut other) => session.relay_to_relay(server, relayed, &mut other).await,
             None => None,
         };
         steps.push(report.unwrap_or_else(|| {
@@ -134,11 +152,24 @@ impl Session<'_> {
         server: SocketAddr,
         steps: &mut Vec<StepReport>,
     ) -> Option<SocketAddr> {
-        let reply = match self.transact(Req::Allocate, Request::Allocate, None).await {
+        let refused = |steps: &mut Vec<StepReport>, v: Verdict| {
+            steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+            None
+        };
+        let reply = match self.exchange(Req::Allocate, Request::Allocate).await {
             Ok(reply) => reply,
-            Err(v) => {
-                steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
-                return None;
+            Err(v) => return refused(steps, v),
+        };
+        let (reply, skew) = if reply.success {
+            (reply, None)
+        } else {
+            match self.clock_check(&reply).await {
+                ClockCheck::Skew(accepted, v) => (accepted, Some(v)),
+                ClockCheck::SecretWrong(v) => return refused(steps, v),
+                ClockCheck::NotRun => {
+                    let v = self.refused(Request::Allocate, None, &reply);
+                    return refused(steps, v);
+                }
             }
         };
         let Some(relayed) = reply.relayed else {
@@ -157,7 +188,14 @@ impl Session<'_> {
             "relayed address {relayed}, {lifetime}, as user {:?}",
             self.auth.username
         );
-        steps.push(if reply.integrity == Integrity::Invalid {
+        steps.push(if let Some(v) = skew {
+            // The later steps run on the allocation the long-lived credential got.
+            StepReport::fail(
+                Step::Allocate,
+                format!("{}; with that credential: {detail}", v.what),
+                v.todo,
+            )
+        } else if reply.integrity == Integrity::Invalid {
             StepReport::fail(
                 Step::Allocate,
                 format!("{detail}; but the response's MESSAGE-INTEGRITY does not match the credentials"),
@@ -175,11 +213,51 @@ impl Session<'_> {
         Some(relayed)
     }
 
+    /// A 401 to a credential minted here from the shared secret means a wrong secret, or
+    /// clocks apart by more than its lifetime (the server then sees it expired); servers that
+    /// follow RFC 8489 answer both with the same 401. One more Allocate, with a credential of
+    /// the same secret valid for a week, tells them apart: accepted, the clocks differ (and
+    /// the session keeps that allocation and credential, so the later steps still run);
+    /// refused, the secret is wrong.
+    async fn clock_check(&mut self, first: &Reply) -> ClockCheck {
+        let Credentials::Rest { secret, user } = &self.config.credentials else {
+            return ClockCheck::NotRun;
+        };
+        if first.code != ec::UNAUTHENTICATED || !self.minted {
+            return ClockCheck::NotRun;
+        }
+        let username = rest_username(self.config.unix_now + SKEW_TTL_SECS, Some(user));
+        let password = rest_password(secret.as_bytes(), &username);
+        let long = self.auth.other_user(&username, &password);
+        let short = std::mem::replace(&mut self.auth, long);
+        match self.exchange(Req::Allocate, Request::Allocate).await {
+            Ok(reply) if reply.success => {
+                self.password = password;
+                ClockCheck::Skew(reply, clock_skew(REST_TTL.as_secs()))
+            }
+            // A reason naming the cause (an expired credential, an unknown user) gets the
+            // usual verdict, which follows it.
+            Ok(reply) if reply.code == ec::UNAUTHENTICATED && generic(&first.reason) => {
+                self.auth = short;
+                let ctx = Context {
+                    username: Some(&self.auth.username),
+                    ..context(self.config, Request::Allocate, None, true, None)
+                };
+                ClockCheck::SecretWrong(minted_secret_wrong(&ctx, &first.reason))
+            }
+            _ => {
+                self.auth = short;
+                ClockCheck::NotRun
+            }
+        }
+    }
+
     /// Step 5: a permission for the probe's echo socket, then ChannelData through the relay to
     /// it and back. Returns the echo socket's IP when the server refuses it as a peer (a
     /// private address, which a safe server refuses): the relay step is then still to do.
     async fn permission_and_relay(
         &mut self,
+        server: SocketAddr,
         relayed: SocketAddr,
         reflexive: SocketAddr,
         steps: &mut Vec<StepReport>,
@@ -234,8 +312,11 @@ impl Session<'_> {
                 return None;
             }
         }
-        let echo_task = tokio::spawn(relay::echo_loop(echo));
-        let report = self.round_trips(relayed, peer_ip, echo_local).await;
+        let heard = relay::Heard::default();
+        let echo_task = tokio::spawn(relay::echo_loop(echo, heard.clone()));
+        let report = self
+            .round_trips(server, relayed, peer_ip, echo_local, &heard)
+            .await;
         echo_task.abort();
         // A permission for the IP may pass (it is also our relay address, say) while the
         // channel to the echo port is refused: the relay step is still to do.
@@ -255,14 +336,13 @@ impl Session<'_> {
         server: SocketAddr,
         relayed: SocketAddr,
         other: &mut Conn,
-        username: &str,
-        password: &str,
     ) -> Option<StepReport> {
         let mut scratch = Vec::new();
         let (realm, nonce) = challenge(self.config, other, &mut scratch).await?;
         let mut second = Session {
             conn: other,
-            auth: Auth::new(username, password, &realm, &nonce),
+            auth: Auth::new(&self.auth.username, &self.password, &realm, &nonce),
+            password: self.password.clone(),
             config: self.config,
             minted: self.minted,
         };

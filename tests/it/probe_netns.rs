@@ -69,6 +69,25 @@ fn addresses(ns: &Netns, dev: &str, cidrs: &[&str]) {
     ns.ip(&["link", "set", dev, "up"]);
 }
 
+/// Waits until `dev` in `ns` carries packets. A link set up is not ready at once: the kernel
+/// attaches its queue later (linkwatch, up to a second on a busy machine), and until then
+/// drops what is sent through it, so a probe started at once could see silence.
+fn wait_up(ns: &Netns, dev: &str) {
+    // Bounded: 250 polls 20 ms apart (5 s).
+    for _ in 0..250 {
+        let out = Command::new("ip")
+            .args(["-n", &ns.name, "-o", "link", "show", "dev", dev])
+            .output()
+            .expect("cannot run ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("state UP") && !text.contains("qdisc noop") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{dev} in {} did not come up", ns.name);
+}
+
 impl Net {
     /// Client 10.88.0.2 and server 10.88.0.1 on one link.
     pub fn direct() -> Net {
@@ -77,6 +96,8 @@ impl Net {
         veth(&server, "s0", &client, "c0");
         addresses(&server, "s0", &[&format!("{SERVER}/24")]);
         addresses(&client, "c0", &[&format!("{CLIENT}/24")]);
+        wait_up(&server, "s0");
+        wait_up(&client, "c0");
         Net {
             client,
             router: None,
@@ -100,6 +121,14 @@ impl Net {
         client.ip(&["route", "add", "default", "via", &via(client_side.1[0])]);
         server.ip(&["route", "add", "default", "via", &via(server_side.0[0])]);
         router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        for (ns, dev) in [
+            (&client, "c0"),
+            (&router, "r0"),
+            (&router, "r1"),
+            (&server, "s0"),
+        ] {
+            wait_up(ns, dev);
+        }
         Net {
             client,
             router: Some(router),
@@ -153,7 +182,9 @@ pub(crate) fn probe(net: &Net, config: ProbeConfig) -> Report {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(bounded(diag::probe(&config)))
+        let report = runtime.block_on(bounded(diag::probe(&config)));
+        eprintln!("{}", report.to_text());
+        report
     })
 }
 
@@ -744,8 +775,15 @@ fn a_wrong_password_and_a_wrong_secret_fail_the_allocation_in_plain_words() {
     };
     let report = probe(&net, config(&uri, wrong, SHORT));
     let failed = failed_at(&report, Step::Allocate);
-    says(&failed.detail, &["wrong password"], &report);
-    says(advice(failed), &["shared secret differs"], &report);
+    says(
+        &failed.detail,
+        &[
+            "wrong password, from a wrong shared secret",
+            "a credential valid for 7 days was refused too, so the clocks are not the cause",
+        ],
+        &report,
+    );
+    says(advice(failed), &["the shared secret differs"], &report);
 }
 
 /// A REST credential (username "<expiry>:alice") signed with the server's secret.
@@ -792,8 +830,29 @@ fn a_client_clock_behind_the_server_is_named_as_clock_skew() {
     behind.unix_now = now - 3 * 3600;
     let report = probe(&net, behind);
     let failed = failed_at(&report, Step::Allocate);
-    says(&failed.detail, &["clock"], &report);
+    assert!(
+        failed.detail.starts_with("clock skew: "),
+        "{}",
+        report.to_text()
+    );
+    says(
+        &failed.detail,
+        &[
+            "accepted one of the same secret valid for 7 days",
+            "the server's clock is ahead of this machine's by more than 60 min",
+        ],
+        &report,
+    );
     says(advice(failed), &["NTP"], &report);
+    // The secret is right: the later steps ran on the allocation the long-lived credential got.
+    for step in [Step::Permission, Step::Relay, Step::Refresh] {
+        assert_eq!(
+            report.step(step).unwrap().status,
+            Status::Pass,
+            "{}",
+            report.to_text()
+        );
+    }
     // Ahead, the minted credential lives longer, which the server accepts: nothing to report.
     let mut ahead = config(&uri, mint, LONG);
     ahead.unix_now = now + 3 * 3600;
@@ -886,10 +945,8 @@ fn relay_ports_blocked_pass_the_allocation_and_fail_the_round_trip() {
         &net.server,
         &format!("iifname \"s0\" udp dport {RELAY_PORTS} drop"),
     );
-    let report = probe(
-        &net,
-        config(&turn(SERVER, 3478, "udp"), user(PASSWORD), SHORT),
-    );
+    let udp = config(&turn(SERVER, 3478, "udp"), user(PASSWORD), SHORT);
+    let report = probe(&net, udp.clone());
     let failed = failed_at(&report, Step::Relay);
     for step in [Step::Allocate, Step::Permission, Step::Refresh] {
         assert_eq!(
@@ -899,10 +956,33 @@ fn relay_ports_blocked_pass_the_allocation_and_fail_the_round_trip() {
             report.to_text()
         );
     }
-    says(&failed.detail, &["did not pass on a datagram"], &report);
+    says(
+        &failed.detail,
+        &[
+            "the relay did not pass on a datagram",
+            "the relayed address is on the IP the server answered on, so a firewall (or a NAT's port forwarding) drops UDP to the relay ports",
+        ],
+        &report,
+    );
     says(
         advice(failed),
-        &["a firewall blocks UDP to the server's relay ports"],
+        &["open the server's relay port range to UDP"],
+        &report,
+    );
+
+    // A firewall that rejects: the echo socket hears 'port unreachable'.
+    firewall(
+        &net.server,
+        &format!("iifname \"s0\" udp dport {RELAY_PORTS} reject"),
+    );
+    let report = probe(&net, udp);
+    let failed = failed_at(&report, Step::Relay);
+    says(
+        &failed.detail,
+        &[
+            "answered 'port unreachable' for UDP port",
+            "so a firewall rejects UDP to the relay ports",
+        ],
         &report,
     );
 }
@@ -926,11 +1006,12 @@ fn behind_one_to_one_nat_a_missing_external_address_fails_the_allocation() {
     );
     says(advice(failed), &["external_address"], &report);
     // And indeed nothing gets through it.
-    assert_eq!(
-        report.step(Step::Relay).unwrap().status,
-        Status::Fail,
-        "{}",
-        report.to_text()
+    let relay = report.step(Step::Relay).unwrap();
+    assert_eq!(relay.status, Status::Fail, "{}", report.to_text());
+    says(
+        &relay.detail,
+        &["10.88.2.2 is not the IP the server answered on"],
+        &report,
     );
 }
 
@@ -949,8 +1030,19 @@ fn behind_one_to_one_nat_a_wrong_external_address_fails_the_round_trip() {
         &["relayed address 203.0.113.99:"],
         &report,
     );
-    says(&failed.detail, &["did not pass on a datagram"], &report);
-    says(advice(failed), &["external_address"], &report);
+    says(
+        &failed.detail,
+        &[
+            "the relay did not pass on a datagram",
+            "the relayed address 203.0.113.99 is not the IP the server answered on (203.0.113.10)",
+        ],
+        &report,
+    );
+    says(
+        advice(failed),
+        &["advertise the public address", "external_address"],
+        &report,
+    );
 }
 
 #[test]
