@@ -20,7 +20,7 @@ use crate::proto::error_code as ec;
 /// What the second Allocate after a 401 to a minted credential found.
 enum ClockCheck {
     /// Accepted: the clocks differ; the allocation it got.
-    Skew(Reply, Verdict),
+    Skew(Box<Reply>, Verdict),
     /// Refused too: the secret is wrong.
     SecretWrong(Verdict),
     /// Not a minted credential, not a 401, or no clear answer.
@@ -164,7 +164,7 @@ impl Session<'_> {
             (reply, None)
         } else {
             match self.clock_check(&reply).await {
-                ClockCheck::Skew(accepted, v) => (accepted, Some(v)),
+                ClockCheck::Skew(accepted, v) => (*accepted, Some(v)),
                 ClockCheck::SecretWrong(v) => return refused(steps, v),
                 ClockCheck::NotRun => {
                     let v = self.refused(Request::Allocate, None, &reply);
@@ -233,7 +233,7 @@ impl Session<'_> {
         match self.exchange(Req::Allocate, Request::Allocate).await {
             Ok(reply) if reply.success => {
                 self.password = password;
-                ClockCheck::Skew(reply, clock_skew(REST_TTL.as_secs()))
+                ClockCheck::Skew(Box::new(reply), clock_skew(REST_TTL.as_secs()))
             }
             // A reason naming the cause (an expired credential, an unknown user) gets the
             // usual verdict, which follows it.

@@ -540,4 +540,36 @@ mod tests {
         assert_eq!(human_secs(3 * 3600), "3 h");
         assert_eq!(human_secs(5 * 86_400), "5 days");
     }
+
+    #[test]
+    fn a_second_credential_tells_clock_skew_from_a_wrong_secret() {
+        let skew = clock_skew(3600);
+        assert!(skew.what.starts_with("clock skew: "), "{}", skew.what);
+        assert!(
+            skew.what
+                .contains("valid for 7 days: the server's clock is ahead of this machine's by more than 60 min"),
+            "{}",
+            skew.what
+        );
+        assert!(skew.todo.contains("NTP"));
+        let c = Context {
+            username: Some("1700003600:probe"),
+            minted: true,
+            ..ctx(Request::Allocate)
+        };
+        let wrong = minted_secret_wrong(&c, "Unauthenticated");
+        assert!(wrong.what.contains("wrong password"), "{}", wrong.what);
+        assert!(
+            wrong.what.contains("valid for 60 min more"),
+            "{}",
+            wrong.what
+        );
+        assert!(
+            wrong.what.ends_with("so the clocks are not the cause"),
+            "{}",
+            wrong.what
+        );
+        assert!(wrong.todo.contains("shared secret differs"));
+        assert!(!wrong.todo.contains("NTP"), "{}", wrong.todo);
+    }
 }

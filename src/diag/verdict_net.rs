@@ -499,4 +499,53 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(420)), "0.4 ms");
         assert_eq!(millis(Duration::from_millis(123)), "123 ms");
     }
+
+    #[test]
+    fn an_unreached_relay_blames_the_firewall_or_the_advertised_address() {
+        let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
+        let u = |relayed: &str, heard| Unreached {
+            server,
+            relayed: relayed.parse().unwrap(),
+            echo_local: "198.51.100.2:40000".parse().unwrap(),
+            peer_ip: "198.51.100.2".parse().unwrap(),
+            timeout: Duration::from_secs(2),
+            heard,
+        };
+        let v = relay_unreached(&u("203.0.113.10:50000", None));
+        assert!(
+            v.what.starts_with("the relay did not pass on a datagram from this machine's echo socket (198.51.100.2:40000, permitted as 198.51.100.2) to 203.0.113.10:50000 within 2 s: "),
+            "{}",
+            v.what
+        );
+        assert!(
+            v.what.contains("drops UDP to the relay ports"),
+            "{}",
+            v.what
+        );
+        assert!(v.todo.contains("[relay] ports"), "{}", v.todo);
+        let v = relay_unreached(&u("203.0.113.10:50000", Some(Icmp::PortUnreachable)));
+        assert!(
+            v.what.contains("'port unreachable' for UDP port 50000") && v.what.contains("rejects"),
+            "{}",
+            v.what
+        );
+        let v = relay_unreached(&u("10.0.0.5:50000", None));
+        assert!(
+            v.what.contains(
+                "the relayed address 10.0.0.5 is not the IP the server answered on (203.0.113.10)"
+            ),
+            "{}",
+            v.what
+        );
+        assert!(v.todo.contains("external_address"), "{}", v.todo);
+        let v = relay_unreached(&u("203.0.113.99:50000", Some(Icmp::HostUnreachable)));
+        assert!(v.what.contains("'host unreachable'"), "{}", v.what);
+        // An IPv6 relay for an IPv4 listener is no sign of a wrong address.
+        let v = relay_unreached(&u("[2001:db8::1]:50000", None));
+        assert!(
+            v.what.contains("drops UDP to the relay ports"),
+            "{}",
+            v.what
+        );
+    }
 }
