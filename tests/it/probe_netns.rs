@@ -21,6 +21,8 @@
     reason = "child processes run in real time: their deadlines and polling use the real clock"
 )]
 
+mod nat;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,7 +44,7 @@ const NOBODY: &str = "10.88.0.9";
 /// Relay ports: below Linux's ephemeral range, so nft rules can name them apart.
 const RELAY_PORTS: &str = "20000-20099";
 /// Where silence is the verdict, the probe waits this long per step.
-const SHORT: Duration = Duration::from_secs(1);
+pub(crate) const SHORT: Duration = Duration::from_secs(1);
 /// Healthy runs get longer, so a loaded machine raises no false alarm.
 const LONG: Duration = Duration::from_secs(3);
 
@@ -72,7 +74,7 @@ fn addresses(ns: &Netns, dev: &str, cidrs: &[&str]) {
 /// Waits until `dev` in `ns` carries packets. A link set up is not ready at once: the kernel
 /// attaches its queue later (linkwatch, up to a second on a busy machine), and until then
 /// drops what is sent through it, so a probe started at once could see silence.
-fn wait_up(ns: &Netns, dev: &str) {
+pub(crate) fn wait_up(ns: &Netns, dev: &str) {
     // Bounded: 250 polls 20 ms apart (5 s).
     for _ in 0..250 {
         let out = Command::new("ip")
@@ -107,7 +109,7 @@ impl Net {
 
     /// Client, router with forwarding, server: `client_side` is (client CIDR, router CIDR),
     /// `server_side` (router CIDRs, server CIDRs); both ends route through the router.
-    fn routed(client_side: (&str, &[&str]), server_side: (&[&str], &[&str])) -> Net {
+    pub(crate) fn routed(client_side: (&str, &[&str]), server_side: (&[&str], &[&str])) -> Net {
         let client = Netns::new("pbc");
         let router = Netns::new("pbr");
         let server = Netns::new("pbs");
