@@ -17,13 +17,13 @@ use super::{Credentials, ProbeConfig, REST_TTL};
 use crate::auth::{rest_password, rest_username};
 use crate::proto::error_code as ec;
 
-/// What the second Allocate after a 401 to a minted credential found.
-enum ClockCheck {
-    /// Accepted: the clocks differ; the allocation it got.
-    Skew(Box<Reply>, Verdict),
+/// What the Allocate with a week-long credential found, after a 401 to the one minted first.
+enum ClockCheck<'a> {
+    /// Accepted: the clocks differ. The session on the fresh connection, and its allocation.
+    Skew(Session<'a>, Box<Reply>),
     /// Refused too: the secret is wrong.
     SecretWrong(Verdict),
-    /// Not a minted credential, not a 401, or no clear answer.
+    /// No clear answer.
     NotRun,
 }
 
@@ -43,7 +43,7 @@ pub(super) async fn run(
     conn: &mut Conn,
     reflexive: SocketAddr,
     steps: &mut Vec<StepReport>,
-    second: impl AsyncFnOnce() -> Option<Conn>,
+    second: impl AsyncFn() -> Option<Conn>,
 ) {
     let Some((realm, nonce)) = challenge(config, conn, steps).await else {
         return;
@@ -64,7 +64,46 @@ pub(super) async fn run(
         config,
         minted,
     };
-    let Some(relayed) = session.allocate(server, steps).await else {
+    // A second connection, when the clock check needs one: declared here, as the session
+    // may move to it.
+    let mut fresh: Option<Conn>;
+    let reply = match session.exchange(Req::Allocate, Request::Allocate).await {
+        Ok(reply) => reply,
+        Err(v) => {
+            steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+            return;
+        }
+    };
+    let (reply, skew) = if reply.success {
+        (reply, None)
+    } else {
+        let first = session.refused(Request::Allocate, None, &reply);
+        if !(minted && reply.code == ec::UNAUTHENTICATED) {
+            steps.push(StepReport::fail(Step::Allocate, first.what, first.todo));
+            return;
+        }
+        fresh = second().await;
+        let check = match fresh.as_mut() {
+            Some(other) => clock_check(config, other, &reply, &session.auth.username).await,
+            None => ClockCheck::NotRun,
+        };
+        match check {
+            ClockCheck::Skew(moved, accepted) => {
+                // The later steps run on the allocation the week-long credential got.
+                session = moved;
+                (*accepted, Some(clock_skew(REST_TTL.as_secs())))
+            }
+            ClockCheck::SecretWrong(v) => {
+                steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+                return;
+            }
+            ClockCheck::NotRun => {
+                steps.push(StepReport::fail(Step::Allocate, first.what, first.todo));
+                return;
+            }
+        }
+    };
+    let Some(relayed) = session.allocated(server, &reply, skew, steps) else {
         return;
     };
     let refused = session
@@ -96,6 +135,49 @@ pub(super) async fn run(
         Err(v) => StepReport::fail(Step::Refresh, v.what, v.todo),
     };
     steps.push(released);
+}
+
+/// A 401 to a credential minted here from the shared secret means a wrong secret, or clocks
+/// apart by more than its lifetime (the server then sees it expired); servers that follow
+/// RFC 8489 answer both with the same 401. One more Allocate, with a credential of the same
+/// secret valid for a week, tells them apart: accepted, the clocks differ (the session on
+/// `conn` keeps that allocation, so the later steps still run); refused, the secret is wrong.
+/// It runs on `conn`, a fresh connection: coturn binds a client's 5-tuple to the first
+/// username it sent, and answers another one 437 there even after a 401.
+async fn clock_check<'a>(
+    config: &'a ProbeConfig,
+    conn: &'a mut Conn,
+    first: &Reply,
+    first_username: &str,
+) -> ClockCheck<'a> {
+    let Credentials::Rest { secret, user } = &config.credentials else {
+        return ClockCheck::NotRun;
+    };
+    let Some((realm, nonce)) = challenge(config, conn, &mut Vec::new()).await else {
+        return ClockCheck::NotRun;
+    };
+    let username = rest_username(config.unix_now + SKEW_TTL_SECS, Some(user));
+    let password = rest_password(secret.as_bytes(), &username);
+    let mut session = Session {
+        conn,
+        auth: Auth::new(&username, &password, &realm, &nonce),
+        password,
+        config,
+        minted: true,
+    };
+    match session.exchange(Req::Allocate, Request::Allocate).await {
+        Ok(reply) if reply.success => ClockCheck::Skew(session, Box::new(reply)),
+        // A reason naming the cause (an expired credential, an unknown user) keeps the usual
+        // verdict, which follows it.
+        Ok(reply) if reply.code == ec::UNAUTHENTICATED && generic(&first.reason) => {
+            let ctx = Context {
+                username: Some(first_username),
+                ..context(config, Request::Allocate, None, true, None)
+            };
+            ClockCheck::SecretWrong(minted_secret_wrong(&ctx, &first.reason))
+        }
+        _ => ClockCheck::NotRun,
+    }
 }
 
 /// Allocate without credentials: a TURN server must answer 401 with REALM and NONCE.
@@ -146,32 +228,31 @@ async fn challenge(
 }
 
 impl Session<'_> {
-    /// Step 4: Allocate with credentials.
+    /// Step 4: Allocate with credentials (for a second allocation: no clock check).
     async fn allocate(
         &mut self,
         server: SocketAddr,
         steps: &mut Vec<StepReport>,
     ) -> Option<SocketAddr> {
-        let refused = |steps: &mut Vec<StepReport>, v: Verdict| {
-            steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
-            None
-        };
-        let reply = match self.exchange(Req::Allocate, Request::Allocate).await {
+        let reply = match self.transact(Req::Allocate, Request::Allocate, None).await {
             Ok(reply) => reply,
-            Err(v) => return refused(steps, v),
-        };
-        let (reply, skew) = if reply.success {
-            (reply, None)
-        } else {
-            match self.clock_check(&reply).await {
-                ClockCheck::Skew(accepted, v) => (*accepted, Some(v)),
-                ClockCheck::SecretWrong(v) => return refused(steps, v),
-                ClockCheck::NotRun => {
-                    let v = self.refused(Request::Allocate, None, &reply);
-                    return refused(steps, v);
-                }
+            Err(v) => {
+                steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+                return None;
             }
         };
+        self.allocated(server, &reply, None, steps)
+    }
+
+    /// Reports the successful Allocate `reply` (failed nonetheless with `skew`, the verdict of
+    /// the clock check that got it) and returns the relayed address.
+    fn allocated(
+        &self,
+        server: SocketAddr,
+        reply: &Reply,
+        skew: Option<Verdict>,
+        steps: &mut Vec<StepReport>,
+    ) -> Option<SocketAddr> {
         let Some(relayed) = reply.relayed else {
             steps.push(StepReport::fail(
                 Step::Allocate,
@@ -189,7 +270,6 @@ impl Session<'_> {
             self.auth.username
         );
         steps.push(if let Some(v) = skew {
-            // The later steps run on the allocation the long-lived credential got.
             StepReport::fail(
                 Step::Allocate,
                 format!("{}; with that credential: {detail}", v.what),
@@ -211,45 +291,6 @@ impl Session<'_> {
             StepReport::pass(Step::Allocate, detail)
         });
         Some(relayed)
-    }
-
-    /// A 401 to a credential minted here from the shared secret means a wrong secret, or
-    /// clocks apart by more than its lifetime (the server then sees it expired); servers that
-    /// follow RFC 8489 answer both with the same 401. One more Allocate, with a credential of
-    /// the same secret valid for a week, tells them apart: accepted, the clocks differ (and
-    /// the session keeps that allocation and credential, so the later steps still run);
-    /// refused, the secret is wrong.
-    async fn clock_check(&mut self, first: &Reply) -> ClockCheck {
-        let Credentials::Rest { secret, user } = &self.config.credentials else {
-            return ClockCheck::NotRun;
-        };
-        if first.code != ec::UNAUTHENTICATED || !self.minted {
-            return ClockCheck::NotRun;
-        }
-        let username = rest_username(self.config.unix_now + SKEW_TTL_SECS, Some(user));
-        let password = rest_password(secret.as_bytes(), &username);
-        let long = self.auth.other_user(&username, &password);
-        let short = std::mem::replace(&mut self.auth, long);
-        match self.exchange(Req::Allocate, Request::Allocate).await {
-            Ok(reply) if reply.success => {
-                self.password = password;
-                ClockCheck::Skew(Box::new(reply), clock_skew(REST_TTL.as_secs()))
-            }
-            // A reason naming the cause (an expired credential, an unknown user) gets the
-            // usual verdict, which follows it.
-            Ok(reply) if reply.code == ec::UNAUTHENTICATED && generic(&first.reason) => {
-                self.auth = short;
-                let ctx = Context {
-                    username: Some(&self.auth.username),
-                    ..context(self.config, Request::Allocate, None, true, None)
-                };
-                ClockCheck::SecretWrong(minted_secret_wrong(&ctx, &first.reason))
-            }
-            _ => {
-                self.auth = short;
-                ClockCheck::NotRun
-            }
-        }
     }
 
     /// Step 5: a permission for the probe's echo socket, then ChannelData through the relay to

@@ -80,11 +80,6 @@ impl Auth {
         }
     }
 
-    /// Other credentials for the same realm, with the current nonce.
-    pub(crate) fn other_user(&self, username: &str, password: &str) -> Self {
-        Self::new(username, password, &self.realm, &self.nonce)
-    }
-
     /// Adopts the fresh nonce of a 438 (RFC 8489 §9.2.5).
     pub(crate) fn set_nonce(&mut self, nonce: &[u8]) {
         self.nonce = nonce.to_vec();

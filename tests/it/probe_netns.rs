@@ -21,6 +21,7 @@
     reason = "child processes run in real time: their deadlines and polling use the real clock"
 )]
 
+mod coturn;
 mod nat;
 
 use std::path::PathBuf;
@@ -36,17 +37,17 @@ use crate::common::{PASSWORD, REALM, SECRET, TempDir, USER, bounded};
 use crate::netns::{Netns, enter};
 
 /// The server's address on the direct link.
-const SERVER: &str = "10.88.0.1";
+pub(crate) const SERVER: &str = "10.88.0.1";
 /// The client's address on the direct link.
-const CLIENT: &str = "10.88.0.2";
+pub(crate) const CLIENT: &str = "10.88.0.2";
 /// An address on the direct link that nobody holds.
 const NOBODY: &str = "10.88.0.9";
 /// Relay ports: below Linux's ephemeral range, so nft rules can name them apart.
-const RELAY_PORTS: &str = "20000-20099";
+pub(crate) const RELAY_PORTS: &str = "20000-20099";
 /// Where silence is the verdict, the probe waits this long per step.
 pub(crate) const SHORT: Duration = Duration::from_secs(1);
 /// Healthy runs get longer, so a loaded machine raises no false alarm.
-const LONG: Duration = Duration::from_secs(3);
+pub(crate) const LONG: Duration = Duration::from_secs(3);
 
 /// The test network: client, optional router, server; removed on drop.
 pub(crate) struct Net {
@@ -262,13 +263,13 @@ pub(crate) fn failed_at(report: &Report, step: Step) -> &diag::StepReport {
 }
 
 /// The advice of a failed step.
-fn advice(step: &diag::StepReport) -> &str {
+pub(crate) fn advice(step: &diag::StepReport) -> &str {
     step.advice.as_deref().unwrap_or("")
 }
 
 /// Asserts `text` contains each of `words` (with the whole report on failure).
 #[track_caller]
-fn says(text: &str, words: &[&str], report: &Report) {
+pub(crate) fn says(text: &str, words: &[&str], report: &Report) {
     for w in words {
         assert!(
             text.contains(w),
