@@ -4,7 +4,8 @@
 # iproute2 (the hostile-network and fast path tests build private network namespaces, which
 # needs root), clang and libbpf-dev (the kernel fast path is built from C), ethtool and
 # sysctl (the fast path's veth tests switch checksum offload and forwarding inside their
-# namespaces), setpriv from util-linux (the fast path's fallback test drops privileges), and
+# namespaces), setpriv from util-linux (the fast path's fallback test drops privileges), nft
+# (the probe's broken-network tests build firewalls and NATs inside their namespaces), and
 # the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,6 +24,7 @@ command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v sysctl >/dev/null 2>&1 || missing+=(procps)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -51,8 +51,11 @@ pub(crate) const LONG: Duration = Duration::from_secs(3);
 
 /// The test network: client, optional router, server; removed on drop.
 pub(crate) struct Net {
+    /// Where the probe (and coturn's client tools) run.
     pub client: Netns,
+    /// Between them, when routed: forwarding, NAT.
     pub router: Option<Netns>,
+    /// Where the server runs.
     pub server: Netns,
 }
 
@@ -75,7 +78,7 @@ fn addresses(ns: &Netns, dev: &str, cidrs: &[&str]) {
 /// Waits until `dev` in `ns` carries packets. A link set up is not ready at once: the kernel
 /// attaches its queue later (linkwatch, up to a second on a busy machine), and until then
 /// drops what is sent through it, so a probe started at once could see silence.
-pub(crate) fn wait_up(ns: &Netns, dev: &str) {
+fn wait_up(ns: &Netns, dev: &str) {
     // Bounded: 250 polls 20 ms apart (5 s).
     for _ in 0..250 {
         let out = Command::new("ip")
@@ -186,6 +189,7 @@ pub(crate) fn probe(net: &Net, config: ProbeConfig) -> Report {
             .build()
             .unwrap();
         let report = runtime.block_on(bounded(diag::probe(&config)));
+        // Every report of a failed test is shown (the harness prints captured output).
         eprintln!("{}", report.to_text());
         report
     })

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use turnstone::diag::{Credentials, Status, Step};
 
-use super::{
-    Net, Proc, SHORT, Server, ServerCfg, assert_healthy, config, nft, probe, turn, user, wait_up,
-};
+use super::{Net, Proc, SHORT, Server, ServerCfg, assert_healthy, config, nft, probe, turn, user};
 use crate::common::{PASSWORD, TempDir};
 
 /// The server's primary and RFC 5780 alternate addresses, behind the router.
@@ -67,7 +65,6 @@ impl Net {
             }
         };
         nft(net.router(), &format!("{chains}{rules}"));
-        wait_up(net.router(), "r1");
         net
     }
 }
