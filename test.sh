@@ -2,12 +2,12 @@
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
 # iproute2 (the hostile-network and fast path tests build private network namespaces, which
-# needs root), nftables (the self-test page's test blocks UDP inside such a namespace),
-# firefox-esr (the page's Firefox run), clang and libbpf-dev (the kernel fast path is built
-# from C), ethtool and sysctl (the fast path's veth tests switch checksum offload and
-# forwarding inside their namespaces), setpriv from util-linux (the fast path's fallback test
-# drops privileges), and the browser test's npm packages. Interop tests fail, never skip,
-# when a tool is missing.
+# needs root), nftables (the self-test page's and the probe's broken-network tests build
+# firewalls and NATs inside such namespaces), firefox-esr (the page's Firefox run), clang and
+# libbpf-dev (the kernel fast path is built from C), ethtool and sysctl (the fast path's veth
+# tests switch checksum offload and forwarding inside their namespaces), setpriv from
+# util-linux (the fast path's fallback test drops privileges), and the browser test's npm
+# packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -1,7 +1,9 @@
 //! The relay round trip: the echo socket's hello through the relay, ChannelBind, then
 //! ChannelData to the echo socket and back (RFC 8656 §11, §12), with round-trip times.
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -11,7 +13,7 @@ use super::conn::ConnError;
 use super::report::{Step, StepReport};
 use super::session::{Session, unanswered};
 use super::verdict::Request;
-use super::verdict_net::{format_timeout, millis};
+use super::verdict_net::{Icmp, Unreached, millis, relay_unreached};
 use super::wire::{CHANNEL, Req, channel_data, channel_data_frame, data_indication};
 
 /// What the echo socket sends until the relay delivers something back to it.
@@ -23,9 +25,11 @@ impl Session<'_> {
     /// The echo socket's hello through the relay, ChannelBind, then [`PINGS`] round trips.
     pub(super) async fn round_trips(
         &mut self,
+        server: SocketAddr,
         relayed: SocketAddr,
         peer_ip: IpAddr,
         echo_local: SocketAddr,
+        heard: &Heard,
     ) -> StepReport {
         let timeout = self.config.timeout;
         let deadline = Instant::now() + timeout;
@@ -37,16 +41,15 @@ impl Session<'_> {
                     return StepReport::fail(Step::Relay, v.what, v.todo);
                 }
                 Err(_) => {
-                    return StepReport::fail(
-                        Step::Relay,
-                        format!(
-                            "the relay did not pass on a datagram from this machine's echo socket ({echo_local}, permitted as {peer_ip}) within {}",
-                            format_timeout(timeout)
-                        ),
-                        format!(
-                            "a firewall blocks UDP to the server's relay ports (Turnstone: [relay] ports; coturn: min-port/max-port), or {relayed} is not reachable from here (a server behind NAT must advertise its public address)"
-                        ),
-                    );
+                    let v = relay_unreached(&Unreached {
+                        server,
+                        relayed,
+                        echo_local,
+                        peer_ip,
+                        timeout,
+                        heard: heard.get(),
+                    });
+                    return StepReport::fail(Step::Relay, v.what, v.todo);
                 }
             };
             if let Some((peer, HELLO)) = data_indication(&msg) {
@@ -221,23 +224,48 @@ impl Session<'_> {
     }
 }
 
+/// What the echo socket heard instead of the relay: the last ICMP error reported on it.
+#[derive(Clone, Default)]
+pub(super) struct Heard(Arc<Mutex<Option<Icmp>>>);
+
+impl Heard {
+    fn set(&self, e: &std::io::Error) {
+        let icmp = match e.kind() {
+            ErrorKind::ConnectionRefused => Icmp::PortUnreachable,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Icmp::HostUnreachable,
+            _ => return,
+        };
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(icmp);
+        }
+    }
+
+    fn get(&self) -> Option<Icmp> {
+        self.0.lock().ok().and_then(|last| *last)
+    }
+}
+
 /// Echoes every datagram from the relay back to it; until the first arrives, sends [`HELLO`]
 /// every 250 ms so that the relay learns this socket's address (and a NAT opens for it).
-pub(super) async fn echo_loop(socket: UdpSocket) {
+/// ICMP errors for the hellos go to `heard`.
+pub(super) async fn echo_loop(socket: UdpSocket, heard: Heard) {
     let mut buf = vec![0u8; 65_536];
     let mut hello = tokio::time::interval(Duration::from_millis(250));
-    let mut heard = false;
+    let mut answered = false;
     loop {
         tokio::select! {
-            _ = hello.tick(), if !heard => {
-                let _ = socket.send(HELLO).await;
+            _ = hello.tick(), if !answered => {
+                if let Err(e) = socket.send(HELLO).await {
+                    heard.set(&e);
+                }
             }
-            got = socket.recv(&mut buf) => {
-                // Errors here are ICMP reports for earlier hellos; keep listening.
-                if let Ok(n) = got {
-                    heard = true;
+            got = socket.recv(&mut buf) => match got {
+                Ok(n) => {
+                    answered = true;
                     let _ = socket.send(&buf[..n]).await;
                 }
+                // ICMP reports for earlier hellos: noted, and the socket keeps listening.
+                Err(e) => heard.set(&e),
             }
         }
     }

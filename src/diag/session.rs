@@ -19,6 +19,8 @@ const STALE_NONCE_RETRIES: u32 = 2;
 pub(super) struct Session<'a> {
     pub(super) conn: &'a mut Conn,
     pub(super) auth: Auth,
+    /// The password of `auth` (a second allocation on another connection needs it).
+    pub(super) password: String,
     pub(super) config: &'a ProbeConfig,
     pub(super) minted: bool,
 }
@@ -32,6 +34,17 @@ impl Session<'_> {
         kind: Request,
         peer: Option<IpAddr>,
     ) -> Result<Reply, Verdict> {
+        let reply = self.exchange(req, kind).await?;
+        if reply.success {
+            Ok(reply)
+        } else {
+            Err(self.refused(kind, peer, &reply))
+        }
+    }
+
+    /// An authenticated transaction, a 438 retried with the fresh nonce: the last answer,
+    /// success or error (callers that look at the error code first); silence is a verdict.
+    pub(super) async fn exchange(&mut self, req: Req, kind: Request) -> Result<Reply, Verdict> {
         let mut stale = 0;
         loop {
             let tid = random_tid();
@@ -42,22 +55,24 @@ impl Session<'_> {
                 .transact(&raw, tid, Some(self.auth.key()), timeout)
                 .await
                 .map_err(|e| unanswered(kind, &e, timeout))?;
-            if reply.success {
-                return Ok(reply);
+            if let (false, ec::STALE_NONCE, Some(nonce)) = (reply.success, reply.code, &reply.nonce)
+                && stale < STALE_NONCE_RETRIES
+            {
+                stale += 1;
+                self.auth.set_nonce(nonce);
+                continue;
             }
-            if let (ec::STALE_NONCE, Some(nonce)) = (reply.code, &reply.nonce) {
-                if stale < STALE_NONCE_RETRIES {
-                    stale += 1;
-                    self.auth.set_nonce(nonce);
-                    continue;
-                }
-            }
-            let ctx = Context {
-                username: Some(&self.auth.username),
-                ..context(self.config, kind, peer, self.minted, reply.alternate)
-            };
-            return Err(error_verdict(&ctx, reply.code, &reply.reason));
+            return Ok(reply);
         }
+    }
+
+    /// The verdict on an error `reply` to `kind`.
+    pub(super) fn refused(&self, kind: Request, peer: Option<IpAddr>, reply: &Reply) -> Verdict {
+        let ctx = Context {
+            username: Some(&self.auth.username),
+            ..context(self.config, kind, peer, self.minted, reply.alternate)
+        };
+        error_verdict(&ctx, reply.code, &reply.reason)
     }
 }
 

@@ -3,15 +3,36 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::ProbeConfig;
 use super::conn::{Conn, ConnError, udp_socket};
 use super::relay;
 use super::report::{Status, Step, StepReport};
 use super::session::{Session, context, unanswered};
-use super::verdict::{Request, Verdict, bug, error_verdict, is_private};
+use super::verdict::{
+    Context, Request, SKEW_TTL_SECS, Verdict, bug, clock_skew, error_verdict, is_private,
+    minted_secret_wrong,
+};
 use super::verdict_net::{allocate_unanswered, missing_challenge};
-use super::wire::{self, Auth, Integrity, Req, random_tid, request};
+use super::wire::{self, Auth, Integrity, Reply, Req, random_tid, request};
+use super::{Credentials, ProbeConfig, REST_TTL};
+use crate::auth::{rest_password, rest_username};
 use crate::proto::error_code as ec;
+
+/// What the Allocate with a week-long credential found, after a 401 to the one minted first.
+enum ClockCheck<'a> {
+    /// Accepted: the clocks differ. The session on the fresh connection, and its allocation.
+    Skew(Session<'a>, Box<Reply>),
+    /// Refused too: the secret is wrong.
+    SecretWrong(Verdict),
+    /// No clear answer.
+    NotRun,
+}
+
+/// Whether a 401's reason phrase leaves the cause open (RFC 8489's advice: the same answer for
+/// a wrong password and an unknown user).
+fn generic(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    !(lower.contains("expired") || lower.contains("unknown user"))
+}
 
 /// Steps 4 to 6, after a successful Binding. `second` opens another connection to the
 /// server, for a relay test between two allocations when the server refuses this machine as
@@ -22,7 +43,7 @@ pub(super) async fn run(
     conn: &mut Conn,
     reflexive: SocketAddr,
     steps: &mut Vec<StepReport>,
-    second: impl AsyncFnOnce() -> Option<Conn>,
+    second: impl AsyncFn() -> Option<Conn>,
 ) {
     let Some((realm, nonce)) = challenge(config, conn, steps).await else {
         return;
@@ -39,22 +60,58 @@ pub(super) async fn run(
     let mut session = Session {
         conn,
         auth,
+        password,
         config,
         minted,
     };
-    let Some(relayed) = session.allocate(server, steps).await else {
+    // A second connection, when the clock check needs one: declared here, as the session
+    // may move to it.
+    let mut fresh: Option<Conn>;
+    let reply = match session.exchange(Req::Allocate, Request::Allocate).await {
+        Ok(reply) => reply,
+        Err(v) => {
+            steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+            return;
+        }
+    };
+    let (reply, skew) = if reply.success {
+        (reply, None)
+    } else {
+        let first = session.refused(Request::Allocate, None, &reply);
+        if !(minted && reply.code == ec::UNAUTHENTICATED) {
+            steps.push(StepReport::fail(Step::Allocate, first.what, first.todo));
+            return;
+        }
+        fresh = second().await;
+        let check = match fresh.as_mut() {
+            Some(other) => clock_check(config, other, &reply, &session.auth.username).await,
+            None => ClockCheck::NotRun,
+        };
+        match check {
+            ClockCheck::Skew(moved, accepted) => {
+                // The later steps run on the allocation the week-long credential got.
+                session = moved;
+                (*accepted, Some(clock_skew(REST_TTL.as_secs())))
+            }
+            ClockCheck::SecretWrong(v) => {
+                steps.push(StepReport::fail(Step::Allocate, v.what, v.todo));
+                return;
+            }
+            ClockCheck::NotRun => {
+                steps.push(StepReport::fail(Step::Allocate, first.what, first.todo));
+                return;
+            }
+        }
+    };
+    let Some(relayed) = session.allocated(server, &reply, skew, steps) else {
         return;
     };
     let refused = session
-        .permission_and_relay(relayed, reflexive, steps)
+        .permission_and_relay(server, relayed, reflexive, steps)
         .await;
     if let Some(private) = refused {
         let report = match second().await {
-            Some(mut other) => {
-                session
-                    .relay_to_relay(server, relayed, &mut other, &username, &password)
-                    .await
-            }
+            Some(mut other) => session.relay_to_relay(server, relayed, &mut other).await,
             None => None,
         };
         steps.push(report.unwrap_or_else(|| {
@@ -78,6 +135,49 @@ pub(super) async fn run(
         Err(v) => StepReport::fail(Step::Refresh, v.what, v.todo),
     };
     steps.push(released);
+}
+
+/// A 401 to a credential minted here from the shared secret means a wrong secret, or clocks
+/// apart by more than its lifetime (the server then sees it expired); servers that follow
+/// RFC 8489 answer both with the same 401. One more Allocate, with a credential of the same
+/// secret valid for a week, tells them apart: accepted, the clocks differ (the session on
+/// `conn` keeps that allocation, so the later steps still run); refused, the secret is wrong.
+/// It runs on `conn`, a fresh connection: coturn binds a client's 5-tuple to the first
+/// username it sent, and answers another one 437 there even after a 401.
+async fn clock_check<'a>(
+    config: &'a ProbeConfig,
+    conn: &'a mut Conn,
+    first: &Reply,
+    first_username: &str,
+) -> ClockCheck<'a> {
+    let Credentials::Rest { secret, user } = &config.credentials else {
+        return ClockCheck::NotRun;
+    };
+    let Some((realm, nonce)) = challenge(config, conn, &mut Vec::new()).await else {
+        return ClockCheck::NotRun;
+    };
+    let username = rest_username(config.unix_now + SKEW_TTL_SECS, Some(user));
+    let password = rest_password(secret.as_bytes(), &username);
+    let mut session = Session {
+        conn,
+        auth: Auth::new(&username, &password, &realm, &nonce),
+        password,
+        config,
+        minted: true,
+    };
+    match session.exchange(Req::Allocate, Request::Allocate).await {
+        Ok(reply) if reply.success => ClockCheck::Skew(session, Box::new(reply)),
+        // A reason naming the cause (an expired credential, an unknown user) keeps the usual
+        // verdict, which follows it.
+        Ok(reply) if reply.code == ec::UNAUTHENTICATED && generic(&first.reason) => {
+            let ctx = Context {
+                username: Some(first_username),
+                ..context(config, Request::Allocate, None, true, None)
+            };
+            ClockCheck::SecretWrong(minted_secret_wrong(&ctx, &first.reason))
+        }
+        _ => ClockCheck::NotRun,
+    }
 }
 
 /// Allocate without credentials: a TURN server must answer 401 with REALM and NONCE.
@@ -128,7 +228,7 @@ async fn challenge(
 }
 
 impl Session<'_> {
-    /// Step 4: Allocate with credentials.
+    /// Step 4: Allocate with credentials (for a second allocation: no clock check).
     async fn allocate(
         &mut self,
         server: SocketAddr,
@@ -141,6 +241,18 @@ impl Session<'_> {
                 return None;
             }
         };
+        self.allocated(server, &reply, None, steps)
+    }
+
+    /// Reports the successful Allocate `reply` (failed nonetheless with `skew`, the verdict of
+    /// the clock check that got it) and returns the relayed address.
+    fn allocated(
+        &self,
+        server: SocketAddr,
+        reply: &Reply,
+        skew: Option<Verdict>,
+        steps: &mut Vec<StepReport>,
+    ) -> Option<SocketAddr> {
         let Some(relayed) = reply.relayed else {
             steps.push(StepReport::fail(
                 Step::Allocate,
@@ -157,7 +269,13 @@ impl Session<'_> {
             "relayed address {relayed}, {lifetime}, as user {:?}",
             self.auth.username
         );
-        steps.push(if reply.integrity == Integrity::Invalid {
+        steps.push(if let Some(v) = skew {
+            StepReport::fail(
+                Step::Allocate,
+                format!("{}; with that credential: {detail}", v.what),
+                v.todo,
+            )
+        } else if reply.integrity == Integrity::Invalid {
             StepReport::fail(
                 Step::Allocate,
                 format!("{detail}; but the response's MESSAGE-INTEGRITY does not match the credentials"),
@@ -180,6 +298,7 @@ impl Session<'_> {
     /// private address, which a safe server refuses): the relay step is then still to do.
     async fn permission_and_relay(
         &mut self,
+        server: SocketAddr,
         relayed: SocketAddr,
         reflexive: SocketAddr,
         steps: &mut Vec<StepReport>,
@@ -234,8 +353,11 @@ impl Session<'_> {
                 return None;
             }
         }
-        let echo_task = tokio::spawn(relay::echo_loop(echo));
-        let report = self.round_trips(relayed, peer_ip, echo_local).await;
+        let heard = relay::Heard::default();
+        let echo_task = tokio::spawn(relay::echo_loop(echo, heard.clone()));
+        let report = self
+            .round_trips(server, relayed, peer_ip, echo_local, &heard)
+            .await;
         echo_task.abort();
         // A permission for the IP may pass (it is also our relay address, say) while the
         // channel to the echo port is refused: the relay step is still to do.
@@ -255,14 +377,13 @@ impl Session<'_> {
         server: SocketAddr,
         relayed: SocketAddr,
         other: &mut Conn,
-        username: &str,
-        password: &str,
     ) -> Option<StepReport> {
         let mut scratch = Vec::new();
         let (realm, nonce) = challenge(self.config, other, &mut scratch).await?;
         let mut second = Session {
             conn: other,
-            auth: Auth::new(username, password, &realm, &nonce),
+            auth: Auth::new(&self.auth.username, &self.password, &realm, &nonce),
+            password: self.password.clone(),
             config: self.config,
             minted: self.minted,
         };

@@ -198,6 +198,44 @@ pub fn rest_clock_note(username: &str, unix_now: u64) -> Option<String> {
     })
 }
 
+/// How long the second credential lives that the probe mints after a 401 to its first one,
+/// to tell clocks apart from a wrong secret ([`clock_skew`], [`minted_secret_wrong`]): a
+/// week, so clocks up to a week apart still show.
+pub const SKEW_TTL_SECS: u64 = 7 * 86_400;
+
+/// The server refused (401) the credential minted here, valid for `lifetime_secs` by this
+/// machine's clock, but accepted one of the same secret valid for [`SKEW_TTL_SECS`]: the
+/// secret is right and the server sees the first one as expired.
+pub fn clock_skew(lifetime_secs: u64) -> Verdict {
+    Verdict::problem(
+        format!(
+            "clock skew: the server refused the credential minted here (401), valid for {} by this machine's clock, but accepted one of the same secret valid for {}: the server's clock is ahead of this machine's by more than {}, so short-lived credentials look expired to it",
+            human_secs(lifetime_secs),
+            human_secs(SKEW_TTL_SECS),
+            human_secs(lifetime_secs)
+        ),
+        "sync this machine's clock and the server's with NTP; your web service's clock matters too, as the credentials it mints expire by it",
+    )
+}
+
+/// The server refused (401) the credential minted here from the shared secret, and one of the
+/// same secret valid for [`SKEW_TTL_SECS`] too: not the clocks, the secret.
+pub fn minted_secret_wrong(ctx: &Context<'_>, reason: &str) -> Verdict {
+    let said = server_said(ec::UNAUTHENTICATED, reason);
+    let note = ctx
+        .username
+        .and_then(|u| rest_clock_note(u, ctx.unix_now))
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
+    Verdict::problem(
+        format!(
+            "the server refused the credentials (401){said}: wrong password, from a wrong shared secret{note}; a credential valid for {} was refused too, so the clocks are not the cause",
+            human_secs(SKEW_TTL_SECS)
+        ),
+        "the shared secret differs from the server's (Turnstone: [auth] secrets; coturn: static-auth-secret), or the server does not accept REST credentials at all (coturn: use-auth-secret)",
+    )
+}
+
 /// 401 to a request that carried credentials.
 fn unauthenticated(ctx: &Context<'_>, reason: &str, said: &str) -> Verdict {
     let user = ctx.username.unwrap_or("");
@@ -501,5 +539,37 @@ mod tests {
         assert_eq!(human_secs(600), "10 min");
         assert_eq!(human_secs(3 * 3600), "3 h");
         assert_eq!(human_secs(5 * 86_400), "5 days");
+    }
+
+    #[test]
+    fn a_second_credential_tells_clock_skew_from_a_wrong_secret() {
+        let skew = clock_skew(3600);
+        assert!(skew.what.starts_with("clock skew: "), "{}", skew.what);
+        assert!(
+            skew.what
+                .contains("valid for 7 days: the server's clock is ahead of this machine's by more than 60 min"),
+            "{}",
+            skew.what
+        );
+        assert!(skew.todo.contains("NTP"));
+        let c = Context {
+            username: Some("1700003600:probe"),
+            minted: true,
+            ..ctx(Request::Allocate)
+        };
+        let wrong = minted_secret_wrong(&c, "Unauthenticated");
+        assert!(wrong.what.contains("wrong password"), "{}", wrong.what);
+        assert!(
+            wrong.what.contains("valid for 60 min more"),
+            "{}",
+            wrong.what
+        );
+        assert!(
+            wrong.what.ends_with("so the clocks are not the cause"),
+            "{}",
+            wrong.what
+        );
+        assert!(wrong.todo.contains("shared secret differs"));
+        assert!(!wrong.todo.contains("NTP"), "{}", wrong.todo);
     }
 }

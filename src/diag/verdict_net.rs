@@ -2,7 +2,7 @@
 //! certificate problems. Pure functions of the error and the context.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
@@ -57,6 +57,85 @@ pub fn binding_unanswered(
             "this port may belong to another service (a web server?); check the port, and for TLS that the server speaks TURN over TLS on it",
         ),
     }
+}
+
+/// An ICMP error the probe's echo socket got for its datagrams to the relayed address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Icmp {
+    /// 'port unreachable': a host holds the address but refuses the port (or a REJECT rule).
+    PortUnreachable,
+    /// 'host unreachable' or 'network unreachable': nobody holds the address, or no route.
+    HostUnreachable,
+}
+
+/// The relay step's first datagrams, which never came through the relay.
+#[derive(Clone, Copy, Debug)]
+pub struct Unreached {
+    /// The address the server answered on.
+    pub server: SocketAddr,
+    /// The relayed address the server gave.
+    pub relayed: SocketAddr,
+    /// The probe's echo socket, which sent to `relayed`.
+    pub echo_local: SocketAddr,
+    /// The IP the permission was made for.
+    pub peer_ip: IpAddr,
+    /// How long the probe waited.
+    pub timeout: Duration,
+    /// The last ICMP error the echo socket got, if any.
+    pub heard: Option<Icmp>,
+}
+
+/// Datagrams to the relayed address never came through: a relayed address on the IP the
+/// server answered on points at a firewall in front of the relay ports; another IP at the
+/// address the server advertises (behind NAT: its external address).
+pub fn relay_unreached(u: &Unreached) -> Verdict {
+    let relay_ip = u.relayed.ip();
+    let port = u.relayed.port();
+    let base = format!(
+        "the relay did not pass on a datagram from this machine's echo socket ({}, permitted as {}) to {} within {}",
+        u.echo_local,
+        u.peer_ip,
+        u.relayed,
+        format_timeout(u.timeout)
+    );
+    let ports = "Turnstone: [relay] ports; coturn: min-port/max-port";
+    let external = "Turnstone: [relay] external_address or --external-address; coturn: external-ip";
+    let elsewhere = relay_ip != u.server.ip() && relay_ip.is_ipv4() == u.server.is_ipv4();
+    if !elsewhere {
+        let what = if u.heard == Some(Icmp::PortUnreachable) {
+            format!(
+                "{base}: {relay_ip} answered 'port unreachable' for UDP port {port}, which the server holds for this allocation, so a firewall rejects UDP to the relay ports"
+            )
+        } else {
+            format!(
+                "{base}: the relayed address is on the IP the server answered on, so a firewall (or a NAT's port forwarding) drops UDP to the relay ports"
+            )
+        };
+        return problem(
+            what,
+            format!(
+                "open the server's relay port range to UDP from anywhere, in its host firewall, the firewalls on the way and the cloud security group ({ports})"
+            ),
+        );
+    }
+    let icmp = match u.heard {
+        Some(Icmp::PortUnreachable) => {
+            format!(" ({relay_ip} answered 'port unreachable': a host there refuses the port)")
+        }
+        Some(Icmp::HostUnreachable) => {
+            format!(" ('host unreachable': nobody answers at {relay_ip})")
+        }
+        None => String::new(),
+    };
+    problem(
+        format!(
+            "{base}{icmp}: the relayed address {relay_ip} is not the IP the server answered on ({}), so the address the server advertises for its relays may be wrong",
+            u.server.ip()
+        ),
+        format!(
+            "behind NAT, the server must advertise the public address clients reach it at ({external}); if {relay_ip} is right, open UDP to the relay ports in the firewalls on the way ({ports})"
+        ),
+    )
 }
 
 /// No answer to Allocate although Binding was answered.
@@ -419,5 +498,54 @@ mod tests {
     fn round_trip_times_are_printed_in_milliseconds() {
         assert_eq!(millis(Duration::from_micros(420)), "0.4 ms");
         assert_eq!(millis(Duration::from_millis(123)), "123 ms");
+    }
+
+    #[test]
+    fn an_unreached_relay_blames_the_firewall_or_the_advertised_address() {
+        let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
+        let u = |relayed: &str, heard| Unreached {
+            server,
+            relayed: relayed.parse().unwrap(),
+            echo_local: "198.51.100.2:40000".parse().unwrap(),
+            peer_ip: "198.51.100.2".parse().unwrap(),
+            timeout: Duration::from_secs(2),
+            heard,
+        };
+        let v = relay_unreached(&u("203.0.113.10:50000", None));
+        assert!(
+            v.what.starts_with("the relay did not pass on a datagram from this machine's echo socket (198.51.100.2:40000, permitted as 198.51.100.2) to 203.0.113.10:50000 within 2 s: "),
+            "{}",
+            v.what
+        );
+        assert!(
+            v.what.contains("drops UDP to the relay ports"),
+            "{}",
+            v.what
+        );
+        assert!(v.todo.contains("[relay] ports"), "{}", v.todo);
+        let v = relay_unreached(&u("203.0.113.10:50000", Some(Icmp::PortUnreachable)));
+        assert!(
+            v.what.contains("'port unreachable' for UDP port 50000") && v.what.contains("rejects"),
+            "{}",
+            v.what
+        );
+        let v = relay_unreached(&u("10.0.0.5:50000", None));
+        assert!(
+            v.what.contains(
+                "the relayed address 10.0.0.5 is not the IP the server answered on (203.0.113.10)"
+            ),
+            "{}",
+            v.what
+        );
+        assert!(v.todo.contains("external_address"), "{}", v.todo);
+        let v = relay_unreached(&u("203.0.113.99:50000", Some(Icmp::HostUnreachable)));
+        assert!(v.what.contains("'host unreachable'"), "{}", v.what);
+        // An IPv6 relay for an IPv4 listener is no sign of a wrong address.
+        let v = relay_unreached(&u("[2001:db8::1]:50000", None));
+        assert!(
+            v.what.contains("drops UDP to the relay ports"),
+            "{}",
+            v.what
+        );
     }
 }

@@ -25,6 +25,7 @@ mod ops_selftest;
 mod ops_tls;
 mod policy_reload;
 mod probe;
+mod probe_netns;
 mod relay_ports;
 mod second_instance;
 mod selftest;
