@@ -89,7 +89,7 @@ impl Session<'_> {
                 }
             }
         }
-        let Some(&min) = rtts.iter().min() else {
+        let Some(rtt) = rtt_summary(&rtts) else {
             return StepReport::fail(
                 Step::Relay,
                 format!(
@@ -98,16 +98,11 @@ impl Session<'_> {
                 "the server drops ChannelData from this client or cannot send from its relay to this machine; check its log and egress firewall",
             );
         };
-        let max = rtts.iter().max().copied().unwrap_or(min);
-        let avg = rtts.iter().sum::<Duration>() / rtts.len().max(1) as u32;
         StepReport::pass(
             Step::Relay,
             format!(
-                "{}/{PINGS} ChannelData round trips via {relayed} to the echo socket {peer} and back: RTT min {}, avg {}, max {}",
+                "{}/{PINGS} ChannelData round trips via {relayed} to the echo socket {peer} and back: {rtt}",
                 rtts.len(),
-                millis(min),
-                millis(avg),
-                millis(max)
             ),
         )
     }
@@ -197,7 +192,7 @@ impl Session<'_> {
                 }
             }
         }
-        let Some(&min) = rtts.iter().min() else {
+        let Some(rtt) = rtt_summary(&rtts) else {
             return StepReport::fail(
                 Step::Relay,
                 format!(
@@ -206,16 +201,11 @@ impl Session<'_> {
                 "the server cannot relay between its own relay addresses: check its log, its host firewall (UDP between the relay ports) and, behind 1:1 NAT, whether it hairpins to its public address",
             );
         };
-        let max = rtts.iter().max().copied().unwrap_or(min);
-        let avg = rtts.iter().sum::<Duration>() / rtts.len().max(1) as u32;
         StepReport::pass(
             Step::Relay,
             format!(
-                "{}/{PINGS} ChannelData round trips from {relayed} to a second allocation at {other_relayed} and back: RTT min {}, avg {}, max {}",
+                "{}/{PINGS} ChannelData round trips from {relayed} to a second allocation at {other_relayed} and back: {rtt}",
                 rtts.len(),
-                millis(min),
-                millis(avg),
-                millis(max)
             ),
         )
         .with_caveat(
@@ -243,6 +233,19 @@ impl Heard {
     fn get(&self) -> Option<Icmp> {
         self.0.lock().ok().and_then(|last| *last)
     }
+}
+
+/// "RTT min …, avg …, max …" of the round trips that came back; `None` when none did.
+fn rtt_summary(rtts: &[Duration]) -> Option<String> {
+    let min = *rtts.iter().min()?;
+    let max = rtts.iter().max().copied().unwrap_or(min);
+    let avg = rtts.iter().sum::<Duration>() / rtts.len().max(1) as u32;
+    Some(format!(
+        "RTT min {}, avg {}, max {}",
+        millis(min),
+        millis(avg),
+        millis(max)
+    ))
 }
 
 /// Echoes every datagram from the relay back to it; until the first arrives, sends [`HELLO`]
