@@ -86,7 +86,10 @@ fn check_frame(buf: &[u8], kind: FrameKind, len: usize) {
     let frame = &buf[..len];
     match kind {
         FrameKind::Stun => {
-            assert!(len >= HEADER_LEN && len.is_multiple_of(4), "STUN frame of {len}");
+            assert!(
+                len >= HEADER_LEN && len.is_multiple_of(4),
+                "STUN frame of {len}"
+            );
             assert_eq!(
                 len,
                 HEADER_LEN + usize::from(u16::from_be_bytes([buf[2], buf[3]]))
@@ -106,7 +109,10 @@ fn check_frame(buf: &[u8], kind: FrameKind, len: usize) {
             }
         }
         FrameKind::ChannelData => {
-            assert!(len >= 4 && len.is_multiple_of(4), "ChannelData frame of {len}");
+            assert!(
+                len >= 4 && len.is_multiple_of(4),
+                "ChannelData frame of {len}"
+            );
             let cd = ChannelData::parse(frame)
                 .unwrap_or_else(|e| panic!("framed ChannelData does not parse: {e:?}"));
             // The frame is the data padded to a multiple of 4 (RFC 8656 §12.5).
