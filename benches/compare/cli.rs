@@ -25,6 +25,9 @@ impl Cell {
     }
 }
 
+/// The fixed rate of the kernel fast path's cells (issue "kernel fast path": 200k packets/s).
+pub(crate) const HIGH_RATE: u64 = 200_000;
+
 pub(crate) struct Plan {
     pub(crate) full: bool,
     pub(crate) rounds: usize,
@@ -57,6 +60,19 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
     if !(0.1..=60.0).contains(&secs) || !(1..=10).contains(&rounds) {
         bail!("--secs must be 0.1..=60 and --rounds 1..=10");
     }
+    let only = value("--only").map(String::as_str);
+    if !matches!(
+        only,
+        None | Some("traffic" | "control" | "memory" | "kernel")
+    ) {
+        bail!("--only takes traffic, control, memory or kernel");
+    }
+    let cell = |payload, allocations, rate| Cell {
+        payload,
+        allocations,
+        rate,
+        half_coturn_max: false,
+    };
     let mut cells = Vec::new();
     let (payloads, allocations): (&[usize], &[usize]) = if full {
         (&[100, 1200], &[10, 100, 1000])
@@ -78,20 +94,29 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
     if full {
         // Flat per-packet cost at 10,000 concurrent allocations (one payload size suffices).
         for rate in [40_000, 0] {
-            cells.push(Cell {
-                payload: 100,
-                allocations: 10_000,
-                rate,
-                half_coturn_max: false,
-            });
+            cells.push(cell(100, 10_000, rate));
         }
     }
-    let only = value("--only").map(String::as_str);
-    if !matches!(only, None | Some("traffic" | "control" | "memory")) {
-        bail!("--only takes traffic, control or memory");
+    // The kernel fast path's cells: a fixed high rate (their saturation cells are above).
+    let kernel_cells: Vec<Cell> = [100, 1200]
+        .into_iter()
+        .flat_map(|p| [100, 1000].map(|a| (p, a)))
+        .map(|(p, a)| cell(p, a, HIGH_RATE))
+        .collect();
+    if full {
+        cells.extend(&kernel_cells);
+    } else {
+        // One of them keeps CI's run through the kernel path (a few seconds per server).
+        cells.push(cell(100, 100, HIGH_RATE));
     }
     let keep = |phase: &str| only.is_none_or(|o| o == phase);
-    if !keep("traffic") {
+    if only == Some("kernel") {
+        // Just the cells of the kernel fast path's goals, at every load.
+        cells = kernel_cells
+            .iter()
+            .flat_map(|&c| [c, Cell { rate: 0, ..c }])
+            .collect();
+    } else if !keep("traffic") {
         cells.clear();
     }
     Ok(Plan {

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Options after `--`: `--quick`, `--full`, `--secs S` (measured seconds per run), `--rounds N`,
-//! `--only traffic|control|memory`.
+//! `--only traffic|control|memory|kernel` (kernel: the fast path's cells only).
 //! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
 //!
 //! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`
@@ -32,7 +32,7 @@ mod report;
 
 use anyhow::{Context, Result};
 
-use cells::{half_coturn_max_cell, run_control, run_memory, run_traffic};
+use cells::{Servers, half_coturn_max_cell, run_control, run_memory, run_traffic};
 use cli::plan;
 use measure::{idle_cpu, load_average};
 use plots::plots;
@@ -57,7 +57,10 @@ pub(crate) const NOISY_RETRIES: usize = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Forwarder,
+    /// Turnstone relaying in userspace (`fast_path = "off"`).
     Turnstone,
+    /// Turnstone with its kernel fast path required (`fast_path = "on"`).
+    TurnstoneKernel,
     Coturn,
 }
 
@@ -66,6 +69,7 @@ impl Kind {
         match self {
             Self::Forwarder => "forwarder",
             Self::Turnstone => "turnstone",
+            Self::TurnstoneKernel => "turnstone-kernel",
             Self::Coturn => "coturn",
         }
     }
@@ -73,6 +77,7 @@ impl Kind {
         match self {
             Self::Forwarder => "#777777",
             Self::Turnstone => "#1f6feb",
+            Self::TurnstoneKernel => "#2da44e",
             Self::Coturn => "#e8702a",
         }
     }
@@ -115,19 +120,28 @@ fn main() -> Result<()> {
         println!("compare: turnserver not found (apt-get install coturn): coturn skipped");
     }
 
-    let mut kinds = vec![Kind::Forwarder, Kind::Turnstone];
+    let mut kinds = vec![Kind::Forwarder, Kind::Turnstone, Kind::TurnstoneKernel];
     if coturn {
         kinds.push(Kind::Coturn);
     }
+    // turnstone-kernel is started for each of its runs instead: while it runs, its program
+    // sees every packet on lo, the other servers' and the generator's too.
     let mut servers = Vec::new();
-    for &kind in &kinds {
+    for &kind in kinds.iter().filter(|&&k| k != Kind::TurnstoneKernel) {
         servers.push(start(kind, &tmp, false)?);
     }
     let idle = idle_cpu(&servers);
-    let mut traffic = run_traffic(&plan, &plan.cells, &servers)?;
+    let set = Servers {
+        running: &servers,
+        kinds: &kinds,
+        tmp: &tmp,
+    };
+    let mut traffic = run_traffic(&plan, &plan.cells, &set)?;
     // The p99 target's load depends on what coturn just reached: measured last, same servers.
-    if let Some(cell) = half_coturn_max_cell(&plan.cells, &servers, &traffic) {
-        traffic.extend(run_traffic(&plan, &[cell], &servers)?);
+    if let Some(cell) = half_coturn_max_cell(&plan.cells, &kinds, &traffic.samples) {
+        let more = run_traffic(&plan, &[cell], &set)?;
+        traffic.samples.extend(more.samples);
+        traffic.alone_max.extend(more.alone_max);
         plan.cells.push(cell);
     }
     println!("compare: load average after traffic {}", load_average());
@@ -147,7 +161,7 @@ fn main() -> Result<()> {
     );
     println!("\n{md}");
     std::fs::write(out.join("results.md"), &md)?;
-    for svg in plots(&plan, &kinds, &traffic) {
+    for svg in plots(&plan, &kinds, &traffic.samples) {
         let path = out.join(&svg.0);
         std::fs::write(&path, svg.1)?;
         println!("compare: wrote {}", path.display());

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::Kind;
 use crate::cells::Traffic;
-use crate::cli::Plan;
+use crate::cli::{HIGH_RATE, Plan};
 use crate::measure::Sample;
 use crate::report::med;
 
@@ -37,6 +37,10 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
         for (load, fixed) in [("fixed", true), ("saturation", false)] {
             let mut series = Vec::new();
             for (k, kind) in kinds.iter().enumerate() {
+                // Its process does none of the relaying: its per-process CPU says nothing.
+                if name == "cpu_per_packet" && *kind == Kind::TurnstoneKernel {
+                    continue;
+                }
                 for (p, &payload) in payloads.iter().enumerate() {
                     let ys = xs
                         .iter()
@@ -47,6 +51,7 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
                                     c.allocations == x
                                         && c.payload == payload
                                         && (c.rate > 0) == fixed
+                                        && c.rate != HIGH_RATE
                                         && !c.half_coturn_max
                                 })
                                 .map_or(f64::NAN, |c| med(&traffic[c][k], metric))
