@@ -2,6 +2,7 @@
 # Runs every test Turnstone has. Installs what the interop tests need when it is missing:
 # coturn's turnutils_* (Debian package coturn) and headless Chromium (chromium, chromium-driver),
 # iproute2 (the hostile-network tests build private network namespaces, which needs root),
+# clang and libbpf-dev (the kernel fast path),
 # and the browser test's npm packages. Interop tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +13,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The kernel fast path is compiled when clang and libbpf's headers are there; the comparison
+# harness's turnstone-kernel needs it (it fails rather than skip without it).
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
