@@ -11,12 +11,17 @@
 //! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
 //!
 //! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`
-//! (one worker), Debian's coturn (`turnserver`, one relay thread; skipped when not installed)
-//! and `turnstone-forwarder` (no TURN at all: the floor). The load generator
-//! (`turnstone::loadgen`, raw mode for the forwarder) runs in this process pinned to core 1.
+//! (one worker) twice, relaying in userspace (`fast_path = "off"`) and with its kernel fast path
+//! required (`fast_path = "on"`, "turnstone-kernel": needs root and a build with clang), Debian's
+//! coturn (`turnserver`, one relay thread; skipped when not installed) and
+//! `turnstone-forwarder` (no TURN at all: the floor). The load generator (`turnstone::loadgen`,
+//! raw mode for the forwarder, sleeping between sends) runs in this process pinned to core 1.
 //! Server CPU time is utime + stime from /proc/PID/stat over the measured phase; RSS is VmRSS
-//! from /proc/PID/status. Results go to stdout and to target/compare/ (results.md, *.svg).
-//! Every process started here is killed by PID when its guard drops, panics included.
+//! from /proc/PID/status. Neither sees softirq work charged to other processes, which is where
+//! the kernel fast path relays, so every run is also measured system-wide: all-core busy time
+//! less other processes' CPU, less the generator alone at the same rate (docs/perf/kernel.md).
+//! Results go to stdout and to target/compare/ (results.md, *.svg). Every process started here
+//! is killed by PID when its guard drops, panics included.
 
 #![allow(
     clippy::disallowed_methods,
