@@ -207,7 +207,17 @@ fn baseline<'a>(
 ) -> Result<&'a Sample> {
     let key = (cell.payload, cell.allocations, rate);
     if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(key) {
-        let s = traffic_run(Target::Alone, cell, rate, plan)?;
+        // As noisy runs are: the quietest of up to 1 + NOISY_RETRIES.
+        let mut s = traffic_run(Target::Alone, cell, rate, plan)?;
+        for _ in 0..NOISY_RETRIES {
+            if s.noise() <= NOISY {
+                break;
+            }
+            let again = traffic_run(Target::Alone, cell, rate, plan)?;
+            if again.noise() < s.noise() {
+                s = again;
+            }
+        }
         println!(
             "        generator alone {:>5} B {:>5} allocs at {:>4}k pps: {:.0} pps, system CPU \
              {:.0}% of a core, generator core {:.0}%",
