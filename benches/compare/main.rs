@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options after `--`: `--quick`, `--full`, `--secs S` (measured seconds per run), `--rounds N`,
-//! `--only traffic|control|memory|kernel` (kernel: the fast path's cells only).
+//! `--only traffic|control|memory|kernel` (kernel: the fast path's cells only), `--allocs 100,1000`
+//! (only cells with these allocation counts).
 //! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
 //!
 //! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`

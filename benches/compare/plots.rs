@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::Kind;
 use crate::cells::Traffic;
-use crate::cli::{HIGH_RATE, Plan};
+use crate::cli::Plan;
 use crate::measure::Sample;
 use crate::report::med;
 
@@ -50,8 +50,7 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
                                 .position(|c| {
                                     c.allocations == x
                                         && c.payload == payload
-                                        && (c.rate > 0) == fixed
-                                        && c.rate != HIGH_RATE
+                                        && c.rate == if fixed { 40_000 } else { 0 }
                                         && !c.half_coturn_max
                                 })
                                 .map_or(f64::NAN, |c| med(&traffic[c][k], metric))
