@@ -337,7 +337,7 @@ output = "usage.jsonl"          # "log" | "stdout" | file path (relative to the 
         assert_eq!(
             only_error("[relay]\nport = \"1-2\"\n"),
             "relay.port: unknown key; expected one of `address`, `address_v6`, `ports`, \
-             `external_address`, `external_address_v6`"
+             `external_address`, `external_address_v6`, `fast_path`, `fast_path_interfaces`"
         );
     }
 
