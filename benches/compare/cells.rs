@@ -1,14 +1,15 @@
 //! The measured cells: traffic runs, control-plane churn and memory per allocation.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use turnstone::loadgen::{self, Churn, Credentials, LoadConfig, LoadReport, Stage};
 
 use crate::cli::{Cell, Plan};
-use crate::measure::{Sample, core_busy, cpu_secs, rss_kib};
-use crate::procs::{Proc, start};
+use crate::measure::{Sample, all_busy, core_busy, cpu_secs, others_cpu, others_delta, rss_kib};
+use crate::procs::{FastPathEvents, Proc, start};
 use crate::{CHURN_POOL, Kind, NOISY, NOISY_RETRIES, PASSWORD, SATURATION_IN_FLIGHT, SECRET, USER};
 
 fn static_user() -> Credentials {
@@ -24,38 +25,85 @@ fn static_user() -> Credentials {
 const REUSE_PAUSE_FROM: usize = 1000;
 const REUSE_PAUSE: Duration = Duration::from_secs(3);
 
-fn traffic_run(server: &Proc, cell: &Cell, plan: &Plan) -> Result<Sample> {
+/// A traffic run's load: a server, or nothing (the generator alone, `loadgen` direct mode).
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Server(&'a Proc),
+    Alone,
+}
+
+/// Waits for the fast path's once-a-second publication, then reads its counters.
+fn settled_events(server: &Proc) -> Result<FastPathEvents> {
+    std::thread::sleep(PUBLISH_WAIT);
+    server.fast_path_events()
+}
+
+/// Turnstone publishes its metrics once a second.
+const PUBLISH_WAIT: Duration = Duration::from_millis(1100);
+
+fn traffic_run(target: Target<'_>, cell: &Cell, rate: u64, plan: &Plan) -> Result<Sample> {
     if cell.allocations >= REUSE_PAUSE_FROM {
         std::thread::sleep(REUSE_PAUSE);
     }
-    let mut config = LoadConfig::new(server.addr, static_user());
-    config.raw = server.kind == Kind::Forwarder;
+    let (addr, kind, pid) = match target {
+        Target::Server(p) => (p.addr, Some(p.kind), Some(p.pid())),
+        Target::Alone => ("127.0.0.1:9".parse()?, None, None),
+    };
+    let mut config = LoadConfig::new(addr, static_user());
+    config.raw = kind == Some(Kind::Forwarder);
+    config.direct = kind.is_none();
+    // Sleeping between sends, as real clients do: a spinning generator keeps its core busy
+    // whatever happens there, and system-wide busy time would not see the kernel's work.
+    config.sleep = true;
     config.allocations = cell.allocations;
     config.payload = cell.payload;
-    config.rate = cell.rate;
+    config.rate = rate;
     config.window = (SATURATION_IN_FLIGHT / cell.allocations).max(1);
     config.duration = plan.duration;
     config.warmup = plan.warmup;
-    let pid = server.pid();
     let me = std::process::id();
+    let ours: Vec<u32> = pid.into_iter().chain([me]).collect();
+    let server_cpu = || pid.map_or(0.0, cpu_secs);
     let mut rss = 0;
-    // (time, server CPU, generator CPU, core 0 busy, core 1 busy) at both edges.
+    // (time, server CPU, generator CPU, core 0 busy, core 1 busy, all cores busy, other
+    // processes' CPU) at both edges.
     let snap = || {
         (
             Instant::now(),
-            cpu_secs(pid),
+            server_cpu(),
             cpu_secs(me),
             core_busy(0),
             core_busy(1),
+            all_busy(),
+            others_cpu(&ours),
         )
     };
     let (mut a, mut b) = (snap(), snap());
+    let kernel = kind == Some(Kind::TurnstoneKernel);
+    let mut events: [Result<FastPathEvents>; 2] =
+        [Ok(FastPathEvents::default()), Ok(FastPathEvents::default())];
     let r: LoadReport = loadgen::run_with(&config, &mut |stage| match stage {
-        Stage::Ready => rss = rss_kib(pid),
+        Stage::Ready => {
+            if let Target::Server(p) = target {
+                rss = rss_kib(p.pid());
+                if kernel {
+                    events[0] = settled_events(p);
+                }
+            }
+        }
         Stage::Measuring => a = snap(),
-        Stage::Measured => b = snap(),
+        Stage::Measured => {
+            b = snap();
+            if let Target::Server(p) = target {
+                events[1] = if kernel {
+                    settled_events(p)
+                } else {
+                    p.fast_path_events()
+                };
+            }
+        }
     })
-    .with_context(|| format!("load against {}", server.kind.name()))?;
+    .with_context(|| format!("load against {}", kind.map_or("nothing", Kind::name)))?;
     let cpu = b.1 - a.1;
     let wall = b.0.duration_since(a.0).as_secs_f64().max(1e-9);
     let foreign = [
@@ -64,6 +112,34 @@ fn traffic_run(server: &Proc, cell: &Cell, plan: &Plan) -> Result<Sample> {
     ]
     .map(|f| f.max(0.0));
     let relayed = 2.0 * r.received as f64;
+    let [before, after] = events;
+    let (before, after) = (before?, after?);
+    let kernel_relayed = match kind {
+        Some(Kind::TurnstoneKernel) => {
+            let d = (
+                after.to_peer.saturating_sub(before.to_peer),
+                after.to_client.saturating_sub(before.to_client),
+            );
+            // Every round trip that came back in the measured phase went through the kernel
+            // both ways (the counters also hold warmup and drain, so they may be higher).
+            let floor = (0.9 * r.received as f64) as u64;
+            if d.0 < floor || d.1 < floor {
+                bail!(
+                    "turnstone-kernel relayed only {} packets to peers and {} to clients in the \
+                     kernel, for {} round trips measured: the kernel fast path did not carry \
+                     the run",
+                    d.0,
+                    d.1,
+                    r.received
+                );
+            }
+            Some(d)
+        }
+        Some(Kind::Turnstone) if after.active || after.to_peer > 0 || after.to_client > 0 => {
+            bail!("turnstone (userspace) relayed in the kernel: {after:?}")
+        }
+        _ => None,
+    };
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     Ok(Sample {
         sent_pps: r.sent_per_sec(),
@@ -79,23 +155,113 @@ fn traffic_run(server: &Proc, cell: &Cell, plan: &Plan) -> Result<Sample> {
         utilisation: cpu / r.elapsed.as_secs_f64().max(1e-9),
         rss_kib: rss,
         foreign,
+        sys_busy: (b.5 - a.5) - others_delta(&a.6, &b.6),
+        wall,
+        relayed,
+        gen_core: (b.4 - a.4) / wall,
+        sys_us_per_packet: f64::NAN,
+        kernel_relayed,
     })
 }
 
 /// samples[cell][kind] = one sample per round.
 pub(crate) type Traffic = Vec<Vec<Vec<Sample>>>;
 
-/// Runs `cells` against every server, `plan.rounds` times, alternating the servers' order.
-pub(crate) fn run_traffic(plan: &Plan, cells: &[Cell], servers: &[Proc]) -> Result<Traffic> {
-    let mut all: Traffic = vec![vec![Vec::new(); servers.len()]; cells.len()];
+/// What a traffic phase measured: the samples, and per cell the generator alone.
+pub(crate) struct TrafficResults {
+    pub(crate) samples: Traffic,
+    /// Per cell, per round: the generator alone in a closed loop (direct mode, the same
+    /// window): how many round trips per second it manages with no relay at all. Saturation
+    /// cells only.
+    pub(crate) alone_max: Vec<Vec<Sample>>,
+}
+
+/// The always-running servers, or a kind started for each run (turnstone-kernel: its program
+/// sits on `lo` while it runs and would tax every other run's packets).
+pub(crate) struct Servers<'a> {
+    pub(crate) running: &'a [Proc],
+    pub(crate) kinds: &'a [Kind],
+    pub(crate) tmp: &'a Path,
+}
+
+impl Servers<'_> {
+    fn run(&self, kind: Kind, cell: &Cell, plan: &Plan) -> Result<Sample> {
+        match self.running.iter().find(|p| p.kind == kind) {
+            Some(p) => traffic_run(Target::Server(p), cell, cell.rate, plan),
+            None => {
+                let p = start(kind, self.tmp, false)?;
+                traffic_run(Target::Server(&p), cell, cell.rate, plan)
+            }
+        }
+    }
+}
+
+/// The generator alone at `rate` (rounded to 1k packets/s), cached per round.
+type Baselines = HashMap<(usize, usize, u64), Sample>;
+
+fn baseline<'a>(
+    cache: &'a mut Baselines,
+    cell: &Cell,
+    rate: u64,
+    plan: &Plan,
+) -> Result<&'a Sample> {
+    let key = (cell.payload, cell.allocations, rate);
+    if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(key) {
+        // As noisy runs are: the quietest of up to 1 + NOISY_RETRIES.
+        let mut s = traffic_run(Target::Alone, cell, rate, plan)?;
+        for _ in 0..NOISY_RETRIES {
+            if s.noise() <= NOISY {
+                break;
+            }
+            let again = traffic_run(Target::Alone, cell, rate, plan)?;
+            if again.noise() < s.noise() {
+                s = again;
+            }
+        }
+        println!(
+            "        generator alone {:>5} B {:>5} allocs at {:>4}k pps: {:.0} pps, system CPU \
+             {:.0}% of a core, generator core {:.0}%",
+            cell.payload,
+            cell.allocations,
+            rate / 1000,
+            s.delivered_pps,
+            s.sys_busy / s.wall * 100.0,
+            s.gen_core * 100.0
+        );
+        slot.insert(s);
+    }
+    Ok(&cache[&key])
+}
+
+/// The rate a kind's run is compared at: the round trips per second that came back, in
+/// steps of 1k (a fixed-rate cell within 2% of its rate counts as that rate).
+fn baseline_rate(cell: &Cell, s: &Sample) -> u64 {
+    if cell.rate > 0 && (s.delivered_pps - cell.rate as f64).abs() <= 0.02 * cell.rate as f64 {
+        return cell.rate;
+    }
+    ((s.delivered_pps / 1000.0).round() as u64).max(1) * 1000
+}
+
+/// Runs `cells` against every server kind, `plan.rounds` times, alternating the kinds' order,
+/// each followed by the generator alone at the rate it reached (system CPU per packet).
+pub(crate) fn run_traffic(
+    plan: &Plan,
+    cells: &[Cell],
+    servers: &Servers<'_>,
+) -> Result<TrafficResults> {
+    let kinds = servers.kinds;
+    let mut all: Traffic = vec![vec![Vec::new(); kinds.len()]; cells.len()];
+    let mut alone_max = vec![Vec::new(); cells.len()];
     // Reruns of noisy runs, at most a quarter of the planned runs (bounds the total time).
-    let mut reruns_left = (plan.rounds * cells.len() * servers.len()).div_ceil(4);
+    let mut reruns_left = (plan.rounds * cells.len() * kinds.len()).div_ceil(4);
     for round in 0..plan.rounds {
+        let mut baselines = Baselines::new();
         for (c, cell) in cells.iter().enumerate() {
             // Alternate the order so no server always runs first (or right after another).
-            for k in 0..servers.len() {
-                let k = (k + round + c) % servers.len();
-                let mut s = traffic_run(&servers[k], cell, plan)?;
+            for k in 0..kinds.len() {
+                let k = (k + round + c) % kinds.len();
+                let kind = kinds[k];
+                let mut s = servers.run(kind, cell, plan)?;
                 for _ in 0..NOISY_RETRIES {
                     if s.noise() <= NOISY || reruns_left == 0 {
                         break;
@@ -106,43 +272,69 @@ pub(crate) fn run_traffic(plan: &Plan, cells: &[Cell], servers: &[Proc]) -> Resu
                         s.foreign[0] * 100.0,
                         s.foreign[1] * 100.0
                     );
-                    let again = traffic_run(&servers[k], cell, plan)?;
+                    let again = servers.run(kind, cell, plan)?;
                     if again.noise() < s.noise() {
                         s = again;
                     }
                 }
+                let base = baseline(&mut baselines, cell, baseline_rate(cell, &s), plan)?;
+                if s.relayed > 0.0 {
+                    let extra = s.sys_busy / s.wall - base.sys_busy / base.wall;
+                    s.sys_us_per_packet = extra * 1e6 / (s.relayed / s.wall);
+                }
                 println!(
-                    "round {} {:>5} B {:>5} allocs {:>10} {:>9}: {:>8.0} pps, loss {:.3}%, \
-                     p50 {:.0} µs, p99 {:.0} µs, {:.2} µs/pkt, CPU {:.0}%, foreign {:.0}%/{:.0}%",
+                    "round {} {:>5} B {:>5} allocs {:>10} {:>16}: {:>8.0} pps, loss {:.3}%, \
+                     p50 {:.0} µs, p99 {:.0} µs, {:.2} µs/pkt, CPU {:.0}%, system {:.2} µs/pkt, \
+                     generator core {:.0}%, foreign {:.0}%/{:.0}%{}",
                     round + 1,
                     cell.payload,
                     cell.allocations,
                     cell.load(),
-                    servers[k].kind.name(),
+                    kind.name(),
                     s.delivered_pps,
                     s.loss_pct,
                     s.p50_us,
                     s.p99_us,
                     s.cpu_us_per_packet,
                     s.utilisation * 100.0,
+                    s.sys_us_per_packet,
+                    s.gen_core * 100.0,
                     s.foreign[0] * 100.0,
-                    s.foreign[1] * 100.0
+                    s.foreign[1] * 100.0,
+                    s.kernel_relayed.map_or(String::new(), |(p, c)| format!(
+                        ", kernel relayed {p} to peers / {c} to clients"
+                    )),
                 );
                 all[c][k].push(s);
             }
+            if cell.rate == 0 {
+                let s = traffic_run(Target::Alone, cell, 0, plan)?;
+                println!(
+                    "        generator alone {:>5} B {:>5} allocs, closed loop: {:.0} pps, \
+                     generator core {:.0}%",
+                    cell.payload,
+                    cell.allocations,
+                    s.delivered_pps,
+                    s.gen_core * 100.0
+                );
+                alone_max[c].push(s);
+            }
         }
     }
-    Ok(all)
+    Ok(TrafficResults {
+        samples: all,
+        alone_max,
+    })
 }
 
 /// The cell of the p99 target: 100-byte payloads over 10 allocations at half the rate coturn
 /// delivered at saturation in `traffic` (None without coturn or that saturation cell).
 pub(crate) fn half_coturn_max_cell(
     cells: &[Cell],
-    servers: &[Proc],
+    kinds: &[Kind],
     traffic: &Traffic,
 ) -> Option<Cell> {
-    let coturn = servers.iter().position(|s| s.kind == Kind::Coturn)?;
+    let coturn = kinds.iter().position(|&k| k == Kind::Coturn)?;
     let base = cells
         .iter()
         .position(|c| c.payload == 100 && c.allocations == 10 && c.rate == 0)?;

@@ -7,16 +7,22 @@
 //! ```
 //!
 //! Options after `--`: `--quick`, `--full`, `--secs S` (measured seconds per run), `--rounds N`,
-//! `--only traffic|control|memory`.
+//! `--only traffic|control|memory|kernel` (kernel: the fast path's cells only), `--allocs 100,1000`
+//! (only cells with these allocation counts).
 //! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
 //!
 //! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`
-//! (one worker), Debian's coturn (`turnserver`, one relay thread; skipped when not installed)
-//! and `turnstone-forwarder` (no TURN at all: the floor). The load generator
-//! (`turnstone::loadgen`, raw mode for the forwarder) runs in this process pinned to core 1.
+//! (one worker) twice, relaying in userspace (`fast_path = "off"`) and with its kernel fast path
+//! required (`fast_path = "on"`, "turnstone-kernel": needs root and a build with clang), Debian's
+//! coturn (`turnserver`, one relay thread; skipped when not installed) and
+//! `turnstone-forwarder` (no TURN at all: the floor). The load generator (`turnstone::loadgen`,
+//! raw mode for the forwarder, sleeping between sends) runs in this process pinned to core 1.
 //! Server CPU time is utime + stime from /proc/PID/stat over the measured phase; RSS is VmRSS
-//! from /proc/PID/status. Results go to stdout and to target/compare/ (results.md, *.svg).
-//! Every process started here is killed by PID when its guard drops, panics included.
+//! from /proc/PID/status. Neither sees softirq work charged to other processes, which is where
+//! the kernel fast path relays, so every run is also measured system-wide: all-core busy time
+//! less other processes' CPU, less the generator alone at the same rate (docs/perf/kernel.md).
+//! Results go to stdout and to target/compare/ (results.md, *.svg). Every process started here
+//! is killed by PID when its guard drops, panics included.
 
 #![allow(
     clippy::disallowed_methods,
@@ -32,7 +38,7 @@ mod report;
 
 use anyhow::{Context, Result};
 
-use cells::{half_coturn_max_cell, run_control, run_memory, run_traffic};
+use cells::{Servers, half_coturn_max_cell, run_control, run_memory, run_traffic};
 use cli::plan;
 use measure::{idle_cpu, load_average};
 use plots::plots;
@@ -57,7 +63,10 @@ pub(crate) const NOISY_RETRIES: usize = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Forwarder,
+    /// Turnstone relaying in userspace (`fast_path = "off"`).
     Turnstone,
+    /// Turnstone with its kernel fast path required (`fast_path = "on"`).
+    TurnstoneKernel,
     Coturn,
 }
 
@@ -66,6 +75,7 @@ impl Kind {
         match self {
             Self::Forwarder => "forwarder",
             Self::Turnstone => "turnstone",
+            Self::TurnstoneKernel => "turnstone-kernel",
             Self::Coturn => "coturn",
         }
     }
@@ -73,6 +83,7 @@ impl Kind {
         match self {
             Self::Forwarder => "#777777",
             Self::Turnstone => "#1f6feb",
+            Self::TurnstoneKernel => "#2da44e",
             Self::Coturn => "#e8702a",
         }
     }
@@ -115,19 +126,28 @@ fn main() -> Result<()> {
         println!("compare: turnserver not found (apt-get install coturn): coturn skipped");
     }
 
-    let mut kinds = vec![Kind::Forwarder, Kind::Turnstone];
+    let mut kinds = vec![Kind::Forwarder, Kind::Turnstone, Kind::TurnstoneKernel];
     if coturn {
         kinds.push(Kind::Coturn);
     }
+    // turnstone-kernel is started for each of its runs instead: while it runs, its program
+    // sees every packet on lo, the other servers' and the generator's too.
     let mut servers = Vec::new();
-    for &kind in &kinds {
+    for &kind in kinds.iter().filter(|&&k| k != Kind::TurnstoneKernel) {
         servers.push(start(kind, &tmp, false)?);
     }
     let idle = idle_cpu(&servers);
-    let mut traffic = run_traffic(&plan, &plan.cells, &servers)?;
+    let set = Servers {
+        running: &servers,
+        kinds: &kinds,
+        tmp: &tmp,
+    };
+    let mut traffic = run_traffic(&plan, &plan.cells, &set)?;
     // The p99 target's load depends on what coturn just reached: measured last, same servers.
-    if let Some(cell) = half_coturn_max_cell(&plan.cells, &servers, &traffic) {
-        traffic.extend(run_traffic(&plan, &[cell], &servers)?);
+    if let Some(cell) = half_coturn_max_cell(&plan.cells, &kinds, &traffic.samples) {
+        let more = run_traffic(&plan, &[cell], &set)?;
+        traffic.samples.extend(more.samples);
+        traffic.alone_max.extend(more.alone_max);
         plan.cells.push(cell);
     }
     println!("compare: load average after traffic {}", load_average());
@@ -147,7 +167,7 @@ fn main() -> Result<()> {
     );
     println!("\n{md}");
     std::fs::write(out.join("results.md"), &md)?;
-    for svg in plots(&plan, &kinds, &traffic) {
+    for svg in plots(&plan, &kinds, &traffic.samples) {
         let path = out.join(&svg.0);
         std::fs::write(&path, svg.1)?;
         println!("compare: wrote {}", path.display());

@@ -1,4 +1,5 @@
-//! Server CPU and RSS from /proc, core business (noise) and the load average.
+//! Server CPU and RSS from /proc, core business (noise), system-wide busy time and the load
+//! average.
 
 use std::time::Duration;
 
@@ -20,6 +21,22 @@ pub(crate) struct Sample {
     /// CPU share other processes took on the server's core (0) and the generator's (1)
     /// during the measured phase: a sign of a noisy machine.
     pub(crate) foreign: [f64; 2],
+    /// Busy seconds of all cores during the measured phase (/proc/stat: user, nice, system,
+    /// irq, softirq, steal), less the CPU time of every other process (see [`others_cpu`]).
+    pub(crate) sys_busy: f64,
+    /// Wall seconds of the measured phase.
+    pub(crate) wall: f64,
+    /// Relayed packets of the measured phase (2 per round trip that came back).
+    pub(crate) relayed: f64,
+    /// Busy share of the generator's core (1) during the measured phase, whatever ran there
+    /// (the generator, softirq work charged to it, anything else).
+    pub(crate) gen_core: f64,
+    /// System CPU µs per relayed packet: (`sys_busy` − a generator-only run's at the same
+    /// rate, per second) ÷ relayed packets per second. NaN until that baseline ran.
+    pub(crate) sys_us_per_packet: f64,
+    /// The kernel fast path's relayed_to_peer / relayed_to_client growth over the run
+    /// (warmup, measured phase and drain; turnstone-kernel only).
+    pub(crate) kernel_relayed: Option<(u64, u64)>,
 }
 
 impl Sample {
@@ -41,13 +58,21 @@ pub(crate) fn idle_cpu(servers: &[Proc]) -> String {
     idle.join(", ")
 }
 
+/// Busy seconds of all cores together from /proc/stat (the `cpu` line).
+pub(crate) fn all_busy() -> f64 {
+    busy_of("cpu ")
+}
+
 /// Busy seconds of one core from /proc/stat (user, nice, system, irq, softirq, steal).
 pub(crate) fn core_busy(core: usize) -> f64 {
-    let prefix = format!("cpu{core} ");
+    busy_of(&format!("cpu{core} "))
+}
+
+fn busy_of(prefix: &str) -> f64 {
     let ticks: u64 = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with(&prefix))?.to_owned();
+            let line = s.lines().find(|l| l.starts_with(prefix))?.to_owned();
             let f: Vec<u64> = line
                 .split_whitespace()
                 .skip(1)
@@ -65,11 +90,59 @@ fn clock_ticks() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
+/// utime + stime seconds of every process but `ours` (the server and this one), keyed by PID.
+/// ksoftirqd threads are left out too: the softirq work they pick up on a busy core is this
+/// benchmark's packets. Subtracting their growth from all-core busy time removes other
+/// people's builds from a system-wide figure. Processes that exit between two readings are
+/// missed (their time after the first reading counts as this benchmark's), so a noisy machine
+/// still shows, only less.
+pub(crate) fn others_cpu(ours: &[u32]) -> std::collections::HashMap<u32, f64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ours.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if stat.contains("(ksoftirqd/") {
+            continue;
+        }
+        out.insert(pid, stat_cpu(&stat));
+    }
+    out
+}
+
+/// CPU seconds other processes used between two [`others_cpu`] readings (a process new in the
+/// second counts whole).
+pub(crate) fn others_delta(
+    a: &std::collections::HashMap<u32, f64>,
+    b: &std::collections::HashMap<u32, f64>,
+) -> f64 {
+    b.iter()
+        .map(|(pid, t)| (t - a.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
+}
+
 /// /proc/PID/stat utime + stime (fields 14 and 15) in seconds.
 pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
+    stat_cpu(&stat)
+}
+
+fn stat_cpu(stat: &str) -> f64 {
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let fields: Vec<&str> = stat
         .rsplit_once(')')

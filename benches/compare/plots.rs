@@ -37,6 +37,10 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
         for (load, fixed) in [("fixed", true), ("saturation", false)] {
             let mut series = Vec::new();
             for (k, kind) in kinds.iter().enumerate() {
+                // Its process does none of the relaying: its per-process CPU says nothing.
+                if name == "cpu_per_packet" && *kind == Kind::TurnstoneKernel {
+                    continue;
+                }
                 for (p, &payload) in payloads.iter().enumerate() {
                     let ys = xs
                         .iter()
@@ -46,7 +50,7 @@ pub(crate) fn plots(plan: &Plan, kinds: &[Kind], traffic: &Traffic) -> Vec<(Stri
                                 .position(|c| {
                                     c.allocations == x
                                         && c.payload == payload
-                                        && (c.rate > 0) == fixed
+                                        && c.rate == if fixed { 40_000 } else { 0 }
                                         && !c.half_coturn_max
                                 })
                                 .map_or(f64::NAN, |c| med(&traffic[c][k], metric))

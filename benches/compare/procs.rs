@@ -1,6 +1,7 @@
 //! Server processes: PID guards, start-up and readiness, pinning and descriptor limits.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,12 +17,73 @@ pub(crate) struct Proc {
     pub(crate) kind: Kind,
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// Turnstone's admin listener (/metrics).
+    admin: Option<SocketAddr>,
+    /// Its standard error.
+    pub(crate) log: PathBuf,
 }
 
 impl Proc {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The kernel fast path's event counters from Turnstone's /metrics
+    /// (`turnstone_fast_path_events_total{event=...}`), and whether `turnstone_fast_path_active`
+    /// is 1. Empty and false for the other servers, and for a Turnstone without the fast path.
+    pub(crate) fn fast_path_events(&self) -> Result<FastPathEvents> {
+        let Some(admin) = self.admin else {
+            return Ok(FastPathEvents::default());
+        };
+        let text = http_get(admin, "/metrics")?;
+        let mut out = FastPathEvents::default();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("turnstone_fast_path_active ") {
+                out.active = v.trim() == "1";
+            }
+            let Some(rest) = line.strip_prefix("turnstone_fast_path_events_total{event=\"") else {
+                continue;
+            };
+            let Some((event, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let n: f64 = value.trim().parse().unwrap_or(0.0);
+            match event {
+                "relayed_to_peer" => out.to_peer = n as u64,
+                "relayed_to_client" => out.to_client = n as u64,
+                _ => out.other += n as u64,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What Turnstone's kernel fast path says it did (process-wide totals, published once a
+/// second).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FastPathEvents {
+    pub(crate) active: bool,
+    pub(crate) to_peer: u64,
+    pub(crate) to_client: u64,
+    /// Packets it matched but handed to userspace (stale, no route, too big, ...).
+    pub(crate) other: u64,
+}
+
+/// One plain HTTP/1.1 GET, the whole body (the admin listener is plain HTTP on loopback).
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
 }
 
 impl Drop for Proc {
@@ -47,6 +109,10 @@ fn free_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+fn free_tcp_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 pub(crate) fn coturn_installed() -> bool {
     Command::new("turnserver")
         .arg("--version")
@@ -62,6 +128,7 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
     let port = free_port()?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listen = addr.to_string();
+    let mut admin = None;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
     match kind {
@@ -69,9 +136,12 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
             cmd.arg(tmp.join("turnstone-forwarder"))
                 .args(["--listen", &listen]);
         }
-        Kind::Turnstone => {
+        Kind::Turnstone | Kind::TurnstoneKernel => {
             let config = tmp.join(format!("turnstone-{port}.toml"));
-            std::fs::write(&config, turnstone_config(&listen))?;
+            let a = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()?));
+            admin = Some(a);
+            let kernel = kind == Kind::TurnstoneKernel;
+            std::fs::write(&config, turnstone_config(&listen, a, kernel))?;
             cmd.arg(tmp.join("turnstone"))
                 .args(["serve", "--config"])
                 .arg(&config);
@@ -120,37 +190,90 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
             ));
         }
     }
-    let log = std::fs::File::create(tmp.join(format!("{}-{port}.log", kind.name())))?;
+    let log = tmp.join(format!("{}-{port}.log", kind.name()));
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("cannot start {}", kind.name()))?;
-    let proc = Proc { kind, child, addr };
-    wait_ready(&proc).with_context(|| format!("{} never answered on {addr}", kind.name()))?;
+    let proc = Proc {
+        kind,
+        child,
+        addr,
+        admin,
+        log,
+    };
+    let tail = || std::fs::read_to_string(&proc.log).unwrap_or_default();
+    wait_ready(&proc).with_context(|| {
+        format!(
+            "{} never answered on {addr}; its log:\n{}",
+            kind.name(),
+            tail()
+        )
+    })?;
+    // The userspace kind must not relay in the kernel, the kernel kind must: `fast_path = "on"`
+    // already refuses to start without it; this checks that the build and the log agree.
+    let mut events = proc.fast_path_events()?;
+    if kind == Kind::TurnstoneKernel {
+        // Published once a second: give the first publication time to come.
+        for _ in 0..30 {
+            if events.active {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            events = proc.fast_path_events()?;
+        }
+    }
+    match kind {
+        Kind::TurnstoneKernel if !tail().contains("kernel fast path active") || !events.active => {
+            bail!(
+                "turnstone-kernel started without its kernel fast path (active metric {}); its \
+                 log:\n{}",
+                events.active,
+                tail()
+            );
+        }
+        Kind::Turnstone if events.active => {
+            bail!("turnstone (userspace) has the kernel fast path active despite fast_path = off")
+        }
+        _ => {}
+    }
     Ok(proc)
 }
 
-fn turnstone_config(listen: &str) -> String {
+/// Turnstone's configuration. The userspace kind turns the kernel fast path off (the default
+/// `auto` would load it as root); the kernel kind requires it (`on`: no start without it),
+/// which also means no bandwidth caps (they are enforced in userspace, so `on` refuses them).
+fn turnstone_config(listen: &str, admin: SocketAddr, kernel: bool) -> String {
+    let (fast_path, caps) = if kernel {
+        ("on", "")
+    } else {
+        (
+            "off",
+            "max_allocation_bitrate = \"1Gbps\"\nmax_total_bitrate = \"40Gbps\"\n",
+        )
+    };
     format!(
         r#"[server]
 realm = "{REALM}"
 workers = 1
 
+# info: the fast path's start-up line (active, or inactive and why); nothing per packet.
 [log]
-level = "warn"
+level = "info"
 
 [[listen]]
 protocol = "udp"
 address = "{listen}"
 
 [admin]
-enabled = false
+address = "{admin}"
 
 [relay]
 address = "127.0.0.1"
 ports = "2000-16999"
+fast_path = "{fast_path}"
 
 [auth]
 secrets = ["{SECRET}"]
@@ -164,14 +287,13 @@ allow = ["127.0.0.0/8"]
 
 # Limits on, as in production, but above what one generator on loopback sends: the request
 # limiter (every request of the churn phase comes from 127.0.0.1), a per-allocation and a
-# total bandwidth cap (token buckets on every relayed packet) and a per-user quota.
+# total bandwidth cap (token buckets on every relayed packet; userspace kind only) and a
+# per-user quota.
 [limits]
 requests_per_second_per_ip = 200000
 request_burst_per_ip = 200000
-max_allocation_bitrate = "1Gbps"
-max_total_bitrate = "40Gbps"
 max_allocations_per_user = 20000
-"#
+{caps}"#
     )
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use turnstone::loadgen;
 
-use crate::cells::{ControlRow, MemoryRow, Traffic};
+use crate::cells::{ControlRow, MemoryRow, TrafficResults};
 use crate::cli::{Cell, Plan};
 use crate::measure::Sample;
 use crate::{CHURN_POOL, Kind, NOISY, NOISY_RETRIES, SATURATION_IN_FLIGHT};
@@ -12,7 +12,22 @@ use crate::{CHURN_POOL, Kind, NOISY, NOISY_RETRIES, SATURATION_IN_FLIGHT};
 const CPU_DEFINITION: &str = "CPU µs/pkt = server process CPU time (utime + stime, all threads, \
     /proc/PID/stat) during the measured phase ÷ relayed packets, where every round trip that came \
     back counts as 2 relayed packets (client → peer and peer → client). Lost packets are not \
-    counted, so loss makes the figure worse, not better.";
+    counted, so loss makes the figure worse, not better. Softirq work is charged to whichever \
+    process runs, so this misses most of what the kernel does for a relay, and all of what \
+    turnstone-kernel does.";
+
+const SYSTEM_DEFINITION: &str = "System µs/pkt = (busy time of all cores during the measured phase \
+    − the same for the generator alone at the same rate, per second) ÷ relayed packets per second. \
+    Busy time is /proc/stat's user + nice + system + irq + softirq + steal over both cores, less \
+    the CPU time other processes (not the server, not the generator, not ksoftirqd) used meanwhile \
+    (/proc/PID/stat), so that other people's builds stay out. The generator alone is `loadgen` \
+    direct mode: the same client sockets, pacing and echo peers, each client sending its \
+    ChannelData straight to its peer, no relay; it runs right after each server's run, at the \
+    round trips per second that run delivered (steps of 1k), once per rate per round. The \
+    generator sleeps in epoll between sends in every run (at least 50 µs), as real clients do: a \
+    spinning generator would keep its core busy whatever the kernel did there. So this figure is \
+    everything the relay costs the machine, in any process, kernel thread or softirq, plus the \
+    extra wakeups the relay causes the generator (its replies come later than its own echoes).";
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
@@ -48,14 +63,15 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// Cells the generator, not the server, may have limited.
-fn notes(cell: &Cell, s: &[Sample]) -> String {
+fn notes(cell: &Cell, kind: Kind, s: &[Sample]) -> String {
     let mut n = Vec::new();
     let sent = med(s, |x| x.sent_pps);
     if cell.rate > 0 && sent < 0.95 * cell.rate as f64 {
         n.push(format!("generator sent only {sent:.0} pps"));
     }
     let util = med(s, |x| x.utilisation);
-    if cell.rate == 0 && util < 0.9 {
+    // turnstone-kernel relays on whichever core receives the packet, not in its process.
+    if cell.rate == 0 && util < 0.9 && kind != Kind::TurnstoneKernel {
         n.push(format!(
             "server core {:.0}% busy: generator-limited",
             util * 100.0
@@ -71,18 +87,23 @@ fn notes(cell: &Cell, s: &[Sample]) -> String {
     if med(s, |x| x.loss_pct) > 1.0 {
         n.push("loss > 1%".into());
     }
+    let generator = med(s, |x| x.gen_core);
+    if cell.rate == 0 && generator > 0.95 {
+        n.push(format!("generator core {:.0}% busy", generator * 100.0));
+    }
     n.join("; ")
 }
 
 pub(crate) fn report(
     plan: &Plan,
     kinds: &[Kind],
-    traffic: &Traffic,
+    results: &TrafficResults,
     control: &[ControlRow],
     memory: &[MemoryRow],
     (load_start, load_end): (&str, &str),
     idle: &str,
 ) -> String {
+    let traffic = &results.samples;
     let mut md = String::new();
     let w = &mut md;
     let _ = writeln!(w, "# Turnstone vs coturn vs a raw forwarder\n");
@@ -111,22 +132,36 @@ pub(crate) fn report(
          times, keeping the quietest.\n",
         NOISY * 100.0
     );
-    let _ = writeln!(w, "## Data plane\n");
     let _ = writeln!(
         w,
-        "| payload | allocs | load | server | delivered pps | loss % | RTT p50 µs | RTT p99 µs | CPU µs/pkt | server CPU % | RSS MiB | notes |"
+        "{SYSTEM_DEFINITION} Gen core % = busy share of core 1 (the generator's) \
+        in the measured phase, whatever ran there.\n"
     );
     let _ = writeln!(
         w,
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        "turnstone = userspace relay (`fast_path = \"off\"`, bandwidth caps on as before); \
+        turnstone-kernel = `fast_path = \"on\"` (no caps: they are enforced in userspace), started \
+        for each of its runs so that its program is on lo only then; every run of it checked that \
+        the program's relayed_to_peer and relayed_to_client counters grew by at least 90% of the \
+        round trips measured.\n"
+    );
+    let _ = writeln!(w, "## Data plane\n");
+    let _ = writeln!(
+        w,
+        "| payload | allocs | load | server | delivered pps | loss % | RTT p50 µs | RTT p99 µs | CPU µs/pkt | server CPU % | system µs/pkt | gen core % | RSS MiB | notes |"
+    );
+    let _ = writeln!(
+        w,
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for (c, cell) in plan.cells.iter().enumerate() {
         for (k, kind) in kinds.iter().enumerate() {
             let s = &traffic[c][k];
             let (lo, hi) = range(s, |x| x.cpu_us_per_packet);
+            let (slo, shi) = range(s, |x| x.sys_us_per_packet);
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.0} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.0} | {:.2} ({:.2}–{:.2}) | {:.0} | {:.1} | {} |",
                 cell.payload,
                 cell.allocations,
                 cell.load(),
@@ -139,8 +174,12 @@ pub(crate) fn report(
                 lo,
                 hi,
                 med(s, |x| x.utilisation * 100.0),
+                med(s, |x| x.sys_us_per_packet),
+                slo,
+                shi,
+                med(s, |x| x.gen_core * 100.0),
                 med(s, |x| x.rss_kib as f64) / 1024.0,
-                notes(cell, s)
+                notes(cell, *kind, s)
             );
         }
     }
@@ -177,6 +216,76 @@ pub(crate) fn report(
             ratio(p99(co), p99(f)),
             ratio(pps(t), pps(f)),
             ratio(pps(t), pps(co)),
+        );
+    }
+    let kt = idx(Kind::TurnstoneKernel);
+    let _ = writeln!(
+        w,
+        "\n## Kernel fast path: system CPU and maximum rate (medians)\n"
+    );
+    let _ = writeln!(
+        w,
+        "K = turnstone-kernel, T = turnstone (userspace), C = coturn, F = forwarder. System \
+        µs/pkt as defined above. \"Generator alone\" = the generator in a closed loop with the \
+        same window and no relay (direct mode): the most round trips per second it manages by \
+        itself. On loopback turnstone-kernel relays inside the generator's own calls, on its core: \
+        where that core is full both alone and with the relay, busy time cannot show the relay and \
+        its system figure reads about 0; \"K from rates\" is then the cost it does show, the core \
+        time it adds per round trip (1/pps K − 1/generator alone pps), halved per relayed \
+        packet.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| payload | allocs | load | system µs/pkt K | T | C | F | K/C | K/F | T/C | pps K | pps C | pps K/C | generator alone pps | gen core % K | K from rates µs/pkt |"
+    );
+    let _ = writeln!(
+        w,
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (c, cell) in plan.cells.iter().enumerate() {
+        let get = |k: Option<usize>, m: fn(&Sample) -> f64| {
+            k.map_or(f64::NAN, |k| med(&traffic[c][k], m))
+        };
+        let sys = |k| get(k, |x| x.sys_us_per_packet);
+        let pps = |k| get(k, |x| x.delivered_pps);
+        let alone = results
+            .alone_max
+            .get(c)
+            .map_or(f64::NAN, |s| med(s, |x| x.delivered_pps));
+        // At saturation the generator's core is full both alone and with the kernel relaying
+        // inside its calls, so busy time cannot show the relay; the rate it loses can: the
+        // extra core time per round trip, halved per relayed packet.
+        let from_rates = {
+            let k = pps(kt);
+            let gen_full = get(kt, |x| x.gen_core) >= 0.98;
+            if cell.rate == 0 && gen_full && k > 0.0 && alone > k {
+                format!("{:.2}", (1e6 / k - 1e6 / alone) / 2.0)
+            } else {
+                "–".into()
+            }
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {:.0} | {from_rates} |",
+            cell.payload,
+            cell.allocations,
+            cell.load(),
+            sys(kt),
+            sys(t),
+            sys(co),
+            sys(f),
+            ratio(sys(kt), sys(co)),
+            ratio(sys(kt), sys(f)),
+            ratio(sys(t), sys(co)),
+            pps(kt),
+            pps(co),
+            ratio(pps(kt), pps(co)),
+            if alone.is_finite() {
+                format!("{alone:.0}")
+            } else {
+                "–".into()
+            },
+            get(kt, |x| x.gen_core * 100.0),
         );
     }
     let _ = writeln!(w, "\n## Control plane\n");

@@ -8,12 +8,15 @@
 //! ChannelData (RFC 8656 §12) or Send/Data indications (RFC 8656 §11). Each payload carries
 //! a sequence number and its send time, so every round trip is timed and every loss counted.
 //!
-//! Raw mode drives a plain forwarder instead (no TURN setup, see [`Hello`]) and churn mode
-//! ([`Churn`]) measures the control plane: authenticated Allocate + Refresh(0) cycles.
+//! Raw mode drives a plain forwarder instead (no TURN setup, see [`Hello`]), direct mode
+//! drives nothing (clients send straight to the peers: the generator's own work, the baseline
+//! of a system-wide CPU measurement) and churn mode ([`Churn`]) measures the control plane:
+//! authenticated Allocate + Refresh(0) cycles.
 //!
-//! One thread does all the work with non-blocking sockets and recvmmsg/sendmmsg batches:
-//! it busy-polls and paces by spinning on the clock, never sleeping, so the server's wakeups
-//! are the server's own.
+//! One thread does all the work with non-blocking sockets and recvmmsg/sendmmsg batches. By
+//! default it busy-polls and paces by spinning on the clock, never sleeping, so the server's
+//! wakeups are the server's own; with [`LoadConfig::sleep`] it waits in epoll when it has
+//! nothing to do, as real clients do, so that its core's idle time is real.
 
 mod churn;
 mod control;
@@ -41,6 +44,7 @@ pub use error::LoadError;
 pub use histogram::{Histogram, RttSummary};
 pub use raw::{FIRST_RAW_CHANNEL, HELLO_LEN, Hello, HelloKind, MAX_RAW_LANES};
 pub use report::LoadReport;
+pub use traffic::MIN_SLEEP;
 
 use crate::auth::{rest_password, rest_username};
 use lane::Lane;
@@ -139,6 +143,16 @@ pub struct LoadConfig {
     /// Raw mode: the server is a plain forwarder, not TURN; lanes say [`Hello`] instead of
     /// allocating and use channel `FIRST_RAW_CHANNEL + index`.
     pub raw: bool,
+    /// Direct mode: no server at all. Each lane's client socket sends its ChannelData straight
+    /// to its echo peer, which echoes it back: the same sockets, batches, pacing and
+    /// bookkeeping as a relayed run, minus the relay. What a relay adds to the machine's CPU
+    /// is a relayed run's minus this at the same rate (`server` is ignored).
+    pub direct: bool,
+    /// When a turn finds nothing to receive or send, wait in epoll until input comes or the
+    /// next packet is due (at least [`MIN_SLEEP`]), instead of spinning. A spinning generator
+    /// keeps its core 100% busy, which hides any work the kernel does on that core (softirq
+    /// is charged to whatever runs); a sleeping one leaves the idle time idle.
+    pub sleep: bool,
     /// IPv4 address the echo peers bind to (the server must be allowed to relay to it).
     pub peer_ip: IpAddr,
     /// Echo peer sockets, shared round robin by the allocations (at most one per allocation).
@@ -170,6 +184,8 @@ impl LoadConfig {
             max_packets: 100_000_000,
             send_indications: false,
             raw: false,
+            direct: false,
+            sleep: false,
             peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             peers: 4,
             loss_timeout: Duration::from_secs(1),
@@ -205,6 +221,11 @@ impl LoadConfig {
         }
         if self.raw && self.transport != LoadTransport::Udp {
             return fail("raw mode (the forwarder) is UDP only");
+        }
+        if self.direct
+            && (self.raw || self.send_indications || self.transport != LoadTransport::Udp)
+        {
+            return fail("direct mode is UDP ChannelData only, and not raw");
         }
         if self.transport == LoadTransport::Tls && !self.tls_insecure && self.tls_ca.is_none() {
             return fail("TLS needs a CA file to verify the server, or tls_insecure");
@@ -252,6 +273,11 @@ pub fn run_with(
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
     let peers = setup::bind_peers(config)?;
+    if config.direct {
+        let mut lanes = Vec::with_capacity(config.allocations);
+        let set_up = setup::direct(config, &peers, &mut lanes);
+        return measure(config, set_up, &mut lanes, &peers, observer);
+    }
     if config.raw {
         let mut lanes = Vec::with_capacity(config.allocations);
         let set_up = raw::setup(config, &peers, &mut lanes);
@@ -292,8 +318,8 @@ fn measure<L: Link>(
         observer(Stage::Measured);
         tally
     });
-    // Raw lanes have nothing to delete.
-    let delete_failures = if config.raw {
+    // Raw and direct lanes have nothing to delete.
+    let delete_failures = if config.raw || config.direct {
         0
     } else {
         setup::teardown(lanes)

@@ -1,5 +1,6 @@
-//! Which of the generator's sockets have datagrams waiting, in one non-blocking call: epoll
-//! with a zero timeout on Linux (the loop busy-polls it, it never waits), so a turn costs one
+//! Which of the generator's sockets have datagrams waiting, in one call: epoll with a zero
+//! timeout when the loop busy-polls, or a sub-millisecond one when a sleeping generator
+//! ([`super::LoadConfig::sleep`]) has nothing to do until its next send. A turn costs one
 //! syscall plus one receive per ready socket however many allocations there are.
 
 use std::io;
@@ -32,10 +33,10 @@ impl Poller {
         self.epoll.add(fd, u64::from(token))
     }
 
-    /// The tokens of the sockets with datagrams queued now; never blocks. A socket stays
-    /// reported until it is drained (level-triggered).
-    pub(super) fn poll(&mut self) -> io::Result<&[u32]> {
-        let n = self.epoll.wait(&mut self.events, Duration::ZERO)?;
+    /// The tokens of the sockets with datagrams queued, waiting up to `timeout` for one (zero:
+    /// never blocks). A socket stays reported until it is drained (level-triggered).
+    pub(super) fn poll(&mut self, timeout: Duration) -> io::Result<&[u32]> {
+        let n = self.epoll.wait_precise(&mut self.events, timeout)?;
         self.ready.clear();
         // Tokens are u32 by construction (`add`).
         self.ready
@@ -58,18 +59,35 @@ mod tests {
         let mut poller = Poller::new(2).unwrap();
         poller.add(a.as_fd(), 7).unwrap();
         poller.add(b.as_fd(), 9).unwrap();
-        assert_eq!(poller.poll().unwrap(), &[] as &[u32]);
+        assert_eq!(poller.poll(Duration::ZERO).unwrap(), &[] as &[u32]);
 
         b.send_to(b"x", a.local_addr().unwrap()).unwrap();
         // Loopback delivery is synchronous: the datagram is queued when send_to returns.
-        assert_eq!(poller.poll().unwrap(), &[7]);
+        assert_eq!(poller.poll(Duration::ZERO).unwrap(), &[7]);
         assert_eq!(
-            poller.poll().unwrap(),
+            poller.poll(Duration::ZERO).unwrap(),
             &[7],
             "level-triggered until drained"
         );
         let mut buf = [0u8; 4];
         a.recv(&mut buf).unwrap();
-        assert_eq!(poller.poll().unwrap(), &[] as &[u32]);
+        assert_eq!(poller.poll(Duration::ZERO).unwrap(), &[] as &[u32]);
+    }
+
+    #[test]
+    fn a_wait_ends_at_its_timeout_or_at_the_first_datagram() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut poller = Poller::new(1).unwrap();
+        poller.add(a.as_fd(), 3).unwrap();
+        let start = crate::loadgen::mono_now();
+        assert_eq!(
+            poller.poll(Duration::from_micros(300)).unwrap(),
+            &[] as &[u32]
+        );
+        let waited = crate::loadgen::mono_now().duration_since(start);
+        // No upper bound: a busy machine may wake it late.
+        assert!(waited >= Duration::from_micros(300), "{waited:?}");
+        a.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        assert_eq!(poller.poll(Duration::from_secs(5)).unwrap(), &[3]);
     }
 }

@@ -8,8 +8,8 @@ use socket2::SockRef;
 
 use super::control::{self, Auth, CHANNEL, LIFETIME_SECS, Request, SOCKET_BUFFER_BYTES, bad};
 use super::lane::Lane;
-use super::link::{Connector, Link};
-use super::{LoadConfig, LoadError};
+use super::link::{Connector, Link, UdpLink};
+use super::{LoadConfig, LoadError, wire};
 use crate::proto::{Message, attr};
 use crate::sys::clock;
 
@@ -33,6 +33,32 @@ pub(super) fn tune(socket: &UdpSocket) -> Result<(), LoadError> {
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.set_nonblocking(true)?;
+    Ok(())
+}
+
+/// Direct mode: one client socket per lane, connected to its echo peer; nothing to set up
+/// beyond that (no server, no allocation).
+pub(super) fn direct(
+    config: &LoadConfig,
+    peers: &[UdpSocket],
+    lanes: &mut Vec<Lane<UdpLink>>,
+) -> Result<(), LoadError> {
+    let unix_now = clock::now().unix_secs;
+    for i in 0..config.allocations {
+        let index = u32::try_from(i).map_err(|_| LoadError::Config("too many allocations"))?;
+        let peer = peers[i % peers.len()].local_addr()?;
+        let local = SocketAddr::new(config.peer_ip, 0);
+        let socket = UdpSocket::bind(local).map_err(|source| LoadError::Bind {
+            addr: local,
+            source,
+        })?;
+        socket.connect(peer)?;
+        tune(&socket)?;
+        // Never used: direct lanes neither refresh nor delete anything.
+        let auth = Auth::new(&config.credentials, unix_now, Duration::from_secs(3600));
+        let link = UdpLink::new(socket, peer, wire::wire_len(config.payload));
+        lanes.push(Lane::new(link, auth, peer, index, config.ring()));
+    }
     Ok(())
 }
 
