@@ -143,15 +143,10 @@ pub fn start(
                 "bandwidth caps are configured, and they are enforced in userspace".into(),
             ));
         }
-        let udp: Vec<SocketAddr> = listeners
+        let specific: Vec<IpAddr> = listeners
             .iter()
-            .filter(|(t, _)| *t == Transport::Udp)
-            .map(|(_, a)| *a)
-            .collect();
-        let specific: Vec<IpAddr> = udp
-            .iter()
-            .map(SocketAddr::ip)
-            .filter(|ip| !ip.is_unspecified())
+            .filter(|(t, a)| *t == Transport::Udp && !a.ip().is_unspecified())
+            .map(|(_, a)| a.ip())
             .collect();
         if specific.is_empty() {
             return Err(FastPathError::NothingToServe(
