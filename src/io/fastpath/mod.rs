@@ -204,6 +204,8 @@ fn interfaces_of<'a>(ips: impl Iterator<Item = &'a IpAddr>) -> Vec<String> {
 
 /// Whether an interface carries Ethernet frames (or is loopback, which does too): the
 /// program parses an Ethernet header.
+// Used by the loader, which a build without clang leaves out.
+#[cfg_attr(not(turnstone_bpf), allow(dead_code))]
 fn ethernet_like(name: &str) -> bool {
     const ARPHRD_ETHER: &str = "1";
     const ARPHRD_LOOPBACK: &str = "772";
@@ -212,6 +214,8 @@ fn ethernet_like(name: &str) -> bool {
 }
 
 /// Walks an error's sources for an OS error code.
+// Used by the loader, which a build without clang leaves out.
+#[cfg_attr(not(turnstone_bpf), allow(dead_code))]
 fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -225,6 +229,8 @@ fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
+// Used by the loader, which a build without clang leaves out.
+#[cfg_attr(not(turnstone_bpf), allow(dead_code))]
 fn classify(e: &(dyn std::error::Error + 'static)) -> FastPathError {
     match os_error(e) {
         Some(libc::EPERM) => FastPathError::NoPrivilege,
