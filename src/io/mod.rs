@@ -30,6 +30,7 @@ mod stream_timers;
 mod tcp_relay;
 mod tcp_tasks;
 pub mod tls;
+mod tls_records;
 mod udp;
 mod worker;
 

@@ -146,12 +146,14 @@ fn build(
         },
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(rustls_error)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(rustls_error)?;
+    // After the handshake the record layer runs outside rustls, in place (`tls_records`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

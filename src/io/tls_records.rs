@@ -1,0 +1,504 @@
+//! The TLS record layer of an established TURN-over-TLS connection, in place and without
+//! allocation: rustls runs the handshake (`tls_handoff`), then hands over the traffic keys
+//! and sequence numbers (its secret extraction, made for kernel TLS offload) and every later
+//! record is sealed and opened here with ring's AEADs, inside buffers the connection owns.
+//! rustls 0.23 decrypts into a fresh `Vec` per record and encrypts through one, which would
+//! cost two allocations per relayed round trip.
+//!
+//! Only application data goes on after the handoff. An alert (close_notify or fatal), a
+//! handshake message (a TLS 1.3 KeyUpdate, a TLS 1.2 renegotiation) or anything malformed
+//! ends the connection: the extracted keys cannot be updated, and a TURN client has no
+//! reason to send any of them mid-session.
+
+use std::ops::Range;
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
+
+/// Record header: content type, legacy version, length (RFC 8446 §5.1, RFC 5246 §6.2.1).
+pub(crate) const HEADER: usize = 5;
+/// Largest plaintext per record (2^14, RFC 8446 §5.1).
+pub(crate) const MAX_PLAINTEXT: usize = 1 << 14;
+/// Largest ciphertext a peer may send: TLS 1.3 allows 2^14 + 256 (RFC 8446 §5.2), TLS 1.2
+/// 2^14 + 2048 (RFC 5246 §6.2.3).
+const MAX_CIPHERTEXT_13: usize = MAX_PLAINTEXT + 256;
+const MAX_CIPHERTEXT_12: usize = MAX_PLAINTEXT + 2048;
+/// Largest record on the wire: room the input buffer keeps for one.
+pub(crate) const MAX_RECORD: usize = HEADER + MAX_CIPHERTEXT_12;
+const TAG: usize = 16;
+/// TLS 1.2 AES-GCM records carry the nonce's last 8 bytes (RFC 5288 §3).
+const EXPLICIT_NONCE: usize = 8;
+/// Records under one AES-GCM key: RFC 8446 §5.5 puts the limit at 2^24.5 full records; past
+/// it the connection ends (a KeyUpdate would need the traffic secret, which we do not have).
+const GCM_RECORD_LIMIT: u64 = 1 << 24;
+
+const APPLICATION_DATA: u8 = 23;
+const ALERT: u8 = 21;
+const LEGACY_VERSION: [u8; 2] = [3, 3];
+
+/// Why the record layer ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("the negotiated cipher or protocol cannot be continued outside rustls")]
+    Unsupported,
+    #[error("a record failed authentication")]
+    BadRecordMac,
+    #[error("a record is larger than TLS allows")]
+    RecordOverflow,
+    #[error("the peer sent an alert (close_notify or an error)")]
+    Alert,
+    #[error("the peer sent a record other than application data")]
+    UnexpectedMessage,
+    #[error("the key has protected as many records as it safely can")]
+    KeyExhausted,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Tls12,
+    Tls13,
+}
+
+/// One direction's key, static IV and sequence number.
+struct Keys {
+    key: LessSafeKey,
+    iv: [u8; aead::NONCE_LEN],
+    seq: u64,
+    limit: u64,
+    /// TLS 1.2 AES-GCM: the nonce's last 8 bytes travel in the record.
+    explicit_nonce: bool,
+}
+
+impl Keys {
+    fn new(
+        version: Version,
+        seq: u64,
+        secrets: &ConnectionTrafficSecrets,
+    ) -> Result<Self, RecordError> {
+        let (algorithm, key, iv, gcm) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv, true),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv, true),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv, false)
+            }
+            _ => return Err(RecordError::Unsupported),
+        };
+        let unbound =
+            UnboundKey::new(algorithm, key.as_ref()).map_err(|_| RecordError::Unsupported)?;
+        let iv: [u8; aead::NONCE_LEN] = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| RecordError::Unsupported)?;
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+            iv,
+            seq,
+            limit: if gcm { GCM_RECORD_LIMIT } else { u64::MAX },
+            explicit_nonce: gcm && version == Version::Tls12,
+        })
+    }
+
+    /// The per-record nonce: the static IV XOR the sequence number (RFC 8446 §5.3; RFC 7905
+    /// §2; for TLS 1.2 AES-GCM the same value is what goes on the wire, as rustls does).
+    fn nonce(&self) -> [u8; aead::NONCE_LEN] {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        nonce
+    }
+
+    /// Takes the next sequence number.
+    fn advance(&mut self) -> Result<(), RecordError> {
+        if self.seq >= self.limit {
+            return Err(RecordError::KeyExhausted);
+        }
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// TLS 1.2's additional data: sequence number, type, version, plaintext length (RFC 5246
+/// §6.2.3.3).
+fn aad_12(seq: u64, typ: u8, len: usize) -> [u8; 13] {
+    let mut aad = [0u8; 13];
+    aad[..8].copy_from_slice(&seq.to_be_bytes());
+    aad[8] = typ;
+    aad[9..11].copy_from_slice(&LEGACY_VERSION);
+    aad[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    aad
+}
+
+/// An opened record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// The record's whole length in the input (header included): consume it after use.
+    pub len: usize,
+    /// Where its plaintext now is in the input (possibly empty).
+    pub plaintext: Range<usize>,
+}
+
+/// Seals and opens the records of one connection.
+pub(crate) struct RecordLayer {
+    version: Version,
+    tx: Keys,
+    rx: Keys,
+}
+
+impl RecordLayer {
+    /// The record layer rustls negotiated; `None` for a protocol we cannot continue.
+    pub fn new(
+        version: Option<ProtocolVersion>,
+        secrets: &ExtractedSecrets,
+    ) -> Result<Self, RecordError> {
+        let version = match version {
+            Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
+            Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
+            _ => return Err(RecordError::Unsupported),
+        };
+        Ok(Self {
+            version,
+            tx: Keys::new(version, secrets.tx.0, &secrets.tx.1)?,
+            rx: Keys::new(version, secrets.rx.0, &secrets.rx.1)?,
+        })
+    }
+
+    /// Bytes a record carrying `plaintext` bytes takes on the wire.
+    pub fn sealed_len(&self, plaintext: usize) -> usize {
+        let records = plaintext.div_ceil(MAX_PLAINTEXT).max(1);
+        plaintext + records * self.overhead()
+    }
+
+    fn overhead(&self) -> usize {
+        HEADER
+            + TAG
+            + match self.version {
+                Version::Tls13 => 1,
+                Version::Tls12 if self.tx.explicit_nonce => EXPLICIT_NONCE,
+                Version::Tls12 => 0,
+            }
+    }
+
+    /// Appends `plaintext` to `out` as application-data records. Allocates nothing when `out`
+    /// has [`RecordLayer::sealed_len`] bytes of spare capacity.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        for chunk in plaintext.chunks(MAX_PLAINTEXT) {
+            self.seal_record(chunk, out)?;
+        }
+        Ok(())
+    }
+
+    fn seal_record(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let nonce = self.tx.nonce();
+        let seq = self.tx.seq;
+        self.tx.advance()?;
+        let start = out.len();
+        let body = self.overhead() - HEADER + chunk.len();
+        out.push(APPLICATION_DATA);
+        out.extend_from_slice(&LEGACY_VERSION);
+        out.extend_from_slice(&(body as u16).to_be_bytes());
+        if self.tx.explicit_nonce {
+            out.extend_from_slice(&nonce[4..]);
+        }
+        let sealed_from = out.len();
+        out.extend_from_slice(chunk);
+        let tag = match self.version {
+            // RFC 8446 §5.2: the inner content type follows the content, no padding; the
+            // additional data is the record header.
+            Version::Tls13 => {
+                out.push(APPLICATION_DATA);
+                let mut header = [0u8; HEADER];
+                header.copy_from_slice(&out[start..start + HEADER]);
+                self.tx.key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    &mut out[sealed_from..],
+                )
+            }
+            Version::Tls12 => self.tx.key.seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad_12(seq, APPLICATION_DATA, chunk.len())),
+                &mut out[sealed_from..],
+            ),
+        }
+        .map_err(|_| RecordError::KeyExhausted)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Opens the first record of `input` in place: `None` until it is complete.
+    pub fn open(&mut self, input: &mut [u8]) -> Result<Option<Opened>, RecordError> {
+        let Some(header) = input.get(..HEADER) else {
+            return Ok(None);
+        };
+        let typ = header[0];
+        let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let max = match self.version {
+            Version::Tls13 => MAX_CIPHERTEXT_13,
+            Version::Tls12 => MAX_CIPHERTEXT_12,
+        };
+        if body > max {
+            return Err(RecordError::RecordOverflow);
+        }
+        let len = HEADER + body;
+        if input.len() < len {
+            return Ok(None);
+        }
+        let mut aad_header = [0u8; HEADER];
+        aad_header.copy_from_slice(&input[..HEADER]);
+        let record = &mut input[..len];
+        let seq = self.rx.seq;
+        let plaintext = match self.version {
+            Version::Tls13 => {
+                // Only encrypted records follow the handshake (RFC 8446 §5).
+                if typ != APPLICATION_DATA {
+                    return Err(RecordError::UnexpectedMessage);
+                }
+                let nonce = self.rx.nonce();
+                let opened = self
+                    .rx
+                    .key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad_header),
+                        &mut record[HEADER..],
+                    )
+                    .map_err(|_| RecordError::BadRecordMac)?;
+                // RFC 8446 §5.4: the real type is the last non-zero byte; zeros are padding.
+                let Some(end) = opened.iter().rposition(|&b| b != 0) else {
+                    return Err(RecordError::UnexpectedMessage);
+                };
+                match opened[end] {
+                    APPLICATION_DATA => {}
+                    ALERT => return Err(RecordError::Alert),
+                    _ => return Err(RecordError::UnexpectedMessage),
+                }
+                if end > MAX_PLAINTEXT {
+                    return Err(RecordError::RecordOverflow);
+                }
+                HEADER..HEADER + end
+            }
+            Version::Tls12 => {
+                let skip = if self.rx.explicit_nonce {
+                    EXPLICIT_NONCE
+                } else {
+                    0
+                };
+                let Some(plain_len) = body.checked_sub(skip + TAG) else {
+                    return Err(RecordError::BadRecordMac);
+                };
+                let nonce = if self.rx.explicit_nonce {
+                    // RFC 5288 §3: the salt from the key block, then the record's own 8 bytes.
+                    let mut nonce = self.rx.iv;
+                    nonce[4..].copy_from_slice(&record[HEADER..HEADER + EXPLICIT_NONCE]);
+                    nonce
+                } else {
+                    self.rx.nonce()
+                };
+                self.rx
+                    .key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad_12(seq, typ, plain_len)),
+                        &mut record[HEADER + skip..],
+                    )
+                    .map_err(|_| RecordError::BadRecordMac)?;
+                match typ {
+                    APPLICATION_DATA => {}
+                    ALERT => return Err(RecordError::Alert),
+                    _ => return Err(RecordError::UnexpectedMessage),
+                }
+                if plain_len > MAX_PLAINTEXT {
+                    return Err(RecordError::RecordOverflow);
+                }
+                HEADER + skip..HEADER + skip + plain_len
+            }
+        };
+        self.rx.advance()?;
+        Ok(Some(Opened { len, plaintext }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against rustls itself: a rustls client and a rustls server handshake in memory, the
+    //! server's keys are extracted, and records cross between our layer and the client.
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        suite: Option<rustls::SupportedCipherSuite>,
+    ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["turn.test".into()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(suite) = suite {
+            provider.cipher_suites = vec![suite];
+        }
+        let provider = Arc::new(provider);
+        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        server.enable_secret_extraction = true;
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Moves TLS bytes from `from` to `to` until neither wants to write.
+    fn pump(client: &mut ClientConnection, server: &mut ServerConnection) {
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            let mut slice = &buf[..];
+            while !slice.is_empty() {
+                server.read_tls(&mut slice).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            let mut back = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut back).unwrap();
+            }
+            let mut slice = &back[..];
+            while !slice.is_empty() {
+                client.read_tls(&mut slice).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if !client.is_handshaking() && !server.is_handshaking() && buf.is_empty() {
+                return;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn established(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        suite: Option<rustls::SupportedCipherSuite>,
+    ) -> (ClientConnection, RecordLayer) {
+        let (server_config, client_config) = configs(versions, suite);
+        let mut server = ServerConnection::new(server_config).unwrap();
+        let name = ServerName::try_from("turn.test").unwrap();
+        let mut client = ClientConnection::new(client_config, name).unwrap();
+        pump(&mut client, &mut server);
+        let version = server.protocol_version();
+        let layer = RecordLayer::new(version, &server.dangerous_extract_secrets().unwrap());
+        (client, layer.unwrap())
+    }
+
+    /// Client → our layer: every record of `payload` opened, the plaintext joined.
+    fn client_to_layer(client: &mut ClientConnection, layer: &mut RecordLayer, payload: &[u8]) {
+        client.writer().write_all(payload).unwrap();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let opened = layer.open(&mut wire[at..]).unwrap().expect("a whole record");
+            got.extend_from_slice(&wire[at..][opened.plaintext.clone()]);
+            at += opened.len;
+        }
+        assert_eq!(got, payload);
+    }
+
+    fn layer_to_client(client: &mut ClientConnection, layer: &mut RecordLayer, payload: &[u8]) {
+        let mut wire = Vec::with_capacity(layer.sealed_len(payload.len()));
+        let capacity = wire.capacity();
+        layer.seal(payload, &mut wire).unwrap();
+        assert_eq!(wire.len(), layer.sealed_len(payload.len()));
+        assert_eq!(wire.capacity(), capacity, "sealing allocated");
+        let mut slice = &wire[..];
+        let mut got = Vec::new();
+        while !slice.is_empty() {
+            client.read_tls(&mut slice).unwrap();
+            client.process_new_packets().unwrap();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+        assert_eq!(got, payload);
+    }
+
+    fn round_trips(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        suite: Option<rustls::SupportedCipherSuite>,
+    ) {
+        let (mut client, mut layer) = established(versions, suite);
+        for size in [1, 100, 1200, MAX_PLAINTEXT, MAX_PLAINTEXT + 1, 40_000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+            client_to_layer(&mut client, &mut layer, &payload);
+            layer_to_client(&mut client, &mut layer, &payload);
+        }
+    }
+
+    #[test]
+    fn tls13_records_interoperate_with_rustls_for_every_cipher() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        for suite in [
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            round_trips(&[&rustls::version::TLS13], Some(suite));
+        }
+    }
+
+    #[test]
+    fn tls12_records_interoperate_with_rustls_for_every_cipher() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        for suite in [
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ] {
+            round_trips(&[&rustls::version::TLS12], Some(suite));
+        }
+    }
+
+    #[test]
+    fn partial_records_wait_and_tampering_or_alerts_end_the_connection() {
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12]] {
+            let (mut client, mut layer) = established(versions, None);
+            client.writer().write_all(b"hello").unwrap();
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            for cut in [0, 3, HEADER, wire.len() - 1] {
+                assert_eq!(layer.open(&mut wire[..cut].to_vec()), Ok(None));
+            }
+            let mut tampered = wire.clone();
+            *tampered.last_mut().unwrap() ^= 1;
+            assert_eq!(layer.open(&mut tampered), Err(RecordError::BadRecordMac));
+
+            let (mut client, mut layer) = established(versions, None);
+            client.send_close_notify();
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            assert_eq!(layer.open(&mut wire), Err(RecordError::Alert));
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_refused_before_waiting_for_them() {
+        let (_, mut layer) = established(&[&rustls::version::TLS13], None);
+        let mut header = [APPLICATION_DATA, 3, 3, 0xFF, 0xFF];
+        assert_eq!(layer.open(&mut header), Err(RecordError::RecordOverflow));
+    }
+}
