@@ -1,7 +1,9 @@
-//! A worker's data-plane thread: its UDP listening sockets and every relay socket on one
-//! epoll instance, served by a plain loop — wait, drain each ready socket with recvmmsg, let
-//! the core decide, send with sendmmsg — the same shape and syscall count as a bare
-//! forwarder. The same loop runs the core's timers (the wait's timeout) and publishes metrics.
+//! A worker's data-plane thread: its UDP listening sockets, every relay socket and its TCP/TLS
+//! client connections on one epoll instance, served by a plain loop — wait, drain each ready
+//! socket (recvmmsg for datagrams, one read per connection), let the core decide, send with
+//! sendmmsg or one write per connection — the same shape and syscall count as a bare
+//! forwarder. The same loop runs the core's timers (the wait's timeout), the connections'
+//! deadlines, and publishes metrics.
 
 use std::net::UdpSocket;
 use std::panic::{self, AssertUnwindSafe};
@@ -15,9 +17,11 @@ use crate::core::{
 };
 
 use super::publish::{Publisher, publish_fast_path, publish_global};
+use super::stream_serve::{After, ServeBuffers, serve_input};
+use super::streams::{Conn, Hold, Read};
 use super::udp::{BATCH, Listener, MAX_DATAGRAM, ROUNDS_PER_WAKE, Redirects};
 use super::worker::{Core, Worker};
-use super::{clock, host_ips};
+use super::{clock, host_ips, tcp_tasks};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::poller::{Poller, Ready, Token};
 
@@ -30,6 +34,8 @@ const TICK: Duration = Duration::from_secs(1);
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// `guess` after a TCP/TLS client: no listener, the scratch buffer.
 const STREAM_CLIENT: usize = usize::MAX;
+/// How often the connections' deadlines are checked (they are seconds long).
+const SWEEP: Duration = Duration::from_millis(100);
 
 /// The thread-local half of a worker.
 pub(crate) struct Datapath {
@@ -58,6 +64,17 @@ pub(crate) struct Datapath {
     next_hosts: Instant,
     /// Keeps the known addresses when a read fails, and logs once per streak of failures.
     hosts: host_ips::HostWatch,
+    /// Room for serving stream clients' frames.
+    serve: ServeBuffers,
+    /// Stream clients whose Allocate waits for its relays (see [`Datapath::unlocked_work`]).
+    relay_waits: Vec<usize>,
+    /// Stream clients' ConnectionBinds, handled without the lock.
+    binds: Vec<(usize, FiveTuple, Vec<u8>)>,
+    /// When the connections' deadlines are checked next.
+    next_sweep: Instant,
+    expired: Vec<(usize, &'static str)>,
+    /// Whether the worker had stream clients at the end of the last wake-up.
+    has_streams: bool,
 }
 
 impl Datapath {
@@ -94,6 +111,12 @@ impl Datapath {
             last_trim: now,
             next_hosts: now + host_ips::REFRESH,
             hosts: host_ips::HostWatch::default(),
+            serve: ServeBuffers::new(),
+            relay_waits: Vec::new(),
+            binds: Vec::new(),
+            next_sweep: now,
+            expired: Vec::new(),
+            has_streams: false,
         })
     }
 
@@ -106,7 +129,10 @@ impl Datapath {
         while !worker.stopping() {
             // `now` is from the last wake-up, a few microseconds old: waking that much late
             // for a deadline measured in seconds is harmless, and it saves a clock read.
-            let next = self.next_tick.min(self.next_publish);
+            let mut next = self.next_tick.min(self.next_publish);
+            if self.has_streams {
+                next = next.min(self.next_sweep);
+            }
             let timeout = next.saturating_duration_since(now.mono);
             if let Err(e) = self.poller.wait(&mut self.ready, timeout) {
                 tracing::error!(target: "turnstone::io", error = %e, "epoll_wait failed; worker stops");
@@ -139,7 +165,7 @@ impl Datapath {
     }
 
     /// Drains every ready socket, flushes what the relay path queued, runs due timers.
-    fn serve_ready(&mut self, worker: &Worker, now: Now) {
+    fn serve_ready(&mut self, worker: &Arc<Worker>, now: Now) {
         let mut core = worker.lock();
         for i in 0..self.ready.len() {
             match self.ready.token(i) {
@@ -154,9 +180,16 @@ impl Datapath {
                     }
                 }
                 Token::Relay(id) => self.drain_relay(&mut core, RelayId(id), now),
-                Token::Wake => worker.waker.reset(),
+                Token::Stream(index) => {
+                    let (readable, writable) = (self.ready.readable(i), self.ready.writable(i));
+                    self.serve_stream(&mut core, worker, index, readable, writable, now);
+                }
+                Token::Wake => {
+                    worker.waker.reset();
+                    self.adopt(&mut core, worker, now);
+                }
             }
-            // Lets a waiting TCP/TLS client or reload in between sockets (nothing is pending
+            // Lets a waiting reload or RFC 6062 task in between sockets (nothing is pending
             // across this point but queued replies, which are plain bytes).
             MutexGuard::bump(&mut core);
         }
@@ -169,6 +202,10 @@ impl Datapath {
             let next = core.tick(now).map_or(TICK, |d| d.min(TICK));
             self.next_tick = now.mono + next;
         }
+        if now.mono >= self.next_sweep {
+            self.next_sweep = now.mono + SWEEP;
+            self.sweep(&mut core, now);
+        }
         if now.mono >= self.next_publish {
             self.next_publish = now.mono + TICK;
             let Core { mirror, server, .. } = &mut *core;
@@ -177,17 +214,160 @@ impl Datapath {
             }
             self.publish(&core, now.mono);
         }
-        let opens = core.take_opens();
-        // Empty (no allocation) unless the stream thread confirmed relays of UDP clients.
-        let answers = std::mem::take(&mut core.udp_answers);
-        drop(core);
-        let answers = if opens.is_empty() {
-            answers
-        } else {
-            [answers, worker.open_relays(now, opens, None)].concat()
+        let core = self.unlocked_work(worker, core, now);
+        self.has_streams = !core.streams.is_empty();
+    }
+
+    /// What must not run under the worker lock (DESIGN.md §3): binding the relays the core
+    /// asked for, ConnectionBinds (they lock the worker owning their connection), starting
+    /// RFC 6062 tasks. Stream clients that waited for them are served on afterwards, which
+    /// may ask for more. Returns the lock, taken again.
+    fn unlocked_work<'w>(
+        &mut self,
+        worker: &'w Arc<Worker>,
+        mut core: MutexGuard<'w, Core>,
+        now: Now,
+    ) -> MutexGuard<'w, Core> {
+        loop {
+            let opens = core.take_opens();
+            let spawns = core.tcp.take_spawns();
+            if opens.is_empty() && spawns.is_empty() && self.binds.is_empty() {
+                return core;
+            }
+            let waits = std::mem::take(&mut self.relay_waits);
+            let binds = std::mem::take(&mut self.binds);
+            drop(core);
+            let answers = worker.open_relays(now, opens);
+            if !answers.is_empty() {
+                self.send_answers(answers);
+            }
+            tcp_tasks::spawn(worker, spawns);
+            let bound: Vec<_> = binds
+                .into_iter()
+                .map(|(index, ft, frame)| (index, tcp_tasks::connection_bind(worker, ft, &frame)))
+                .collect();
+            core = worker.lock();
+            for (index, bound) in bound {
+                let Some(mut conn) = core.streams.take(index) else {
+                    continue;
+                };
+                conn.reply(&bound.reply);
+                if let Some((owner, ready)) = bound.splice {
+                    // Raw bytes from here (RFC 6062 §5.5): the splice task takes it over.
+                    core.streams.forget(index, &conn);
+                    tcp_tasks::spawn_splice(worker, owner, ready, conn.into_parts());
+                    continue;
+                }
+                conn.hold = None;
+                let after = serve_input(&mut core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+                self.settle(&mut core, index, conn, after);
+            }
+            for index in waits {
+                let Some(mut conn) = core.streams.take(index) else {
+                    continue;
+                };
+                conn.hold = None;
+                // Allocation traffic only when the Allocate succeeded.
+                if core.server.has_allocation(&conn.ft) {
+                    conn.timers.allocation_traffic(now.mono);
+                }
+                let after = serve_input(&mut core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+                self.settle(&mut core, index, conn, after);
+            }
+            core.flush_streams();
+        }
+    }
+
+    /// Takes over the connections the stream thread accepted.
+    fn adopt(&mut self, core: &mut Core, worker: &Worker, now: Now) {
+        let incoming = std::mem::take(&mut core.incoming);
+        for adopted in incoming {
+            let early = !adopted.early.is_empty();
+            let Some(index) = core.streams.adopt(adopted, now.mono) else {
+                continue;
+            };
+            if early {
+                self.serve_stream(core, worker, index, false, false, now);
+            }
+        }
+    }
+
+    /// Serves stream client `index`: writes what epoll says fits, reads once, handles the
+    /// complete frames. `readable` and `writable` as epoll reported; neither serves what is
+    /// already in its input.
+    fn serve_stream(
+        &mut self,
+        core: &mut Core,
+        worker: &Worker,
+        index: usize,
+        readable: bool,
+        writable: bool,
+        now: Now,
+    ) {
+        if writable && !core.streams.writable(index, now.mono) {
+            core.close_stream(index, "write failed");
+            return;
+        }
+        let Some(mut conn) = core.streams.take(index) else {
+            return;
         };
-        if !answers.is_empty() {
-            self.send_answers(answers);
+        match conn.hold {
+            // Replies left: more input may be served.
+            Some(Hold::Output) if !conn.wants_hold() => conn.hold = None,
+            Some(_) => {
+                core.streams.put(index, conn);
+                core.streams.rewatch(index);
+                return;
+            }
+            None => {}
+        }
+        if readable && let Read::Closed(why) = conn.read() {
+            core.streams.put(index, conn);
+            core.close_stream(index, why);
+            return;
+        }
+        let after = serve_input(core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+        self.settle(core, index, conn, after);
+    }
+
+    /// Puts a served connection back, with what it waits for.
+    fn settle(&mut self, core: &mut Core, index: usize, mut conn: Conn, after: After) {
+        let ft = conn.ft;
+        match after {
+            After::Done => {}
+            After::Hold => conn.hold = Some(Hold::Output),
+            After::Relays => {
+                conn.hold = Some(Hold::Relays);
+                self.relay_waits.push(index);
+            }
+            After::Bind(frame) => {
+                conn.hold = Some(Hold::Bind);
+                self.binds.push((index, ft, frame));
+            }
+            After::Close(why) => {
+                tracing::debug!(target: "turnstone::io", client = %ft.client, reason = why, "closing connection");
+                core.streams.put(index, conn);
+                // Its replies (an error response) go out first, as far as the socket takes them.
+                core.streams.schedule(index);
+                core.flush_streams();
+                core.close_stream(index, why);
+                return;
+            }
+        }
+        core.streams.put(index, conn);
+        core.streams.schedule(index);
+        core.streams.rewatch(index);
+    }
+
+    /// Closes the connections whose deadline passed.
+    fn sweep(&mut self, core: &mut Core, now: Now) {
+        if core.streams.is_empty() {
+            return;
+        }
+        self.expired.clear();
+        core.streams.expired(now.mono, &mut self.expired);
+        for &(index, why) in &self.expired {
+            core.close_stream(index, why);
         }
     }
 

@@ -8,6 +8,12 @@ use crate::core::{PeerAddr, RelayId};
 use super::relay::Relays;
 use crate::sys::mmsg::SendBatch;
 
+/// Forwards from stream clients sent with one `sendmmsg` (per run of the same relay) at most.
+pub(crate) const FORWARD_BATCH: usize = 32;
+/// Largest forward that goes through the batch; a larger ChannelData payload (up to 64 KiB
+/// over a stream) is sent on its own, after what the batch holds.
+pub(crate) const FORWARD_MAX: usize = 4096;
+
 /// Forwards queued during one receive batch.
 pub(crate) struct ForwardBatch {
     batch: SendBatch,

@@ -25,12 +25,15 @@ mod spec;
 mod stream;
 mod stream_buf;
 mod stream_frames;
-mod stream_out;
+mod stream_serve;
 mod stream_timers;
+mod streams;
 mod tcp_relay;
 mod tcp_tasks;
 pub mod tls;
+mod tls_handoff;
 mod tls_records;
+mod tls_stream;
 mod udp;
 mod worker;
 

@@ -19,7 +19,6 @@ use super::bind::{Bound, StartError, WorkerSockets, bind_all};
 use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
 use super::ports::RelayPorts;
-use super::relay::Relays;
 use super::shared::{Control, IoShared};
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
 use super::worker::{self, Worker, WorkerSet};
@@ -287,8 +286,9 @@ struct WorkerContext {
     set: Arc<WorkerSet>,
 }
 
-/// Runs one worker: its data-plane thread (UDP listeners and relay sockets) and, on this
-/// thread, a current_thread tokio runtime for TCP/TLS connections and reloads.
+/// Runs one worker: its data-plane thread (UDP listeners, relay sockets, TCP/TLS clients)
+/// and, on this thread, a current_thread tokio runtime for accepting TCP/TLS clients, TLS
+/// handshakes, reloads and RFC 6062 tasks.
 fn run_worker(ctx: WorkerContext) {
     let WorkerContext {
         mut server,
@@ -309,11 +309,27 @@ fn run_worker(ctx: WorkerContext) {
         (Ok(p), Ok(w)) => (p, w),
         (Err(e), _) | (_, Err(e)) => return fail("cannot create the epoll instance", e),
     };
-    let relays = Relays::new(Arc::clone(&io_shared.ports), poller.clone());
     if let Some(m) = &mirror {
         server.enable_mirror(m.slot_limit());
     }
-    let worker = Worker::new(server, relays, usage, limits, io_shared, index, waker, set);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail("cannot start the stream runtime", e),
+    };
+    let worker = Worker::new(
+        server,
+        poller.clone(),
+        usage,
+        limits,
+        io_shared,
+        index,
+        waker,
+        set,
+        runtime.handle().clone(),
+    );
     worker.lock().mirror = mirror;
     let udp = sockets.udp.into_iter().map(|(_, sock)| sock).collect();
     let datapath = match Datapath::new(Arc::clone(&worker), poller, udp) {
@@ -327,39 +343,32 @@ fn run_worker(ctx: WorkerContext) {
         Ok(thread) => thread,
         Err(e) => return fail("cannot start the data-plane thread", e),
     };
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(async {
-            tokio::spawn(worker::control_loop(Arc::clone(&worker), control));
-            for (address, listener, tls) in sockets.tcp {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        let accept =
-                            stream::accept_loop(Arc::clone(&worker), listener, address, tls);
-                        tokio::spawn(accept);
-                    }
-                    Err(e) => fail("cannot register a TCP listener", e),
+    runtime.block_on(async {
+        tokio::spawn(worker::control_loop(Arc::clone(&worker), control));
+        for (address, listener, tls) in sockets.tcp {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let accept = stream::accept_loop(Arc::clone(&worker), listener, address, tls);
+                    tokio::spawn(accept);
+                }
+                Err(e) => fail("cannot register a TCP listener", e),
+            }
+        }
+        let shutdown_requested = async {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
                 }
             }
-            let shutdown_requested = async {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::select! {
-                () = shutdown_requested => {}
-                () = worker.data_plane_ended.notified() => tracing::error!(
-                    target: "turnstone::io",
-                    "worker {index}: its UDP data plane stopped; closing its TCP/TLS side too"
-                ),
-            }
-        }),
-        Err(e) => fail("cannot start the stream runtime", e),
-    }
+        };
+        tokio::select! {
+            () = shutdown_requested => {}
+            () = worker.data_plane_ended.notified() => tracing::error!(
+                target: "turnstone::io",
+                "worker {index}: its data plane stopped; closing its TCP/TLS side too"
+            ),
+        }
+    });
     worker.stop();
     let _ = datapath.join();
 }

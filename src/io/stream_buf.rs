@@ -33,6 +33,15 @@ impl InputBuffer {
         &mut self.buf
     }
 
+    /// Appends `bytes` (TLS plaintext), growing like [`InputBuffer::for_read`] does.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < bytes.len() {
+            self.buf.reserve_exact(bytes.len().max(NORMAL.min(MAX_CAPACITY.saturating_sub(self.buf.len()))));
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// The bytes received and not consumed.
     pub fn data(&self) -> &[u8] {
         &self.buf

@@ -1,21 +1,17 @@
-//! The complete frames of one read from a TCP/TLS client, handled under one acquisition of
-//! the worker's lock: forwards go into the worker's batch and leave with one `sendmmsg` per
-//! run of the same relay before the lock is released, replies are appended to the
-//! connection's reply buffer and written by the task afterwards (never while holding the
-//! lock). A run stops early at a request that asks for relays (an Allocate): those are bound
-//! without the lock (DESIGN.md §3) and the answer must be written before any later reply.
+//! The complete frames of one read from a TCP/TLS client, on the data-plane thread: forwards
+//! go into the worker's batch and leave with one `sendmmsg` per run of the same relay,
+//! replies are gathered and go to the connection's output in one piece. A run stops early at
+//! a request that asks for relays (an Allocate): those are bound without the lock (DESIGN.md
+//! §3) and the answer must go out before any later reply.
 
 use std::ops::Range;
 
-use crate::core::{FiveTuple, Handled, PeerAddr, RelayId};
+use crate::core::{FiveTuple, Handled, Now, PeerAddr, RelayId};
 use crate::proto::{FramingError, MessageType, Method, next_frame};
 
-use super::admission::is_stun_request;
-use super::clock;
-use super::relay::Open;
-use super::stream_out::FORWARD_MAX;
-use super::tcp_relay::Spawn;
-use super::worker::{Core, Worker};
+use super::admission::{Admission, is_stun_request};
+use super::forward::FORWARD_MAX;
+use super::worker::Core;
 
 /// The outcome of one run of frames.
 pub(crate) struct Run {
@@ -25,16 +21,15 @@ pub(crate) struct Run {
     pub framed: bool,
     /// Traffic of this connection's allocation was seen (see [`handle_run`]).
     pub own_traffic: bool,
-    /// Relays the last request asked for; the run stopped there. Empty otherwise.
-    pub opens: Vec<Open>,
+    /// The last request asked for relays (the core's `OpenRelay` commands); the run stopped
+    /// there.
+    pub opens: bool,
     /// The stream cannot be framed: the connection must close (after this run's replies).
     pub unframeable: bool,
     /// A ConnectionBind request (RFC 6062 §5.4) at this range of the input, not handled yet:
     /// it goes to the worker owning its connection (`tcp_tasks::connection_bind`), and the
     /// run stopped there, since after its success the stream carries raw bytes.
     pub bind: Option<Range<usize>>,
-    /// TCP relay tasks to start (RFC 6062: accepting peers, connecting to them).
-    pub spawns: Vec<Spawn>,
     /// The run stopped with complete frames possibly left (relays to open, or replies to
     /// write first): the caller writes, then calls again.
     pub more: bool,
@@ -44,11 +39,13 @@ pub(crate) struct Run {
 /// must not grow the reply buffer with it (a 64 KiB read holds thousands of Bindings).
 const REPLIES_MAX: usize = 8 * 1024;
 
-/// Handles complete frames from `input` under one lock: until the input holds no complete
-/// frame, or right after a request that asks for relays. Replies are appended to `replies`;
-/// `scratch` is room for one reply.
+/// Handles complete frames from `input`: until the input holds no complete frame, or right
+/// after a request that asks for relays. Replies are appended to `replies`; `scratch` is
+/// room for one reply.
 pub(crate) fn handle_run(
-    worker: &Worker,
+    core: &mut Core,
+    admission: &Admission,
+    now: Now,
     ft: FiveTuple,
     input: &[u8],
     scratch: &mut [u8],
@@ -58,16 +55,11 @@ pub(crate) fn handle_run(
         consumed: 0,
         framed: false,
         own_traffic: false,
-        opens: Vec::new(),
+        opens: false,
         unframeable: false,
         bind: None,
-        spawns: Vec::new(),
         more: false,
     };
-    let admission = &worker.shared.admission;
-    let now = clock::now();
-    let mut core = worker.lock();
-    let core = &mut *core;
     loop {
         let frame = match next_frame(&input[run.consumed..]) {
             Ok(Some(frame)) => frame,
@@ -117,14 +109,13 @@ pub(crate) fn handle_run(
             // Dropped data is not traffic: it does not keep the connection alive.
             Handled::Drop(_) => {}
         }
-        run.opens = core.take_opens();
-        if !run.opens.is_empty() || replies.len() >= REPLIES_MAX {
+        run.opens = core.has_opens();
+        if run.opens || replies.len() >= REPLIES_MAX {
             run.more = true;
             break;
         }
     }
     core.stream_forwards.flush(&core.relays);
-    run.spawns = core.tcp.take_spawns();
     run
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::spec::{MAX_STREAM_TIMEOUT, StreamLimits};
 
@@ -60,12 +60,6 @@ impl Deadlines {
     pub fn allocation_traffic(&mut self, now: Instant) {
         self.auth = None;
         self.idle = after(now, self.idle_timeout);
-    }
-
-    /// Allocation traffic at `at`, which may be older than traffic already seen.
-    pub fn traffic_at(&mut self, at: Instant) {
-        self.auth = None;
-        self.idle = self.idle.max(after(at, self.idle_timeout));
     }
 
     /// After a read: `pending` when a started message remains, `completed` when the read

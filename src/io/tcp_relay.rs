@@ -21,7 +21,6 @@ use crate::core::{ConnectionId, FiveTuple, PeerAddr, RelayId, RelayMap};
 
 use super::conn_slots::Slot;
 use super::ports::RelayPorts;
-use super::stream_out::StreamOut;
 
 /// A peer data connection's socket and the connection slot it holds (peers count against the
 /// per-source and server-wide TCP connection caps, keyed by the peer's address).
@@ -70,7 +69,7 @@ pub(crate) struct Ready {
     pub socket: PeerSocket,
     pub stop: Arc<Notify>,
     /// The allocation's control connection, whose idle timer the relayed bytes reset.
-    pub control: Option<Arc<StreamOut>>,
+    pub control: Option<FiveTuple>,
 }
 
 /// One worker's TCP relay state.
@@ -158,7 +157,7 @@ impl TcpRelays {
         &mut self,
         data_connection: FiveTuple,
         connection: ConnectionId,
-        control: Option<Arc<StreamOut>>,
+        control: Option<FiveTuple>,
     ) {
         let Some(socket) = self.waiting.remove(&connection) else {
             return;

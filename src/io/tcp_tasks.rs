@@ -22,7 +22,8 @@ use crate::proto::{Message, attr};
 use super::accept::AcceptBackoff;
 use super::clock;
 use super::conn_slots::SlotCaps;
-use super::stream_out::StreamOut;
+use super::streams::Parts;
+use super::tls_stream::RecordStream;
 use super::tcp_relay::{PeerSocket, Ready, Spawn};
 use super::worker::Worker;
 
@@ -39,7 +40,7 @@ pub(crate) fn spawn(worker: &Arc<Worker>, spawns: Vec<Spawn>) {
                 lease,
             } => {
                 let name = format!("tcp relay {}", lease.addr);
-                let task = tokio::spawn(accept_peers(
+                let task = worker.runtime.spawn(accept_peers(
                     Arc::clone(worker),
                     relay,
                     listener,
@@ -53,7 +54,9 @@ pub(crate) fn spawn(worker: &Arc<Worker>, spawns: Vec<Spawn>) {
                 local,
                 peer,
             } => {
-                let task = tokio::spawn(connect_peer(Arc::clone(worker), connection, local, peer));
+                let task = worker
+                    .runtime
+                    .spawn(connect_peer(Arc::clone(worker), connection, local, peer));
                 worker
                     .lock()
                     .tcp
@@ -124,7 +127,7 @@ fn peer_arrived(worker: &Worker, relay: RelayId, peer: PeerAddr, socket: PeerSoc
         Ok(arrived) => {
             core.tcp.wait(arrived.connection, socket);
             if let Some(bytes) = out.get(..arrived.indication.len) {
-                core.send_to_stream(&arrived.indication.to, bytes);
+                core.answer_stream(&arrived.indication.to, bytes);
                 core.flush_streams();
             }
         }
@@ -179,7 +182,7 @@ async fn connect_peer(
         .peer_connected(clock::now(), connection, confirmed, &mut out)
         && let Some(bytes) = out.get(..answer.len)
     {
-        core.send_to_stream(&answer.to, bytes);
+        core.answer_stream(&answer.to, bytes);
         core.flush_streams();
     }
     core.drain_commands();
@@ -263,7 +266,7 @@ pub(crate) async fn splice<R, W>(
         let side = Side {
             owner: &owner,
             connection,
-            control: control.as_deref(),
+            control,
         };
         let to_peer = pump(side, Direction::ToPeer, client_in, &mut peer_out, early);
         let to_client = pump(side, Direction::ToClient, &mut peer_in, client_out, &[]);
@@ -280,6 +283,45 @@ pub(crate) async fn splice<R, W>(
     core.drain_commands();
 }
 
+/// Starts the splice of a data connection the data-plane thread gave up after its
+/// ConnectionBind (RFC 6062 §5.5), on `worker`'s runtime (the connection's own worker);
+/// `owner` is the worker of the allocation. When it ends, the connection is closed.
+pub(crate) fn spawn_splice(worker: &Arc<Worker>, owner: Arc<Worker>, ready: Ready, parts: Parts) {
+    let worker = Arc::clone(worker);
+    worker.runtime.clone().spawn(async move {
+        let Parts {
+            socket,
+            ft,
+            tls,
+            out,
+            early,
+            slot,
+        } = parts;
+        if let Ok(tcp) = TcpStream::from_std(socket) {
+            match tls {
+                Some((records, input)) => {
+                    let mut stream = RecordStream::new(tcp, records, input, out);
+                    // The bind's answer (sealed already) goes first.
+                    if stream.flush().await.is_ok() {
+                        let (mut reader, mut writer) = tokio::io::split(stream);
+                        splice(owner, ready, &mut reader, &mut writer, &early).await;
+                    }
+                }
+                None => {
+                    let (mut reader, mut writer) = tcp.into_split();
+                    if writer.write_all(&out).await.is_ok() {
+                        splice(owner, ready, &mut reader, &mut writer, &early).await;
+                    }
+                }
+            }
+        }
+        drop(slot);
+        let mut core = worker.lock();
+        core.server.handle_connection_closed(clock::now(), ft);
+        core.drain_commands();
+    });
+}
+
 /// What both directions of a splice report to.
 #[derive(Clone, Copy)]
 struct Side<'a> {
@@ -287,7 +329,7 @@ struct Side<'a> {
     owner: &'a Worker,
     connection: ConnectionId,
     /// The allocation's control connection (its idle timer).
-    control: Option<&'a StreamOut>,
+    control: Option<FiveTuple>,
 }
 
 /// One direction of a splice: read at most [`SPLICE_BUFFER`], report it to the core, write
@@ -322,19 +364,21 @@ async fn relay<W>(side: Side<'_>, direction: Direction, to: &mut W, data: &[u8])
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let verdict = side.owner.lock().server.handle_tcp_relayed(
-        clock::now(),
-        side.connection,
-        direction,
-        data.len(),
-    );
+    let verdict = {
+        let mut core = side.owner.lock();
+        let now = clock::now();
+        let verdict =
+            core.server
+                .handle_tcp_relayed(now, side.connection, direction, data.len());
+        // The allocation's traffic keeps its control connection open (`tcp_idle_timeout`),
+        // though it never crosses it.
+        if let Some(control) = &side.control {
+            core.streams.saw_traffic(control, now.mono);
+        }
+        verdict
+    };
     if verdict == TcpRelayed::Closed {
         return Err(io::Error::other("connection closed by the server"));
-    }
-    // The allocation's traffic keeps its control connection open (`tcp_idle_timeout`),
-    // though it never crosses it.
-    if let Some(control) = side.control {
-        control.saw_traffic();
     }
     to.write_all(data).await?;
     to.flush().await?;

@@ -183,18 +183,28 @@ impl RecordLayer {
     /// has [`RecordLayer::sealed_len`] bytes of spare capacity.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         for chunk in plaintext.chunks(MAX_PLAINTEXT) {
-            self.seal_record(chunk, out)?;
+            self.seal_record(APPLICATION_DATA, chunk, out)?;
         }
         Ok(())
     }
 
-    fn seal_record(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    /// Appends a close_notify alert (RFC 8446 §6.1): the clean end of what we send.
+    pub fn seal_close_notify(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        // Level warning (1), description close_notify (0).
+        self.seal_record(ALERT, &[1, 0], out)
+    }
+
+    fn seal_record(&mut self, typ: u8, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         let nonce = self.tx.nonce();
         let seq = self.tx.seq;
         self.tx.advance()?;
         let start = out.len();
         let body = self.overhead() - HEADER + chunk.len();
-        out.push(APPLICATION_DATA);
+        // TLS 1.3 hides the real type inside (RFC 8446 §5.2).
+        out.push(match self.version {
+            Version::Tls13 => APPLICATION_DATA,
+            Version::Tls12 => typ,
+        });
         out.extend_from_slice(&LEGACY_VERSION);
         out.extend_from_slice(&(body as u16).to_be_bytes());
         if self.tx.explicit_nonce {
@@ -206,7 +216,7 @@ impl RecordLayer {
             // RFC 8446 §5.2: the inner content type follows the content, no padding; the
             // additional data is the record header.
             Version::Tls13 => {
-                out.push(APPLICATION_DATA);
+                out.push(typ);
                 let mut header = [0u8; HEADER];
                 header.copy_from_slice(&out[start..start + HEADER]);
                 self.tx.key.seal_in_place_separate_tag(
@@ -217,7 +227,7 @@ impl RecordLayer {
             }
             Version::Tls12 => self.tx.key.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad_12(seq, APPLICATION_DATA, chunk.len())),
+                Aad::from(aad_12(seq, typ, chunk.len())),
                 &mut out[sealed_from..],
             ),
         }
@@ -492,6 +502,24 @@ mod tests {
             let mut wire = Vec::new();
             client.write_tls(&mut wire).unwrap();
             assert_eq!(layer.open(&mut wire), Err(RecordError::Alert));
+        }
+    }
+
+    #[test]
+    fn our_close_notify_ends_the_clients_input_cleanly() {
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12]] {
+            let (mut client, mut layer) = established(versions, None);
+            let mut wire = Vec::new();
+            layer.seal(b"bye", &mut wire).unwrap();
+            layer.seal_close_notify(&mut wire).unwrap();
+            let mut slice = &wire[..];
+            while !slice.is_empty() {
+                client.read_tls(&mut slice).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            let mut got = Vec::new();
+            client.reader().read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"bye", "a clean end, not an unexpected EOF");
         }
     }
 

@@ -1,21 +1,20 @@
-//! One worker's shared state: the sans-IO core, its relay sockets and the outgoing buffers of
-//! its TCP/TLS clients, behind one per-worker mutex. Two threads use it: the data-plane thread
-//! (UDP listeners and relay sockets on a raw epoll loop, see `datapath`) and the stream thread
-//! (a current_thread tokio runtime for TCP/TLS connections and reloads). The lock is per
-//! worker, never global, and the stream thread takes it once per read of a TCP/TLS connection
-//! (all its complete frames, `stream_frames`) and for reloads, so on a UDP-only load the
-//! data-plane thread always finds it free (an uncontended lock is two atomic operations per
-//! wake-up). Peer data for a TCP/TLS client is pushed to its buffer by the data-plane thread
-//! under the lock, or sent straight to its socket (`stream_out`).
+//! One worker's shared state: the sans-IO core, its relay sockets and its TCP/TLS client
+//! connections, behind one per-worker mutex. Two threads use it: the data-plane thread (UDP
+//! listeners, relay sockets and TCP/TLS client connections on one raw epoll loop, see
+//! `datapath`), which holds it while it serves a wake-up's batch, and the stream thread (a
+//! current_thread tokio runtime), which takes it for what is rare: a connection accepted or a
+//! TLS handshake finished (handed over in [`Core::incoming`]), reloads, and RFC 6062 TCP
+//! relays. On a running relay the stream thread sleeps, so the lock is uncontended: two
+//! atomic operations per wake-up.
 //!
-//! Relay sockets are opened on the core's request (DESIGN.md §3): whichever thread fed the
-//! core the Allocate takes the `OpenRelay` commands out under the lock, binds them from the
-//! shared port pool after releasing it, and takes the lock once more to watch the sockets and
-//! confirm them ([`Worker::open_relays`]); the core then writes the Allocate's answer.
+//! Relay sockets are opened on the core's request (DESIGN.md §3): the data-plane thread takes
+//! the `OpenRelay` commands out under the lock, binds them from the shared port pool after
+//! releasing it, and takes the lock once more to watch the sockets and confirm them
+//! ([`Worker::open_relays`]); the core then writes the Allocate's answer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,34 +24,32 @@ use tokio::sync::{Notify, watch};
 use crate::core::{Command, FiveTuple, Now, Server, Transport};
 
 use super::fastpath::WorkerMirror;
-use super::forward::ForwardBatch;
+use super::forward::{FORWARD_BATCH, FORWARD_MAX, ForwardBatch};
 use super::relay::{self, Open, Relays};
 use super::shared::{Control, IoShared};
 use super::spec::{StreamLimits, UsageSink};
-use super::stream_out::{FORWARD_BATCH, FORWARD_MAX, Pushed, StreamOut};
+use super::streams::{Adopted, Streams};
 use super::tcp_relay::{PortLease, TcpRelays};
-use crate::sys::poller::Waker;
+use crate::sys::poller::{Poller, Waker};
 
 /// What both threads of a worker change: the core, its relays and its stream clients.
 pub(crate) struct Core {
     pub server: Server,
     pub relays: Relays,
-    /// Outgoing buffers of TCP/TLS client connections.
-    pub streams: HashMap<FiveTuple, Arc<StreamOut>>,
-    /// Forwards from TCP/TLS clients, collected while the stream thread holds the lock and
-    /// sent before it releases it (one per worker: the stream thread serves one connection's
-    /// read at a time, so a batch per connection would only cost memory).
+    /// TCP/TLS client connections (served by the data-plane thread).
+    pub streams: Streams,
+    /// Connections the stream thread accepted (and negotiated TLS with), for the data-plane
+    /// thread to take over at its next wake-up.
+    pub incoming: Vec<Adopted>,
+    /// Forwards from TCP/TLS clients, collected while one connection's frames are handled
+    /// and sent before the next (one per worker: one connection is served at a time).
     pub stream_forwards: ForwardBatch,
-    /// Stream clients with messages to flush ([`Core::flush_streams`]).
-    stream_flushes: Vec<Arc<StreamOut>>,
+    /// Stream connections whose writes failed at the last flush, to close.
+    broken: Vec<usize>,
     usage: UsageSink,
     /// Relay sockets the core asked for, to bind once the lock is released
     /// ([`Worker::open_relays`]).
     opens: Vec<Open>,
-    /// Allocate answers to UDP clients confirmed on the stream thread (it took the lock
-    /// between the data-plane thread's sockets and found their relays to open): the data-plane
-    /// thread sends them from the client's listener on its next wake-up.
-    pub udp_answers: Vec<(FiveTuple, Vec<u8>)>,
     /// The kernel fast path's copy of this worker's flat tables, when it is active.
     pub mirror: Option<WorkerMirror>,
     /// RFC 6062 TCP relays: listeners, peer data connections, tasks to start.
@@ -60,24 +57,56 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Appends a message to a stream client's outgoing buffer; a full buffer means a stalled
-    /// client, so the message is dropped rather than buffered without bound.
-    /// Over plain TCP the message leaves at the next [`Core::flush_streams`].
+    /// Peer data for a stream client: dropped when the client has too much waiting (a
+    /// stalled client), otherwise written at the next [`Core::flush_streams`].
     pub fn send_to_stream(&mut self, client: &FiveTuple, data: &[u8]) {
-        if let Some(out) = self.streams.get(client)
-            && out.push(data) == Pushed::FlushDue
-        {
-            // A clone of the `Arc` (no allocation once the list reached its working size).
-            self.stream_flushes.push(Arc::clone(out));
+        self.streams.push(client, data);
+    }
+
+    /// An answer to a stream client's request (an Allocate confirmed, a Connect finished):
+    /// never dropped.
+    pub fn answer_stream(&mut self, client: &FiveTuple, data: &[u8]) {
+        if let Some(index) = self.streams.index_of(client) {
+            if let Some(conn) = self.streams.get_mut(index) {
+                conn.reply(data);
+                conn.traffic_seen = true;
+            }
+            self.streams.schedule(index);
         }
     }
 
-    /// Sends what [`Core::send_to_stream`] kept for direct sends: one `send` per client per
-    /// batch. Call it before releasing the lock after pushing.
+    /// Writes what the stream clients were given: one `send` per client per batch. Call it
+    /// before releasing the lock; connections whose writes failed are closed.
     pub fn flush_streams(&mut self) {
-        for out in self.stream_flushes.drain(..) {
-            out.flush();
+        let now = Instant::now();
+        let mut broken = std::mem::take(&mut self.broken);
+        self.streams.flush(now, &mut broken);
+        for index in broken.drain(..) {
+            self.close_stream(index, "write failed");
         }
+        self.broken = broken;
+    }
+
+    /// Closes stream connection `index`: its allocation ends with it (RFC 8656 §3.1).
+    pub fn close_stream(&mut self, index: usize, why: &'static str) {
+        let Some(mut conn) = self.streams.take(index) else {
+            return;
+        };
+        conn.say_goodbye();
+        self.streams.forget(index, &conn);
+        tracing::debug!(target: "turnstone::io", client = %conn.ft.client, reason = why, "connection closed");
+        if conn.dropped > 0 {
+            tracing::debug!(target: "turnstone::io", client = %conn.ft.client, dropped = conn.dropped, "peer data dropped: the client read too slowly");
+        }
+        self.server
+            .handle_connection_closed(super::clock::now(), conn.ft);
+        self.drain_commands();
+    }
+
+    /// Whether the core asked for relays that are not bound yet.
+    pub fn has_opens(&mut self) -> bool {
+        self.drain_commands();
+        !self.opens.is_empty()
     }
 
     /// Carries out the core's commands: closes relays and held ports and hands usage records
@@ -122,10 +151,7 @@ impl Core {
                     data_connection,
                     connection,
                     control,
-                } => {
-                    let control = self.streams.get(&control).cloned();
-                    self.tcp.splice(data_connection, connection, control);
-                }
+                } => self.tcp.splice(data_connection, connection, Some(control)),
                 Command::CloseConnection { connection } => self.tcp.close(connection),
                 Command::ReleaseReservation { reservation } => self.relays.release(reservation),
             }
@@ -147,8 +173,13 @@ impl Core {
             .map(|at| at.saturating_duration_since(now.mono))
     }
 
-    /// Ends every allocation and closes every relay (shutdown).
+    /// Ends every allocation and closes every relay and connection (shutdown).
     pub fn close_all(&mut self, now: Now) {
+        for index in self.streams.indices() {
+            if let Some(conn) = self.streams.take(index) {
+                self.streams.forget(index, &conn);
+            }
+        }
         self.server.close_all(now);
         self.drain_commands();
         self.relays.clear();
@@ -171,6 +202,8 @@ pub(crate) struct Worker {
     pub data_plane_ended: Notify,
     /// Every worker, for ConnectionBinds naming another worker's connection (RFC 6062).
     pub set: Arc<WorkerSet>,
+    /// The worker's stream runtime, for tasks the data-plane thread starts (RFC 6062).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Worker {
@@ -180,13 +213,14 @@ impl Worker {
     )]
     pub fn new(
         mut server: Server,
-        relays: Relays,
+        poller: Poller,
         usage: UsageSink,
         limits: StreamLimits,
         shared: Arc<IoShared>,
         index: usize,
         waker: Waker,
         set: Arc<WorkerSet>,
+        runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         server.set_worker(
             u32::try_from(index).unwrap_or(0),
@@ -195,13 +229,13 @@ impl Worker {
         let worker = Arc::new(Worker {
             core: Mutex::new(Core {
                 server,
-                relays,
-                streams: HashMap::new(),
+                relays: Relays::new(Arc::clone(&shared.ports), poller.clone()),
+                streams: Streams::new(poller, limits),
+                incoming: Vec::new(),
                 stream_forwards: ForwardBatch::new(FORWARD_BATCH, FORWARD_MAX),
-                stream_flushes: Vec::with_capacity(64),
+                broken: Vec::new(),
                 usage,
                 opens: Vec::new(),
-                udp_answers: Vec::new(),
                 mirror: None,
                 tcp: TcpRelays::default(),
             }),
@@ -212,6 +246,7 @@ impl Worker {
             stop: AtomicBool::new(false),
             data_plane_ended: Notify::new(),
             set: Arc::clone(&set),
+            runtime,
         });
         set.register(index, &worker);
         worker
@@ -226,15 +261,9 @@ impl Worker {
 
     /// Opens the relays the core asked for (DESIGN.md §3): binds them from the port pool
     /// *without* the worker lock — call it after releasing the lock — then takes the lock once
-    /// to watch them and confirm them to the core. Answers to UDP clients and to `caller` (the
-    /// TCP/TLS connection whose request this was, which writes its answer in order) are
-    /// returned as (5-tuple, bytes); answers to other TCP/TLS clients go to their outgoing buffers.
-    pub fn open_relays(
-        &self,
-        now: Now,
-        opens: Vec<Open>,
-        caller: Option<FiveTuple>,
-    ) -> Vec<(FiveTuple, Vec<u8>)> {
+    /// to watch them and confirm them to the core. Answers to UDP clients are returned as
+    /// (5-tuple, bytes); answers to TCP/TLS clients go to their output.
+    pub fn open_relays(&self, now: Now, opens: Vec<Open>) -> Vec<(FiveTuple, Vec<u8>)> {
         let mut answers = Vec::new();
         if opens.is_empty() {
             return answers;
@@ -261,9 +290,8 @@ impl Worker {
             };
             let bytes = &out[..answer.len];
             match answer.to.transport {
-                _ if Some(answer.to) == caller => answers.push((answer.to, bytes.to_vec())),
                 Transport::Udp => answers.push((answer.to, bytes.to_vec())),
-                Transport::Tcp | Transport::Tls => core.send_to_stream(&answer.to, bytes),
+                Transport::Tcp | Transport::Tls => core.answer_stream(&answer.to, bytes),
             }
         }
         core.flush_streams();
@@ -272,12 +300,10 @@ impl Worker {
         answers
     }
 
-    /// Hands answers to UDP clients to the data-plane thread (which owns the listeners).
-    pub fn send_udp_answers(&self, answers: Vec<(FiveTuple, Vec<u8>)>) {
-        if answers.is_empty() {
-            return;
-        }
-        self.lock().udp_answers.extend(answers);
+    /// Hands a connection the stream thread accepted (and negotiated TLS with) to the
+    /// data-plane thread.
+    pub fn adopt(&self, adopted: Adopted) {
+        self.lock().incoming.push(adopted);
         self.waker.wake();
     }
 

@@ -20,18 +20,22 @@ pub(crate) enum Token {
     Relay(u64),
     /// Listening UDP socket number `n` of this worker.
     Listener(usize),
+    /// A TCP/TLS client connection, by its index in the worker's stream table.
+    Stream(usize),
     /// The wake-up eventfd.
     Wake,
 }
 
 const WAKE: u64 = u64::MAX;
 const LISTENER_BASE: u64 = 1 << 62;
+const STREAM_BASE: u64 = 1 << 61;
 
 impl Token {
     fn encode(self) -> u64 {
         match self {
             Token::Relay(id) => id,
             Token::Listener(n) => LISTENER_BASE + n as u64,
+            Token::Stream(n) => STREAM_BASE + n as u64,
             Token::Wake => WAKE,
         }
     }
@@ -40,9 +44,24 @@ impl Token {
         match raw {
             WAKE => Token::Wake,
             n if n >= LISTENER_BASE => Token::Listener((n - LISTENER_BASE) as usize),
+            n if n >= STREAM_BASE => Token::Stream((n - STREAM_BASE) as usize),
             id => Token::Relay(id),
         }
     }
+}
+
+/// What a descriptor is watched for (errors and hang-ups are always reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Self = Self {
+        read: true,
+        write: false,
+    };
 }
 
 /// An epoll instance with raw `u64` tokens, level-triggered input only: the one epoll
@@ -67,19 +86,25 @@ impl Epoll {
 
     /// Watches `fd` for input (level-triggered), reported as `token`.
     pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, Interest::READ)
+    }
+
+    /// Changes what `fd` (added before) is watched for.
+    pub fn modify(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
+    }
+
+    fn ctl(&self, op: i32, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        let mut events = 0;
+        if interest.read {
+            events |= libc::EPOLLIN as u32;
+        }
+        if interest.write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut event = libc::epoll_event { events, u64: token };
         // SAFETY: both descriptors are open; `event` outlives the call.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut event,
-            )
-        };
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut event) };
         if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -198,6 +223,11 @@ impl Poller {
         self.epoll.remove(fd);
     }
 
+    /// Changes what `fd` (added before as `token`) is watched for.
+    pub fn modify(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
+        self.epoll.modify(fd, token.encode(), interest)
+    }
+
     /// Waits up to `timeout` (rounded up to a millisecond) for ready descriptors.
     pub fn wait(&self, out: &mut Ready, timeout: Duration) -> io::Result<usize> {
         out.len = 0;
@@ -228,6 +258,17 @@ impl Ready {
     /// Token `i` of the last [`Poller::wait`] (`i < len()`).
     pub fn token(&self, i: usize) -> Token {
         Token::decode(self.events[i].u64)
+    }
+
+    /// Whether descriptor `i` can be written to (or failed: a write then says why).
+    pub fn writable(&self, i: usize) -> bool {
+        self.events[i].events & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+    }
+
+    /// Whether descriptor `i` has input (or an end of input or error to read).
+    pub fn readable(&self, i: usize) -> bool {
+        self.events[i].events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32
+            != 0
     }
 }
 
@@ -284,6 +325,8 @@ mod tests {
             Token::Relay(LISTENER_BASE - 1),
             Token::Listener(0),
             Token::Listener(7),
+            Token::Stream(0),
+            Token::Stream(70_000),
             Token::Wake,
         ] {
             assert_eq!(Token::decode(token.encode()), token);
