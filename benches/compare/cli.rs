@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use turnstone::loadgen::LoadTransport;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cell {
+    /// How the generator's clients reach the server (the relay to the peers is UDP always).
+    pub(crate) transport: LoadTransport,
     pub(crate) payload: usize,
     pub(crate) allocations: usize,
     /// Packets per second; 0 = saturation (closed loop).
@@ -16,6 +19,26 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
+    /// A cell of UDP clients.
+    pub(crate) fn udp(payload: usize, allocations: usize, rate: u64) -> Self {
+        Self {
+            transport: LoadTransport::Udp,
+            payload,
+            allocations,
+            rate,
+            half_coturn_max: false,
+        }
+    }
+
+    /// "TCP", "TLS" or "UDP".
+    pub(crate) fn transport_name(&self) -> &'static str {
+        match self.transport {
+            LoadTransport::Udp => "UDP",
+            LoadTransport::Tcp => "TCP",
+            LoadTransport::Tls => "TLS",
+        }
+    }
+
     pub(crate) fn load(&self) -> String {
         match (self.rate, self.half_coturn_max) {
             (0, _) => "saturation".into(),
@@ -43,6 +66,9 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) cells: Vec<Cell>,
+    /// Cells of TCP and TLS clients (one connection per allocation), against Turnstone and
+    /// coturn only: the forwarder and the kernel fast path relay UDP clients only.
+    pub(crate) streams: Vec<Cell>,
     pub(crate) churn_cycles: u64,
     pub(crate) memory_counts: Vec<usize>,
 }
@@ -72,16 +98,11 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
     let only = value("--only").map(String::as_str);
     if !matches!(
         only,
-        None | Some("traffic" | "control" | "memory" | "kernel")
+        None | Some("traffic" | "control" | "memory" | "kernel" | "streams")
     ) {
-        bail!("--only takes traffic, control, memory or kernel");
+        bail!("--only takes traffic, control, memory, kernel or streams");
     }
-    let cell = |payload, allocations, rate| Cell {
-        payload,
-        allocations,
-        rate,
-        half_coturn_max: false,
-    };
+    let cell = Cell::udp;
     let mut cells = Vec::new();
     let (payloads, allocations): (&[usize], &[usize]) = if full {
         (&[100, 1200], &[10, 100, 1000])
@@ -91,12 +112,7 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
     for &payload in payloads {
         for &allocations in allocations {
             for rate in [40_000, 0] {
-                cells.push(Cell {
-                    payload,
-                    allocations,
-                    rate,
-                    half_coturn_max: false,
-                });
+                cells.push(cell(payload, allocations, rate));
             }
         }
     }
@@ -128,6 +144,11 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
     } else if !keep("traffic") {
         cells.clear();
     }
+    let mut streams = if keep("streams") {
+        stream_cells(full)
+    } else {
+        Vec::new()
+    };
     // `--allocs 100,1000`: only the cells with these allocation counts.
     if let Some(list) = value("--allocs") {
         let wanted: Vec<usize> = list
@@ -136,6 +157,7 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
             .collect::<Result<_, _>>()
             .context("--allocs takes allocation counts, e.g. 100,1000")?;
         cells.retain(|c| wanted.contains(&c.allocations));
+        streams.retain(|c| wanted.contains(&c.allocations));
     }
     Ok(Plan {
         full,
@@ -143,6 +165,7 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
         duration: Duration::from_secs_f64(secs),
         warmup: Duration::from_millis(500),
         cells,
+        streams,
         churn_cycles: match (keep("control"), full) {
             (false, _) => 0,
             (true, true) => 20_000,
@@ -154,4 +177,20 @@ pub(crate) fn plan(args: &[String]) -> Result<Plan> {
             (true, false) => vec![1000],
         },
     })
+}
+
+/// TCP and TLS clients at 40k packets/s (issue 14): 100 B over 10 and 100 connections. Quick
+/// mode keeps one TCP cell (a few seconds per server) so that CI runs the stream path too.
+fn stream_cells(full: bool) -> Vec<Cell> {
+    let stream = |transport, allocations| Cell {
+        transport,
+        ..Cell::udp(100, allocations, 40_000)
+    };
+    if !full {
+        return vec![stream(LoadTransport::Tcp, 10)];
+    }
+    [LoadTransport::Tcp, LoadTransport::Tls]
+        .into_iter()
+        .flat_map(|t| [10, 100].map(|a| stream(t, a)))
+        .collect()
 }

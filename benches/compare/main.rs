@@ -3,12 +3,13 @@
 //! ```text
 //! cargo bench --bench compare                 # quick: 1 round, 10 allocations, 100 B (CI)
 //! cargo bench --bench compare -- --full       # every cell, 3 rounds (about 20 minutes)
+//! cargo bench --bench compare -- --full --only streams   # TCP and TLS clients only
 //! TURNSTONE_COMPARE=full cargo bench --bench compare
 //! ```
 //!
 //! Options after `--`: `--quick`, `--full`, `--secs S` (measured seconds per run), `--rounds N`,
-//! `--only traffic|control|memory|kernel` (kernel: the fast path's cells only), `--allocs 100,1000`
-//! (only cells with these allocation counts).
+//! `--only traffic|control|memory|kernel|streams` (kernel: the fast path's cells only; streams:
+//! TCP and TLS clients), `--allocs 100,1000` (only cells with these allocation counts).
 //! Without `--bench` on its command line (as under `cargo test --all-targets`) it does nothing.
 //!
 //! Each server runs as its own process pinned to core 0 (`taskset -c 0`): `turnstone serve`
@@ -17,6 +18,9 @@
 //! coturn (`turnserver`, one relay thread; skipped when not installed) and
 //! `turnstone-forwarder` (no TURN at all: the floor). The load generator (`turnstone::loadgen`,
 //! raw mode for the forwarder, sleeping between sends) runs in this process pinned to core 1.
+//! The stream cells (TCP and TLS clients, one connection per allocation) run against a
+//! Turnstone and a coturn of their own, started with TCP and TLS listeners and a self-signed
+//! certificate made here; the forwarder and the kernel fast path relay UDP clients only.
 //! Server CPU time is utime + stime from /proc/PID/stat over the measured phase; RSS is VmRSS
 //! from /proc/PID/status. Neither sees softirq work charged to other processes, which is where
 //! the kernel fast path relays, so every run is also measured system-wide: all-core busy time
@@ -38,12 +42,12 @@ mod report;
 
 use anyhow::{Context, Result};
 
-use cells::{Servers, half_coturn_max_cell, run_control, run_memory, run_traffic};
+use cells::{Servers, half_coturn_max_cell, run_control, run_memory, run_streams, run_traffic};
 use cli::plan;
 use measure::{idle_cpu, load_average};
 use plots::plots;
 use procs::{coturn_installed, out_dir, pin_self_to_core, raise_fd_limit, start};
-use report::report;
+use report::{Measured, report};
 
 pub(crate) const USER: &str = "bench";
 pub(crate) const PASSWORD: &str = "bench";
@@ -153,15 +157,19 @@ fn main() -> Result<()> {
     println!("compare: load average after traffic {}", load_average());
     let control = run_control(&plan, &servers, &tmp, coturn)?;
     drop(servers);
+    let streams = run_streams(&plan, &tmp, coturn)?;
     let memory = run_memory(&plan, &tmp, coturn)?;
     let load_end = load_average();
 
     let md = report(
         &plan,
         &kinds,
-        &traffic,
-        &control,
-        &memory,
+        &Measured {
+            traffic: &traffic,
+            streams: &streams,
+            control: &control,
+            memory: &memory,
+        },
         (&load_start, &load_end),
         &idle,
     );

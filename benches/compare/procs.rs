@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use turnstone::loadgen::{Hello, HelloKind};
+use turnstone::loadgen::{Hello, HelloKind, LoadTransport};
 use turnstone::proto::{Class, Message, MessageType, MessageWriter, Method, TransactionId};
 
 use crate::{Kind, PASSWORD, REALM, SECRET, USER};
@@ -21,11 +21,31 @@ pub(crate) struct Proc {
     admin: Option<SocketAddr>,
     /// Its standard error.
     pub(crate) log: PathBuf,
+    /// Its TCP and TLS listeners, when started for the stream cells.
+    streams: Option<StreamAddrs>,
+}
+
+/// Where a server started by [`start_streams`] takes TCP and TLS clients.
+#[derive(Clone, Copy, Debug)]
+struct StreamAddrs {
+    /// The UDP listener's port, over TCP (coturn serves both on `--listening-port`).
+    tcp: SocketAddr,
+    tls: SocketAddr,
 }
 
 impl Proc {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address clients over `transport` connect to.
+    pub(crate) fn addr_for(&self, transport: LoadTransport) -> Result<SocketAddr> {
+        match (transport, self.streams) {
+            (LoadTransport::Udp, _) => Ok(self.addr),
+            (LoadTransport::Tcp, Some(s)) => Ok(s.tcp),
+            (LoadTransport::Tls, Some(s)) => Ok(s.tls),
+            (_, None) => bail!("{} runs without TCP and TLS listeners", self.kind.name()),
+        }
     }
 
     /// The kernel fast path's event counters from Turnstone's /metrics
@@ -105,8 +125,16 @@ pub(crate) fn out_dir() -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A port free for UDP and TCP alike: coturn listens on both, and a stream server's TCP
+/// listener shares its UDP listener's port.
 fn free_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..100 {
+        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no port free for both UDP and TCP on 127.0.0.1")
 }
 
 fn free_tcp_port() -> Result<u16> {
@@ -122,12 +150,48 @@ pub(crate) fn coturn_installed() -> bool {
         .is_ok()
 }
 
+/// A self-signed certificate and its key (PEM files) for the TLS listeners; the generator
+/// accepts any certificate (`tls_insecure`), so the names only need to parse.
+pub(crate) struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+pub(crate) fn self_signed(tmp: &Path) -> Result<TlsFiles> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified =
+        rcgen::generate_simple_self_signed(names).context("cannot make a certificate")?;
+    let files = TlsFiles {
+        cert: tmp.join("cert.pem"),
+        key: tmp.join("key.pem"),
+    };
+    std::fs::write(&files.cert, certified.cert.pem())?;
+    std::fs::write(&files.key, certified.key_pair.serialize_pem())?;
+    Ok(files)
+}
+
 /// Starts a server pinned to core 0 and waits until it answers. `rest`: coturn in REST API
 /// mode (Turnstone always takes both kinds of credentials).
 pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
+    launch(kind, tmp, rest, None)
+}
+
+/// [`start`] with TCP and TLS listeners too (the UDP one stays: readiness is a UDP Binding).
+pub(crate) fn start_streams(kind: Kind, tmp: &Path, tls: &TlsFiles) -> Result<Proc> {
+    if kind == Kind::Forwarder {
+        bail!("the forwarder takes UDP clients only");
+    }
+    launch(kind, tmp, false, Some(tls))
+}
+
+fn launch(kind: Kind, tmp: &Path, rest: bool, tls: Option<&TlsFiles>) -> Result<Proc> {
     let port = free_port()?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listen = addr.to_string();
+    let streams = match tls {
+        Some(files) => Some((stream_addrs(port)?, files)),
+        None => None,
+    };
     let mut admin = None;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
@@ -141,7 +205,8 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
             let a = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()?));
             admin = Some(a);
             let kernel = kind == Kind::TurnstoneKernel;
-            std::fs::write(&config, turnstone_config(&listen, a, kernel))?;
+            let listeners = streams.map_or(String::new(), |(s, f)| stream_listeners(s, f));
+            std::fs::write(&config, turnstone_config(&listen, a, kernel, &listeners))?;
             cmd.arg(tmp.join("turnstone"))
                 .args(["serve", "--config"])
                 .arg(&config);
@@ -160,7 +225,6 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
                 "--lt-cred-mech".into(),
                 "--allow-loopback-peers".into(),
                 "--no-cli".into(),
-                "--no-tls".into(),
                 "--no-dtls".into(),
                 "--relay-threads=1".into(),
                 "--user-quota=0".into(),
@@ -171,6 +235,15 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
                 "--simple-log".into(),
                 "--log-file=/dev/null".into(),
             ]);
+            match streams {
+                // TCP is on `--listening-port` already.
+                Some((s, files)) => cmd.args([
+                    format!("--tls-listening-port={}", s.tls.port()),
+                    format!("--cert={}", files.cert.display()),
+                    format!("--pkey={}", files.key.display()),
+                ]),
+                None => cmd.arg("--no-tls"),
+            };
             if rest {
                 cmd.args([
                     "--use-auth-secret".to_owned(),
@@ -203,6 +276,7 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
         addr,
         admin,
         log,
+        streams: streams.map(|(s, _)| s),
     };
     let tail = || std::fs::read_to_string(&proc.log).unwrap_or_default();
     wait_ready(&proc).with_context(|| {
@@ -242,10 +316,47 @@ pub(crate) fn start(kind: Kind, tmp: &Path, rest: bool) -> Result<Proc> {
     Ok(proc)
 }
 
+/// TCP on the UDP listener's port, TLS on another.
+fn stream_addrs(port: u16) -> Result<StreamAddrs> {
+    let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..100 {
+        let tls = free_tcp_port()?;
+        if tls != port {
+            return Ok(StreamAddrs {
+                tcp: at(port),
+                tls: at(tls),
+            });
+        }
+    }
+    bail!("no second TCP port free on 127.0.0.1")
+}
+
+/// Turnstone's `[[listen]]` tables for the stream cells.
+fn stream_listeners(addrs: StreamAddrs, files: &TlsFiles) -> String {
+    format!(
+        r#"
+[[listen]]
+protocol = "tcp"
+address = "{}"
+
+[[listen]]
+protocol = "tls"
+address = "{}"
+certificate = "{}"
+private_key = "{}"
+"#,
+        addrs.tcp,
+        addrs.tls,
+        files.cert.display(),
+        files.key.display()
+    )
+}
+
 /// Turnstone's configuration. The userspace kind turns the kernel fast path off (the default
 /// `auto` would load it as root); the kernel kind requires it (`on`: no start without it),
 /// which also means no bandwidth caps (they are enforced in userspace, so `on` refuses them).
-fn turnstone_config(listen: &str, admin: SocketAddr, kernel: bool) -> String {
+/// `listeners`: more `[[listen]]` tables after the UDP one.
+fn turnstone_config(listen: &str, admin: SocketAddr, kernel: bool, listeners: &str) -> String {
     let (fast_path, caps) = if kernel {
         ("on", "")
     } else {
@@ -266,7 +377,7 @@ level = "info"
 [[listen]]
 protocol = "udp"
 address = "{listen}"
-
+{listeners}
 [admin]
 address = "{admin}"
 
@@ -326,12 +437,26 @@ fn wait_ready(proc: &Proc) -> Result<()> {
                 _ => Message::parse(&buf[..n]).is_ok(),
             };
             if ok {
-                return Ok(());
+                return match proc.streams {
+                    Some(s) => wait_listening(s.tcp).and_then(|()| wait_listening(s.tls)),
+                    None => Ok(()),
+                };
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("no answer")
+}
+
+/// A TCP connect (and close) to a stream listener, retried for up to 10 s.
+fn wait_listening(addr: SocketAddr) -> Result<()> {
+    for _ in 0..100 {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on {addr}")
 }
 
 /// Pins the calling thread (the generator) to `core`; children inherit it until taskset.

@@ -1,10 +1,11 @@
-//! The markdown report: data plane, ratios, control plane and memory tables.
+//! The markdown report: data plane, ratios, kernel fast path, stream clients, control plane and
+//! memory tables.
 
 use std::fmt::Write as _;
 
 use turnstone::loadgen;
 
-use crate::cells::{ControlRow, MemoryRow, TrafficResults};
+use crate::cells::{ControlRow, MemoryRow, StreamResults, TrafficResults};
 use crate::cli::{Cell, Plan};
 use crate::measure::Sample;
 use crate::{CHURN_POOL, Kind, NOISY, NOISY_RETRIES, SATURATION_IN_FLIGHT};
@@ -94,15 +95,27 @@ fn notes(cell: &Cell, kind: Kind, s: &[Sample]) -> String {
     n.join("; ")
 }
 
+/// What every phase measured.
+pub(crate) struct Measured<'a> {
+    pub(crate) traffic: &'a TrafficResults,
+    pub(crate) streams: &'a StreamResults,
+    pub(crate) control: &'a [ControlRow],
+    pub(crate) memory: &'a [MemoryRow],
+}
+
 pub(crate) fn report(
     plan: &Plan,
     kinds: &[Kind],
-    results: &TrafficResults,
-    control: &[ControlRow],
-    memory: &[MemoryRow],
+    measured: &Measured<'_>,
     (load_start, load_end): (&str, &str),
     idle: &str,
 ) -> String {
+    let Measured {
+        traffic: results,
+        streams,
+        control,
+        memory,
+    } = *measured;
     let traffic = &results.samples;
     let mut md = String::new();
     let w = &mut md;
@@ -288,6 +301,7 @@ pub(crate) fn report(
             get(kt, |x| x.gen_core * 100.0),
         );
     }
+    stream_table(w, plan, streams);
     let _ = writeln!(w, "\n## Control plane\n");
     let _ = writeln!(
         w,
@@ -354,4 +368,69 @@ pub(crate) fn report(
         );
     }
     md
+}
+
+/// "Stream clients": TCP and TLS cells, one row per server, Turnstone's ratios to coturn on
+/// its row. Nothing when no stream cell ran.
+fn stream_table(w: &mut String, plan: &Plan, streams: &StreamResults) {
+    if plan.streams.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "\n## Stream clients\n");
+    let _ = writeln!(
+        w,
+        "TURN over TCP and over TLS: one connection per allocation, the relay to the peers UDP \
+        as above. A Turnstone (`fast_path = \"off\"`, one worker) and a coturn (one relay thread) \
+        started for these cells with TCP and TLS listeners and a self-signed certificate; the \
+        forwarder and turnstone-kernel do not take stream clients. CPU µs/pkt and RTT as in the \
+        data plane (median (min–max) over rounds); no system figure (the generator-alone \
+        baseline has UDP clients only). T/C = turnstone ÷ coturn (medians), on turnstone's row.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| transport | payload | allocs | load | server | delivered pps | loss % | RTT p50 µs | RTT p99 µs | CPU µs/pkt | server CPU % | RSS MiB | CPU/pkt T/C | p99 T/C | notes |"
+    );
+    let _ = writeln!(
+        w,
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    let kinds = &streams.kinds;
+    let coturn = kinds.iter().position(|&k| k == Kind::Coturn);
+    for (c, cell) in plan.streams.iter().enumerate() {
+        let of = |k: Option<usize>, m: fn(&Sample) -> f64| {
+            k.map_or(f64::NAN, |k| med(&streams.samples[c][k], m))
+        };
+        for (k, &kind) in kinds.iter().enumerate() {
+            let s = &streams.samples[c][k];
+            let (lo, hi) = range(s, |x| x.cpu_us_per_packet);
+            let vs_coturn = |m: fn(&Sample) -> f64| {
+                if kind == Kind::Turnstone {
+                    ratio(of(Some(k), m), of(coturn, m))
+                } else {
+                    String::new()
+                }
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.0} | {:.1} | {} | {} | {} |",
+                cell.transport_name(),
+                cell.payload,
+                cell.allocations,
+                cell.load(),
+                kind.name(),
+                med(s, |x| x.delivered_pps),
+                med(s, |x| x.loss_pct),
+                med(s, |x| x.p50_us),
+                med(s, |x| x.p99_us),
+                med(s, |x| x.cpu_us_per_packet),
+                lo,
+                hi,
+                med(s, |x| x.utilisation * 100.0),
+                med(s, |x| x.rss_kib as f64) / 1024.0,
+                vs_coturn(|x| x.cpu_us_per_packet),
+                vs_coturn(|x| x.p99_us),
+                notes(cell, kind, s)
+            );
+        }
+    }
 }
