@@ -259,7 +259,13 @@ impl Datapath {
                     continue;
                 }
                 conn.hold = None;
-                let after = serve_input(&mut core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+                let after = serve_input(
+                    &mut core,
+                    &mut conn,
+                    &worker.shared.admission,
+                    now,
+                    &mut self.serve,
+                );
                 self.settle(&mut core, index, conn, after);
             }
             for index in waits {
@@ -271,7 +277,13 @@ impl Datapath {
                 if core.server.has_allocation(&conn.ft) {
                     conn.timers.allocation_traffic(now.mono);
                 }
-                let after = serve_input(&mut core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+                let after = serve_input(
+                    &mut core,
+                    &mut conn,
+                    &worker.shared.admission,
+                    now,
+                    &mut self.serve,
+                );
                 self.settle(&mut core, index, conn, after);
             }
             core.flush_streams();
@@ -326,7 +338,13 @@ impl Datapath {
             core.close_stream(index, why);
             return;
         }
-        let after = serve_input(core, &mut conn, &worker.shared.admission, now, &mut self.serve);
+        let after = serve_input(
+            core,
+            &mut conn,
+            &worker.shared.admission,
+            now,
+            &mut self.serve,
+        );
         self.settle(core, index, conn, after);
     }
 

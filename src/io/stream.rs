@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::core::{FiveTuple, Transport};
 
 use super::accept::AcceptBackoff;
+use super::clock;
 use super::conn_slots::{Slot, SlotCaps};
 use super::spec::TlsSlot;
 use super::streams::Adopted;
@@ -37,7 +38,7 @@ pub(crate) async fn accept_loop(
             }
         };
         backoff.after_success(&name);
-        let accepted = Instant::now();
+        let accepted = clock::now().mono;
         let limits = &worker.limits;
         let caps = SlotCaps {
             total: limits.max_connections,

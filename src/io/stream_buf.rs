@@ -37,7 +37,11 @@ impl InputBuffer {
     pub fn extend(&mut self, bytes: &[u8]) {
         let spare = self.buf.capacity() - self.buf.len();
         if spare < bytes.len() {
-            self.buf.reserve_exact(bytes.len().max(NORMAL.min(MAX_CAPACITY.saturating_sub(self.buf.len()))));
+            self.buf.reserve_exact(
+                bytes
+                    .len()
+                    .max(NORMAL.min(MAX_CAPACITY.saturating_sub(self.buf.len()))),
+            );
         }
         self.buf.extend_from_slice(bytes);
     }

@@ -139,8 +139,7 @@ impl Conn {
     /// One read from the socket; for TLS, every complete record is opened into the input.
     pub fn read(&mut self) -> Read {
         let Some(tls) = &mut self.tls else {
-            return match crate::sys::socket::read_into_spare(&self.socket, self.input.for_read())
-            {
+            return match crate::sys::socket::read_into_spare(&self.socket, self.input.for_read()) {
                 Ok(0) => Read::Closed("closed by the client"),
                 Ok(_) => Read::Input,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Input,
@@ -460,5 +459,4 @@ impl Streams {
     pub fn indices(&self) -> Vec<usize> {
         self.by_tuple.values().copied().collect()
     }
-
 }

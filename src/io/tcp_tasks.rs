@@ -23,8 +23,8 @@ use super::accept::AcceptBackoff;
 use super::clock;
 use super::conn_slots::SlotCaps;
 use super::streams::Parts;
-use super::tls_stream::RecordStream;
 use super::tcp_relay::{PeerSocket, Ready, Spawn};
+use super::tls_stream::RecordStream;
 use super::worker::Worker;
 
 /// Bytes read from one side of a spliced pair before they are written to the other.
@@ -54,9 +54,10 @@ pub(crate) fn spawn(worker: &Arc<Worker>, spawns: Vec<Spawn>) {
                 local,
                 peer,
             } => {
-                let task = worker
-                    .runtime
-                    .spawn(connect_peer(Arc::clone(worker), connection, local, peer));
+                let task =
+                    worker
+                        .runtime
+                        .spawn(connect_peer(Arc::clone(worker), connection, local, peer));
                 worker
                     .lock()
                     .tcp
@@ -367,9 +368,9 @@ where
     let verdict = {
         let mut core = side.owner.lock();
         let now = clock::now();
-        let verdict =
-            core.server
-                .handle_tcp_relayed(now, side.connection, direction, data.len());
+        let verdict = core
+            .server
+            .handle_tcp_relayed(now, side.connection, direction, data.len());
         // The allocation's traffic keeps its control connection open (`tcp_idle_timeout`),
         // though it never crosses it.
         if let Some(control) = &side.control {

@@ -65,7 +65,8 @@ async fn negotiate(
     // TLS 1.3 session tickets are written right after the handshake: they go first.
     let mut flight = Vec::new();
     while conn.wants_write() {
-        conn.write_tls(&mut flight).map_err(HandshakeError::Failed)?;
+        conn.write_tls(&mut flight)
+            .map_err(HandshakeError::Failed)?;
     }
     io.inner
         .write_all(&flight)

@@ -421,7 +421,10 @@ mod tests {
         let mut got = Vec::new();
         let mut at = 0;
         while at < wire.len() {
-            let opened = layer.open(&mut wire[at..]).unwrap().expect("a whole record");
+            let opened = layer
+                .open(&mut wire[at..])
+                .unwrap()
+                .expect("a whole record");
             got.extend_from_slice(&wire[at..][opened.plaintext.clone()]);
             at += opened.len;
         }

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -78,7 +77,7 @@ impl Core {
     /// Writes what the stream clients were given: one `send` per client per batch. Call it
     /// before releasing the lock; connections whose writes failed are closed.
     pub fn flush_streams(&mut self) {
-        let now = Instant::now();
+        let now = super::clock::now().mono;
         let mut broken = std::mem::take(&mut self.broken);
         self.streams.flush(now, &mut broken);
         for index in broken.drain(..) {

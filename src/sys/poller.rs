@@ -267,7 +267,8 @@ impl Ready {
 
     /// Whether descriptor `i` has input (or an end of input or error to read).
     pub fn readable(&self, i: usize) -> bool {
-        self.events[i].events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32
+        self.events[i].events
+            & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32
             != 0
     }
 }

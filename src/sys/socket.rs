@@ -151,6 +151,33 @@ fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Sock
     Ok(sock)
 }
 
+/// Reads from a stream socket into `buf`'s spare capacity (none is zeroed first) and returns
+/// how many bytes arrived (0: the peer closed its side). Non-blocking sockets return
+/// `WouldBlock` when nothing is there.
+pub fn read_into_spare<S: AsFd>(sock: &S, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    if spare.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory `buf` owns.
+    let n = unsafe {
+        libc::recv(
+            sock.as_fd().as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` spare bytes were just written by recv.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,31 +282,4 @@ mod tests {
         set_dont_fragment(&v6, false).unwrap();
         assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 0);
     }
-}
-
-/// Reads from a stream socket into `buf`'s spare capacity (none is zeroed first) and returns
-/// how many bytes arrived (0: the peer closed its side). Non-blocking sockets return
-/// `WouldBlock` when nothing is there.
-pub fn read_into_spare<S: AsFd>(sock: &S, buf: &mut Vec<u8>) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let spare = buf.spare_capacity_mut();
-    if spare.is_empty() {
-        return Ok(0);
-    }
-    // SAFETY: the kernel writes at most `spare.len()` bytes into memory `buf` owns.
-    let n = unsafe {
-        libc::recv(
-            sock.as_fd().as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            0,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: the first `n` spare bytes were just written by recv.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }
