@@ -323,7 +323,7 @@ mod tests {
     fn tokens_round_trip() {
         for token in [
             Token::Relay(1),
-            Token::Relay(LISTENER_BASE - 1),
+            Token::Relay(STREAM_BASE - 1),
             Token::Listener(0),
             Token::Listener(7),
             Token::Stream(0),
