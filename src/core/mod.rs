@@ -108,7 +108,7 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
     /// The client's address as seen by the server.
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// The listener address the client reached.
     pub server: SocketAddr,
     /// The transport.

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::core::{FiveTuple, Transport};
+use crate::core::{ClientAddr, FiveTuple, Transport};
 use crate::proto::MAX_FRAME;
 
 use super::accept::AcceptBackoff;
@@ -90,7 +90,7 @@ async fn serve_connection(
     match tls {
         None => {
             let ft = FiveTuple {
-                client,
+                client: ClientAddr(client),
                 server: local,
                 transport: Transport::Tcp,
             };
@@ -108,7 +108,7 @@ async fn serve_connection(
             match tokio::time::timeout(worker.limits.handshake_timeout, handshake).await {
                 Ok(Ok(tls_stream)) => {
                     let ft = FiveTuple {
-                        client,
+                        client: ClientAddr(client),
                         server: local,
                         transport: Transport::Tls,
                     };

@@ -10,8 +10,8 @@ use super::relays::ScriptedRelays;
 use super::{LISTENER, REALM, SECRET_NEW, SECRET_OLD, UNIX_START, USERS, clock_origin, settings};
 use crate::auth::CredentialStore;
 use crate::core::{
-    Command, DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    Server, Settings, SharedState, Transport, UsageRecord,
+    ClientAddr, Command, DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PEER_TAILROOM,
+    PeerHandled, Server, Settings, SharedState, Transport, UsageRecord,
 };
 use crate::proto::{Class, MessageType, MessageWriter, Method, TransactionId, attr};
 
@@ -145,7 +145,7 @@ impl Harness {
     pub fn five_tuple(&mut self, ip: IpAddr, transport: Transport) -> FiveTuple {
         self.next_client_port += 1;
         FiveTuple {
-            client: SocketAddr::new(ip, self.next_client_port),
+            client: ClientAddr(SocketAddr::new(ip, self.next_client_port)),
             server: LISTENER,
             transport,
         }
@@ -197,7 +197,7 @@ impl Harness {
     #[track_caller]
     pub fn exchange_routed(&mut self, ft: FiveTuple, pkt: &[u8]) -> (Resp, SocketAddr, SocketAddr) {
         match self.input(ft, pkt) {
-            (Handled::Reply(n), out) => (Resp(out[..n].to_vec()), ft.server, ft.client),
+            (Handled::Reply(n), out) => (Resp(out[..n].to_vec()), ft.server, ft.client.addr()),
             (Handled::ReplyFrom { len, local, to }, out) => (Resp(out[..len].to_vec()), local, to),
             (other, _) => panic!("expected a reply, got {other:?}"),
         }
