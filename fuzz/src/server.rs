@@ -3,14 +3,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use turnstone::core::{FiveTuple, RelayId, Transport};
+use turnstone::core::{ClientAddr, FiveTuple, RelayId, Transport};
 use turnstone::proto::{Class, MessageType, MessageWriter, Method, attr, next_frame};
 
 use super::session::{PEER, Session, five_tuple};
 
 /// The second client of `server_authed`, on TCP; it starts without an allocation.
 const TCP_CLIENT: FiveTuple = FiveTuple {
-    client: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40101),
+    client: ClientAddr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40101)),
     server: super::session::LISTENER,
     transport: Transport::Tcp,
 };

@@ -14,8 +14,9 @@ use turnstone::core::cidr::Cidr;
 use turnstone::core::policy::PeerPolicy;
 use turnstone::core::testkit::{Client, Harness, Resp};
 use turnstone::core::{
-    ConnectError, ConnectionId, DropReason, FiveTuple, Handled, Lifetimes, NatDiscovery,
-    PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayFamily, RelayId, Settings, Transport,
+    ClientAddr, ConnectError, ConnectionId, DropReason, FiveTuple, Handled, Lifetimes,
+    NatDiscovery, PEER_HEADROOM, PEER_TAILROOM, PeerHandled, RelayFamily, RelayId, Settings,
+    Transport,
 };
 use turnstone::proto::{
     ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId, attr,
@@ -189,7 +190,7 @@ impl Session {
                     nat.contains(local),
                     "sent from {local}, not a discovery socket"
                 );
-                assert_eq!(to.ip(), ft.client.ip(), "sent to another host");
+                assert_eq!(to.ip(), ft.client.addr().ip(), "sent to another host");
                 assert!(len <= OUT, "reply of {len} past the buffer");
                 let reply = Message::parse(&out[..len])
                     .unwrap_or_else(|e| panic!("reply does not parse: {e:?}"));
@@ -436,7 +437,7 @@ impl Default for Session {
 /// A client 5-tuple from 127.0.0.1:`port` to [`LISTENER`].
 pub fn five_tuple(port: u16, transport: Transport) -> FiveTuple {
     FiveTuple {
-        client: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        client: ClientAddr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
         server: LISTENER,
         transport,
     }

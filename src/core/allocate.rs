@@ -176,7 +176,7 @@ impl Server {
             }
         };
         let selftest_slot = if selftest {
-            match self.acquire_selftest(from.client.ip()) {
+            match self.acquire_selftest(from.client.addr().ip()) {
                 Ok(slot) => Some(slot),
                 Err(rejection) => {
                     for _ in 0..slots {

@@ -23,13 +23,11 @@
 //! - Advertised features (§9.2.5): only those every accepted credential can use; see
 //!   [`crate::auth::CredentialStore::security_features`].
 
-use std::net::SocketAddr;
-
 use crate::auth::{CredentialStore, Key, Lookup, NonceCheck, Nonces, PasswordAlgorithm};
 use crate::proto::{Message, error_code as ec};
 
-use super::Rejection;
 use super::reply::Macs;
+use super::{ClientAddr, Rejection};
 
 /// Our PASSWORD-ALGORITHMS value (RFC 8489 §14.11): SHA-256 preferred, MD5 for older clients.
 pub(crate) const PASSWORD_ALGORITHMS: [u8; 8] = [0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00];
@@ -87,7 +85,7 @@ pub(crate) fn authenticate<'m>(
     msg: &Message<'m>,
     store: &'m CredentialStore,
     nonces: &Nonces,
-    client: SocketAddr,
+    client: ClientAddr,
     unix_now: u64,
 ) -> Result<Authenticated<'m>, AuthFailure> {
     use AuthFailure::{BadRequest, Challenge};
@@ -109,7 +107,7 @@ pub(crate) fn authenticate<'m>(
         _ => return Err(bad("USERNAME or USERHASH missing or malformed")),
     };
     let (alg, negotiated) = password_algorithm(msg, nonce)?;
-    match nonces.verify(nonce, unix_now, client, store.security_features()) {
+    match nonces.verify(nonce, unix_now, client.addr(), store.security_features()) {
         NonceCheck::Valid => {}
         NonceCheck::Stale => {
             return Err(Challenge(Rejection::new(ec::STALE_NONCE, "nonce expired")));

@@ -67,7 +67,7 @@ impl Server {
             &extras[..]
         };
         match reply::unsigned(out, msg, None, extras, |w| {
-            w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client)?;
+            w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client.addr())?;
             Ok(())
         }) {
             Ok(n) => {
@@ -114,7 +114,7 @@ impl Server {
         ) else {
             return self.plain_binding(from, msg, out);
         };
-        let mut to = from.client;
+        let mut to = from.client.addr();
         if let Some(port) = asked.response_port {
             // RFC 5780 §7.5: the request's source IP, never another host (no reflection to
             // third parties), at the port asked for.
@@ -139,7 +139,7 @@ impl Server {
             count += 1;
         }
         let body = |w: &mut MessageWriter<'_>| -> Result<(), WriteError> {
-            w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client)?;
+            w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client.addr())?;
             Ok(())
         };
         let written = (|| -> Result<usize, WriteError> {
@@ -163,7 +163,7 @@ impl Server {
             return Handled::Drop(DropReason::Internal);
         };
         self.counters.requests_ok += 1;
-        if origin == from.server && to == from.client {
+        if origin == from.server && to == from.client.addr() {
             Handled::Reply(len)
         } else {
             Handled::ReplyFrom {

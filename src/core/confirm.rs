@@ -205,7 +205,7 @@ impl Server {
                     if let Some(token) = token {
                         w.add(attr::RESERVATION_TOKEN, &token)?;
                     }
-                    w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client)?;
+                    w.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client.addr())?;
                     if let Some(rejection) = p.v6_error {
                         add_address_error(w, FAMILY_V6, rejection)?;
                     }

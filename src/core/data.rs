@@ -208,7 +208,7 @@ impl Server {
     /// client is exactly its key.
     fn with_scope(&self, client: FiveTuple, slot: Slot) -> FiveTuple {
         let link_local = |addr: SocketAddr| matches!(addr.ip(), std::net::IpAddr::V6(v6) if v6.is_unicast_link_local());
-        if !link_local(client.client) && !link_local(client.server) {
+        if !link_local(client.client.addr()) && !link_local(client.server) {
             return client;
         }
         let id = AllocId {

@@ -17,7 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use super::{FiveTuple, Transport};
+use super::{ClientAddr, FiveTuple, Transport};
 
 /// A point in time: nanoseconds since the table's epoch (see the module doc).
 #[repr(transparent)]
@@ -138,7 +138,7 @@ impl FiveTupleKey {
     /// The key of a 5-tuple.
     pub fn new(ft: &FiveTuple) -> Self {
         Self {
-            client: AddrKey::new(ft.client),
+            client: AddrKey::new(ft.client.addr()),
             server: AddrKey::new(ft.server),
             transport: match ft.transport {
                 Transport::Udp => 17,
@@ -152,7 +152,7 @@ impl FiveTupleKey {
     /// The 5-tuple back.
     pub fn five_tuple(&self) -> FiveTuple {
         FiveTuple {
-            client: self.client.addr(),
+            client: ClientAddr(self.client.addr()),
             server: self.server.addr(),
             transport: match self.transport {
                 17 => Transport::Udp,
@@ -347,7 +347,7 @@ mod tests {
     fn a_five_tuple_key_gives_back_its_five_tuple_for_each_transport() {
         for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             let ft = FiveTuple {
-                client: "198.51.100.1:40000".parse().unwrap(),
+                client: ClientAddr("198.51.100.1:40000".parse().unwrap()),
                 server: "[2001:db8::1]:3478".parse().unwrap(),
                 transport,
             };

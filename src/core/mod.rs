@@ -58,7 +58,7 @@ pub use roles::{ClientAddr, PeerAddr, RelayAddr};
 pub(crate) use server::next_random;
 pub use server::{Command, Server};
 pub use settings::{Lifetimes, RelayFamily, SelftestLimits, Settings};
-pub use shared::SharedState;
+pub use shared::{AllocationLedger, Ledger, QuotaFull};
 pub use stats::{Counters, EndReason, Traffic, UsageRecord};
 pub use tcp::{Arrived, BIND_WINDOW, ConnectError, ConnectionId, Direction, TcpRelayed};
 
@@ -108,7 +108,7 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
     /// The client's address as seen by the server.
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// The listener address the client reached.
     pub server: SocketAddr,
     /// The transport.

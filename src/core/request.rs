@@ -203,7 +203,9 @@ impl Server {
                 && picked & PASSWORD_ALGORITHMS_EXTRA != 0,
             ..offered
         };
-        let nonce = self.nonces.issue(now.unix_secs, from.client, features);
+        let nonce = self
+            .nonces
+            .issue(now.unix_secs, from.client.addr(), features);
         self.counters.requests_rejected += 1;
         match reply::write_unsigned(
             out,

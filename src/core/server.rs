@@ -18,7 +18,7 @@ use super::quota::TokenBucket;
 use super::relay::{RelayId, RelayToken};
 use super::response_cache::ResponseCache;
 use super::settings::Settings;
-use super::shared::SharedState;
+use super::shared::{AllocationLedger, Shared};
 use super::stats::{Counters, EndReason, UsageRecord};
 use super::table::Table;
 use super::tcp::ConnectionId;
@@ -66,7 +66,7 @@ pub struct Server {
     pub(crate) settings: Settings,
     pub(crate) credentials: Arc<CredentialStore>,
     pub(crate) nonces: Nonces,
-    pub(crate) shared: Arc<SharedState>,
+    pub(crate) shared: Shared,
     pub(crate) table: Table,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Reservation tokens this worker issued, for releasing them at shutdown.
@@ -94,12 +94,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server; `nonce_key` and `seed` come from OS randomness in production.
+    /// A server; `nonce_key` and `seed` come from OS randomness in production. `ledger` is
+    /// the quota counts and port reservations every worker's server shares (io's is
+    /// thread-safe; the test kit's is `TestLedger`).
     pub fn new(
         settings: Settings,
         credentials: Arc<CredentialStore>,
         nonce_key: [u8; 32],
-        shared: Arc<SharedState>,
+        ledger: Arc<dyn AllocationLedger>,
         seed: u64,
     ) -> Self {
         let nonces = Nonces::new(nonce_key, settings.lifetimes.nonce.as_secs());
@@ -107,7 +109,7 @@ impl Server {
             settings,
             credentials,
             nonces,
-            shared,
+            shared: Shared::new(ledger),
             table: Table::default(),
             timers: BinaryHeap::new(),
             reservations: Vec::new(),
@@ -238,10 +240,9 @@ impl Server {
                 Timer::Connection(id) => self.bind_window_ended(now, id),
                 Timer::Reservation(token) => {
                     self.reservations.retain(|t| *t != token);
-                    if let Some((rid, owner)) = self.shared.expire_reservation(&token, now.mono) {
+                    if let Some(rid) = self.shared.expire_reservation(&token, now.mono) {
                         self.commands
                             .push_back(Command::ReleaseReservation { reservation: rid });
-                        self.shared.release(&owner);
                     }
                 }
             }
@@ -264,10 +265,9 @@ impl Server {
                 .push_back(Command::CloseConnection { connection });
         }
         for token in std::mem::take(&mut self.reservations) {
-            if let Some((rid, owner)) = self.shared.take_reservation(&token) {
+            if let Some(rid) = self.shared.take_reservation(&token) {
                 self.commands
                     .push_back(Command::ReleaseReservation { reservation: rid });
-                self.shared.release(&owner);
             }
         }
     }

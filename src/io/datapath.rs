@@ -394,7 +394,7 @@ impl Datapath {
     fn send_answers(&mut self, answers: Vec<(FiveTuple, Vec<u8>)>) {
         for (to, bytes) in answers {
             match self.listeners.iter_mut().find(|l| l.local == to.server) {
-                Some(listener) => listener.queue(&bytes, to.client),
+                Some(listener) => listener.queue(&bytes, to.client.addr()),
                 None => {
                     tracing::debug!(target: "turnstone::io", client = %to.client, "no listener for an Allocate answer")
                 }
@@ -459,7 +459,7 @@ impl Datapath {
                 && client.transport == Transport::Udp
                 && self.listeners[guess].local == client.server
             {
-                self.listeners[guess].commit_at(range.start, range.len(), client.client);
+                self.listeners[guess].commit_at(range.start, range.len(), client.client.addr());
                 continue;
             }
             // The message is in the guessed listener's uncommitted slot (asking again returns
@@ -480,7 +480,7 @@ impl Datapath {
                     else {
                         continue;
                     };
-                    self.listeners[n].queue(message, client.client);
+                    self.listeners[n].queue(message, client.client.addr());
                     self.guess = n;
                 }
                 Transport::Tcp | Transport::Tls => {

@@ -14,6 +14,7 @@ pub mod fastpath;
 mod fd_limit;
 mod forward;
 mod host_ips;
+mod ledger;
 mod lru;
 mod ports;
 mod publish;

@@ -12,12 +12,13 @@ use tokio::sync::watch;
 use crate::auth::Nonces;
 use crate::core::live_ports::LivePorts;
 use crate::core::policy::{BoundAddrs, PeerRules};
-use crate::core::{NatDiscovery, Server, Settings, SharedState, Transport};
+use crate::core::{AllocationLedger, NatDiscovery, Server, Settings, Transport};
 
 use super::admission::Admission;
 use super::bind::{Bound, StartError, WorkerSockets, bind_all};
 use super::conn_slots::ConnectionSlots;
 use super::datapath::Datapath;
+use super::ledger::SharedLedger;
 use super::ports::RelayPorts;
 use super::shared::{Control, IoShared};
 use super::spec::{ServerSpec, StreamLimits, TlsSlot, UsageSink};
@@ -36,7 +37,7 @@ pub struct RunningServer {
     /// Live UDP relay ports and live TCP relay ports (RFC 6062).
     live: (Arc<LivePorts>, Arc<LivePorts>),
     threads: Vec<JoinHandle<()>>,
-    shared: Arc<SharedState>,
+    shared: Arc<SharedLedger>,
     fast_path: Option<Arc<fastpath::FastPath>>,
 }
 
@@ -205,7 +206,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
     };
     let fast_path = fastpath::start(&spec.fast_path, &bound, &relay_ips, workers, limits)?;
 
-    let shared = Arc::new(SharedState::default());
+    let shared = Arc::new(SharedLedger::default());
     let nonce_key = Nonces::random_key()?;
     let limits = spec.request_limits;
     let io_shared = Arc::new(IoShared {
@@ -237,7 +238,7 @@ pub fn start(spec: ServerSpec) -> Result<RunningServer, StartError> {
             settings.clone(),
             Arc::clone(&spec.credentials),
             nonce_key,
-            Arc::clone(&shared),
+            Arc::clone(&shared) as Arc<dyn AllocationLedger>,
             seed,
         );
         let mirror = fast_path.as_ref().map(|fp| fp.worker(index));

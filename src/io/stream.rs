@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::core::{FiveTuple, Transport};
+use crate::core::{ClientAddr, FiveTuple, Transport};
 
 use super::accept::AcceptBackoff;
 use super::clock;
@@ -104,7 +104,7 @@ async fn serve_connection(
     worker.adopt(Adopted {
         socket,
         ft: FiveTuple {
-            client,
+            client: ClientAddr(client),
             server: local,
             transport,
         },

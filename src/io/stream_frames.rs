@@ -74,7 +74,7 @@ pub(crate) fn handle_run(
         run.framed = true;
         // A refused request is not activity: it never reaches the core.
         if is_stun_request(pkt) {
-            if !admission.allow(ft.client.ip()) {
+            if !admission.allow(ft.client.addr().ip()) {
                 continue;
             }
             // A request may close a relay (Refresh 0) or change what it may reach: data the

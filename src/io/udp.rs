@@ -5,7 +5,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsFd;
 
-use crate::core::{FiveTuple, Handled, Now, Transport};
+use crate::core::{ClientAddr, FiveTuple, Handled, Now, Transport};
 
 use super::admission::{Admission, is_stun_request};
 use super::forward::ForwardBatch;
@@ -90,7 +90,7 @@ impl Listener {
                 self.forwards.flush(relays);
             }
             let five_tuple = FiveTuple {
-                client: from,
+                client: ClientAddr(from),
                 server: here,
                 transport: Transport::Udp,
             };

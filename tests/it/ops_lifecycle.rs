@@ -101,7 +101,9 @@ async fn draining_refuses_new_allocations_with_508_while_existing_ones_relay_unt
         let alive = server.allocations();
 
         server.shutdown();
-        let record = server.wait_usage(|r| r.five_tuple.client == local).await;
+        let record = server
+            .wait_usage(|r| r.five_tuple.client.addr() == local)
+            .await;
         assert_eq!(record.reason, EndReason::Shutdown);
         assert_eq!(record.reason.name(), "shutdown");
         assert_eq!(record.user, user);

@@ -357,7 +357,9 @@ async fn the_per_allocation_bitrate_cap_drops_the_excess_and_counts_it_as_bandwi
                 w.add_u32(attr::LIFETIME, 0).unwrap();
             })
             .await;
-        let record = server.wait_usage(|r| r.five_tuple.client == local).await;
+        let record = server
+            .wait_usage(|r| r.five_tuple.client.addr() == local)
+            .await;
         assert_eq!(record.traffic.packets_to_peer, delivered as u64);
         assert_eq!(record.traffic.bytes_to_peer, 1000 * delivered as u64);
         assert_eq!(record.traffic.packets_to_client, echoed as u64);

@@ -100,7 +100,9 @@ pub async fn relay_round_trip(transport: Transport, username: &str, password: &s
         .await;
     assert_eq!(error_of(&parse(&reply)), error_code::ALLOCATION_MISMATCH);
 
-    let record = server.wait_usage(|r| r.five_tuple.client == local).await;
+    let record = server
+        .wait_usage(|r| r.five_tuple.client.addr() == local)
+        .await;
     assert_eq!(record.user, username);
     assert_eq!(record.five_tuple.transport, transport);
     assert_eq!(record.five_tuple.server, server.address(transport));

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{Attr, Client, Resp, channel, lifetime, peer, udp};
+use super::ledger::TestLedger;
 use super::relays::ScriptedRelays;
 use super::{LISTENER, REALM, SECRET_NEW, SECRET_OLD, UNIX_START, USERS, clock_origin, settings};
 use crate::auth::CredentialStore;
 use crate::core::{
-    Command, DropReason, FiveTuple, Handled, Now, PEER_HEADROOM, PEER_TAILROOM, PeerHandled,
-    Server, Settings, SharedState, Transport, UsageRecord,
+    AllocationLedger, ClientAddr, Command, DropReason, FiveTuple, Handled, Now, PEER_HEADROOM,
+    PEER_TAILROOM, PeerHandled, Server, Settings, Transport, UsageRecord,
 };
 use crate::proto::{Class, MessageType, MessageWriter, Method, TransactionId, attr};
 
@@ -26,7 +27,7 @@ pub struct Harness {
     /// Answers to waiting Allocates that arrived for another 5-tuple than the input's.
     pub answers: Vec<(FiveTuple, Vec<u8>)>,
     /// The state the server shares with other workers (quota counts, reservations).
-    pub shared: Arc<SharedState>,
+    pub shared: Arc<TestLedger>,
     start: Instant,
     elapsed: Duration,
     next_client_port: u16,
@@ -63,8 +64,9 @@ impl Harness {
     /// A server with `settings` and `store`, relays on even ports from 50000, the clock at
     /// its start.
     pub fn with_store(settings: Settings, store: CredentialStore) -> Self {
-        let shared = Arc::new(SharedState::default());
-        let server = Server::new(settings, Arc::new(store), [7; 32], Arc::clone(&shared), 42);
+        let shared = Arc::new(TestLedger::default());
+        let ledger: Arc<dyn AllocationLedger> = Arc::clone(&shared) as _;
+        let server = Server::new(settings, Arc::new(store), [7; 32], ledger, 42);
         Self {
             server,
             relays: ScriptedRelays::with_ports((50000..51000).step_by(2)),
@@ -145,7 +147,7 @@ impl Harness {
     pub fn five_tuple(&mut self, ip: IpAddr, transport: Transport) -> FiveTuple {
         self.next_client_port += 1;
         FiveTuple {
-            client: SocketAddr::new(ip, self.next_client_port),
+            client: ClientAddr(SocketAddr::new(ip, self.next_client_port)),
             server: LISTENER,
             transport,
         }
@@ -197,7 +199,7 @@ impl Harness {
     #[track_caller]
     pub fn exchange_routed(&mut self, ft: FiveTuple, pkt: &[u8]) -> (Resp, SocketAddr, SocketAddr) {
         match self.input(ft, pkt) {
-            (Handled::Reply(n), out) => (Resp(out[..n].to_vec()), ft.server, ft.client),
+            (Handled::Reply(n), out) => (Resp(out[..n].to_vec()), ft.server, ft.client.addr()),
             (Handled::ReplyFrom { len, local, to }, out) => (Resp(out[..len].to_vec()), local, to),
             (other, _) => panic!("expected a reply, got {other:?}"),
         }

@@ -11,6 +11,7 @@
 
 mod client;
 mod harness;
+mod ledger;
 mod relays;
 mod tcp;
 
@@ -23,6 +24,7 @@ use crate::core::{Lifetimes, RelayFamily, Settings};
 
 pub use client::{Attr, Client, Resp, channel, even_port, family, lifetime, peer, transport, udp};
 pub use harness::Harness;
+pub use ledger::TestLedger;
 pub use relays::ScriptedRelays;
 pub use tcp::{connection_id, tcp};
 

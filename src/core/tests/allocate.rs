@@ -18,7 +18,7 @@ fn allocation_success_has_relayed_address_default_lifetime_and_mapped_address() 
     let resp = h.request(&mut c, Method::ALLOCATE, &[udp()]).ok();
     assert_eq!(resp.relayed(), SocketAddr::new(RELAY_V4, 50000));
     assert_eq!(resp.u32(attr::LIFETIME), Some(600));
-    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(c.ft.client));
+    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(c.ft.client.addr()));
     assert_eq!(h.relays.requests, vec![RelayRequest::Any { ip: RELAY_V4 }]);
     assert_eq!((h.server.allocation_count(), h.shared.total()), (1, 1));
 }

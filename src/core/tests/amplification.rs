@@ -115,7 +115,7 @@ fn binding_answer_stays_within_the_limit_for_ipv4_and_ipv6_and_keeps_short_softw
     for ft in [v4, v6] {
         let resp = h.exchange(ft, &req);
         assert_within_limit(&req, &resp);
-        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client));
+        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client.addr()));
         assert_eq!(resp.msg().software(), Some("turnstone/0.1.0"));
         assert_eq!(resp.attr_types().last(), Some(&attr::FINGERPRINT));
     }
@@ -130,7 +130,7 @@ fn binding_answer_sheds_a_long_software_rather_than_exceed_the_limit() {
     let resp = h.exchange(ft, &req);
     assert_within_limit(&req, &resp);
     assert_eq!(resp.msg().software(), None);
-    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client));
+    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client.addr()));
 }
 
 #[test]

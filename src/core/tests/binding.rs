@@ -11,7 +11,7 @@ fn binding_is_answered_with_xor_mapped_address_software_and_fingerprint() {
     let mut c = h.client("alice");
     let resp = h.send(&mut c, Method::BINDING, &[]).ok();
     assert_eq!(resp.msg().method(), Method::BINDING);
-    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(c.ft.client));
+    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(c.ft.client.addr()));
     assert_eq!(resp.msg().software(), Some(SOFTWARE));
     // Message::parse has already checked the CRC; FINGERPRINT must also be the last attribute.
     assert_eq!(resp.attr_types().last(), Some(&attr::FINGERPRINT));

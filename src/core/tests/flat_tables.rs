@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
-use crate::core::{DropReason, Handled, PeerHandled, Transport};
+use crate::core::{ClientAddr, DropReason, Handled, PeerHandled, Transport};
 
 use super::harness::{Harness, lifetime, sa};
 
@@ -118,7 +118,12 @@ fn peer_data_reaches_a_link_local_client_with_its_interface_scope() {
     // reached (the old per-allocation lookup kept it).
     let mut h = Harness::new();
     let mut ft = h.five_tuple("fe80::1".parse().unwrap(), Transport::Udp);
-    ft.client = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 40000, 0, 3));
+    ft.client = ClientAddr(SocketAddr::V6(SocketAddrV6::new(
+        "fe80::1".parse().unwrap(),
+        40000,
+        0,
+        3,
+    )));
     let mut c = Harness::user_on(ft, "alice");
     let relayed = h.allocate(&mut c, &[]);
     let p = sa("8.8.8.8:1000");
@@ -127,7 +132,7 @@ fn peer_data_reaches_a_link_local_client_with_its_interface_scope() {
         panic!("peer data not relayed");
     };
     assert_eq!(client, ft);
-    let SocketAddr::V6(v6) = client.client else {
+    let SocketAddr::V6(v6) = client.client.addr() else {
         panic!("not IPv6");
     };
     assert_eq!(v6.scope_id(), 3);

@@ -63,7 +63,7 @@ fn a_bound_channel_is_mirrored_with_both_directions_keys_and_its_expiries() {
     let p = sa("8.8.8.8:1000");
     h.bind(&mut c, 0x4000, p).ok();
     let ch = set(&drained(&mut h));
-    assert_eq!(ch.client, AddrKey::new(c.ft.client));
+    assert_eq!(ch.client, AddrKey::new(c.ft.client.addr()));
     assert_eq!(ch.server, AddrKey::new(LISTENER));
     assert_eq!(ch.channel, 0x4000);
     assert_eq!(ch.relay.addr(), relayed, "the relay's bound address");

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::core::reply::AMPLIFICATION_LIMIT;
-use crate::core::{FiveTuple, Handled, NatDiscovery, Settings, Transport};
+use crate::core::{ClientAddr, FiveTuple, Handled, NatDiscovery, Settings, Transport};
 use crate::proto::{Class, Method, attr};
 
 use super::harness::{Attr, Harness, LISTENER, Resp, SOFTWARE, sa, settings};
@@ -27,7 +27,7 @@ fn discovering(nat: NatDiscovery) -> Harness {
 /// A UDP client at `client` that reached the server at `server`.
 fn udp(client: &str, server: SocketAddr) -> FiveTuple {
     FiveTuple {
-        client: sa(client),
+        client: ClientAddr(sa(client)),
         server,
         transport: Transport::Udp,
     }
@@ -83,8 +83,12 @@ fn binding_to_each_of_the_four_sockets_carries_other_address_and_response_origin
         let req = c.build(Method::BINDING, &[]);
         let (resp, local, to) = h.exchange_routed(ft, &req);
         let resp = resp.ok();
-        assert_eq!((local, to), (arrival, ft.client), "answered in place");
-        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client));
+        assert_eq!(
+            (local, to),
+            (arrival, ft.client.addr()),
+            "answered in place"
+        );
+        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client.addr()));
         assert_eq!(resp.address(attr::OTHER_ADDRESS), Some(other));
         assert_eq!(resp.address(attr::RESPONSE_ORIGIN), Some(arrival));
         assert_eq!(resp.attr_types().last(), Some(&attr::FINGERPRINT));
@@ -115,7 +119,7 @@ fn change_request_is_answered_from_the_socket_its_flags_name() {
         let (resp, local, to) = h.exchange_routed(ft, &req);
         let resp = resp.ok();
         assert_eq!(local, origin, "from {arrival} with flags {ip}/{port}");
-        assert_eq!(to, ft.client);
+        assert_eq!(to, ft.client.addr());
         if origin == arrival {
             assert!(matches!(handled, Handled::Reply(_)), "{handled:?}");
         } else {
@@ -124,7 +128,7 @@ fn change_request_is_answered_from_the_socket_its_flags_name() {
         assert_eq!(resp.address(attr::RESPONSE_ORIGIN), Some(origin));
         // OTHER-ADDRESS is relative to where the request arrived (RFC 5780 §7.4).
         assert_eq!(resp.address(attr::OTHER_ADDRESS), n.other(arrival));
-        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client));
+        assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client.addr()));
         assert_within_limit(&req, &resp);
     }
     assert_eq!(h.server.counters().requests_ok, 2 * cases.len() as u64);
@@ -145,7 +149,7 @@ fn response_port_sends_the_answer_to_that_port_of_the_clients_ip() {
         "the client's IP, never another host"
     );
     // The mapped address is still where the request came from.
-    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client));
+    assert_eq!(resp.xor(attr::XOR_MAPPED_ADDRESS), Some(ft.client.addr()));
     // With CHANGE-REQUEST too: another socket, still the client's IP.
     let (cty, cvalue) = change(true, true);
     let req = bare(&[(ty, &value), (cty, &cvalue)]);
@@ -172,7 +176,11 @@ fn malformed_change_request_or_response_port_and_port_zero_are_answered_400_in_p
         let req = bare(&[(ty, value)]);
         let (resp, local, to) = h.exchange_routed(ft, &req);
         resp.err(400);
-        assert_eq!((local, to), (ft.server, ft.client), "{ty:#06x} {value:?}");
+        assert_eq!(
+            (local, to),
+            (ft.server, ft.client.addr()),
+            "{ty:#06x} {value:?}"
+        );
         assert_within_limit(&req, &resp);
     }
 }
@@ -185,7 +193,7 @@ fn padding_with_response_port_is_answered_400() {
     let req = bare(&[(ty, &value), (attr::PADDING, &[0; 64])]);
     let (resp, local, to) = h.exchange_routed(ft, &req);
     resp.err(400);
-    assert_eq!((local, to), (ft.server, ft.client));
+    assert_eq!((local, to), (ft.server, ft.client.addr()));
     assert!(resp.reason().contains("PADDING"), "{}", resp.reason());
 }
 
@@ -319,6 +327,6 @@ fn without_an_alternate_address_binding_is_answered_as_before() {
     );
     let (resp, local, to) = h.exchange_routed(c.ft, &req);
     assert_eq!(resp.class(), Class::Success);
-    assert_eq!((local, to), (c.ft.server, c.ft.client));
+    assert_eq!((local, to), (c.ft.server, c.ft.client.addr()));
     assert_eq!(resp.get(attr::PADDING), None);
 }

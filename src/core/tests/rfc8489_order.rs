@@ -95,7 +95,7 @@ fn nonce_issued_to_another_port_of_the_same_ip_is_answered_438() {
     let mut first = h.client("alice");
     h.challenge(&mut first);
     let mut other = h.client("alice");
-    assert_eq!(other.ft.client.ip(), first.ft.client.ip());
+    assert_eq!(other.ft.client.addr().ip(), first.ft.client.addr().ip());
     (other.realm, other.nonce) = (first.realm.clone(), first.nonce.clone());
     let resp = h.send(&mut other, Method::ALLOCATE, &[udp()]);
     resp.err(438);

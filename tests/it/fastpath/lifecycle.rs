@@ -331,7 +331,9 @@ fn usage_records_count_kernel_relayed_traffic_exactly() {
                 w.add_u32(attr::LIFETIME, 0).unwrap();
             })
             .await;
-            let record = server.wait_usage(|r| r.five_tuple.client == local).await;
+            let record = server
+                .wait_usage(|r| r.five_tuple.client.addr() == local)
+                .await;
             assert_eq!(record.reason, EndReason::Deleted);
             let t = record.traffic;
             assert_eq!(
