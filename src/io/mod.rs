@@ -1,8 +1,11 @@
 //! The IO layer (DESIGN.md §4): per-core workers with their own SO_REUSEPORT sockets. Each
-//! worker has a data-plane thread (UDP listeners and relay sockets on one raw epoll loop with
-//! recvmmsg/sendmmsg batches) and a current_thread tokio runtime for TCP/TLS connections and
-//! reloads; both drive the same core under a per-worker lock. Thin by design: every protocol
-//! decision is made by [`crate::core::Server`].
+//! worker has a data-plane thread (UDP listeners, relay sockets and established TCP/TLS
+//! client connections on one raw epoll loop, recvmmsg/sendmmsg batches for datagrams) and a
+//! current_thread tokio runtime for what is rare: accepting connections, TLS handshakes
+//! (`tls_handoff`: rustls negotiates, then `tls_records` carries the records in place),
+//! reloads and RFC 6062 TCP relays. Both drive the same core under a per-worker lock that a
+//! running relay never contends. Thin by design: every protocol decision is made by
+//! [`crate::core::Server`].
 
 pub mod accept;
 mod admission;

@@ -31,6 +31,8 @@ pub(crate) const QUEUE_BYTES: usize = 64 * 1024;
 const READ_PAUSE: usize = QUEUE_BYTES / 2;
 /// Output capacity a connection starts with (it grows up to [`QUEUE_BYTES`] and stays).
 const FIRST_CAPACITY: usize = 4 * 1024;
+/// Least room a TLS connection reads into.
+const TLS_MIN_READ: usize = 4 * 1024;
 
 /// A connection the stream runtime accepted (and for TLS, negotiated).
 pub(crate) struct Adopted {
@@ -120,7 +122,7 @@ impl Conn {
             ft: adopted.ft,
             tls: adopted.tls.map(|records| Tls {
                 records,
-                input: Vec::with_capacity(2 * MAX_RECORD),
+                input: Vec::with_capacity(MAX_RECORD + TLS_MIN_READ),
             }),
             input,
             out: Vec::with_capacity(FIRST_CAPACITY),
@@ -146,8 +148,10 @@ impl Conn {
                 Err(_) => Read::Closed("read failed"),
             };
         };
-        if tls.input.capacity() - tls.input.len() < MAX_RECORD {
-            tls.input.reserve_exact(MAX_RECORD);
+        // Room for a whole record plus a read stays from the start (a partial record is
+        // shorter than MAX_RECORD), so this only grows a buffer that was handed over full.
+        if tls.input.capacity() - tls.input.len() < TLS_MIN_READ {
+            tls.input.reserve_exact(TLS_MIN_READ);
         }
         match crate::sys::socket::read_into_spare(&self.socket, &mut tls.input) {
             Ok(0) => return Read::Closed("closed by the client"),

@@ -11,6 +11,7 @@ mod fastpath;
 mod hostile;
 mod hostile_admin;
 mod hostile_streams;
+mod hostile_tls;
 mod interop_coturn;
 mod interop_coturn_tcp;
 mod interop_stun_crate;

@@ -1,0 +1,89 @@
+//! TLS clients after the handshake meet Turnstone's own record layer (`io/tls_records.rs`):
+//! whatever a client sends that it cannot carry on (a KeyUpdate, a forged or oversized
+//! record) ends that connection, cleanly, and nothing else.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::client::binding_request;
+use crate::common::{REPLY_TIMEOUT, TestServer, bounded};
+
+async fn tls_client(server: &TestServer) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(server.tls()).await.unwrap();
+    server
+        .tls_connector()
+        .connect(TestServer::tls_name(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Whether a Binding request is answered on `tls`.
+async fn answered(tls: &mut TlsStream<TcpStream>) -> bool {
+    if tls.write_all(&binding_request().1).await.is_err() || tls.flush().await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(
+        tokio::time::timeout(REPLY_TIMEOUT, tls.read(&mut buf)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Whether the server closed the connection within `within` (end of stream or a reset).
+async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_update_ends_the_connection_and_nothing_else() {
+    bounded(async {
+        let server = TestServer::start();
+        let mut tls = tls_client(&server).await;
+        assert!(answered(&mut tls).await);
+        // TLS 1.3 KeyUpdate (RFC 8446 §4.6.3): the handed-over keys cannot follow it.
+        tls.get_mut().1.refresh_traffic_keys().unwrap();
+        let _ = answered(&mut tls).await;
+        let mut buf = [0u8; 512];
+        let end = tokio::time::timeout(REPLY_TIMEOUT, tls.read(&mut buf)).await;
+        assert!(
+            matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection is closed: {end:?}"
+        );
+        let mut other = tls_client(&server).await;
+        assert!(answered(&mut other).await, "other clients are served");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forged_and_oversized_records_close_the_connection() {
+    bounded(async {
+        let server = TestServer::start();
+        let forged: Vec<u8> = [&[23u8, 3, 3, 0, 40][..], &[0x5A; 40]].concat();
+        let oversized = [23u8, 3, 3, 0xFF, 0xFF];
+        let truncated_tag = [23u8, 3, 3, 0, 4, 1, 2, 3, 4];
+        for garbage in [&forged[..], &oversized, &truncated_tag] {
+            let mut tls = tls_client(&server).await;
+            assert!(answered(&mut tls).await);
+            let (tcp, _) = tls.get_mut();
+            tcp.write_all(garbage).await.unwrap();
+            assert!(
+                closed_by_server(tcp, REPLY_TIMEOUT).await,
+                "{garbage:?} left the connection open"
+            );
+        }
+        let mut other = tls_client(&server).await;
+        assert!(answered(&mut other).await, "other clients are served");
+    })
+    .await;
+}
