@@ -67,9 +67,9 @@ pub(crate) struct Datapath {
     /// Room for serving stream clients' frames.
     serve: ServeBuffers,
     /// Stream clients whose Allocate waits for its relays (see [`Datapath::unlocked_work`]).
-    relay_waits: Vec<usize>,
+    relay_waits: Vec<(usize, u64)>,
     /// Stream clients' ConnectionBinds, handled without the lock.
-    binds: Vec<(usize, FiveTuple, Vec<u8>)>,
+    binds: Vec<(usize, u64, FiveTuple, Vec<u8>)>,
     /// When the connections' deadlines are checked next.
     next_sweep: Instant,
     expired: Vec<(usize, &'static str)>,
@@ -144,7 +144,8 @@ impl Datapath {
             // addresses, and the lock is released while unwinding.
             let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve_ready(&worker, now)));
             if served.is_err() {
-                tracing::error!(target: "turnstone::io", "bug: a datagram batch panicked; carrying on");
+                tracing::error!(target: "turnstone::io", "bug: a batch panicked; carrying on");
+                self.recover(&worker);
             }
             if now.mono >= self.next_hosts {
                 // getifaddrs runs outside the worker lock (it talks netlink to the kernel);
@@ -244,11 +245,14 @@ impl Datapath {
             tcp_tasks::spawn(worker, spawns);
             let bound: Vec<_> = binds
                 .into_iter()
-                .map(|(index, ft, frame)| (index, tcp_tasks::connection_bind(worker, ft, &frame)))
+                .map(|(index, id, ft, frame)| {
+                    (index, id, tcp_tasks::connection_bind(worker, ft, &frame))
+                })
                 .collect();
             core = worker.lock();
-            for (index, bound) in bound {
-                let Some(mut conn) = core.streams.take(index) else {
+            for (index, id, bound) in bound {
+                // Closed meanwhile (another thread's write to it failed): nothing to answer.
+                let Some(mut conn) = core.streams.take_if(index, id) else {
                     continue;
                 };
                 conn.reply(&bound.reply);
@@ -268,8 +272,8 @@ impl Datapath {
                 );
                 self.settle(&mut core, index, conn, after);
             }
-            for index in waits {
-                let Some(mut conn) = core.streams.take(index) else {
+            for (index, id) in waits {
+                let Some(mut conn) = core.streams.take_if(index, id) else {
                     continue;
                 };
                 conn.hold = None;
@@ -356,11 +360,11 @@ impl Datapath {
             After::Hold => conn.hold = Some(Hold::Output),
             After::Relays => {
                 conn.hold = Some(Hold::Relays);
-                self.relay_waits.push(index);
+                self.relay_waits.push((index, conn.id));
             }
             After::Bind(frame) => {
                 conn.hold = Some(Hold::Bind);
-                self.binds.push((index, ft, frame));
+                self.binds.push((index, conn.id, ft, frame));
             }
             After::Close(why) => {
                 tracing::debug!(target: "turnstone::io", client = %ft.client, reason = why, "closing connection");
@@ -375,6 +379,29 @@ impl Datapath {
         core.streams.put(index, conn);
         core.streams.schedule(index);
         core.streams.rewatch(index);
+    }
+
+    /// After a panic: a connection that was taken out of the table is gone (its socket
+    /// closed while unwinding), so its allocation ends; connections that waited for relays or
+    /// a ConnectionBind are closed (their requests are lost).
+    fn recover(&mut self, worker: &Worker) {
+        let mut core = worker.lock();
+        let now = clock::now();
+        for ft in core.streams.orphans() {
+            core.server.handle_connection_closed(now, ft);
+        }
+        let waits = std::mem::take(&mut self.relay_waits);
+        let binds = std::mem::take(&mut self.binds);
+        let held = waits
+            .into_iter()
+            .chain(binds.into_iter().map(|(index, id, _, _)| (index, id)));
+        for (index, id) in held {
+            if let Some(conn) = core.streams.take_if(index, id) {
+                core.streams.put(index, conn);
+                core.close_stream(index, "lost in a panic");
+            }
+        }
+        core.drain_commands();
     }
 
     /// Closes the connections whose deadline passed.

@@ -10,7 +10,7 @@ use super::spec::{MAX_STREAM_TIMEOUT, StreamLimits};
 /// `now + d`, with `d` capped at [`MAX_STREAM_TIMEOUT`]: configuration refuses longer
 /// timeouts, and one given through the library (say `Duration::MAX`) must not overflow
 /// `Instant` and panic the connection's task.
-fn after(now: Instant, d: Duration) -> Instant {
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now + d.min(MAX_STREAM_TIMEOUT)
 }
 

@@ -21,7 +21,7 @@ use crate::core::FiveTuple;
 use super::conn_slots::Slot;
 use super::spec::StreamLimits;
 use super::stream_buf::InputBuffer;
-use super::stream_timers::Deadlines;
+use super::stream_timers::{Deadlines, after};
 use super::tls_records::{MAX_RECORD, RecordLayer};
 use crate::sys::poller::{Interest, Poller, Token};
 
@@ -53,6 +53,9 @@ pub(crate) struct Tls {
 
 /// One client connection.
 pub(crate) struct Conn {
+    /// Unique within the worker: a table index is reused once its connection is gone, so
+    /// whatever waits for a connection across an unlock names both ([`Streams::take_if`]).
+    pub id: u64,
     pub socket: TcpStream,
     pub ft: FiveTuple,
     pub tls: Option<Tls>,
@@ -71,6 +74,8 @@ pub(crate) struct Conn {
     flush_due: bool,
     /// A write failed: nothing more may go out; the connection closes.
     pub broken: bool,
+    /// Its last bytes are in its output (a TLS key ran out): it closes once they are out.
+    finished: bool,
     /// Peer data dropped because the client read too slowly.
     pub dropped: u64,
     /// Its allocation's data or answers went out since the last sweep: traffic, for the
@@ -94,6 +99,10 @@ pub(crate) struct Parts {
     pub slot: Slot,
 }
 
+fn conns_alive(conns: &[Option<Conn>], index: usize) -> bool {
+    conns.get(index).is_some_and(Option::is_some)
+}
+
 /// Why a connection is not read for now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -114,10 +123,11 @@ pub(crate) enum Read {
 }
 
 impl Conn {
-    fn new(adopted: Adopted, limits: &StreamLimits, now: Instant) -> Self {
+    fn new(id: u64, adopted: Adopted, limits: &StreamLimits, now: Instant) -> Self {
         let mut input = InputBuffer::new();
         input.extend(&adopted.early);
         Self {
+            id,
             socket: adopted.socket,
             ft: adopted.ft,
             tls: adopted.tls.map(|records| Tls {
@@ -132,6 +142,7 @@ impl Conn {
             interest: Interest::READ,
             flush_due: false,
             broken: false,
+            finished: false,
             dropped: 0,
             traffic_seen: false,
             _slot: adopted.slot,
@@ -181,7 +192,7 @@ impl Conn {
     /// Appends a message for the client; `false` (and counted) when the client has more
     /// than [`QUEUE_BYTES`] waiting.
     pub fn push(&mut self, message: &[u8]) -> bool {
-        if self.broken || self.out.len() + message.len() > QUEUE_BYTES {
+        if self.broken || self.finished || self.out.len() + message.len() > QUEUE_BYTES {
             self.dropped += 1;
             return false;
         }
@@ -192,7 +203,7 @@ impl Conn {
     /// Appends a reply to the client's own request: never dropped (reading stops instead
     /// once replies pile up, see [`Conn::wants_hold`]).
     pub fn reply(&mut self, message: &[u8]) {
-        if !self.broken {
+        if !self.broken && !self.finished {
             self.append(message);
         }
     }
@@ -211,7 +222,9 @@ impl Conn {
         match &mut self.tls {
             Some(tls) => {
                 if tls.records.seal(message, &mut self.out).is_err() {
-                    self.broken = true;
+                    // The key is spent: a clean end, once what is sealed has left.
+                    let _ = tls.records.seal_close_notify(&mut self.out);
+                    self.finished = true;
                 }
             }
             None => self.out.extend_from_slice(message),
@@ -240,9 +253,12 @@ impl Conn {
         }
         if self.out.is_empty() {
             self.write_deadline = None;
+            if self.finished {
+                return false;
+            }
         } else if progress || self.write_deadline.is_none() {
             // A client that reads slowly keeps its connection; one that stops does not.
-            self.write_deadline = Some(now + within);
+            self.write_deadline = Some(after(now, within));
         }
         !self.broken
     }
@@ -253,7 +269,7 @@ impl Conn {
         let Some(tls) = &mut self.tls else {
             return;
         };
-        if self.broken || tls.records.seal_close_notify(&mut self.out).is_err() {
+        if self.broken || self.finished || tls.records.seal_close_notify(&mut self.out).is_err() {
             return;
         }
         let _ = (&self.socket).write(&self.out);
@@ -290,6 +306,7 @@ pub(crate) struct Streams {
     flushes: Vec<usize>,
     poller: Poller,
     pub limits: StreamLimits,
+    next_id: u64,
 }
 
 impl Streams {
@@ -301,12 +318,14 @@ impl Streams {
             flushes: Vec::with_capacity(64),
             poller,
             limits,
+            next_id: 0,
         }
     }
 
     /// Takes a connection over from the stream runtime and watches it; returns its index.
     pub fn adopt(&mut self, adopted: Adopted, now: Instant) -> Option<usize> {
-        let conn = Conn::new(adopted, &self.limits, now);
+        self.next_id += 1;
+        let conn = Conn::new(self.next_id, adopted, &self.limits, now);
         let ft = conn.ft;
         let index = self.free.pop().unwrap_or(self.conns.len());
         if let Err(e) = self.poller.add(conn.socket.as_fd(), Token::Stream(index)) {
@@ -340,6 +359,15 @@ impl Streams {
         self.conns.get_mut(index)?.take()
     }
 
+    /// Takes connection `index` out if it is still connection `id`.
+    pub fn take_if(&mut self, index: usize, id: u64) -> Option<Conn> {
+        let place = self.conns.get_mut(index)?;
+        if place.as_ref()?.id != id {
+            return None;
+        }
+        place.take()
+    }
+
     pub fn put(&mut self, index: usize, conn: Conn) {
         if let Some(place) = self.conns.get_mut(index) {
             *place = Some(conn);
@@ -350,7 +378,10 @@ impl Streams {
     /// and epoll no longer watches it.
     pub fn forget(&mut self, index: usize, conn: &Conn) {
         self.poller.remove(conn.socket.as_fd());
-        self.by_tuple.remove(&conn.ft);
+        // A client reconnecting from the same 5-tuple (after a reset) may own the entry now.
+        if self.by_tuple.get(&conn.ft) == Some(&index) {
+            self.by_tuple.remove(&conn.ft);
+        }
         if let Some(place) = self.conns.get_mut(index) {
             *place = None;
             self.free.push(index);
@@ -387,6 +418,11 @@ impl Streams {
             conn.flush_due = true;
             self.flushes.push(index);
         }
+    }
+
+    /// Whether some connection has output scheduled.
+    pub fn has_flushes(&self) -> bool {
+        !self.flushes.is_empty()
     }
 
     /// Writes every scheduled connection's output (one `send` each, as a rule) and watches
@@ -442,6 +478,26 @@ impl Streams {
         if let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) {
             Self::watch(&self.poller, index, conn);
         }
+    }
+
+    /// After a panic while a connection was taken out: the 5-tuples whose connection is
+    /// gone, now forgotten (their allocations must end).
+    pub fn orphans(&mut self) -> Vec<FiveTuple> {
+        let conns = &self.conns;
+        let lost: Vec<(FiveTuple, usize)> = self
+            .by_tuple
+            .iter()
+            .filter(|&(_, &i)| conns.get(i).is_none_or(Option::is_none))
+            .map(|(ft, &i)| (*ft, i))
+            .collect();
+        for (ft, index) in &lost {
+            self.by_tuple.remove(ft);
+            if *index < self.conns.len() {
+                self.free.push(*index);
+            }
+        }
+        self.flushes.retain(|&i| conns_alive(&self.conns, i));
+        lost.into_iter().map(|(ft, _)| ft).collect()
     }
 
     /// Connections whose deadline passed, with the reason.

@@ -154,6 +154,8 @@ fn build(
         .map_err(rustls_error)?;
     // After the handshake the record layer runs outside rustls, in place (`tls_records`).
     config.enable_secret_extraction = true;
+    // No 0-RTT: early data would arrive before the handoff, outside the record layer.
+    config.max_early_data_size = 0;
     Ok(Arc::new(config))
 }
 

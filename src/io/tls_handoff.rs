@@ -2,9 +2,9 @@
 //! established connection to the data-plane thread: rustls negotiates, then gives up the
 //! traffic keys ([`RecordLayer`]) and the plain socket.
 //!
-//! The handshake reads the socket one record at a time, so rustls never holds bytes past the
-//! record that finished it: whatever the client sends next is still in the socket, where the
-//! record layer will read it.
+//! The handshake reads the socket one record at a time and stops as soon as rustls says it is
+//! done, so rustls never holds bytes past the record that finished it: whatever the client
+//! sends next is still in the socket, where the record layer will read it.
 
 use std::io::{self, Read};
 use std::pin::Pin;
@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
-use super::tls_records::{HEADER, RecordError, RecordLayer};
+use super::tls_records::{HEADER, MAX_RECORD, RecordError, RecordLayer};
 
 /// Why a TLS client did not get through.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +24,8 @@ pub(crate) enum HandshakeError {
     TimedOut,
     #[error("TLS handshake failed: {0}")]
     Failed(#[source] io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Refused(#[source] rustls::Error),
     #[error("TLS handshake left a record half read")]
     MidRecord,
     #[error("cannot take over the TLS session: {0}")]
@@ -55,23 +56,46 @@ pub(crate) async fn handshake(
 
 async fn negotiate(
     config: Arc<rustls::ServerConfig>,
-    stream: TcpStream,
+    tcp: TcpStream,
 ) -> Result<Established, HandshakeError> {
-    let tls = TlsAcceptor::from(config)
-        .accept(RecordAtATime::new(stream))
-        .await
-        .map_err(HandshakeError::Failed)?;
-    let (mut io, mut conn) = tls.into_inner();
-    // TLS 1.3 session tickets are written right after the handshake: they go first.
+    let mut conn = rustls::ServerConnection::new(config).map_err(HandshakeError::Refused)?;
+    let mut io = RecordAtATime::new(tcp);
     let mut flight = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut flight)
+    let mut record = vec![0u8; MAX_RECORD];
+    loop {
+        // What rustls has to say first: its handshake flights, an alert on failure, and after
+        // the last flight TLS 1.3 session tickets.
+        flight.clear();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight)
+                .map_err(HandshakeError::Failed)?;
+        }
+        io.inner
+            .write_all(&flight)
+            .await
             .map_err(HandshakeError::Failed)?;
+        if !conn.is_handshaking() {
+            break;
+        }
+        // Reading stops the moment the handshake is done: what the client sends next stays
+        // in the socket for the record layer.
+        let n = io.read(&mut record).await.map_err(HandshakeError::Failed)?;
+        if n == 0 {
+            return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut received = &record[..n];
+        while !received.is_empty() {
+            conn.read_tls(&mut received)
+                .map_err(HandshakeError::Failed)?;
+            if let Err(e) = conn.process_new_packets() {
+                // Tell the client why (rustls queued an alert), then give up.
+                flight.clear();
+                while conn.wants_write() && conn.write_tls(&mut flight).is_ok() {}
+                let _ = io.inner.write_all(&flight).await;
+                return Err(HandshakeError::Refused(e));
+            }
+        }
     }
-    io.inner
-        .write_all(&flight)
-        .await
-        .map_err(HandshakeError::Failed)?;
     if !io.at_boundary() {
         return Err(HandshakeError::MidRecord);
     }
@@ -148,24 +172,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordAtATime<S> {
         }
         buf.advance(n);
         Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for RecordAtATime<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

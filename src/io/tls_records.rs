@@ -28,8 +28,10 @@ pub(crate) const MAX_RECORD: usize = HEADER + MAX_CIPHERTEXT_12;
 const TAG: usize = 16;
 /// TLS 1.2 AES-GCM records carry the nonce's last 8 bytes (RFC 5288 §3).
 const EXPLICIT_NONCE: usize = 8;
-/// Records under one AES-GCM key: RFC 8446 §5.5 puts the limit at 2^24.5 full records; past
-/// it the connection ends (a KeyUpdate would need the traffic secret, which we do not have).
+/// Records we seal under one AES-GCM key: RFC 8446 §5.5 puts the limit at 2^24.5 full
+/// records. The connection then ends cleanly (the last sequence number is kept for its
+/// close_notify); a KeyUpdate would need the traffic secret, which we do not have. At 1,000
+/// packets a second that is 4.6 hours. What the client seals is its own business.
 const GCM_RECORD_LIMIT: u64 = 1 << 24;
 
 const APPLICATION_DATA: u8 = 23;
@@ -74,6 +76,7 @@ impl Keys {
         version: Version,
         seq: u64,
         secrets: &ConnectionTrafficSecrets,
+        sealing: bool,
     ) -> Result<Self, RecordError> {
         let (algorithm, key, iv, gcm) = match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv, true),
@@ -93,7 +96,11 @@ impl Keys {
             key: LessSafeKey::new(unbound),
             iv,
             seq,
-            limit: if gcm { GCM_RECORD_LIMIT } else { u64::MAX },
+            limit: if gcm && sealing {
+                GCM_RECORD_LIMIT
+            } else {
+                u64::MAX
+            },
             explicit_nonce: gcm && version == Version::Tls12,
         })
     }
@@ -158,8 +165,8 @@ impl RecordLayer {
         };
         Ok(Self {
             version,
-            tx: Keys::new(version, secrets.tx.0, &secrets.tx.1)?,
-            rx: Keys::new(version, secrets.rx.0, &secrets.rx.1)?,
+            tx: Keys::new(version, secrets.tx.0, &secrets.tx.1, true)?,
+            rx: Keys::new(version, secrets.rx.0, &secrets.rx.1, false)?,
         })
     }
 
@@ -195,6 +202,9 @@ impl RecordLayer {
     }
 
     fn seal_record(&mut self, typ: u8, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        if typ == APPLICATION_DATA && self.tx.seq.saturating_add(1) >= self.tx.limit {
+            return Err(RecordError::KeyExhausted);
+        }
         let nonce = self.tx.nonce();
         let seq = self.tx.seq;
         self.tx.advance()?;
@@ -524,6 +534,23 @@ mod tests {
             client.reader().read_to_end(&mut got).unwrap();
             assert_eq!(got, b"bye", "a clean end, not an unexpected EOF");
         }
+    }
+
+    #[test]
+    fn an_exhausted_key_still_seals_its_close_notify() {
+        let (_, mut layer) = established(&[&rustls::version::TLS13], None);
+        layer.tx.seq = GCM_RECORD_LIMIT - 2;
+        let mut wire = Vec::new();
+        layer.seal(b"last", &mut wire).unwrap();
+        let sealed = wire.len();
+        assert_eq!(
+            layer.seal(b"one more", &mut wire),
+            Err(RecordError::KeyExhausted)
+        );
+        assert_eq!(wire.len(), sealed, "nothing half-written");
+        layer.seal_close_notify(&mut wire).unwrap();
+        assert_eq!(layer.tx.seq, GCM_RECORD_LIMIT);
+        assert!(layer.seal_close_notify(&mut wire).is_err());
     }
 
     #[test]

@@ -77,6 +77,9 @@ impl Core {
     /// Writes what the stream clients were given: one `send` per client per batch. Call it
     /// before releasing the lock; connections whose writes failed are closed.
     pub fn flush_streams(&mut self) {
+        if !self.streams.has_flushes() {
+            return;
+        }
         let now = super::clock::now().mono;
         let mut broken = std::mem::take(&mut self.broken);
         self.streams.flush(now, &mut broken);

@@ -87,3 +87,58 @@ async fn forged_and_oversized_records_close_the_connection() {
     })
     .await;
 }
+
+/// A client whose first request follows its Finished in the same segment, with that request's
+/// record cut in two by the network: the handshake must stop reading at the Finished, and the
+/// record layer must put the two halves together.
+#[tokio::test]
+async fn a_first_record_split_across_segments_right_after_the_handshake_is_served() {
+    use std::io::{Read, Write};
+    bounded(async {
+        let server = TestServer::start();
+        let config = std::sync::Arc::clone(server.tls_connector().config());
+        let addr = server.tls();
+        let reply = tokio::task::spawn_blocking(move || {
+            let mut conn = rustls::ClientConnection::new(config, TestServer::tls_name()).unwrap();
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+            // Everything up to the client's Finished, which rustls then holds.
+            while conn.is_handshaking() {
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                tcp.write_all(&out).unwrap();
+                conn.read_tls(&mut tcp).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+            // The Finished and the request together, the request's record cut in two.
+            let (_, request) = binding_request();
+            conn.writer().write_all(&request).unwrap();
+            let mut out = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut out).unwrap();
+            }
+            let cut = out.len() - 10;
+            tcp.write_all(&out[..cut]).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            tcp.write_all(&out[cut..]).unwrap();
+            let mut reply = [0u8; 512];
+            loop {
+                conn.read_tls(&mut tcp).unwrap();
+                conn.process_new_packets().unwrap();
+                match conn.reader().read(&mut reply) {
+                    Ok(n) if n > 0 => return reply[..n].to_vec(),
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            crate::client::parse(&reply).class(),
+            turnstone::proto::Class::Success
+        );
+    })
+    .await;
+}
