@@ -121,6 +121,10 @@ async fn a_first_record_split_across_segments_right_after_the_handshake_is_serve
             }
             let cut = out.len() - 10;
             tcp.write_all(&out[..cut]).unwrap();
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a blocking client thread, not a worker: the pause splits the segment"
+            )]
             std::thread::sleep(Duration::from_millis(200));
             tcp.write_all(&out[cut..]).unwrap();
             let mut reply = [0u8; 512];
