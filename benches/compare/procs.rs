@@ -288,7 +288,16 @@ fn launch(kind: Kind, tmp: &Path, rest: bool, tls: Option<&TlsFiles>) -> Result<
     })?;
     // The userspace kind must not relay in the kernel, the kernel kind must: `fast_path = "on"`
     // already refuses to start without it; this checks that the build and the log agree.
-    let mut events = proc.fast_path_events()?;
+    // The admin listener may come up a moment after the TURN listener answered.
+    let mut events = proc.fast_path_events();
+    for _ in 0..30 {
+        if events.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        events = proc.fast_path_events();
+    }
+    let mut events = events?;
     if kind == Kind::TurnstoneKernel {
         // Published once a second: give the first publication time to come.
         for _ in 0..30 {
