@@ -232,7 +232,8 @@ impl Datapath {
         loop {
             let opens = core.take_opens();
             let spawns = core.tcp.take_spawns();
-            if opens.is_empty() && spawns.is_empty() && self.binds.is_empty() {
+            let idle = self.binds.is_empty() && self.relay_waits.is_empty();
+            if opens.is_empty() && spawns.is_empty() && idle {
                 return core;
             }
             let waits = std::mem::take(&mut self.relay_waits);
@@ -263,14 +264,7 @@ impl Datapath {
                     continue;
                 }
                 conn.hold = None;
-                let after = serve_input(
-                    &mut core,
-                    &mut conn,
-                    &worker.shared.admission,
-                    now,
-                    &mut self.serve,
-                );
-                self.settle(&mut core, index, conn, after);
+                self.serve_conn(&mut core, worker, index, conn, now);
             }
             for (index, id) in waits {
                 let Some(mut conn) = core.streams.take_if(index, id) else {
@@ -281,14 +275,7 @@ impl Datapath {
                 if core.server.has_allocation(&conn.ft) {
                     conn.timers.allocation_traffic(now.mono);
                 }
-                let after = serve_input(
-                    &mut core,
-                    &mut conn,
-                    &worker.shared.admission,
-                    now,
-                    &mut self.serve,
-                );
-                self.settle(&mut core, index, conn, after);
+                self.serve_conn(&mut core, worker, index, conn, now);
             }
             core.flush_streams();
         }
@@ -342,6 +329,18 @@ impl Datapath {
             core.close_stream(index, why);
             return;
         }
+        self.serve_conn(core, worker, index, conn, now);
+    }
+
+    /// Handles the complete frames of connection `index` (taken out) and puts it back.
+    fn serve_conn(
+        &mut self,
+        core: &mut Core,
+        worker: &Worker,
+        index: usize,
+        mut conn: Conn,
+        now: Now,
+    ) {
         let after = serve_input(
             core,
             &mut conn,
