@@ -46,8 +46,8 @@ impl Drop for PortLease {
     }
 }
 
-/// A task to start on the worker's runtime (the stream thread takes these after its work
-/// under the lock, see `tcp_tasks::spawn`).
+/// A task to start on the worker's runtime (the data-plane thread takes these once it has
+/// released the lock, in `Datapath::unlocked_work`, and starts them with `tcp_tasks::spawn`).
 pub(crate) enum Spawn {
     /// Accept peers on a TCP relay's listening socket.
     Accept {
