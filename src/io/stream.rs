@@ -90,7 +90,7 @@ async fn serve_connection(
                 Ok(established) => (
                     established.socket,
                     Transport::Tls,
-                    Some(established.records),
+                    Some((established.records, established.input)),
                     established.early,
                 ),
                 Err(e) => {

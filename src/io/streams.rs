@@ -38,7 +38,8 @@ const TLS_MIN_READ: usize = 4 * 1024;
 pub(crate) struct Adopted {
     pub socket: TcpStream,
     pub ft: FiveTuple,
-    pub tls: Option<RecordLayer>,
+    /// TLS: the record layer, and what the client sent past the handshake (undecrypted).
+    pub tls: Option<(RecordLayer, Vec<u8>)>,
     /// Input already received (TLS: plaintext rustls decrypted during the handshake).
     pub early: Vec<u8>,
     pub slot: Slot,
@@ -130,9 +131,10 @@ impl Conn {
             id,
             socket: adopted.socket,
             ft: adopted.ft,
-            tls: adopted.tls.map(|records| Tls {
-                records,
-                input: Vec::with_capacity(MAX_RECORD + TLS_MIN_READ),
+            tls: adopted.tls.map(|(records, received)| {
+                let mut input = Vec::with_capacity(MAX_RECORD + TLS_MIN_READ);
+                input.extend_from_slice(&received);
+                Tls { records, input }
             }),
             input,
             out: Vec::with_capacity(FIRST_CAPACITY),

@@ -1,21 +1,19 @@
 //! A TLS client's handshake, on the worker's stream runtime, and the handoff of the
-//! established connection to the data-plane thread: rustls negotiates, then gives up the
-//! traffic keys ([`RecordLayer`]) and the plain socket.
-//!
-//! The handshake reads the socket one record at a time and stops as soon as rustls says it is
-//! done, so rustls never holds bytes past the record that finished it: whatever the client
-//! sends next is still in the socket, where the record layer will read it.
+//! established connection to the data-plane thread: rustls's unbuffered server connection
+//! negotiates ([`Handshake`], without IO), then gives up the traffic keys and its key-update
+//! state ([`RecordLayer`]) and the plain socket. The bytes the client sent past the handshake
+//! stay in our buffer and go along, so nothing is lost however the segments fell.
 
-use std::io::{self, Read};
-use std::pin::Pin;
+use std::io;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tls_records::{HEADER, MAX_RECORD, RecordError, RecordLayer};
+use super::tls_records::{MAX_RECORD, RecordError, RecordLayer};
 
 /// Why a TLS client did not get through.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +24,8 @@ pub(crate) enum HandshakeError {
     Failed(#[source] io::Error),
     #[error("TLS handshake failed: {0}")]
     Refused(#[source] rustls::Error),
-    #[error("TLS handshake left a record half read")]
-    MidRecord,
+    #[error("TLS handshake record larger than the buffer")]
+    Oversized,
     #[error("cannot take over the TLS session: {0}")]
     Handoff(#[from] rustls::Error),
     #[error("cannot take over the TLS session: {0}")]
@@ -39,8 +37,10 @@ pub(crate) struct Established {
     /// The plain socket, non-blocking.
     pub socket: std::net::TcpStream,
     pub records: RecordLayer,
-    /// Application data rustls decrypted before the handoff (normally none).
+    /// Application data rustls decrypted with the handshake's last flight (plaintext).
     pub early: Vec<u8>,
+    /// What the client sent after that, not decrypted yet (at most part of a record).
+    pub input: Vec<u8>,
 }
 
 /// Runs the handshake within `within` and takes the session over from rustls.
@@ -56,156 +56,169 @@ pub(crate) async fn handshake(
 
 async fn negotiate(
     config: Arc<rustls::ServerConfig>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
 ) -> Result<Established, HandshakeError> {
-    let mut conn = rustls::ServerConnection::new(config).map_err(HandshakeError::Refused)?;
-    let mut io = RecordAtATime::new(tcp);
-    let mut flight = Vec::new();
-    let mut record = vec![0u8; MAX_RECORD];
+    let mut handshake = Handshake::new(config)?;
     loop {
-        // What rustls has to say first: its handshake flights, an alert on failure, and after
-        // the last flight TLS 1.3 session tickets.
-        flight.clear();
-        while conn.wants_write() {
-            conn.write_tls(&mut flight)
-                .map_err(HandshakeError::Failed)?;
+        let advanced = handshake.advance();
+        // On failure too: rustls's alert tells the client why (RFC 8446 §6.2).
+        if !handshake.outgoing.is_empty() {
+            let written = tcp.write_all(&handshake.outgoing).await;
+            handshake.outgoing.clear();
+            if advanced.is_ok() {
+                written.map_err(HandshakeError::Failed)?;
+            }
         }
-        io.inner
-            .write_all(&flight)
-            .await
-            .map_err(HandshakeError::Failed)?;
-        if !conn.is_handshaking() {
+        if advanced? {
             break;
         }
-        // Reading stops the moment the handshake is done: what the client sends next stays
-        // in the socket for the record layer.
-        let n = io.read(&mut record).await.map_err(HandshakeError::Failed)?;
+        let n = tcp
+            .read(handshake.room())
+            .await
+            .map_err(HandshakeError::Failed)?;
         if n == 0 {
             return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
         }
-        let mut received = &record[..n];
-        while !received.is_empty() {
-            conn.read_tls(&mut received)
-                .map_err(HandshakeError::Failed)?;
-            if let Err(e) = conn.process_new_packets() {
-                // Tell the client why (rustls queued an alert), then give up.
-                flight.clear();
-                while conn.wants_write() && conn.write_tls(&mut flight).is_ok() {}
-                let _ = io.inner.write_all(&flight).await;
-                return Err(HandshakeError::Refused(e));
-            }
-        }
+        handshake.received(n);
     }
-    if !io.at_boundary() {
-        return Err(HandshakeError::MidRecord);
-    }
-    let mut early = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match conn.reader().read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => early.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(HandshakeError::Failed(e)),
-        }
-    }
-    let version = conn.protocol_version();
-    let records = RecordLayer::new(version, &conn.dangerous_extract_secrets()?)?;
-    let socket = io.inner.into_std().map_err(HandshakeError::Failed)?;
+    let (records, early, input) = handshake.finish()?;
+    let socket = tcp.into_std().map_err(HandshakeError::Failed)?;
     Ok(Established {
         socket,
         records,
         early,
+        input,
     })
 }
 
-/// A reader that never returns bytes past the end of the current TLS record.
-struct RecordAtATime<S> {
-    inner: S,
-    header: [u8; HEADER],
-    /// Header bytes read of the next record.
-    have: usize,
-    /// Body bytes still to read of the current record.
-    body_left: usize,
+/// rustls's unbuffered server connection driven without IO: bytes in ([`Handshake::room`],
+/// [`Handshake::received`]), bytes out (`outgoing`), and at the end the record layer and the
+/// bytes the client sent past the handshake.
+pub(crate) struct Handshake {
+    conn: UnbufferedServerConnection,
+    incoming: Vec<u8>,
+    len: usize,
+    /// Bytes for the client, to write before reading more.
+    pub outgoing: Vec<u8>,
+    /// Application data that came with the handshake's last flight.
+    early: Vec<u8>,
 }
 
-impl<S> RecordAtATime<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            header: [0; HEADER],
-            have: 0,
-            body_left: 0,
-        }
-    }
-
-    fn at_boundary(&self) -> bool {
-        self.have == 0 && self.body_left == 0
-    }
+/// What one state of rustls's asked for.
+enum Step {
+    Again,
+    NeedInput,
+    Done,
+    Failed(io::ErrorKind),
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for RecordAtATime<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let limit = if this.body_left > 0 {
-            this.body_left
-        } else {
-            HEADER - this.have
-        };
-        let dst = buf.initialize_unfilled_to(limit.min(buf.remaining()));
-        let mut part = ReadBuf::new(dst);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
-        let n = part.filled().len();
-        if this.body_left > 0 {
-            this.body_left -= n;
-        } else {
-            this.header[this.have..this.have + n].copy_from_slice(&dst[..n]);
-            this.have += n;
-            if this.have == HEADER {
-                this.have = 0;
-                this.body_left = usize::from(u16::from_be_bytes([this.header[3], this.header[4]]));
-            }
-        }
-        buf.advance(n);
-        Poll::Ready(Ok(()))
+impl Handshake {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<Self, HandshakeError> {
+        Ok(Self {
+            conn: UnbufferedServerConnection::new(config).map_err(HandshakeError::Refused)?,
+            incoming: vec![0; MAX_RECORD + 4096],
+            len: 0,
+            outgoing: Vec::new(),
+            early: Vec::new(),
+        })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
+    /// Room to read into; then call [`Handshake::received`] with how much arrived.
+    pub fn room(&mut self) -> &mut [u8] {
+        &mut self.incoming[self.len..]
+    }
 
-    #[tokio::test]
-    async fn reads_stop_at_every_record_boundary() {
-        let records: Vec<u8> = [
-            &[22, 3, 3, 0, 2, 0xA, 0xB][..],
-            &[23, 3, 3, 0, 0][..],
-            &[23, 3, 3, 0, 3, 1, 2, 3][..],
-        ]
-        .concat();
-        let mut reader = RecordAtATime::new(&records[..]);
-        let mut buf = [0u8; 64];
-        let mut reads = Vec::new();
+    pub fn received(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.incoming.len());
+    }
+
+    /// Runs rustls as far as it goes: `true` once the handshake is done. Either way, write
+    /// what is in `outgoing` first.
+    pub fn advance(&mut self) -> Result<bool, HandshakeError> {
         loop {
-            let n = reader.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
+            let status = self
+                .conn
+                .process_tls_records(&mut self.incoming[..self.len]);
+            let discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.take_alert();
+                    return Err(HandshakeError::Refused(e));
+                }
+            };
+            let step = match state {
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    let need = match encode.encode(&mut []) {
+                        Err(EncodeError::InsufficientSize(e)) => e.required_size,
+                        _ => 0,
+                    };
+                    let at = self.outgoing.len();
+                    self.outgoing.resize(at + need, 0);
+                    let written = encode
+                        .encode(&mut self.outgoing[at..])
+                        .map_err(|_| HandshakeError::Oversized)?;
+                    self.outgoing.truncate(at + written);
+                    Step::Again
+                }
+                // Everything encoded is in `outgoing`, which leaves before anything is read.
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    Step::Again
+                }
+                ConnectionState::ReadTraffic(mut read) => {
+                    while let Some(record) = read.next_record() {
+                        let record = record.map_err(HandshakeError::Refused)?;
+                        self.early.extend_from_slice(record.payload);
+                    }
+                    Step::Again
+                }
+                ConnectionState::BlockedHandshake => Step::NeedInput,
+                ConnectionState::WriteTraffic(_) => Step::Done,
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    Step::Failed(io::ErrorKind::UnexpectedEof)
+                }
+                // No 0-RTT is configured (`tls.rs`).
+                _ => Step::Failed(io::ErrorKind::InvalidData),
+            };
+            self.incoming.copy_within(discard..self.len, 0);
+            self.len -= discard;
+            match step {
+                Step::Again => {}
+                Step::NeedInput if self.len == self.incoming.len() => {
+                    return Err(HandshakeError::Oversized);
+                }
+                Step::NeedInput => return Ok(false),
+                Step::Done => return Ok(true),
+                Step::Failed(kind) => return Err(HandshakeError::Failed(kind.into())),
             }
-            reads.push(buf[..n].to_vec());
         }
-        assert_eq!(reads.concat(), records);
-        // Each read ends at a header's or a body's end, never past it.
-        let mut at = 0;
-        let ends = [5, 7, 12, 17, 20];
-        for read in &reads {
-            at += read.len();
-            assert!(ends.contains(&at), "a read ended at {at}");
+    }
+
+    /// After a failure rustls still hands out the alert it queued: into `outgoing`.
+    fn take_alert(&mut self) {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    let mut alert = [0u8; 64];
+                    if let Ok(n) = encode.encode(&mut alert) {
+                        self.outgoing.extend_from_slice(&alert[..n]);
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
         }
-        assert!(reader.at_boundary());
+    }
+
+    /// The record layer, the application data that came with the handshake (plaintext),
+    /// and the client's bytes after it (records not opened yet).
+    pub fn finish(self) -> Result<(RecordLayer, Vec<u8>, Vec<u8>), HandshakeError> {
+        let (secrets, kernel) = self.conn.dangerous_into_kernel_connection()?;
+        let version = Some(kernel.protocol_version());
+        let records = RecordLayer::new(version, &secrets, Some(kernel))?;
+        let input = self.incoming[..self.len].to_vec();
+        Ok((records, self.early, input))
     }
 }

@@ -5,14 +5,16 @@
 //! rustls 0.23 decrypts into a fresh `Vec` per record and encrypts through one, which would
 //! cost two allocations per relayed round trip.
 //!
-//! Only application data goes on after the handoff. An alert (close_notify or fatal), a
-//! handshake message (a TLS 1.3 KeyUpdate, a TLS 1.2 renegotiation) or anything malformed
-//! ends the connection: the extracted keys cannot be updated, and a TURN client has no
-//! reason to send any of them mid-session.
+//! Application data goes on after the handoff, and TLS 1.3 key updates (RFC 8446 §4.6.3):
+//! rustls's kernel-TLS state derives the next keys, in both directions, and ours are renewed
+//! before the AES-GCM limit. An alert (close_notify or fatal), any other handshake message
+//! (a TLS 1.2 renegotiation) or anything malformed ends the connection.
 
 use std::ops::Range;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 
 /// Record header: content type, legacy version, length (RFC 8446 §5.1, RFC 5246 §6.2.1).
@@ -29,10 +31,18 @@ const TAG: usize = 16;
 /// TLS 1.2 AES-GCM records carry the nonce's last 8 bytes (RFC 5288 §3).
 const EXPLICIT_NONCE: usize = 8;
 /// Records we seal under one AES-GCM key: RFC 8446 §5.5 puts the limit at 2^24.5 full
-/// records. The connection then ends cleanly (the last sequence number is kept for its
-/// close_notify); a KeyUpdate would need the traffic secret, which we do not have. At 1,000
-/// packets a second that is 4.6 hours. What the client seals is its own business.
+/// records. TLS 1.3 moves to the next key before it; TLS 1.2 cannot, and ends cleanly there
+/// (the last sequence number is kept for its close_notify), as rustls does. What the client
+/// seals is its own business.
 const GCM_RECORD_LIMIT: u64 = 1 << 24;
+/// Our next key is taken this many records before the limit.
+const UPDATE_MARGIN: u64 = 1 << 10;
+/// TLS 1.3 KeyUpdate (RFC 8446 §4.6.3): type 24, length 1, then whether the peer must update
+/// too.
+const KEY_UPDATE: [u8; 4] = [24, 0, 0, 1];
+const UPDATE_NOT_REQUESTED: u8 = 0;
+const UPDATE_REQUESTED: u8 = 1;
+const HANDSHAKE: u8 = 22;
 
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
@@ -53,6 +63,8 @@ pub(crate) enum RecordError {
     UnexpectedMessage,
     #[error("the key has protected as many records as it safely can")]
     KeyExhausted,
+    #[error("a key update failed")]
+    KeyUpdate,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -150,6 +162,10 @@ pub(crate) struct RecordLayer {
     version: Version,
     tx: Keys,
     rx: Keys,
+    /// rustls's key schedule after the handshake (TLS 1.3): the next keys each way.
+    kernel: Option<KernelConnection<ServerConnectionData>>,
+    /// The client asked for our next key: a KeyUpdate of ours goes before our next record.
+    update_due: bool,
 }
 
 impl RecordLayer {
@@ -157,6 +173,7 @@ impl RecordLayer {
     pub fn new(
         version: Option<ProtocolVersion>,
         secrets: &ExtractedSecrets,
+        kernel: Option<KernelConnection<ServerConnectionData>>,
     ) -> Result<Self, RecordError> {
         let version = match version {
             Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
@@ -167,13 +184,16 @@ impl RecordLayer {
             version,
             tx: Keys::new(version, secrets.tx.0, &secrets.tx.1, true)?,
             rx: Keys::new(version, secrets.rx.0, &secrets.rx.1, false)?,
+            kernel: kernel.filter(|_| version == Version::Tls13),
+            update_due: false,
         })
     }
 
     /// Bytes a record carrying `plaintext` bytes takes on the wire.
     pub fn sealed_len(&self, plaintext: usize) -> usize {
         let records = plaintext.div_ceil(MAX_PLAINTEXT).max(1);
-        plaintext + records * self.overhead()
+        // Room for a KeyUpdate of ours too, should one be due (rare: no allocation then).
+        plaintext + records * self.overhead() + self.overhead() + KEY_UPDATE.len() + 1
     }
 
     fn overhead(&self) -> usize {
@@ -190,8 +210,47 @@ impl RecordLayer {
     /// has [`RecordLayer::sealed_len`] bytes of spare capacity.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         for chunk in plaintext.chunks(MAX_PLAINTEXT) {
+            if self.kernel.is_some()
+                && (self.update_due || self.tx.seq.saturating_add(UPDATE_MARGIN) >= self.tx.limit)
+            {
+                self.update_tx(out)?;
+            }
             self.seal_record(APPLICATION_DATA, chunk, out)?;
         }
+        Ok(())
+    }
+
+    /// Sends a KeyUpdate under the current key and moves to the next one (RFC 8446 §4.6.3).
+    fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let Some(kernel) = &mut self.kernel else {
+            return Err(RecordError::KeyUpdate);
+        };
+        let mut message = [0u8; 5];
+        message[..4].copy_from_slice(&KEY_UPDATE);
+        message[4] = UPDATE_NOT_REQUESTED;
+        let (seq, secrets) = kernel
+            .update_tx_secret()
+            .map_err(|_| RecordError::KeyUpdate)?;
+        self.seal_record(HANDSHAKE, &message, out)?;
+        self.tx = Keys::new(self.version, seq, &secrets, true)?;
+        self.update_due = false;
+        Ok(())
+    }
+
+    /// Takes the client's next key after its KeyUpdate; notes whether it wants ours too.
+    fn update_rx(&mut self, message: &[u8]) -> Result<(), RecordError> {
+        let (Some(kernel), Some((&request, head))) = (&mut self.kernel, message.split_last())
+        else {
+            return Err(RecordError::UnexpectedMessage);
+        };
+        if head != KEY_UPDATE || request > UPDATE_REQUESTED {
+            return Err(RecordError::UnexpectedMessage);
+        }
+        let (seq, secrets) = kernel
+            .update_rx_secret()
+            .map_err(|_| RecordError::KeyUpdate)?;
+        self.rx = Keys::new(self.version, seq, &secrets, false)?;
+        self.update_due |= request == UPDATE_REQUESTED;
         Ok(())
     }
 
@@ -288,15 +347,28 @@ impl RecordLayer {
                 let Some(end) = opened.iter().rposition(|&b| b != 0) else {
                     return Err(RecordError::UnexpectedMessage);
                 };
-                match opened[end] {
-                    APPLICATION_DATA => {}
-                    ALERT => return Err(RecordError::Alert),
-                    _ => return Err(RecordError::UnexpectedMessage),
-                }
                 if end > MAX_PLAINTEXT {
                     return Err(RecordError::RecordOverflow);
                 }
-                HEADER..HEADER + end
+                match opened[end] {
+                    APPLICATION_DATA => HEADER..HEADER + end,
+                    ALERT => return Err(RecordError::Alert),
+                    HANDSHAKE => {
+                        // The next key applies from the next record on: this one counts under
+                        // the old key, whose sequence number is dropped with it.
+                        let mut message = [0u8; 5];
+                        let Some(body) = opened.get(..end).filter(|b| b.len() == 5) else {
+                            return Err(RecordError::UnexpectedMessage);
+                        };
+                        message.copy_from_slice(body);
+                        self.update_rx(&message)?;
+                        return Ok(Some(Opened {
+                            len,
+                            plaintext: HEADER..HEADER,
+                        }));
+                    }
+                    _ => return Err(RecordError::UnexpectedMessage),
+                }
             }
             Version::Tls12 => {
                 let skip = if self.rx.explicit_nonce {
@@ -341,14 +413,17 @@ impl RecordLayer {
 
 #[cfg(test)]
 mod tests {
-    //! Against rustls itself: a rustls client and a rustls server handshake in memory, the
-    //! server's keys are extracted, and records cross between our layer and the client.
+    //! Against rustls itself: a rustls client and our handshake driver (rustls's unbuffered
+    //! server) in memory, the server's keys handed over, and records cross between our layer
+    //! and the client.
     use super::*;
     use std::io::{Read, Write};
     use std::sync::Arc;
 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    use crate::io::tls_handoff::Handshake;
 
     fn configs(
         versions: &[&'static rustls::SupportedProtocolVersion],
@@ -379,46 +454,37 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
-    /// Moves TLS bytes from `from` to `to` until neither wants to write.
-    fn pump(client: &mut ClientConnection, server: &mut ServerConnection) {
-        for _ in 0..20 {
-            let mut buf = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut buf).unwrap();
-            }
-            let mut slice = &buf[..];
-            while !slice.is_empty() {
-                server.read_tls(&mut slice).unwrap();
-                server.process_new_packets().unwrap();
-            }
-            let mut back = Vec::new();
-            while server.wants_write() {
-                server.write_tls(&mut back).unwrap();
-            }
-            let mut slice = &back[..];
-            while !slice.is_empty() {
-                client.read_tls(&mut slice).unwrap();
-                client.process_new_packets().unwrap();
-            }
-            if !client.is_handshaking() && !server.is_handshaking() && buf.is_empty() {
-                return;
-            }
-        }
-        panic!("handshake did not finish");
-    }
-
+    /// A rustls client against our handshake driver (`tls_handoff::Handshake`), in memory;
+    /// returns the client and the record layer handed over.
     fn established(
         versions: &[&'static rustls::SupportedProtocolVersion],
         suite: Option<rustls::SupportedCipherSuite>,
     ) -> (ClientConnection, RecordLayer) {
         let (server_config, client_config) = configs(versions, suite);
-        let mut server = ServerConnection::new(server_config).unwrap();
+        let mut server = Handshake::new(server_config).unwrap();
         let name = ServerName::try_from("turn.test").unwrap();
         let mut client = ClientConnection::new(client_config, name).unwrap();
-        pump(&mut client, &mut server);
-        let version = server.protocol_version();
-        let layer = RecordLayer::new(version, &server.dangerous_extract_secrets().unwrap());
-        (client, layer.unwrap())
+        for _ in 0..20 {
+            let mut flight = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut flight).unwrap();
+            }
+            server.room()[..flight.len()].copy_from_slice(&flight);
+            server.received(flight.len());
+            let done = server.advance().unwrap();
+            let back = std::mem::take(&mut server.outgoing);
+            let mut slice = &back[..];
+            while !slice.is_empty() {
+                client.read_tls(&mut slice).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if done && !client.is_handshaking() && !client.wants_write() {
+                let (layer, early, input) = server.finish().unwrap();
+                assert!(early.is_empty() && input.is_empty());
+                return (client, layer);
+            }
+        }
+        panic!("handshake did not finish");
     }
 
     /// Client → our layer: every record of `payload` opened, the plaintext joined.
@@ -445,7 +511,7 @@ mod tests {
         let mut wire = Vec::with_capacity(layer.sealed_len(payload.len()));
         let capacity = wire.capacity();
         layer.seal(payload, &mut wire).unwrap();
-        assert_eq!(wire.len(), layer.sealed_len(payload.len()));
+        assert!(wire.len() <= layer.sealed_len(payload.len()));
         assert_eq!(wire.capacity(), capacity, "sealing allocated");
         let mut slice = &wire[..];
         let mut got = Vec::new();
@@ -537,8 +603,38 @@ mod tests {
     }
 
     #[test]
+    fn key_updates_are_followed_both_ways_and_ours_come_before_the_limit() {
+        for suite in [
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            let (mut client, mut layer) = established(&[&rustls::version::TLS13], Some(suite));
+            client_to_layer(&mut client, &mut layer, b"before");
+            // The client moves to its next key and asks for ours (RFC 8446 §4.6.3).
+            client.refresh_traffic_keys().unwrap();
+            client_to_layer(&mut client, &mut layer, b"after the client's update");
+            assert!(layer.update_due);
+            layer_to_client(&mut client, &mut layer, b"after ours");
+            assert!(!layer.update_due);
+            assert_eq!(layer.tx.seq, 1, "a fresh key");
+            // Spontaneously too: the client follows our KeyUpdate.
+            layer.update_due = true;
+            layer_to_client(&mut client, &mut layer, b"after another of ours");
+            client_to_layer(&mut client, &mut layer, b"still fine");
+            if layer.tx.limit != u64::MAX {
+                // Near the AES-GCM limit we move on by ourselves (the client's sequence
+                // numbers no longer match ours here, so nothing goes to it).
+                layer.tx.seq = layer.tx.limit - UPDATE_MARGIN;
+                layer.seal(b"past the margin", &mut Vec::new()).unwrap();
+                assert_eq!(layer.tx.seq, 1);
+            }
+        }
+    }
+
+    #[test]
     fn an_exhausted_key_still_seals_its_close_notify() {
-        let (_, mut layer) = established(&[&rustls::version::TLS13], None);
+        // TLS 1.2 has no key update.
+        let (_, mut layer) = established(&[&rustls::version::TLS12], None);
         layer.tx.seq = GCM_RECORD_LIMIT - 2;
         let mut wire = Vec::new();
         layer.seal(b"last", &mut wire).unwrap();
